@@ -1,0 +1,95 @@
+"""Feature recipes: every number that decides whether our features match the literature.
+
+A recipe is the single source of truth for frame rate, window/step, resize, flow method and
+weights. Snakemake passes ``recipe.fingerprint()`` as a rule ``param`` so that changing any
+field reruns the affected jobs (edits inside packages do not trigger reruns, DESIGN.md §7).
+See ``../shared/DESIGN.md`` §2 for where each default comes from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FlowMethod = Literal["raft", "farneback"]
+VisualModel = Literal["i3d", "r21d"]
+WeightsMode = Literal["pretrained", "random"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one dataset's videos become features.
+
+    Feature ``t`` covers frames ``[step*t, step*t + stack)`` and audio
+    ``[t*step/fps, t*step/fps + stack/fps)`` seconds; its time stamp is the window centre
+    ``center_offset_s + t * step_s`` (0.48 + 0.32 t for UnAV-100, as the public loader).
+    """
+
+    name: str
+    fps: float = 25.0
+    stack: int = 24
+    step: int = 8
+    short_side: int = 256
+    crop: int = 224
+    visual: VisualModel = "i3d"
+    audio_hop_s: float = 0.32
+    flow: FlowMethod = "raft"
+    raft_iters: int = 20
+    raft_weights: str = "raft-sintel"
+    weights: WeightsMode = "pretrained"
+    seed: int = 0
+    t_max: int = 224
+    version: str = "1"
+
+    @property
+    def step_s(self) -> float:
+        return self.step / self.fps
+
+    @property
+    def window_s(self) -> float:
+        return self.stack / self.fps
+
+    @property
+    def center_offset_s(self) -> float:
+        return self.window_s / 2.0
+
+    def step_time(self, t: int | float) -> float:
+        """Centre time in seconds of feature index ``t``."""
+        return self.center_offset_s + float(t) * self.step_s
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Stable short hash of every field, for Snakemake ``params`` and provenance."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+
+RECIPES: dict[str, Recipe] = {
+    # UnAV-100 (DAVEL / W-DAVEL): 25 FPS, I3D 24-frame windows, step 8 (0.32 s), VGGish hop 0.32 s.
+    "unav100": Recipe(name="unav100"),
+    # ActivityNet 1.3: 16 FPS, R(2+1)D-34, 16-frame windows with step 16 (one feature per second).
+    "activitynet": Recipe(
+        name="activitynet", fps=16.0, stack=16, step=16, visual="r21d", audio_hop_s=1.0, t_max=256,
+        crop=112,
+    ),
+    # Offline CPU demo: random weights (explicit), classical flow, one feature per 0.64 s.
+    "demo": Recipe(
+        name="demo", fps=25.0, stack=24, step=16, audio_hop_s=0.64, flow="farneback",
+        weights="random", t_max=32,
+    ),
+}
+
+
+def get_recipe(name: str, **overrides: Any) -> Recipe:
+    """Look up a named recipe, optionally overriding fields (from config)."""
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    return RECIPES[name].replace(**overrides) if overrides else RECIPES[name]
