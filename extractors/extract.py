@@ -1,0 +1,206 @@
+"""The one extraction entry: any subset of {flow, i3d, vggish, r21d} for a list of videos.
+
+Used two ways:
+- per stage by the Snakemake rules (``python -m extractors.extract i3d --mp4 ... --out ...``), one video
+  per job so Snakemake owns skipping, retries and parallelism;
+- in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
+  --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.predict`` on new videos.
+
+Every ``.npy`` gets a provenance ``.json`` beside it (recipe, weights, package version, input hash, T,
+seconds per step). Errors are not swallowed (unlike the reference extractor): Snakemake decides what to
+skip. The media stage's ``MediaError`` is the one exception to loudness in ``run``: a bad video is
+reported and the other videos still complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from extractors.io import save_npy, write_json
+from extractors.recipes import Recipe, get_recipe
+
+log = logging.getLogger("extractors")
+KINDS = ("flow", "i3d", "vggish", "r21d")
+
+
+def package_version() -> str:
+    try:
+        return version("avloc")
+    except PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    if getattr(args, "recipe_json", None):
+        fields = json.loads(args.recipe_json)
+        return Recipe(**fields)
+    return get_recipe(args.recipe)
+
+
+def write_features(out: Path, feats: np.ndarray, provenance: dict[str, Any], recipe: Recipe,
+                   source: Path) -> None:
+    """Save ``(T, D)`` float32 features and their provenance JSON (same stem, ``.json``)."""
+    feats = np.asarray(feats, dtype=np.float32)
+    prov = {
+        "recipe": recipe.to_dict(),
+        "recipe_fingerprint": recipe.fingerprint(),
+        "package_version": package_version(),
+        "input": str(source),
+        "input_sha256": sha256_of(source),
+        "T": int(feats.shape[0]),
+        "dim": int(feats.shape[1]) if feats.ndim == 2 else None,
+        "seconds_per_step": recipe.step_s,
+        "window_seconds": recipe.window_s,
+        **provenance,
+    }
+    write_json(out.with_suffix(".json"), prov)
+    save_npy(out, feats)
+
+
+def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | None, out: Path,
+              recipe: Recipe, weights_root: Path, device: str, batch_size: int, bf16: bool = False) -> None:
+    """Extract one kind of feature for one normalized video (the Snakemake per-job entry)."""
+    device = resolve_device(device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if kind == "flow":
+        from extractors.i3d import compute_flow
+
+        prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size)
+        write_json(out.with_name(out.name + ".json"), prov)
+        return
+    if kind == "i3d":
+        from extractors.i3d import extract_i3d
+
+        feats, prov = extract_i3d(mp4, recipe, weights_root=weights_root, device=device,
+                                  batch_size=batch_size, flow_path=flow, dtype=dtype)
+        source = mp4
+    elif kind == "vggish":
+        from extractors.vggish import extract_vggish
+
+        feats, prov = extract_vggish(wav, recipe, weights_root=weights_root, device=device,
+                                     batch_size=batch_size)
+        source = wav
+    elif kind == "r21d":
+        from extractors.r21d import extract_r21d
+
+        feats, prov = extract_r21d(mp4, recipe, weights_root=weights_root, device=device,
+                                   batch_size=batch_size)
+        source = mp4
+    else:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
+    write_features(out, feats, prov, recipe, source)
+
+
+def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: list[str],
+                   weights_root: Path = Path("resources/weights"), device: str = "auto",
+                   batch_size: int = 8, bf16: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """Normalize each raw video and extract ``kinds`` into ``out_dir/<kind>/<video_id>.npy``.
+
+    Returns (done video ids, [(video path, reason)] for videos the media stage rejected).
+    """
+    from extractors.media import MediaError, normalize
+
+    done: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for video in tqdm(videos, desc="extract", unit="video"):
+        vid = video.stem
+        mp4, wav = out_dir / "media" / f"{vid}.mp4", out_dir / "media" / f"{vid}.wav"
+        try:
+            normalize(video, mp4, wav, fps=recipe.fps)
+        except MediaError as err:
+            log.error("%s", err)
+            failed.append((str(video), str(err)))
+            continue
+        flow = None
+        if "flow" in kinds or "i3d" in kinds:
+            flow = out_dir / "flow" / f"{vid}.npz"
+            run_stage("flow", mp4=mp4, wav=wav, flow=None, out=flow, recipe=recipe,
+                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+        for kind in (k for k in kinds if k != "flow"):
+            run_stage(kind, mp4=mp4, wav=wav, flow=flow, out=out_dir / kind / f"{vid}.npy", recipe=recipe,
+                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+        done.append(vid)
+    return done, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--recipe", default="unav100", help="named recipe (extractors/recipes.py)")
+        p.add_argument("--recipe-json", default=None, help="full recipe as JSON (overrides --recipe)")
+        p.add_argument("--weights-root", type=Path, default=Path("resources/weights"))
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--bf16", action="store_true", help="bf16 autocast (off by default: exact recipe)")
+
+    for kind in KINDS:
+        p = sub.add_parser(kind, help=f"extract {kind} for one normalized video")
+        common(p)
+        p.add_argument("--mp4", type=Path)
+        p.add_argument("--wav", type=Path)
+        p.add_argument("--flow", type=Path, default=None, help="stored flow (i3d); computed in memory if absent")
+        p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("media", help="normalize one raw video to a constant-FPS mp4 + 16 kHz mono wav")
+    p.add_argument("--src", type=Path, required=True)
+    p.add_argument("--mp4", type=Path, required=True)
+    p.add_argument("--wav", type=Path, required=True)
+    p.add_argument("--fps", type=float, default=25.0)
+    p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
+    common(p)
+    p.add_argument("videos", type=Path, nargs="+")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--kinds", default="i3d,vggish", help=f"comma-separated subset of {KINDS}")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "media":
+        from extractors.media import normalize
+
+        manifest = normalize(args.src, args.mp4, args.wav, fps=args.fps)
+        log.info("%s -> %s (%d frames, has_audio=%s)", args.src, args.mp4, manifest.n_frames, manifest.has_audio)
+        return 0
+    recipe = recipe_from_args(args)
+    if args.command == "run":
+        kinds = [k for k in args.kinds.split(",") if k]
+        unknown = sorted(set(kinds) - set(KINDS))
+        if unknown:
+            parser.error(f"unknown kinds {unknown}; choose from {KINDS}")
+        _, failed = extract_videos(args.videos, args.out_dir, recipe, kinds, args.weights_root, args.device,
+                                   args.batch_size, args.bf16)
+        for path, reason in failed:
+            print(f"FAILED {path}: {reason}", file=sys.stderr)
+        return 1 if failed else 0
+    run_stage(args.command, mp4=args.mp4, wav=args.wav, flow=args.flow, out=args.out, recipe=recipe,
+              weights_root=args.weights_root, device=args.device, batch_size=args.batch_size, bf16=args.bf16)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

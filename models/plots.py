@@ -1,0 +1,46 @@
+"""Event timeline plots: where a person would rather look than read (ground truth vs. prediction)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from extractors.io import atomic_path  # noqa: E402
+
+Event = tuple[float, float, str, float]  # start_s, end_s, label, score (score 1.0 for ground truth)
+
+
+def plot_timeline(out_png: Path | str, duration: float, predicted: Sequence[Event],
+                  ground_truth: Sequence[Event] | None = None, title: str = "",
+                  banner: str | None = None) -> None:
+    """One row per class: ground-truth bars (grey, above) and predicted bars (coloured by score)."""
+    labels = sorted({e[2] for e in predicted} | {e[2] for e in (ground_truth or [])})
+    rows = max(len(labels), 1)
+    fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * rows))
+    cmap = plt.get_cmap("viridis")
+    for r, label in enumerate(labels):
+        for s, e, lab, _ in ground_truth or []:
+            if lab == label:
+                ax.broken_barh([(s, e - s)], (r + 0.5, 0.35), facecolors="0.6")
+        for s, e, lab, score in predicted:
+            if lab == label:
+                ax.broken_barh([(s, e - s)], (r + 0.1, 0.35), facecolors=cmap(float(score)))
+                ax.text(s, r + 0.28, f"{score:.2f}", fontsize=7, va="center", color="white")
+    ax.set_yticks([r + 0.5 for r in range(rows)], labels or ["(no events)"])
+    ax.set_ylim(0, rows + 0.1)
+    ax.set_xlim(0, max(duration, 1e-3))
+    ax.set_xlabel("time (s)")
+    note = "grey: ground truth (upper), colour: prediction (lower, by score)" if ground_truth is not None \
+        else "prediction, coloured by score"
+    ax.set_title(f"{title}\n{note}" if title else note, fontsize=9)
+    if banner:
+        fig.text(0.5, 0.01, banner, ha="center", color="red", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,22 @@
+# Decode every video to a constant frame rate mp4 at the source resolution and a 16 kHz mono float32 wav
+# (the reference audio chain); the manifest records has_audio (silent track when the video has none).
+
+
+rule media:
+    input:
+        source_video,
+    output:
+        mp4="results/{ds}/media/{vid}.mp4",
+        wav="results/{ds}/media/{vid}.wav",
+        manifest="results/{ds}/media/{vid}.json",
+    params:
+        fps=lambda wc: recipe(wc.ds).fps,
+    log:
+        "logs/{ds}/media/{vid}.log",
+    benchmark:
+        "benchmarks/{ds}/media/{vid}.tsv"
+    conda:
+        "../../envs/media.yaml"
+    shell:
+        "python -m extractors.extract media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
+        "--fps {params.fps} > {log:q} 2>&1"

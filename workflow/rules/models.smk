@@ -1,0 +1,120 @@
+# Train / evaluate every configured localizer through the one training and evaluation entry
+# (models.train, models.evaluate), compare them in one table, and predict timelines for new videos.
+
+
+def train_spec(ds):
+    return json.dumps(DATASETS[ds].get("train", {}), sort_keys=True)
+
+
+rule train:
+    input:
+        store="results/{ds}/store",
+        annotations=lambda wc: DATASETS[wc.ds]["annotations"],
+    output:
+        checkpoint="results/{ds}/models/{model}/best.pt",
+        log_jsonl="results/{ds}/models/{model}/log.jsonl",
+        curve=report(
+            "results/{ds}/models/{model}/curve.png",
+            caption="../report/training_curve.rst",
+            category="Training curves",
+            labels={"dataset": "{ds}", "model": "{model}"},
+        ),
+    params:
+        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        train=lambda wc: train_spec(wc.ds),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{ds}/train/{model}.log",
+    benchmark:
+        "benchmarks/{ds}/train/{model}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule evaluate:
+    input:
+        store="results/{ds}/store",
+        annotations=lambda wc: DATASETS[wc.ds]["annotations"],
+        checkpoint="results/{ds}/models/{model}/best.pt",
+    output:
+        metrics=report(
+            "results/{ds}/models/{model}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Metrics",
+            labels={"dataset": "{ds}", "model": "{model}"},
+        ),
+        predictions="results/{ds}/models/{model}/predictions.json",
+        timelines=report(
+            directory("results/{ds}/models/{model}/timelines"),
+            patterns=["{name}.png"],
+            caption="../report/timeline.rst",
+            category="Timelines (test split)",
+            labels={"dataset": "{ds}", "model": "{model}", "video": "{name}"},
+        ),
+    params:
+        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{ds}/evaluate/{model}.log",
+    benchmark:
+        "benchmarks/{ds}/evaluate/{model}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/evaluate.py"
+
+
+rule compare:
+    input:
+        metrics=lambda wc: expand("results/{ds}/models/{model}/metrics.json", ds=wc.ds,
+                                  model=DATASETS[wc.ds]["models"]),
+    output:
+        markdown="results/{ds}/compare.md",
+        csv=report("results/{ds}/compare.csv", caption="../report/compare.rst", category="Metrics",
+                   labels={"dataset": "{ds}", "table": "comparison"}),
+    log:
+        "logs/{ds}/compare.log",
+    benchmark:
+        "benchmarks/{ds}/compare.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/compare.py"
+
+
+def predictor(ds):
+    spec = DATASETS[ds]["predict_with"]
+    return f"results/{spec['dataset']}/models/{spec['model']}/best.pt"
+
+
+rule predict:
+    input:
+        features=lambda wc: [f"results/{wc.ds}/features/{kind}/{wc.vid}.npy" for kind in feature_kinds(wc.ds)],
+        checkpoint=lambda wc: predictor(wc.ds),
+        manifest="results/{ds}/media/{vid}.json",
+        annotations=lambda wc: DATASETS[DATASETS[wc.ds]["predict_with"]["dataset"]]["annotations"],
+    output:
+        events="results/{ds}/predictions/{model}/{vid}.json",
+        csv="results/{ds}/predictions/{model}/{vid}.csv",
+        timeline=report(
+            "results/{ds}/predictions/{model}/{vid}.png",
+            caption="../report/prediction.rst",
+            category="Predictions (new videos)",
+            labels={"dataset": "{ds}", "model": "{model}", "video": "{vid}"},
+        ),
+    params:
+        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+    log:
+        "logs/{ds}/predict/{model}/{vid}.log",
+    benchmark:
+        "benchmarks/{ds}/predict/{model}/{vid}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/predict.py"

@@ -1,0 +1,24 @@
+"""Snakemake script: one table of all configured models (rows) x mAP@0.5..0.9 and Avg (columns)."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from models.compare import metrics_row, write_table
+from models.pipeline import parse_model_name
+
+snakemake = globals()["snakemake"]
+rows = []
+for path in snakemake.input.metrics:
+    label = Path(path).parent.name
+    name, sup = parse_model_name(label)
+    rows.append({"row": label, "method": name, "supervision": sup or "default", "control": False,
+                 **metrics_row(json.loads(Path(path).read_text())), "checkpoint": str(Path(path).parent)})
+out_dir = Path(snakemake.output.markdown).parent
+tmp_dir = out_dir / ".compare"
+tmp_dir.mkdir(parents=True, exist_ok=True)
+write_table(pd.DataFrame(rows).set_index("row"), tmp_dir)
+(tmp_dir / "table.md").replace(snakemake.output.markdown)
+(tmp_dir / "table.csv").replace(snakemake.output.csv)
+tmp_dir.rmdir()

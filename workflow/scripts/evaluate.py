@@ -1,0 +1,22 @@
+"""Snakemake script: test-split predictions, mAP, and one timeline plot per test video."""
+
+import json
+import logging
+from pathlib import Path
+
+from extractors.recipes import Recipe
+from models.evaluate import evaluate
+from models.pipeline import load_splits, parse_model_name
+from models.predict import plot_dataset_timelines
+
+snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+recipe = Recipe(**json.loads(snakemake.params.recipe))
+splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
+test = splits.get("test") or splits.get("validation")
+out_dir = Path(snakemake.output.metrics).parent
+name, _ = parse_model_name(snakemake.wildcards.model)
+metrics = evaluate(name, snakemake.input.checkpoint, test, recipe, out_dir,
+                   device=snakemake.config.get("device", "auto"))
+plot_dataset_timelines(snakemake.output.predictions, test, snakemake.output.timelines, recipe)
+logging.info("metrics %s", {k: metrics[k] for k in ("avg",) if k in metrics})

@@ -1,0 +1,23 @@
+"""Snakemake script: events (JSON, CSV, PNG timeline) for one new video from its cached features."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from extractors.recipes import Recipe
+from models.data import class_list
+from models.pipeline import read_annotations
+from models.predict import manifest_duration, predict_features, write_prediction
+
+snakemake = globals()["snakemake"]
+recipe = Recipe(**json.loads(snakemake.params.recipe))
+visual_path, audio_path = snakemake.input.features
+classes = class_list(read_annotations(snakemake.input.annotations, recipe))
+audio, visual = np.load(audio_path), np.load(visual_path)
+duration = manifest_duration(snakemake.input.manifest)
+events = predict_features(snakemake.input.checkpoint, audio, visual, recipe, classes, duration,
+                          snakemake.wildcards.vid)
+random_weights = json.loads(Path(visual_path).with_suffix(".json").read_text()).get("weights") == "random"
+write_prediction(snakemake.wildcards.vid, events, duration, snakemake.output.events,
+                 {"checkpoint": snakemake.input.checkpoint, "recipe": recipe.to_dict()}, random_weights)

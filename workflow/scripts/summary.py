@@ -1,0 +1,18 @@
+"""Snakemake script: the per-dataset HTML summary (models.report.write_summary)."""
+
+import json
+
+from models.report import write_summary
+
+snakemake = globals()["snakemake"]
+inp = snakemake.input
+write_summary(
+    snakemake.output.html,
+    snakemake.wildcards.ds,
+    json.loads(snakemake.params.recipe),
+    metrics=list(inp.get("metrics", [])),
+    compare_md=inp.get("compare"),
+    feature_files=list(inp.get("features", [])),
+    predictions=list(inp.get("predictions", [])),
+    rejected=json.loads(snakemake.params.rejected),
+)

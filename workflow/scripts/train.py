@@ -1,0 +1,23 @@
+"""Snakemake script: train one localizer on a dataset's train split, select on validation."""
+
+import json
+import logging
+from pathlib import Path
+
+from extractors.recipes import Recipe
+from models.pipeline import input_fingerprint, load_splits, model_overrides, reset_stale_resume_state
+from models.train import train
+
+snakemake = globals()["snakemake"]
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+recipe = Recipe(**json.loads(snakemake.params.recipe))
+spec = json.loads(snakemake.params.train)
+splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
+run_dir = Path(snakemake.output.checkpoint).parent
+reset_stale_resume_state(run_dir, input_fingerprint(snakemake.input.store, snakemake.params.recipe,
+                                                    snakemake.params.train, snakemake.wildcards.model))
+name, overrides = model_overrides(snakemake.wildcards.model)
+best = train(name, splits["train"], splits.get("validation"), run_dir, cfg_overrides=overrides,
+             epochs=spec.get("epochs"), batch_size=spec.get("batch_size"), lr=spec.get("lr"),
+             seed=spec.get("seed", 0), device=snakemake.config.get("device", "auto"), progress=False)
+logging.info("best checkpoint %s", best)
