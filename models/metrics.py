@@ -1,0 +1,222 @@
+"""Dense localization mAP at temporal IoU thresholds (UnAV-100 / ActivityNet protocol, DESIGN.md §4).
+
+Re-implemented (not copied) from the behaviour of the reference evaluator used by UnAV-100
+(ttgeng233/UnAV ``libs/utils/metrics.py``, itself ActionFormer's ``ANETdetection``, adapted from
+ActivityNet's ``eval_detection.py``). The rules it follows, checked against that source:
+
+1. Ground truth: per video, duplicate segments (same label, start and end within 1e-3 s) are
+   removed, keeping the first (UnAV's ``remove_duplicate_annotations``; ActionFormer upstream does
+   not do this). Classes = labels present in the ground truth; mAP is the mean over them.
+2. Per class, predictions are ordered by ``np.argsort(scores)[::-1]`` over the class's
+   predictions in input order (videos in dict order, then list order). That sort is NumPy's
+   default (not stable) and reversed, so for tied scores the *later* prediction usually comes first;
+   we call exactly the same function on the same order, so ties resolve identically.
+3. Each prediction, against the ground truth of its class in its video: candidates are visited in
+   ``np.argsort(tiou)[::-1]`` order; the first with tIoU < θ ends the search (false positive);
+   locked (already matched) ground truth is skipped; the first unlocked one with tIoU ≥ θ becomes a
+   true positive and is locked. No unlocked candidate -> false positive. A prediction in a video
+   without ground truth of that class is a false positive (also for videos not in the ground truth).
+4. precision/recall from cumulative TP/FP (recall denominator = number of GT of the class), then
+   ActivityNet's ``interpolated_prec_rec`` (VOC 2011 all-points interpolation). A class without
+   predictions scores AP 0.
+5. Avg = mean of the per-θ mAP over ``np.linspace(0.1, 0.9, 9)``; papers report θ 0.5 ... 0.9.
+
+Deliberate difference: predictions whose label is absent from the ground truth are ignored. The
+reference remaps label ids with ``DataFrame.replace`` and leaves unknown ids unmapped, so such a
+prediction can be counted for whichever present class happens to receive that index; this only
+differs from ours when the evaluated subset lacks some classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_TIOUS = np.linspace(0.1, 0.9, 9)
+REPORTED_TIOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """tIoU of one ``[start, end]`` against ``(N, 2)`` candidates (intersection clipped at 0)."""
+    candidates = np.asarray(candidates, dtype=np.float64).reshape(-1, 2)
+    inter = (np.minimum(target[1], candidates[:, 1]) - np.maximum(target[0], candidates[:, 0])).clip(0)
+    union = (candidates[:, 1] - candidates[:, 0]) + (target[1] - target[0]) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union
+
+
+def interpolated_prec_rec(prec: np.ndarray, rec: np.ndarray) -> float:
+    """ActivityNet's interpolated AP (VOC 2011): area under the monotone envelope of precision."""
+    mprec = np.concatenate([[0.0], np.asarray(prec, np.float64), [0.0]])
+    mrec = np.concatenate([[0.0], np.asarray(rec, np.float64), [1.0]])
+    mprec = np.maximum.accumulate(mprec[::-1])[::-1]
+    idx = np.nonzero(mrec[1:] != mrec[:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def average_precision(
+    gt_by_video: Mapping[str, np.ndarray], pred_videos: Sequence[str], pred_segments: np.ndarray,
+    pred_scores: np.ndarray, tious: Sequence[float] = DEFAULT_TIOUS,
+) -> np.ndarray:
+    """AP of one class at each θ (rules 2-4 of the module docstring).
+
+    ``gt_by_video``: vid -> (M, 2) ground-truth segments of this class (deduplicated);
+    predictions: parallel ``pred_videos`` (N,), ``pred_segments`` (N, 2), ``pred_scores`` (N,).
+    """
+    tious = np.asarray(tious, dtype=np.float64)
+    ap = np.zeros(len(tious))
+    n = len(pred_videos)
+    npos = float(sum(len(v) for v in gt_by_video.values()))
+    if n == 0 or npos == 0:
+        return ap
+    pred_segments = np.asarray(pred_segments, dtype=np.float64).reshape(-1, 2)
+    order = np.asarray(pred_scores, dtype=np.float64).argsort()[::-1]
+    locked = {vid: np.zeros((len(tious), len(g)), dtype=bool) for vid, g in gt_by_video.items()}
+    tp = np.zeros((len(tious), n))
+    fp = np.zeros((len(tious), n))
+    for rank, i in enumerate(order):
+        gt = gt_by_video.get(pred_videos[i])
+        if gt is None or len(gt) == 0:
+            fp[:, rank] = 1
+            continue
+        iou = segment_iou(pred_segments[i], gt)
+        cand = iou.argsort()[::-1]
+        lock = locked[pred_videos[i]]
+        for k, thr in enumerate(tious):
+            for j in cand:
+                if iou[j] < thr:
+                    break
+                if lock[k, j]:
+                    continue
+                tp[k, rank] = 1
+                lock[k, j] = True
+                break
+            if tp[k, rank] == 0:
+                fp[k, rank] = 1
+    tp_c = np.cumsum(tp, axis=1)
+    fp_c = np.cumsum(fp, axis=1)
+    rec = tp_c / npos
+    prec = tp_c / (tp_c + fp_c)
+    for k in range(len(tious)):
+        ap[k] = interpolated_prec_rec(prec[k], rec[k])
+    return ap
+
+
+def _dedup(segs: list[tuple[float, float, Hashable]], tol: float = 1e-3) -> list[tuple[float, float, Hashable]]:
+    kept: list[tuple[float, float, Hashable]] = []
+    for s, e, lab in segs:
+        if not any(abs(s - ks) <= tol and abs(e - ke) <= tol and lab == kl for ks, ke, kl in kept):
+            kept.append((s, e, lab))
+    return kept
+
+
+def _normalize_gt(ground_truth: Any, subset: str | None) -> dict[str, list[tuple[float, float, Hashable]]]:
+    """Accept {vid: [(s, e, label)]}, {vid: VideoAnnotation}, or an ActivityNet/UnAV JSON dict."""
+    if isinstance(ground_truth, Mapping) and "database" in ground_truth:
+        out = {}
+        for vid, v in ground_truth["database"].items():
+            if subset is not None and str(v.get("subset", "")).lower() != subset:
+                continue
+            out[vid] = [(float(a["segment"][0]), float(a["segment"][1]), a["label"])
+                        for a in v.get("annotations", [])]
+        return out
+    out = {}
+    for vid, v in ground_truth.items():
+        if hasattr(v, "segments"):  # VideoAnnotation
+            if subset is not None and v.subset != subset:
+                continue
+            out[vid] = [(float(s.start), float(s.end), s.label) for s in v.segments]
+        else:
+            out[vid] = [(float(s), float(e), lab) for s, e, lab in v]
+    return out
+
+
+def _normalize_pred(predictions: Any) -> dict[str, list[tuple[float, float, Hashable, float]]]:
+    """Accept {vid: [(s, e, label, score)]} or ActivityNet results {"results": {vid: [{...}]}}."""
+    if isinstance(predictions, Mapping) and "results" in predictions:
+        return {vid: [(float(p["segment"][0]), float(p["segment"][1]), p["label"], float(p["score"]))
+                      for p in lst] for vid, lst in predictions["results"].items()}
+    return {vid: [(float(s), float(e), lab, float(sc)) for s, e, lab, sc in lst]
+            for vid, lst in predictions.items()}
+
+
+def _tkey(t: float) -> str:
+    return f"{t:.2f}".rstrip("0").rstrip(".") if not float(t).is_integer() else f"{t:.1f}"
+
+
+def compute_map(
+    ground_truth: Any, predictions: Any, tious: Sequence[float] = DEFAULT_TIOUS,
+    subset: str | None = None, dedup_gt: bool = True,
+) -> dict[str, Any]:
+    """mAP at each θ, per-class AP, and ``avg`` (mean over ``tious``), UnAV/ActionFormer rules.
+
+    Returns ``{"tious": [...], "mAP": {"0.1": ..}, "avg": float, "per_class": {label: [AP per θ]},
+    "reported": {"0.5": .., ..., "0.9": .., "avg": ..}, "num_classes": K}`` (values in [0, 1]).
+    """
+    tious = np.asarray(tious, dtype=np.float64)
+    gt = _normalize_gt(ground_truth, subset)
+    pred = _normalize_pred(predictions)
+    if dedup_gt:
+        gt = {vid: _dedup(segs) for vid, segs in gt.items()}
+    classes = sorted({lab for segs in gt.values() for _, _, lab in segs}, key=lambda x: (str(type(x)), x))
+    gt_cls: dict[Hashable, dict[str, list[tuple[float, float]]]] = {c: {} for c in classes}
+    for vid, segs in gt.items():
+        for s, e, lab in segs:
+            gt_cls[lab].setdefault(vid, []).append((s, e))
+    pr_cls: dict[Hashable, tuple[list[str], list[tuple[float, float]], list[float]]] = {
+        c: ([], [], []) for c in classes}
+    for vid, lst in pred.items():
+        for s, e, lab, sc in lst:
+            if lab in pr_cls:  # predictions for classes absent from the GT are ignored
+                pr_cls[lab][0].append(vid)
+                pr_cls[lab][1].append((s, e))
+                pr_cls[lab][2].append(sc)
+    per_class: dict[Hashable, list[float]] = {}
+    ap = np.zeros((len(tious), len(classes)))
+    for ci, c in enumerate(classes):
+        g = {vid: np.asarray(v, dtype=np.float64) for vid, v in gt_cls[c].items()}
+        vids, segs, scores = pr_cls[c]
+        ap[:, ci] = average_precision(g, vids, np.asarray(segs, dtype=np.float64).reshape(-1, 2),
+                                      np.asarray(scores, dtype=np.float64), tious)
+        per_class[c] = ap[:, ci].tolist()
+    m = ap.mean(axis=1) if classes else np.zeros(len(tious))
+    by_t = {_tkey(t): float(v) for t, v in zip(tious, m, strict=True)}
+    reported = {k: by_t[k] for k in (_tkey(t) for t in REPORTED_TIOUS) if k in by_t}
+    reported["avg"] = float(m.mean()) if len(m) else 0.0
+    return {"tious": [float(t) for t in tious], "mAP": by_t, "avg": float(m.mean()) if len(m) else 0.0,
+            "per_class": per_class, "reported": reported, "num_classes": len(classes)}
+
+
+def write_predictions_json(predictions: Mapping[str, Sequence[tuple[float, float, Any, float]]],
+                           path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:
+    """Write ActivityNet results format ``{"version", "results": {vid: [{"segment", "label",
+    "score"}]}, "external_data"}`` atomically. ``predictions`` maps vid -> (s, e, label, score)."""
+    res = {vid: [{"segment": [float(s), float(e)], "label": lab, "score": float(sc)}
+                 for s, e, lab, sc in lst] for vid, lst in predictions.items()}
+    doc = {"version": "VERSION 1.3", "results": res, "external_data": dict(extra or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_predictions_json(path: str | os.PathLike[str]) -> dict[str, list[tuple[float, float, Any, float]]]:
+    """Read ActivityNet results format into vid -> [(s, e, label, score)]."""
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if "results" not in doc:
+        raise ValueError(f"{path}: not an ActivityNet results file (no 'results' key)")
+    return _normalize_pred(doc)
