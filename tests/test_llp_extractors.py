@@ -1,0 +1,105 @@
+"""LLP feature extractors: per-second shapes, random-weights provenance, CLIP prompts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from extractors import llp
+
+
+@pytest.fixture(scope="module")
+def clip2s(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2.5 s, 25 FPS synthetic clip (lavfi testsrc2), path with a space and a quote."""
+    import imageio_ffmpeg
+
+    out = tmp_path_factory.mktemp("llp") / "clip o'k.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc2=size=96x64:rate=25:duration=2.5", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-y", str(out)], check=True)
+    return out
+
+
+def test_decode_at_8fps_and_whole_seconds(clip2s: Path) -> None:
+    frames = llp.decode_frames(clip2s)
+    assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 96, 3)
+    assert frames.shape[0] == 20  # 2.5 s at 8 fps
+    segs = llp.segment_frames(frames)
+    assert segs.shape == (2, 8, 64, 96, 3)  # the incomplete third second is dropped
+    np.testing.assert_array_equal(segs[1, 0], frames[8])
+    with pytest.raises(ValueError, match="shorter than one 8-frame segment"):
+        llp.segment_frames(frames[:7])
+
+
+def test_visual_features_per_second_random_weights(clip2s: Path) -> None:
+    feats, prov = llp.extract_llp_visual(clip2s, mode="random", seed=3)
+    assert feats["resnet152"].shape == (2, 2048) and feats["r21d"].shape == (2, 512)
+    assert feats["resnet152_r21d"].shape == (2, 2560)
+    assert all(f.dtype == np.float32 and np.isfinite(f).all() for f in feats.values())
+    assert prov["T"] == 2 and prov["recipe"]["fps"] == 8
+    for kind in ("resnet152", "r21d"):
+        assert prov["weights"][kind]["weights"] == "random" and prov["weights"][kind]["seed"] == 3
+    # the 2-D feature of a second is the mean of its 8 frame features (checked with a stand-in
+    # network whose per-frame output is computable by hand: the per-channel image mean)
+    segs = llp.segment_frames(llp.decode_frames(clip2s))
+
+    class ChannelMean(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.mean(dim=(2, 3))
+
+    got = llp.resnet_features(ChannelMean(), segs, batch=5)
+    want = np.stack([llp.imagenet_transform(s).mean(dim=(2, 3)).numpy().mean(0) for s in segs])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got[0], got[1])  # testsrc2 changes over time
+
+
+def test_pretrained_without_checkpoint_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="resnet152"):
+        llp.build_resnet152("pretrained", root=tmp_path)
+
+
+def test_clip_prompts_text_and_image_features(clip2s: Path) -> None:
+    names = ["Violin_fiddle", "Dog", "Violin_fiddle"]
+    assert llp.format_prompts(names) == ["A photo of Violin fiddle", "A photo of Dog", "A photo of Violin fiddle"]
+    assert llp.format_prompts(["Dog"], llp.AUDIO_PROMPT) == ["This is the sound of Dog"]
+    assert llp.format_prompts(["Frying_(food)"], llp.AUDIO_PROMPT, lowercase=True) == \
+        ["This is the sound of frying (food)"]
+    model, _, tok, prov = llp.build_clip("ViT-B-32", mode="random", seed=0)
+    assert prov["weights"] == "random" and prov["clip_model"] == "ViT-B-32"
+    emb, prompts = llp.clip_text_embeddings(model, tok, names)
+    assert emb.shape == (3, 512) and prompts[0] == "A photo of Violin fiddle"
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(emb[0], emb[2], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(emb[0], emb[1])
+    with torch.no_grad():
+        direct = model.encode_text(tok(["A photo of Violin fiddle"])).numpy()[0]
+    np.testing.assert_allclose(emb[0], direct / np.linalg.norm(direct), rtol=1e-4, atol=1e-5)
+    # one frame per segment, VALOR's indices (80 frames, 10 segments -> 0, 9, 18, ..., 79)
+    assert llp.clip_frame_indices(80, 10).tolist() == [0, 9, 18, 26, 35, 44, 53, 61, 70, 79]
+    segs = llp.segment_frames(llp.decode_frames(clip2s))
+    img = llp.clip_image_features(model, segs)
+    assert img.shape == (2, 512) and np.allclose(np.linalg.norm(img, axis=1), 1.0, atol=1e-5)
+    with torch.no_grad():
+        last = model.encode_image(llp.clip_transform(segs[1, -1:]), normalize=True).numpy()[0]
+    np.testing.assert_allclose(img[1], last, rtol=1e-4, atol=1e-5)  # frame 15 of 16 = last of second 2
+    with pytest.raises(KeyError, match="no registered CLIP checkpoint"):
+        llp.build_clip("RN50", mode="pretrained")
+
+
+def test_vggish_per_second_random_weights(tmp_path: Path) -> None:
+    wav = tmp_path / "a b.wav"
+    t = np.arange(int(3.2 * 16000)) / 16000
+    sf.write(wav, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    feats, prov = llp.extract_llp_vggish(wav, mode="random", seed=1)
+    assert feats.shape == (3, 128) and feats.dtype == np.float32
+    assert prov["weights"] == "random" and prov["seed"] == 1
+
+
+def test_clap_is_explicitly_unavailable() -> None:
+    with pytest.raises(NotImplementedError, match="laion_clap would downgrade numpy"):
+        llp.extract_clap_audio("x.wav")
