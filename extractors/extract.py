@@ -56,6 +56,20 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def weights_needed(recipe: Recipe, kind: str) -> list[str]:
+    """Registry names of the checkpoints one feature kind needs under ``recipe`` (none for random
+    weights or classical flow), so Snakemake can make them inputs of the feature jobs."""
+    if recipe.weights == "random":
+        return []
+    needs = {
+        "flow": [recipe.raft_weights] if recipe.flow == "raft" else [],
+        "i3d": ["i3d_rgb", "i3d_flow"],
+        "vggish": ["vggish"],
+        "r21d": ["r2plus1d_34_32_ig65m_ft_kinetics"],
+    }
+    return needs[kind]
+
+
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     if getattr(args, "recipe_json", None):
         fields = json.loads(args.recipe_json)
@@ -91,7 +105,8 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
     if kind == "flow":
         from extractors.i3d import compute_flow
 
-        prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size)
+        prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size, weights_root=weights_root,
+                            dtype=dtype)
         write_json(out.with_name(out.name + ".json"), prov)
         return
     if kind == "i3d":

@@ -228,11 +228,10 @@ def extract_llp_vggish(wav_path: Path | str, mode: WeightsMode = "pretrained", r
                        seed: int = 0, device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
     """VGGish per second (hop 0.96 s as the LLP release, at most 10 examples), reusing
     :func:`extractors.vggish.extract_vggish` with an LLP recipe."""
-    from extractors.recipes import Recipe
+    from extractors.recipes import get_recipe
     from extractors.vggish import extract_vggish
 
-    recipe = Recipe(name="llp", fps=float(FPS), stack=FPS, step=FPS, audio_hop_s=0.96, weights=mode, seed=seed,
-                    t_max=N_SEGMENTS)
+    recipe = get_recipe("llp", weights=mode, seed=seed)
     feats, prov = extract_vggish(Path(wav_path), recipe, Path(root), device)
     return feats[:N_SEGMENTS], prov
 

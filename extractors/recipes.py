@@ -80,6 +80,8 @@ RECIPES: dict[str, Recipe] = {
         name="activitynet", fps=16.0, stack=16, step=16, visual="r21d", audio_hop_s=1.0, t_max=256,
         crop=112,
     ),
+    # LLP (AVVP, EAR): 10 s clips, 1 s segments; 8 FPS frames, one segment per second (VALOR's scripts).
+    "llp": Recipe(name="llp", fps=8.0, stack=8, step=8, audio_hop_s=0.96, t_max=10),
     # Offline CPU demo: random weights (explicit), classical flow, one feature per 0.64 s.
     "demo": Recipe(
         name="demo", fps=25.0, stack=24, step=16, audio_hop_s=0.64, flow="farneback",

@@ -189,6 +189,18 @@ REGISTRY: dict[str, WeightSpec] = {
             description="torchvision ResNet-152 IMAGENET1K_V1 (LLP 2D features).",
         ),
         WeightSpec(
+            name="clip_vit_l14_openai", filename="clip_vit_l14_openai.bin",
+            url="https://huggingface.co/timm/vit_large_patch14_clip_224.openai/resolve/main/open_clip_pytorch_model.bin",
+            sha256=None,
+            description="OpenAI CLIP ViT-L/14 in open_clip's state-dict layout (LLP visual/text, EAR). The "
+                        "OpenAI .pt files are TorchScript archives that weights_only=True cannot read.",
+        ),
+        WeightSpec(
+            name="clip_vit_b32_openai", filename="clip_vit_b32_openai.bin",
+            url="https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_pytorch_model.bin",
+            sha256=None, description="OpenAI CLIP ViT-B/32 in open_clip's state-dict layout.",
+        ),
+        WeightSpec(
             name="r2plus1d_18", filename="r2plus1d_18-91a641e6.pth", url=_TV + "r2plus1d_18-91a641e6.pth",
             sha256="91a641e6c2ab531d1aca5f4321b4d802ec5c3babc15df855cdb6e39c6a1107c8",
             sha256_prefix="91a641e6",
