@@ -5,6 +5,7 @@
 # else (including videos without audio) goes through the per-video rules.
 
 import json
+import re
 import os
 from pathlib import Path
 

@@ -9,6 +9,7 @@ def maybe_temp(path):
 rule flow:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
+        weights=lambda wc: weight_files(wc.ds, "flow"),
     output:
         flow=maybe_temp("results/{ds}/flow/{vid}.npz"),
         provenance="results/{ds}/flow/{vid}.npz.json",
@@ -32,6 +33,7 @@ rule i3d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
         flow="results/{ds}/flow/{vid}.npz",
+        weights=lambda wc: weight_files(wc.ds, "i3d"),
     output:
         features="results/{ds}/features/i3d/{vid}.npy",
         provenance="results/{ds}/features/i3d/{vid}.json",
@@ -55,6 +57,7 @@ rule i3d:
 rule r21d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
+        weights=lambda wc: weight_files(wc.ds, "r21d"),
     output:
         features="results/{ds}/features/r21d/{vid}.npy",
         provenance="results/{ds}/features/r21d/{vid}.json",
@@ -78,6 +81,7 @@ rule r21d:
 rule vggish:
     input:
         wav="results/{ds}/media/{vid}.wav",
+        weights=lambda wc: weight_files(wc.ds, "vggish"),
     output:
         features="results/{ds}/features/vggish/{vid}.npy",
         provenance="results/{ds}/features/vggish/{vid}.json",

@@ -2,8 +2,10 @@
 # (models.train, models.evaluate), compare them in one table, and predict timelines for new videos.
 
 
-def train_spec(ds):
-    return json.dumps(DATASETS[ds].get("train", {}), sort_keys=True)
+def train_spec(ds, model):
+    spec = dict(DATASETS[ds].get("train", {}))
+    spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(model, {})
+    return json.dumps(spec, sort_keys=True)
 
 
 rule train:
@@ -21,7 +23,7 @@ rule train:
         ),
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
-        train=lambda wc: train_spec(wc.ds),
+        train=lambda wc: train_spec(wc.ds, wc.model),
     threads: 2
     resources:
         gpu=1,

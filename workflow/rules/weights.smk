@@ -1,15 +1,35 @@
-# Pretrained checkpoints from the registry (extractors/weights.py), SHA-256 verified. Offline this fails
-# with a message naming the file, its official URL and where to put it. The demo never needs it.
+# Pretrained checkpoints from the registry (extractors/weights.py), SHA-256 verified. Feature jobs list
+# the checkpoints their recipe needs as inputs, so a first run fetches them; offline the fetch fails with
+# a message naming the file, its official URL and where to put it. Random-weight recipes (the demo) need
+# none.
+
+from extractors.extract import weights_needed
+from extractors.weights import REGISTRY
+
+WEIGHT_FILES = {spec.filename: name for name, spec in REGISTRY.items()}
+
+
+def weight_files(ds, kind):
+    return [f"{WEIGHTS_ROOT}/{REGISTRY[name].filename}" for name in weights_needed(recipe(ds), kind)]
 
 
 rule fetch_weights:
     output:
-        f"{WEIGHTS_ROOT}/{{name}}",
+        f"{WEIGHTS_ROOT}/{{filename}}",
+    wildcard_constraints:
+        filename="|".join(re.escape(f) for f in WEIGHT_FILES),
+    params:
+        name=lambda wc: WEIGHT_FILES[wc.filename],
     log:
-        "logs/weights/{name}.log",
+        "logs/weights/{filename}.log",
     benchmark:
-        "benchmarks/weights/{name}.tsv"
+        "benchmarks/weights/{filename}.tsv"
     conda:
         "../../envs/extract.yaml"
     shell:
-        "python -m extractors.weights fetch-file {wildcards.name:q} --root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
+        "python -m extractors.weights fetch {params.name:q} --root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
+
+
+rule fetch_all_weights:
+    input:
+        lambda wc: sorted({f for ds in DATASETS for kind in ("flow", *feature_kinds(ds)) for f in weight_files(ds, kind)}),

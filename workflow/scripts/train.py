@@ -17,6 +17,7 @@ run_dir = Path(snakemake.output.checkpoint).parent
 reset_stale_resume_state(run_dir, input_fingerprint(snakemake.input.store, snakemake.params.recipe,
                                                     snakemake.params.train, snakemake.wildcards.model))
 name, overrides = model_overrides(snakemake.wildcards.model)
+overrides = {**spec.get("model_overrides", {}), **overrides}
 best = train(name, splits["train"], splits.get("validation"), run_dir, cfg_overrides=overrides,
              epochs=spec.get("epochs"), batch_size=spec.get("batch_size"), lr=spec.get("lr"),
              seed=spec.get("seed", 0), device=snakemake.config.get("device", "auto"), progress=False)

@@ -1,0 +1,188 @@
+"""The Snakemake workflow end to end on tiny data, through the snakemake CLI in a temporary directory:
+DAG shape, a real run (features, metrics, report), incremental reruns, a broken video among good ones,
+and the SLURM profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from extractors.recipes import get_recipe
+from extractors.synthetic_videos import make_demo_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def smk(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table (rule, count) from a dry run."""
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in output.splitlines():
+        if line.startswith("Job stats:"):
+            in_table, counts = True, {}
+            continue
+        if in_table:
+            m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+            if m and m.group(1) != "total":
+                counts[m.group(1)] = int(m.group(2))
+            elif line.strip().startswith("total"):
+                in_table = False
+    return counts
+
+
+def write_config(workdir: Path, videos: Path, annotations: Path, **recipe_overrides) -> None:
+    cfg = {
+        "datasets": {
+            "tiny": {
+                "videos": str(videos), "recipe": "demo", "annotations": str(annotations),
+                "recipe_overrides": {"t_max": 16, **recipe_overrides},
+                "models": ["mil"], "train": {"epochs": 2, "batch_size": 2, "lr": 0.001, "seed": 0},
+            }
+        }
+    }
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("tinydata")
+    make_demo_dataset(root, n_videos=5, duration_s=3.0, seed=1)
+    return root / "videos", root / "annotations.json"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_data) -> Path:
+    """One full real run on the tiny dataset with an odd file name and a broken file among them."""
+    videos_src, annotations = tiny_data
+    work = tmp_path_factory.mktemp("work")
+    videos = work / "videos"
+    shutil.copytree(videos_src, videos)
+    first = sorted(videos.glob("*.mp4"))[0]
+    odd = videos / "it's a $clip ü.mp4"
+    first.rename(odd)
+    ann = json.loads(annotations.read_text())
+    ann["database"][odd.stem] = ann["database"].pop(first.stem)
+    (work / "annotations.json").write_text(json.dumps(ann))
+    (videos / "broken.mp4").write_text("this is not a video\n")
+    write_config(work, videos, work / "annotations.json")
+    smk(work, "--cores", "2", "--workflow-profile", "none", "--keep-going", "--resources", "gpu=1")
+    return work
+
+
+def test_dry_run_has_one_job_per_video_and_per_model(tmp_path, tiny_data):
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1").stdout
+    counts = job_counts(out)
+    n = len(list(videos.glob("*.mp4")))
+    assert {k: counts.get(k) for k in ("media", "flow", "i3d", "vggish")} == dict.fromkeys(
+        ("media", "flow", "i3d", "vggish"), n)
+    assert counts["train"] == counts["evaluate"] == 1
+    assert counts["feature_store"] == counts["compare"] == counts["summary"] == 1
+    assert "r21d" not in counts and "fetch_weights" not in counts  # demo: I3D recipe, random weights
+
+
+def test_real_run_features_metrics_and_report(finished_run):
+    work = finished_run
+    res = work / "results" / "tiny"
+    i3d = sorted((res / "features" / "i3d").glob("*.npy"))
+    vgg = sorted((res / "features" / "vggish").glob("*.npy"))
+    assert len(i3d) == len(vgg) == 5
+    for f in i3d:
+        x = np.load(f)
+        assert x.ndim == 2 and x.shape[1] == 2048 and x.dtype == np.float32
+        prov = json.loads(f.with_suffix(".json").read_text())
+        assert prov["weights"] == "random" and prov["T"] == x.shape[0]
+        # demo recipe: 25 FPS, 24-frame windows, step 24 -> floor((N - 25) / 24) + 1 windows, N = 75 frames
+        r = get_recipe("demo")
+        assert (r.fps, r.stack, r.step) == (25.0, 24, 24)
+        assert x.shape[0] == (75 - 25) // 24 + 1
+    for f in vgg:
+        assert np.load(f).shape[1] == 128
+    metrics = json.loads((res / "models" / "mil" / "metrics.json").read_text())
+    assert 0.0 <= metrics["avg"] <= 1.0
+    assert (res / "compare.md").read_text().count("|") > 10
+    html = (res / "summary.html").read_text()
+    assert "WEIGHTS: RANDOM" in html and "broken.mp4" in html
+    assert any((res / "models" / "mil" / "timelines").glob("*.png"))
+
+
+def test_broken_video_reported_others_complete_no_partial_files(finished_run):
+    work = finished_run
+    rejected = (work / "logs" / "tiny" / "rejected_videos.tsv").read_text().splitlines()
+    assert rejected[0] == "file\treason"
+    assert len(rejected) == 2 and rejected[1].startswith("broken.mp4\t")
+    assert not list((work / "results").rglob("broken*"))
+    leftovers = [p for p in (work / "results").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+    assert (work / "results" / "tiny" / "features" / "i3d" / "it's a $clip ü.npy").exists()
+    assert not (work / "results" / "tiny" / "flow").exists() or not list(
+        (work / "results" / "tiny" / "flow").glob("*.npz")), "flow is temp() by default"
+
+
+def test_incremental_reruns(finished_run, tiny_data):
+    work = finished_run
+    assert "Nothing to be done" in smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout
+    # a new video: only its per-video jobs plus the dataset-level jobs
+    videos_src, _ = tiny_data
+    src = sorted(videos_src.glob("*.mp4"))[1]
+    shutil.copy(src, work / "videos" / "new video.mp4")
+    try:
+        counts = job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout)
+        assert {k: counts.get(k) for k in ("media", "flow", "i3d", "vggish")} == dict.fromkeys(
+            ("media", "flow", "i3d", "vggish"), 1)
+        assert counts["feature_store"] == counts["train"] == counts["evaluate"] == 1
+    finally:
+        (work / "videos" / "new video.mp4").unlink()
+    # a recipe change (feature step) reruns every video's feature jobs but not the media stage
+    write_config(work, work / "videos", work / "annotations.json", step=12)
+    try:
+        counts = job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout)
+        assert counts.get("media") is None
+        assert counts["i3d"] == counts["vggish"] == 5
+    finally:
+        write_config(work, work / "videos", work / "annotations.json")
+
+
+def test_config_validation_rejects_unknown_key(tmp_path, tiny_data):
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["datasets"]["tiny"]["epochs"] = 3  # belongs under train:
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert "Additional properties are not allowed ('epochs' was unexpected)" in proc.stdout + proc.stderr
+
+
+def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    proc = smk(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
+    out = proc.stdout + proc.stderr
+    i3d_jobs = [blk for blk in out.split("\n\n") if re.search(r"rule i3d:", blk)]
+    assert i3d_jobs and all("gpu=1" in blk for blk in i3d_jobs)
+    assert all("YOUR_GPU_PARTITION" in blk for blk in i3d_jobs)
+    vggish_jobs = [blk for blk in out.split("\n\n") if re.search(r"rule vggish:", blk)]
+    assert vggish_jobs and all("gpu=1" not in blk for blk in vggish_jobs)
