@@ -23,6 +23,7 @@ include: "workflow/rules/media.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/avvp.smk"
 include: "workflow/rules/report.smk"
 
 

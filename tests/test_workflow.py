@@ -186,3 +186,14 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     assert all("YOUR_GPU_PARTITION" in blk for blk in i3d_jobs)
     vggish_jobs = [blk for blk in out.split("\n\n") if re.search(r"rule vggish:", blk)]
     assert vggish_jobs and all("gpu=1" not in blk for blk in vggish_jobs)
+
+
+def test_avvp_rules_scheduled_when_configured(tmp_path, tiny_data):
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["avvp"] = {"planted": {"planted": True, "modes": ["pseudo", "video"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "--printshellcmds").stdout
+    assert job_counts(out)["ear"] == 2
+    assert "models.ear_train --demo --mode video" in out and "models.ear_train --demo --mode pseudo" in out

@@ -6,6 +6,7 @@
 
 import json
 import re
+import shlex
 import os
 from pathlib import Path
 
@@ -95,4 +96,6 @@ def all_targets(wildcards):
         model = DATASETS[ds]["predict_with"]["model"]
         targets += [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]
         targets.append(f"results/{ds}/summary.html")
+    for name, spec in config.get("avvp", {}).items():
+        targets += expand("results/avvp/{name}/{mode}/metrics.json", name=name, mode=spec.get("modes", ["pseudo"]))
     return targets
