@@ -15,7 +15,6 @@ reported and the other videos still complete.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import sys
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from extractors.io import save_npy, write_json
+from extractors.io import save_npy, sha256_file, write_json
 from extractors.recipes import Recipe, get_recipe
 
 log = logging.getLogger("extractors")
@@ -39,14 +38,6 @@ def package_version() -> str:
         return version("avloc")
     except PackageNotFoundError:  # running from a source tree without install
         return "0+unknown"
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resolve_device(device: str) -> str:
@@ -86,7 +77,7 @@ def write_features(out: Path, feats: np.ndarray, provenance: dict[str, Any], rec
         "recipe_fingerprint": recipe.fingerprint(),
         "package_version": package_version(),
         "input": str(source),
-        "input_sha256": sha256_of(source),
+        "input_sha256": sha256_file(source),
         "T": int(feats.shape[0]),
         "dim": int(feats.shape[1]) if feats.ndim == 2 else None,
         "seconds_per_step": recipe.step_s,

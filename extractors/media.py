@@ -62,7 +62,6 @@ and nothing appears at the output paths. Pre-existing outputs are left untouched
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -76,6 +75,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from extractors.io import sha256_file
 
 TARGET_SR = 16000
 MIN_DURATION_S = 0.96
@@ -161,14 +162,6 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 _FFMPEG_CASCADE = (  # consequences ffmpeg (7+, threaded CLI) prints after the real error
     "conversion failed",
     "exiting with exit code",
@@ -212,15 +205,6 @@ def _tmp_name(final: Path, ext: str | None = None) -> Path:
     The real extension is kept last so ffmpeg/soundfile infer the right format."""
     ext = final.suffix if ext is None else ext
     return final.with_name(f".{final.stem}.tmp-{os.getpid()}{ext}")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _url(path: Path) -> str:

@@ -42,7 +42,6 @@ Where the values come from (checked with the search tool, 2026-11):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -59,6 +58,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
+
+from extractors.io import sha256_file
 
 DEFAULT_ROOT = Path("resources/weights")
 FETCH_HINT = "snakemake fetch_weights"
@@ -219,14 +220,6 @@ def get_spec(name: str) -> WeightSpec:
 def weights_path(name: str, root: Path | str = DEFAULT_ROOT) -> Path:
     """Where checkpoint ``name`` lives (``root/<official file name>``)."""
     return Path(root) / get_spec(name).filename
-
-
-def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _pin_path(path: Path) -> Path:

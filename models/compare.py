@@ -23,31 +23,19 @@ import argparse
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from extractors.io import write_text
 from models.registry import get_entry
 
 THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
 
 ModelSpec = tuple[str, str] | tuple[str, str, dict[str, Any]]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def supervision_overrides(name: str, supervision: str) -> dict[str, Any]:
@@ -126,11 +114,11 @@ def compare(
 
 def write_table(df: pd.DataFrame, out_dir: Path) -> None:
     """``table.csv`` (all columns) and ``table.md`` (method rows x mAP columns, one decimal)."""
-    _atomic_write(out_dir / "table.csv", df.to_csv(float_format="%.4f"))
+    write_text(out_dir / "table.csv", df.to_csv(float_format="%.4f"))
     lines = ["| Method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for label, r in df.iterrows():
         lines.append(f"| {label} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS) + " |")
-    _atomic_write(out_dir / "table.md", "\n".join(lines) + "\n")
+    write_text(out_dir / "table.md", "\n".join(lines) + "\n")
 
 
 def _parse_value(v: str) -> Any:

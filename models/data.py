@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from extractors.io import write_text
 from extractors.recipes import Recipe
 
 # ----------------------------------------------------------------------------------------------
@@ -66,20 +67,6 @@ class VideoAnnotation:
     def labels(self) -> list[str]:
         """Sorted unique labels of the video (the weak, video-level label set)."""
         return sorted({s.label for s in self.segments})
-
-
-def _atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_database(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -184,7 +171,7 @@ def write_unav(annotations: dict[str, VideoAnnotation], path: str | os.PathLike[
             "annotations": [{"segment": [float(s.start), float(s.end)], "label": s.label,
                              "label_id": cidx[s.label]} for s in a.segments],
         }
-    _atomic_write_text(path, json.dumps({"database": db}, indent=1))
+    write_text(path, json.dumps({"database": db}, indent=1))
 
 
 def seconds_to_steps(start_s: float, end_s: float, recipe: Recipe) -> tuple[float, float]:
@@ -405,7 +392,7 @@ class FeatureStore:
                 "lengths": lengths, "audio_dim": int(da or 0), "visual_dim": int(dv or 0),
                 "total": total, "dtype": "float16", "meta": meta or {},
             }
-            _atomic_write_text(tmp / cls.INDEX, json.dumps(index))
+            write_text(tmp / cls.INDEX, json.dumps(index))
             if out_dir.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
                 os.replace(out_dir, old / "store")

@@ -40,19 +40,12 @@ from models.heads import (
     FeedForward,
     MaskedMHA,
     PointHeads,
+    PyramidLocalizer,
     StridedConvDownsample,
     TemporalDependency,
     TransformerBlock,
     add_position,
-    decode_config,
-    decode_dense,
-    dense_loss,
-    detect_from_probs,
-    fuse_level_probs,
-    make_optimizer,
     maxpool_downsample,
-    mil_pool,
-    pyramid_weak_loss,
     sinusoid_encoding,
 )
 
@@ -111,8 +104,10 @@ class StridedCrossBlock(nn.Module):
         return self.ffn(y, m2), m2
 
 
-class DAVE(nn.Module):
+class DAVE(PyramidLocalizer):
     """DAVE localizer following the ``models.base`` contract (see module docstring)."""
+
+    optimizer_kind = "adamw"  # UnAV-100 config: AdamW, weight decay 1e-4, 5 linear warm-up epochs then cosine decay (ActionFormer).
 
     def __init__(self, cfg: DAVEConfig) -> None:
         super().__init__()
@@ -170,37 +165,6 @@ class DAVE(nn.Module):
         if self.supervision == "weak":
             out["step_probs"] = self._weak_step_probs(out, m.shape[1])[:, :T]
         return out
-
-    def _weak_step_probs(self, out: dict[str, Any], length: int) -> torch.Tensor:
-        probs = [torch.sigmoid(lg.float()) for lg in out["cls_logits"]]
-        if self.cfg.weak_inference == "finest":
-            return probs[0]
-        return fuse_level_probs(probs, length)
-
-    def configure_optimizers(self, lr: float, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
-        """UnAV-100 config: AdamW, weight decay 1e-4, 5 linear warm-up epochs then cosine decay (ActionFormer)."""
-        return make_optimizer(self, "adamw", lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs, steps_per_epoch)
-
-    def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
-        if self.supervision == "weak":
-            total = pyramid_weak_loss(out["cls_logits"], out["level_masks"], batch["labels"], self.cfg.mil_pool,
-                                      self.cfg.mil_topk_ratio)
-            out["loss_terms"] = {"mil_bce": float(total.detach())}
-            return total
-        total, terms = dense_loss(
-            out, batch, self.cfg.num_classes, self.cfg.reg_ranges, self.cfg.center_sample_radius,
-            self.loss_state, self.cfg.reg_weight, update_state=self.training,
-        )
-        out["loss_terms"] = terms
-        return total
-
-    @torch.no_grad()
-    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
-        if self.supervision == "weak":
-            m = batch["mask"].bool()
-            video = mil_pool(out["step_probs"], m, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
-            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, video)
-        return decode_dense(out, decode_config(self.cfg))
 
 
 def _register() -> None:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from extractors.io import write_json
 from models.ear import EAR, EARConfig, warmup_cosine
 from models.pseudo_labels import (
     GeneratorConfig,
@@ -293,15 +294,6 @@ def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfi
     return res
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600
-    os.replace(tmp, path)
-
-
 def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], class_names: list[str],
                   extra: dict[str, Any] | None = None) -> None:
     """``predictions.json`` (per video, per modality: events as [start_s, end_s, class, score])
@@ -321,10 +313,10 @@ def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], clas
             # LLP: step t is the 1 s segment [t, t+1) s
             entry[key] = [[s, e, class_names[c], round(sc, 6)] for s, e, c, sc in events_from_binary(bin_, prob)]
         videos[vid] = entry
-    _atomic_json(out_dir / "predictions.json", {"segment_seconds": 1.0, "videos": videos})
+    write_json(out_dir / "predictions.json", {"segment_seconds": 1.0, "videos": videos})
     metrics = {"test": res.get("metrics"), "pseudo_labels_train": res.get("pseudo_metrics")}
     metrics.update(extra or {})
-    _atomic_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)
 
 
 def _load_npz(path: str | None) -> dict[str, np.ndarray] | None:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from extractors.io import write_text
 from models.train import (
     amp_settings,
-    atomic_write_text,
     load_checkpoint,
     model_from_checkpoint,
     read_classes,
@@ -98,7 +98,7 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
     info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec))}
     write_predictions_json(named, out_dir / "predictions.json", extra=info)
     metrics = {**info, **metrics}
-    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))
     return metrics
 
 

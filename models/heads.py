@@ -513,3 +513,47 @@ def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, 
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / (total - warm))))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class PyramidLocalizer(nn.Module):
+    """``loss`` / ``detect`` / optimizer shared by the point-based pyramid localizers (CCNet, DAVE).
+
+    Full supervision: focal + GIoU on the pyramid points (:func:`dense_loss`), Soft-NMS decoding.
+    Weak supervision: MIL over each level's class probabilities to the video label
+    (:func:`pyramid_weak_loss`), then thresholded per-step probabilities of the classes whose
+    video-level score passes (:func:`detect_from_probs`). Subclasses set ``optimizer_kind`` and
+    have ``cfg`` and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
+    """
+
+    optimizer_kind = "adam"
+
+    def _weak_step_probs(self, out: dict[str, Any], length: int) -> torch.Tensor:
+        probs = [torch.sigmoid(lg.float()) for lg in out["cls_logits"]]
+        if self.cfg.weak_inference == "finest":
+            return probs[0]
+        return fuse_level_probs(probs, length)
+
+    def configure_optimizers(self, lr: float, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
+        return make_optimizer(self, self.optimizer_kind, lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs,
+                              steps_per_epoch)
+
+    def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self.supervision == "weak":
+            total = pyramid_weak_loss(out["cls_logits"], out["level_masks"], batch["labels"], self.cfg.mil_pool,
+                                      self.cfg.mil_topk_ratio)
+            out["loss_terms"] = {"mil_bce": float(total.detach())}
+            return total
+        total, terms = dense_loss(
+            out, batch, self.cfg.num_classes, self.cfg.reg_ranges, self.cfg.center_sample_radius,
+            self.loss_state, self.cfg.reg_weight, update_state=self.training,
+        )
+        out["loss_terms"] = terms
+        return total
+
+    @torch.no_grad()
+    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
+        if self.supervision == "weak":
+            m = batch["mask"].bool()
+            video = mil_pool(out["step_probs"], m, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
+            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, video)
+        return decode_dense(out, decode_config(self.cfg))

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from extractors.io import write_text
 
 DEFAULT_TIOUS = np.linspace(0.1, 0.9, 9)
 REPORTED_TIOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -200,17 +200,7 @@ def write_predictions_json(predictions: Mapping[str, Sequence[tuple[float, float
     res = {vid: [{"segment": [float(s), float(e)], "label": lab, "score": float(sc)}
                  for s, e, lab, sc in lst] for vid, lst in predictions.items()}
     doc = {"version": "VERSION 1.3", "results": res, "external_data": dict(extra or {})}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(doc))
 
 
 def load_predictions_json(path: str | os.PathLike[str]) -> dict[str, list[tuple[float, float, Any, float]]]:

@@ -47,6 +47,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from extractors.io import atomic_path, write_text
 from models.registry import build_model, get_entry, make_config
 
 CKPT_FORMAT = "avloc-ckpt-v1"
@@ -83,29 +84,8 @@ def amp_settings(device: torch.device, amp: bool) -> tuple[bool, torch.dtype]:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def dataset_model_fields(ds: Any) -> dict[str, Any]:
@@ -240,7 +220,7 @@ def validate(model: torch.nn.Module, ds: Any, device: torch.device, batch_size: 
 # plotting / logging
 # --------------------------------------------------------------------------------------------
 def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(out_dir / "log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+    write_text(out_dir / "log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
 
 def _plot_curve(out_dir: Path, history: list[dict[str, Any]], title: str) -> None:
@@ -336,7 +316,7 @@ def train(
         "n_train": len(train_ds), "n_val": len(val_ds) if val_ds is not None else 0,
         "torch": torch.__version__,
     }
-    atomic_write_text(out_dir / "config.json", json.dumps(run_info, indent=1, sort_keys=True))
+    write_text(out_dir / "config.json", json.dumps(run_info, indent=1, sort_keys=True))
 
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "score": -math.inf}
