@@ -15,8 +15,6 @@ from typing import Any
 
 from extractors.io import atomic_path
 
-METRIC_KEYS = ("mAP@0.5", "mAP@0.6", "mAP@0.7", "mAP@0.8", "mAP@0.9", "avg")
-
 
 def _img(path: Path, width: int = 900) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
@@ -27,10 +25,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(x: Any) -> str:
-    return f"{100 * x:.2f}" if isinstance(x, int | float) else str(x)
 
 
 def provenance_rows(feature_files: Sequence[Path]) -> tuple[list[list[str]], bool]:
@@ -65,12 +59,14 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                      "extractors (offline demo). Metrics and predictions below exercise the pipeline; they "
                      "say nothing about real accuracy.</div>")
     if metrics:
+        from models.compare import COLUMNS, metrics_row
+
         rows = []
         for m in metrics:
-            mm = json.loads(Path(m).read_text())
-            rows.append([Path(m).parent.name] + [_fmt(mm.get(k, "")) for k in METRIC_KEYS])
+            row = metrics_row(json.loads(Path(m).read_text()))
+            rows.append([Path(m).parent.name] + [f"{row[c]:.2f}" for c in COLUMNS])
         parts.append("<h2>Test-split mAP (%)</h2>")
-        parts.append(_table(["model", *METRIC_KEYS], rows))
+        parts.append(_table(["model", *COLUMNS], rows))
         parts.append("<p>Avg = mean over tIoU 0.1…0.9 (DESIGN.md §4).</p>")
         for m in metrics:
             mdir = Path(m).parent

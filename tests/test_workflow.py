@@ -124,6 +124,7 @@ def test_real_run_features_metrics_and_report(finished_run):
     assert (res / "compare.md").read_text().count("|") > 10
     html = (res / "summary.html").read_text()
     assert "WEIGHTS: RANDOM" in html and "broken.mp4" in html
+    assert re.search(r"<td>mil</td>(<td>\d+\.\d\d</td>){6}</tr>", html), "metrics row with all six columns"
     assert any((res / "models" / "mil" / "timelines").glob("*.png"))
 
 
