@@ -15,6 +15,17 @@ from models.data import FeatureDataset, FeatureStore, VideoAnnotation, class_lis
 log = logging.getLogger("models.pipeline")
 
 
+def log_to_file(path: str | Path) -> None:
+    """Send a Snakemake ``script:``'s logging, warnings, tracebacks and prints to its rule ``log:`` file
+    (Snakemake redirects ``shell:`` output with ``> {log}`` but leaves scripts on its own console)."""
+    import sys
+
+    fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the job
+    sys.stdout = sys.stderr = fh
+    logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+
+
 def parse_model_name(name: str) -> tuple[str, str | None]:
     """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default)."""
     base, _, sup = name.partition("-")

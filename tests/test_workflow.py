@@ -198,3 +198,20 @@ def test_avvp_rules_scheduled_when_configured(tmp_path, tiny_data):
     out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "--printshellcmds").stdout
     assert job_counts(out)["ear"] == 2
     assert "models.ear_train --demo --mode video" in out and "models.ear_train --demo --mode pseudo" in out
+
+
+def test_default_config_is_valid_and_its_model_overrides_exist():
+    """The shipped demo config: schema-valid (snakemake validates it too) and every per-model override
+    is a real field of that model's config, so `snakemake --cores all` cannot fail at training time."""
+    import jsonschema
+
+    from models.pipeline import model_overrides
+    from models.registry import make_config
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    jsonschema.validate(cfg, schema)
+    for ds in cfg["datasets"].values():
+        for model in ds.get("models", []):
+            name, sup = model_overrides(model)
+            make_config(name, **{**ds.get("model_overrides", {}).get(model, {}), **sup})

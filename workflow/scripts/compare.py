@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 
 from models.compare import metrics_row, write_table
-from models.pipeline import parse_model_name
+from models.pipeline import log_to_file, parse_model_name
 
 snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
 rows = []
 for path in snakemake.input.metrics:
     label = Path(path).parent.name

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from extractors.recipes import Recipe
 from models.evaluate import evaluate
-from models.pipeline import load_splits, parse_model_name
+from models.pipeline import load_splits, log_to_file, parse_model_name
 from models.predict import plot_dataset_timelines
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
 splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
 test = splits.get("test") or splits.get("validation")

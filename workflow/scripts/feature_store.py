@@ -5,9 +5,10 @@ from functools import partial
 from pathlib import Path
 
 from models.data import FeatureStore, load_video_features
+from models.pipeline import log_to_file
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to_file(snakemake.log[0])
 root = Path(snakemake.output.store).parent
 store = FeatureStore.build(
     snakemake.output.store,

@@ -7,10 +7,11 @@ import numpy as np
 
 from extractors.recipes import Recipe
 from models.data import class_list
-from models.pipeline import read_annotations
+from models.pipeline import log_to_file, read_annotations
 from models.predict import manifest_duration, predict_features, write_prediction
 
 snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
 visual_path, audio_path = snakemake.input.features
 classes = class_list(read_annotations(snakemake.input.annotations, recipe))

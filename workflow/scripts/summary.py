@@ -2,9 +2,11 @@
 
 import json
 
+from models.pipeline import log_to_file
 from models.report import write_summary
 
 snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
 inp = snakemake.input
 write_summary(
     snakemake.output.html,

@@ -5,11 +5,17 @@ import logging
 from pathlib import Path
 
 from extractors.recipes import Recipe
-from models.pipeline import input_fingerprint, load_splits, model_overrides, reset_stale_resume_state
+from models.pipeline import (
+                                                    input_fingerprint,
+                                                    load_splits,
+                                                    log_to_file,
+                                                    model_overrides,
+                                                    reset_stale_resume_state,
+)
 from models.train import train
 
 snakemake = globals()["snakemake"]
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(message)s")
+log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
 spec = json.loads(snakemake.params.train)
 splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
