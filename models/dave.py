@@ -32,14 +32,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.base import ModelConfig
 from models.heads import (
-    DEFAULT_REG_RANGES,
     ConvEmbedding,
     DenseLossState,
     FeedForward,
     MaskedMHA,
     PointHeads,
+    PyramidConfig,
     PyramidLocalizer,
     StridedConvDownsample,
     TemporalDependency,
@@ -51,39 +50,10 @@ from models.heads import (
 
 
 @dataclass
-class DAVEConfig(ModelConfig):
-    supervision: str = "full"  # "full" | "weak"
-    d_model: int = 256
-    n_heads: int = 4
+class DAVEConfig(PyramidConfig):
     n_stem: int = 1
     n_levels: int = 6
-    dropout: float = 0.1
-    use_abs_pe: bool = True
-    use_tdm: bool = True
-    tdm_dim: int = 128
-    head_dim: int = 256
-    head_layers: int = 3
-    cls_prior_prob: float = 0.01
-    reg_ranges: tuple[tuple[float, float], ...] = DEFAULT_REG_RANGES
-    center_sample_radius: float | None = None
-    reg_weight: float = 1.0
-    init_loss_norm: float = 100.0
-    # inference (UnAV-100 test_cfg; see models.heads.DecodeConfig)
-    pre_nms_thresh: float = 0.001
-    pre_nms_topk: int = 2000
-    duration_thresh: float = 0.05
-    nms_sigma: float = 0.4
-    iou_threshold: float = 0.7
-    min_score: float = 0.001
-    max_seg_num: int = 100
-    mil_pool: str = "topk"  # as this project's CLASP; Tian's weak AVEL code max-pools ("max")
-    mil_topk_ratio: int = 8
-    weak_threshold: float = 0.5
-    weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
-    # optimisation (used by models.train through configure_optimizers)
-    weight_decay: float = 1e-4
     warmup_epochs: int = 5
-
 
 class StridedCrossBlock(nn.Module):
     """Cross-attention transformer block that halves time (query: one modality, key/value: the other)."""

@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.base import ModelConfig
 from models.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
 
 # ActionFormer / UnAV-100 default regression ranges (feature steps) for a 6-level, stride-2 pyramid.
@@ -514,6 +515,42 @@ def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, 
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
+
+
+@dataclass
+class PyramidConfig(ModelConfig):
+    """Fields shared by the point-based pyramid localizers (CCNet, DAVE): width, TDM, heads, target
+    assignment, UnAV-100 decoding, weak-supervision MIL and optimisation."""
+
+    supervision: str = "full"  # "full" | "weak"
+    d_model: int = 256
+    n_heads: int = 4
+    dropout: float = 0.1
+    use_abs_pe: bool = True
+    use_tdm: bool = True
+    tdm_dim: int = 128
+    head_dim: int = 256
+    head_layers: int = 3
+    cls_prior_prob: float = 0.01
+    reg_ranges: tuple[tuple[float, float], ...] = DEFAULT_REG_RANGES
+    center_sample_radius: float | None = None
+    reg_weight: float = 1.0
+    init_loss_norm: float = 100.0
+    # inference (UnAV-100 test_cfg; see models.heads.DecodeConfig)
+    pre_nms_thresh: float = 0.001
+    pre_nms_topk: int = 2000
+    duration_thresh: float = 0.05
+    nms_sigma: float = 0.4
+    iou_threshold: float = 0.7
+    min_score: float = 0.001
+    max_seg_num: int = 100
+    mil_pool: str = "topk"  # as this project's CLASP; Tian's weak AVEL code max-pools ("max")
+    mil_topk_ratio: int = 8
+    weak_threshold: float = 0.5
+    weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
+    # optimisation (used by models.train through configure_optimizers)
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
 
 class PyramidLocalizer(nn.Module):
     """``loss`` / ``detect`` / optimizer shared by the point-based pyramid localizers (CCNet, DAVE).
