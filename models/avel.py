@@ -136,14 +136,3 @@ def step_targets(segments: list[torch.Tensor], T: int, num_classes: int, device:
             out[b, (t >= s) & (t < e), int(c)] = 1.0
     return out
 
-
-def _register() -> None:
-    from models.registry import register
-
-    register("avel", AVELConfig, AVEL)
-
-
-try:
-    _register()
-except ImportError:  # registry still initialising (it imports this module); it lists us itself
-    pass

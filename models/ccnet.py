@@ -226,15 +226,4 @@ class CCNet(PyramidLocalizer):
         return out
 
 
-def _register() -> None:
-    from models.registry import register
-
-    register("ccnet", CCNetConfig, CCNet)
-
-
-try:
-    _register()
-except ImportError:  # registry still initialising (it imports this module); it lists us itself
-    pass
-
 __all__ = ["CCNet", "CCNetConfig", "CMCCLayer", "C2FBlock", "F2CBlock", "downsample_mask"]

@@ -136,14 +136,3 @@ class DAVE(PyramidLocalizer):
             out["step_probs"] = self._weak_step_probs(out, m.shape[1])[:, :T]
         return out
 
-
-def _register() -> None:
-    from models.registry import register
-
-    register("dave", DAVEConfig, DAVE)
-
-
-try:
-    _register()
-except ImportError:  # registry still initialising (it imports this module); it lists us itself
-    pass

@@ -27,16 +27,22 @@ def register(name: str, cfg_cls: type[ModelConfig], model_cls: type[nn.Module]) 
     MODELS[name] = (cfg_cls, model_cls)
 
 
-# Modules that register themselves on import (``register(...)`` at their bottom).  They are
-# imported on first use rather than here, so importing the registry never imports every model and
-# never creates an import cycle (they import ``register`` from this module).
-SELF_REGISTERING = ("avel", "ccnet", "dave", "ear")
+# Models imported on first use rather than here (module, config class, model class), so importing the
+# registry never imports every model and never creates an import cycle.
+LAZY: dict[str, tuple[str, str, str]] = {
+    "avel": ("models.avel", "AVELConfig", "AVEL"),
+    "ccnet": ("models.ccnet", "CCNetConfig", "CCNet"),
+    "dave": ("models.dave", "DAVEConfig", "DAVE"),
+    "ear": ("models.ear", "EARConfig", "EAR"),
+}
 
 
 def get_entry(name: str) -> tuple[type[ModelConfig], type[nn.Module]]:
-    """``(config class, model class)`` of ``name``; self-registering modules are imported on demand."""
-    if name not in MODELS and name in SELF_REGISTERING:
-        importlib.import_module(f"models.{name}")
+    """``(config class, model class)`` of ``name``; lazily listed models are imported on demand."""
+    if name not in MODELS and name in LAZY:
+        module, cfg_name, model_name = LAZY[name]
+        mod = importlib.import_module(module)
+        register(name, getattr(mod, cfg_name), getattr(mod, model_name))
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     return MODELS[name]

@@ -124,3 +124,11 @@ def test_registered_by_name() -> None:
     assert type(build_model("ccnet", num_classes=3, audio_dim=8, visual_dim=8, t_max=32, d_model=8, n_heads=2,
                             tdm_dim=2, head_dim=8)).__name__ == "CCNet"
     assert isinstance(build_model("avel", num_classes=3, audio_dim=8, visual_dim=8), AVEL)
+
+
+def test_every_lazily_registered_model_resolves_to_its_class() -> None:
+    from models.registry import LAZY, get_entry
+
+    for name in LAZY:
+        cfg_cls, model_cls = get_entry(name)
+        assert model_cls.__name__.lower() == name and cfg_cls.__name__.lower() == f"{name}config"

@@ -40,22 +40,23 @@ def videos_dir(ds):
     return discovery.resolve_videos_dir(DATASETS[ds]["videos"])
 
 
-def videos(ds):
-    """{video_id: source path} of the decodable videos of ``ds`` (waits for the demo generator)."""
+def discover(ds):
+    """Accepted and rejected videos of ``ds`` (waits for the demo generator)."""
     if "generate_demo" in DATASETS[ds]:
         checkpoints.demo_data.get(ds=ds)
-    found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
-                               cache=Path("results") / ds / "probe_cache.json")
+    return discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
+                              cache=Path("results") / ds / "probe_cache.json")
+
+
+def videos(ds):
+    """{video_id: source path} of the decodable videos of ``ds``; logs the rejected ones."""
+    found = discover(ds)
     discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
     return found.accepted
 
 
 def rejected(ds):
-    if "generate_demo" in DATASETS[ds]:
-        checkpoints.demo_data.get(ds=ds)
-    found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
-                               cache=Path("results") / ds / "probe_cache.json")
-    return found.rejected
+    return discover(ds).rejected
 
 
 def source_video(wildcards):
