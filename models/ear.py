@@ -45,6 +45,7 @@ Choices where the formulas were lost in conversion (documented, each a config fi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -292,3 +293,37 @@ def warmup_cosine(step: int, total: int, warmup: int, peak: float, floor: float)
     span = max(1, total - warmup)
     prog = min(1.0, (step - warmup) / span)
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * prog))
+
+
+def fit_minibatches(model: nn.Module, n: int, cfg: Any, batch_loss: Callable[[torch.Tensor], torch.Tensor],
+                    seed: int = 0, log: list[dict[str, Any]] | None = None, min_batch: int = 1) -> nn.Module:
+    """The training loop EAR's stage 1 and stage 3 share: AdamW, shuffled minibatches of ``n`` items,
+    learning rate from :func:`warmup_cosine` updated every optimizer step (warm-up over
+    ``cfg.warmup_epochs`` epochs of steps). ``cfg`` carries ``lr, min_lr, weight_decay, epochs,
+    warmup_epochs, batch_size``; ``batch_loss(indices)`` returns the minibatch loss. Batches smaller than
+    ``min_batch`` are skipped (BatchNorm needs two samples). Appends ``{"epoch", "loss"}`` to ``log``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, -(-n // cfg.batch_size))
+    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    step = 0
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=g)
+        run = 0.0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            if len(idx) < min_batch:
+                continue
+            for pg in opt.param_groups:
+                pg["lr"] = warmup_cosine(step, total, warm, cfg.lr, cfg.min_lr)
+            loss = batch_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run += float(loss.detach()) * len(idx)
+            step += 1
+        if log is not None:
+            log.append({"epoch": epoch, "loss": run / n})
+    model.eval()
+    return model

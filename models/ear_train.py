@@ -19,8 +19,18 @@ Data files (``.npz``), so the stages work on any extracted features:
   generator's CLAP/CLIP features), ``labels (N,C)``, ``text_a``, ``text_v`` (target-class text
   embeddings), optional ``gt_a``/``gt_v (N,C,T)`` for evaluation, optional ``video_ids``.
 
-``python -m models.ear_train --demo --out DIR`` runs all three stages on a planted benchmark
-(:func:`make_demo_data`) and writes ``metrics.json`` and ``predictions.json``.
+One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), files in between:
+
+- ``python -m models.ear_train planted --out-dir D``: the planted benchmark as ``dense/train/test.npz``;
+- ``stage1 --dense F --out generator.pt``: migration + pre-training (``generator.json``: config, loss log);
+- ``stage2 --generator G --train F --out pseudo_labels.npz``: pseudo-labels (+ ``.json`` with their
+  segment scores when the split has ground truth);
+- ``stage3 --train F --test F [--pseudo P] --out DIR``: the AVVP model trained with pseudo-labels (or
+  with video-level labels only when ``--pseudo`` is absent), evaluated on the test split:
+  ``metrics.json``, ``predictions.json``, ``ear.pt``, ``curve.png``, ``timelines/*.png``.
+
+``--shuffle-labels`` (stages 2-3) is the label-shuffled control; :func:`run_stages` runs the same
+stage functions in one process (tests).
 """
 
 from __future__ import annotations
@@ -28,8 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,14 +45,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from extractors.io import write_json
-from models.ear import EAR, EARConfig, warmup_cosine
+from extractors.io import atomic_path, write_json
+from models.ear import EAR, EARConfig, events_from_binary, fit_minibatches
 from models.pseudo_labels import (
     GeneratorConfig,
     PseudoLabelGenerator,
     generate_pseudo_labels,
     pretrain_generator,
 )
+from models.train import resolve_device
 
 
 # ----------------------------------------------------------------------------- stage 3
@@ -57,13 +66,14 @@ def train_ear(
     pseudo_v: np.ndarray | None = None,
     seed: int = 0,
     log: list[dict[str, Any]] | None = None,
+    device: str | torch.device = "cpu",
 ) -> EAR:
-    """Stage 3. ``pseudo_*`` ``(N, T, C)`` are required when ``model.cfg.use_pseudo``."""
+    """Stage 3. ``pseudo_*`` ``(N, T, C)`` are required when ``model.cfg.use_pseudo``. The data stay on
+    the host; each minibatch moves to ``device``."""
     cfg = model.cfg
     if cfg.use_pseudo and (pseudo_a is None or pseudo_v is None):
         raise ValueError("EARConfig.use_pseudo=True needs pseudo_a and pseudo_v (run stage 2 first)")
     torch.manual_seed(seed)
-    n = audio.shape[0]
     tens = {"audio": torch.as_tensor(audio, dtype=torch.float32),
             "visual": torch.as_tensor(visual, dtype=torch.float32),
             "labels": torch.as_tensor(labels, dtype=torch.float32)}
@@ -71,52 +81,34 @@ def train_ear(
         model.set_class_weights(pseudo_a, pseudo_v)
         tens["pseudo_a"] = torch.as_tensor(pseudo_a, dtype=torch.float32)
         tens["pseudo_v"] = torch.as_tensor(pseudo_v, dtype=torch.float32)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    spe = max(1, -(-n // cfg.batch_size))
-    total, warm = cfg.epochs * spe, cfg.warmup_epochs * spe
-    g = torch.Generator().manual_seed(seed)
-    model.train()
-    step = 0
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        run = 0.0
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            if len(idx) < 2:  # BatchNorm in ERM needs more than one sample
-                continue
-            for pg in opt.param_groups:
-                pg["lr"] = warmup_cosine(step, total, warm, cfg.lr, cfg.min_lr)
-            batch = {k: v[idx] for k, v in tens.items()}
-            out = model(batch)
-            loss = model.loss(out, batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            run += float(loss.detach()) * len(idx)
-            step += 1
-        if log is not None:
-            log.append({"epoch": epoch, "loss": run / n})
-    model.eval()
-    return model
+
+    model.to(device)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        batch = {k: v[idx].to(device) for k, v in tens.items()}
+        return model.loss(model(batch), batch)
+
+    # BatchNorm in ERM needs more than one sample per batch
+    return fit_minibatches(model, audio.shape[0], cfg, batch_loss, seed=seed, log=log, min_batch=2)
 
 
 @torch.no_grad()
-def predict_ear(model: EAR, audio: np.ndarray, visual: np.ndarray, batch_size: int = 256
-                ) -> dict[str, np.ndarray]:
+def predict_ear(model: EAR, audio: np.ndarray, visual: np.ndarray, batch_size: int = 256,
+                device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """Binary ``pred_a``/``pred_v`` ``(N, C, T)`` plus segment and video probabilities."""
     model.eval()
     keys = ("pred_a", "pred_v", "prob_a", "prob_v", "video")
     acc: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for s in range(0, audio.shape[0], batch_size):
-        batch = {"audio": torch.as_tensor(audio[s:s + batch_size], dtype=torch.float32),
-                 "visual": torch.as_tensor(visual[s:s + batch_size], dtype=torch.float32)}
+        batch = {"audio": torch.as_tensor(audio[s:s + batch_size], dtype=torch.float32).to(device),
+                 "visual": torch.as_tensor(visual[s:s + batch_size], dtype=torch.float32).to(device)}
         out = model(batch)
         pa, pv = model.parse(out)
         acc["pred_a"].append(pa)
         acc["pred_v"].append(pv)
-        acc["prob_a"].append(out["prob_a"].transpose(1, 2).numpy())
-        acc["prob_v"].append(out["prob_v"].transpose(1, 2).numpy())
-        acc["video"].append(out["video"].numpy())
+        acc["prob_a"].append(out["prob_a"].transpose(1, 2).cpu().numpy())
+        acc["prob_v"].append(out["prob_v"].transpose(1, 2).cpu().numpy())
+        acc["video"].append(out["video"].cpu().numpy())
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 
@@ -251,47 +243,82 @@ DEMO_EAR: dict[str, Any] = {"num_classes": 6, "audio_dim": 16, "visual_dim": 24,
                             "d_event": 8, "epochs": 20, "warmup_epochs": 2, "lr": 5e-3, "min_lr": 5e-5,
                             "batch_size": 24}
 
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {"planted": (DEMO_GEN, DEMO_EAR)}
+
+
+def pretrain_stage1(dense: dict[str, np.ndarray], gen_cfg: GeneratorConfig, seed: int = 0, migrate: bool = True,
+                    log: list[dict[str, Any]] | None = None, device: str | torch.device = "cpu"
+                    ) -> PseudoLabelGenerator:
+    """Stage 1: a seeded generator, label migration on the dense data, pre-training."""
+    torch.manual_seed(seed)
+    gen = PseudoLabelGenerator(gen_cfg)
+    return pretrain_generator(gen, dense["audio"], dense["visual"], dense["av_labels"], dense["text_a"],
+                              dense["text_v"], dense.get("mask"), migrate=migrate, seed=seed, log=log,
+                              device=device)
+
+
+def pseudo_stage2(gen: PseudoLabelGenerator, train: dict[str, np.ndarray], labels: np.ndarray,
+                  device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray, dict[str, float] | None]:
+    """Stage 2: pseudo-labels ``(N, T, C)`` for audio and visual, and their AVVP scores against
+    segment ground truth when the split has it (the planted benchmark; LLP's train split does not)."""
+    pa, pv = generate_pseudo_labels(gen, train["gen_audio"], train["gen_visual"], labels,
+                                    train["text_a"], train["text_v"], train.get("mask"), device=device)
+    metrics = None
+    if "gt_a" in train:
+        thr = gen.cfg.threshold
+        metrics = avvp_metrics((pa >= thr).transpose(0, 2, 1).astype(np.uint8),
+                               (pv >= thr).transpose(0, 2, 1).astype(np.uint8), train["gt_a"], train["gt_v"])
+    return pa, pv, metrics
+
+
+def train_stage3(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ear_cfg: EARConfig, labels: np.ndarray,
+                 pseudo_a: np.ndarray | None, pseudo_v: np.ndarray | None, seed: int = 0,
+                 log: list[dict[str, Any]] | None = None, device: str | torch.device = "cpu"
+                 ) -> tuple[EAR, dict[str, np.ndarray], dict[str, float] | None]:
+    """Stage 3 and the AVVP evaluation: the trained model, test predictions, metrics (if ``gt_a``)."""
+    torch.manual_seed(seed)
+    model = EAR(ear_cfg)
+    train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log, device=device)
+    pred = predict_ear(model, test["audio"], test["visual"], device=device)
+    metrics = avvp_metrics(pred["pred_a"], pred["pred_v"], test["gt_a"], test["gt_v"]) if "gt_a" in test else None
+    return model, pred, metrics
+
+
+def shuffled(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The label-shuffled control: training videos' labels permuted."""
+    return labels[np.random.default_rng(seed + 1).permutation(labels.shape[0])]
+
+
 def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfig, seed: int = 0,
                migrate: bool = True, shuffle_labels: bool = False,
                generator: PseudoLabelGenerator | None = None) -> dict[str, Any]:
-    """Stages 1-3 on ``data`` (as :func:`make_demo_data` returns). ``ear_cfg.use_pseudo=False`` skips
-    stages 1-2 (video-level labels only); ``shuffle_labels`` permutes the training videos' labels
-    (a control that must score near chance); a given ``generator`` (already pre-trained) skips
-    stage 1."""
+    """Stages 1-3 in memory on ``data`` (as :func:`make_demo_data` returns); the CLI runs the same
+    functions one stage per process. ``ear_cfg.use_pseudo=False`` skips stages 1-2 (video-level labels
+    only); ``shuffle_labels`` permutes the training videos' labels (a control that must score near
+    chance); a given ``generator`` (already pre-trained) skips stage 1."""
     train, test = data["train"], data["test"]
-    labels = train["labels"]
-    if shuffle_labels:
-        labels = labels[np.random.default_rng(seed + 1).permutation(labels.shape[0])]
+    labels = shuffled(train["labels"], seed) if shuffle_labels else train["labels"]
     res: dict[str, Any] = {"logs": {}}
     pa = pv = None
     if ear_cfg.use_pseudo:
         gen = generator
         if gen is None:
-            dense = data["dense"]
-            torch.manual_seed(seed)
-            gen = PseudoLabelGenerator(gen_cfg)
             res["logs"]["stage1"] = []
-            pretrain_generator(gen, dense["audio"], dense["visual"], dense["av_labels"], dense["text_a"],
-                               dense["text_v"], dense.get("mask"), migrate=migrate, seed=seed,
-                               log=res["logs"]["stage1"])
-        pa, pv = generate_pseudo_labels(gen, train["gen_audio"], train["gen_visual"], labels,
-                                        train["text_a"], train["text_v"])
-        res["generator"] = gen
-        res["pseudo_a"], res["pseudo_v"] = pa, pv
-        if "gt_a" in train:
-            thr = gen_cfg.threshold
-            res["pseudo_metrics"] = avvp_metrics((pa >= thr).transpose(0, 2, 1).astype(np.uint8),
-                                                 (pv >= thr).transpose(0, 2, 1).astype(np.uint8),
-                                                 train["gt_a"], train["gt_v"])
-    torch.manual_seed(seed)
-    model = EAR(ear_cfg)
+            gen = pretrain_stage1(data["dense"], gen_cfg, seed, migrate, res["logs"]["stage1"])
+        pa, pv, pm = pseudo_stage2(gen, train, labels)
+        res.update(generator=gen, pseudo_a=pa, pseudo_v=pv)
+        if pm is not None:
+            res["pseudo_metrics"] = pm
     res["logs"]["stage3"] = []
-    train_ear(model, train["audio"], train["visual"], labels, pa, pv, seed=seed, log=res["logs"]["stage3"])
-    pred = predict_ear(model, test["audio"], test["visual"])
+    model, pred, metrics = train_stage3(train, test, ear_cfg, labels, pa, pv, seed, res["logs"]["stage3"])
     res["model"], res["pred"] = model, pred
-    if "gt_a" in test:
-        res["metrics"] = avvp_metrics(pred["pred_a"], pred["pred_v"], test["gt_a"], test["gt_v"])
+    if metrics is not None:
+        res["metrics"] = metrics
     return res
+
+
+def _class_names(split: dict[str, np.ndarray], n: int) -> list[str]:
+    return [str(x) for x in split["class_names"]] if "class_names" in split else [f"class_{i}" for i in range(n)]
 
 
 def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], class_names: list[str],
@@ -300,8 +327,6 @@ def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], clas
     and ``metrics.json``; each written to a temporary file and renamed."""
     pred = res["pred"]
     vids = [str(v) for v in test.get("video_ids", range(pred["pred_a"].shape[0]))]
-    from models.ear import events_from_binary
-
     videos = {}
     for i, vid in enumerate(vids):
         entry = {}
@@ -319,60 +344,169 @@ def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], clas
     write_json(out_dir / "metrics.json", metrics)
 
 
-def _load_npz(path: str | None) -> dict[str, np.ndarray] | None:
-    if path is None:
-        return None
+def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.ndarray], class_names: list[str],
+                n_videos: int = 4, banner: str | None = None) -> list[Path]:
+    """Timelines of the first test videos: one row per (modality, class), ground truth vs. parse."""
+    from models.plots import plot_timeline
+
+    def events(binary: np.ndarray, prob: np.ndarray, tag: str) -> list[tuple[float, float, str, float]]:
+        return [(s, e, f"{tag}: {class_names[c]}", sc) for s, e, c, sc in events_from_binary(binary, prob)]
+
+    vids = [str(v) for v in test.get("video_ids", range(pred["pred_a"].shape[0]))]
+    paths = []
+    for i in range(min(n_videos, len(vids))):
+        predicted = events(pred["pred_a"][i], pred["prob_a"][i], "A") + events(pred["pred_v"][i], pred["prob_v"][i], "V")
+        truth = None
+        if "gt_a" in test:
+            ones = np.ones_like(test["gt_a"][i], dtype=np.float32)
+            truth = events(test["gt_a"][i], ones, "A") + events(test["gt_v"][i], ones, "V")
+        path = out_dir / "timelines" / f"{i:02d}.png"
+        plot_timeline(path, float(pred["pred_a"].shape[2]), predicted, truth, title=f"test video {vids[i]}",
+                      banner=banner)
+        paths.append(path)
+    return paths
+
+
+# ----------------------------------------------------------------------------- files between stages
+def load_npz(path: Path | str) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
+def save_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    """Atomic ``.npz`` (temporary file, then rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def save_torch(path: Path | str, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_generator(path: Path | str) -> tuple[PseudoLabelGenerator, dict[str, Any]]:
+    """The stage-1 checkpoint: ``{"config", "state_dict", "migration"}``."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    gen = PseudoLabelGenerator(GeneratorConfig(**ckpt["config"]))
+    gen.load_state_dict(ckpt["state_dict"])
+    return gen.eval(), ckpt
+
+
+def _overrides(preset: str | None, which: int, inferred: dict[str, Any], user_json: str) -> dict[str, Any]:
+    """Config fields: inferred from the data, then the preset's, then the user's JSON."""
+    out = dict(inferred)
+    if preset:
+        out.update(PRESETS[preset][which])
+    out.update(json.loads(user_json))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+def cmd_planted(a: argparse.Namespace) -> int:
+    data = make_demo_data(seed=a.seed)
+    names = np.array([f"event_{i}" for i in range(data["train"]["labels"].shape[1])])
+    out = Path(a.out_dir)
+    save_npz(out / "dense.npz", **data["dense"])
+    for split in ("train", "test"):
+        save_npz(out / f"{split}.npz", class_names=names, **data[split])
+    return 0
+
+
+def cmd_stage1(a: argparse.Namespace) -> int:
+    dense = load_npz(a.dense)
+    inferred = {"audio_dim": int(dense["audio"].shape[-1]), "visual_dim": int(dense["visual"].shape[-1])}
+    cfg = GeneratorConfig(**_overrides(a.preset, 0, inferred, a.gen))
+    log: list[dict[str, Any]] = []
+    t0 = time.time()
+    gen = pretrain_stage1(dense, cfg, a.seed, migrate=not a.no_migration, log=log, device=resolve_device(a.device))
+    save_torch(a.out, {"config": dataclasses.asdict(cfg), "state_dict": gen.cpu().state_dict(),
+                       "migration": not a.no_migration})
+    write_json(Path(a.out).with_suffix(".json"), {"config": dataclasses.asdict(cfg), "migration": not a.no_migration,
+                                                  "seed": a.seed, "seconds": round(time.time() - t0, 2), "log": log})
+    print(json.dumps({"stage": 1, "final_loss": log[-1]["loss"] if log else None}))
+    return 0
+
+
+def cmd_stage2(a: argparse.Namespace) -> int:
+    gen, _ = load_generator(a.generator)
+    train = load_npz(a.train)
+    labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
+    pa, pv, metrics = pseudo_stage2(gen, train, labels, device=resolve_device(a.device))
+    save_npz(a.out, pseudo_a=pa, pseudo_v=pv, labels=labels)
+    write_json(Path(a.out).with_suffix(".json"), {"train_pseudo_labels": metrics, "threshold": gen.cfg.threshold,
+                                                  "shuffled_labels": a.shuffle_labels})
+    print(json.dumps({"stage": 2, "pseudo_label_scores": metrics}))
+    return 0
+
+
+def cmd_stage3(a: argparse.Namespace) -> int:
+    train, test = load_npz(a.train), load_npz(a.test)
+    inferred = {"num_classes": int(train["labels"].shape[1]), "audio_dim": int(train["audio"].shape[-1]),
+                "visual_dim": int(train["visual"].shape[-1]), "t_max": int(train["audio"].shape[1])}
+    cfg = EARConfig(**{**_overrides(a.preset, 1, inferred, a.ear), "use_pseudo": a.pseudo is not None})
+    labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
+    pa = pv = None
+    pseudo_metrics = None
+    if a.pseudo is not None:
+        pl = load_npz(a.pseudo)
+        pa, pv = pl["pseudo_a"], pl["pseudo_v"]
+        if not np.array_equal(pl["labels"], labels):
+            raise SystemExit(f"{a.pseudo}: pseudo-labels were generated from other video labels than this run's "
+                             "(shuffled vs. not?); rerun stage 2 with the same --shuffle-labels")
+        side = Path(a.pseudo).with_suffix(".json")
+        if side.exists():
+            pseudo_metrics = json.loads(side.read_text()).get("train_pseudo_labels")
+    log: list[dict[str, Any]] = []
+    t0 = time.time()
+    model, pred, metrics = train_stage3(train, test, cfg, labels, pa, pv, a.seed, log, resolve_device(a.device))
+    out = Path(a.out)
+    names = _class_names(test, cfg.num_classes)
+    mode = "pseudo" if a.pseudo is not None else "video"
+    res = {"pred": pred, "metrics": metrics, "pseudo_metrics": pseudo_metrics}
+    write_outputs(out, res, test, names, extra={
+        "seconds": round(time.time() - t0, 2), "mode": mode, "shuffled_labels": a.shuffle_labels,
+        "ear_config": dataclasses.asdict(cfg), "log": log, "seed": a.seed})
+    save_torch(out / "ear.pt", model.cpu().state_dict())
+    from models.plots import plot_loss_curves
+
+    plot_loss_curves(out / "curve.png", {f"stage 3 ({mode} labels)": [h["loss"] for h in log]},
+                     title=f"EAR stage 3 — {mode} labels")
+    plot_parses(out, pred, test, names, banner=a.banner)
+    print(json.dumps({"stage": 3, "mode": mode, "test": metrics}, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--demo", action="store_true", help="planted three-stage benchmark (no input files)")
-    p.add_argument("--dense", help="stage-1 dense AV data .npz")
-    p.add_argument("--train", help="LLP train split .npz")
-    p.add_argument("--test", help="LLP test split .npz (with gt_a/gt_v for metrics)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--mode", choices=["pseudo", "video"], default="pseudo",
-                   help="stage 3 with generated pseudo-labels (default) or video-level labels only")
-    p.add_argument("--no-migration", action="store_true", help="stage 1 without label migration")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gen", default="{}", help="JSON overrides for GeneratorConfig")
-    p.add_argument("--ear", default="{}", help="JSON overrides for EARConfig")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pl = sub.add_parser("planted", help="write the planted benchmark as dense/train/test .npz files")
+    pl.add_argument("--out-dir", required=True)
+    s1 = sub.add_parser("stage1", help="label migration + generator pre-training on dense AV data")
+    s1.add_argument("--dense", required=True, help="dense AV data .npz")
+    s1.add_argument("--out", required=True, help="generator checkpoint (.pt; a .json log is written beside)")
+    s1.add_argument("--no-migration", action="store_true", help="train with AV labels only (w/o LM ablation)")
+    s1.add_argument("--gen", default="{}", help="JSON overrides for GeneratorConfig")
+    s2 = sub.add_parser("stage2", help="segment-level pseudo-labels for the LLP training split")
+    s2.add_argument("--generator", required=True)
+    s2.add_argument("--train", required=True, help="LLP train split .npz")
+    s2.add_argument("--out", required=True, help="pseudo-labels .npz (a .json with their scores beside)")
+    s3 = sub.add_parser("stage3", help="train the AVVP model and evaluate it on the test split")
+    s3.add_argument("--train", required=True)
+    s3.add_argument("--test", required=True, help="test split .npz (gt_a/gt_v for metrics)")
+    s3.add_argument("--pseudo", help="stage-2 pseudo-labels; without it: video-level labels only")
+    s3.add_argument("--out", required=True, help="output directory")
+    s3.add_argument("--ear", default="{}", help="JSON overrides for EARConfig")
+    s3.add_argument("--banner", help="text stamped on the timeline plots (e.g. random-weights warning)")
+    for sp in (s1, s3):
+        sp.add_argument("--preset", choices=sorted(PRESETS), help="small configs for the planted benchmark")
+    for sp in (s2, s3):
+        sp.add_argument("--shuffle-labels", action="store_true", help="label-shuffled control")
+    for sp in (pl, s1, s2, s3):
+        sp.add_argument("--seed", type=int, default=0)
+    for sp in (s1, s2, s3):
+        sp.add_argument("--device", default="auto", help="auto: CUDA when visible, else CPU")
     a = p.parse_args(argv)
-    if a.demo:
-        data = make_demo_data(seed=a.seed)
-        gen_over, ear_over = dict(DEMO_GEN), dict(DEMO_EAR)
-    else:
-        if not (a.dense or a.mode == "video") or not a.train or not a.test:
-            p.error("give --demo, or --train and --test (and --dense unless --mode video)")
-        data = {"dense": _load_npz(a.dense), "train": _load_npz(a.train), "test": _load_npz(a.test)}
-        tr = data["train"]
-        gen_over = {"audio_dim": int(tr["gen_audio"].shape[-1]), "visual_dim": int(tr["gen_visual"].shape[-1])} \
-            if "gen_audio" in tr else {}
-        ear_over = {"num_classes": int(tr["labels"].shape[1]), "audio_dim": int(tr["audio"].shape[-1]),
-                    "visual_dim": int(tr["visual"].shape[-1]), "t_max": int(tr["audio"].shape[1])}
-    gen_over.update(json.loads(a.gen))
-    ear_over.update(json.loads(a.ear))
-    ear_over["use_pseudo"] = a.mode == "pseudo"
-    gen_cfg, ear_cfg = GeneratorConfig(**gen_over), EARConfig(**ear_over)
-    t0 = time.time()
-    res = run_stages(data, gen_cfg, ear_cfg, seed=a.seed, migrate=not a.no_migration)
-    test = data["test"]
-    names = [str(x) for x in test["class_names"]] if "class_names" in test else \
-        [f"class_{i}" for i in range(ear_cfg.num_classes)]
-    out = Path(a.out)
-    write_outputs(out, res, test, names, extra={
-        "seconds": round(time.time() - t0, 2), "mode": a.mode, "migration": not a.no_migration,
-        "generator_config": dataclasses.asdict(gen_cfg),
-        "ear_config": dataclasses.asdict(ear_cfg), "logs": res["logs"]})
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".tmp")
-    os.close(fd)
-    torch.save(res["model"].state_dict(), tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out / "ear.pt")
-    print(json.dumps({"test": res.get("metrics"), "pseudo_labels_train": res.get("pseudo_metrics")}, indent=1))
-    return 0
+    return {"planted": cmd_planted, "stage1": cmd_stage1, "stage2": cmd_stage2, "stage3": cmd_stage3}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -44,3 +44,20 @@ def plot_timeline(out_png: Path | str, duration: float, predicted: Sequence[Even
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_loss_curves(out_png: Path | str, curves: dict[str, Sequence[float]], title: str = "",
+                     xlabel: str = "epoch", ylabel: str = "training loss") -> None:
+    """One line per named series (e.g. EAR's stage 1 and stage 3 losses per epoch)."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, ys in curves.items():
+        ax.plot(range(len(ys)), list(ys), marker="o", markersize=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)

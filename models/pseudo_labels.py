@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ear import warmup_cosine
+from models.ear import fit_minibatches
 from models.label_migration import DEFAULT_TAU_AUDIO, DEFAULT_TAU_VISUAL, migrate_dataset
 
 
@@ -131,6 +131,7 @@ def pretrain_generator(
     migrate: bool = True,
     seed: int = 0,
     log: list[dict[str, float]] | None = None,
+    device: str | torch.device = "cpu",
 ) -> PseudoLabelGenerator:
     """Stage 1: label migration on the dense data, then AdamW + warm-up/cosine training (Eq. 8).
 
@@ -149,31 +150,15 @@ def pretrain_generator(
         y_a = y_v = av_labels.astype(np.float32)
     tens = [torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (audio, visual, av_labels, y_a, y_v)]
     mask_t = torch.as_tensor(mask, dtype=torch.bool)
-    ta, tv = (torch.as_tensor(x, dtype=torch.float32) for x in (text_a, text_v))
-    opt = torch.optim.AdamW(gen.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, -(-n // cfg.batch_size))
-    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    gen.train()
-    g = torch.Generator().manual_seed(seed)
-    step = 0
-    for epoch in range(cfg.epochs):
-        perm = torch.randperm(n, generator=g)
-        run = 0.0
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s:s + cfg.batch_size]
-            for pg in opt.param_groups:
-                pg["lr"] = warmup_cosine(step, total, warm, cfg.lr, cfg.min_lr)
-            a, v, yav, ya, yv = (x[idx] for x in tens)
-            out = gen(a, v, ta, tv, mask_t[idx])
-            loss = gen.loss(out, yav, ya, yv, mask_t[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            run += float(loss.detach()) * len(idx)
-            step += 1
-        if log is not None:
-            log.append({"epoch": epoch, "loss": run / n})
-    gen.eval()
+    ta, tv = (torch.as_tensor(x, dtype=torch.float32).to(device) for x in (text_a, text_v))
+    gen.to(device)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        a, v, yav, ya, yv = (x[idx].to(device) for x in tens)
+        m = mask_t[idx].to(device)
+        return gen.loss(gen(a, v, ta, tv, m), yav, ya, yv, m)
+
+    fit_minibatches(gen, n, cfg, batch_loss, seed=seed, log=log)
     return gen
 
 
@@ -188,23 +173,25 @@ def generate_pseudo_labels(
     mask: np.ndarray | None = None,
     threshold: float | None = None,
     batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stage 2: frozen generator -> soft pseudo-labels ``(N, T, C)`` for audio and visual (Eq. 9)."""
     thr = gen.cfg.threshold if threshold is None else threshold
     gen.eval()
-    ta, tv = (torch.as_tensor(x, dtype=torch.float32) for x in (text_a, text_v))
+    gen.to(device)
+    ta, tv = (torch.as_tensor(x, dtype=torch.float32).to(device) for x in (text_a, text_v))
     n = audio.shape[0]
     outs_a, outs_v = [], []
     for s in range(0, n, batch_size):
-        a = torch.as_tensor(audio[s:s + batch_size], dtype=torch.float32)
-        v = torch.as_tensor(visual[s:s + batch_size], dtype=torch.float32)
-        m = None if mask is None else torch.as_tensor(mask[s:s + batch_size], dtype=torch.bool)
-        y = torch.as_tensor(video_labels[s:s + batch_size], dtype=torch.float32)[:, None, :]
+        a = torch.as_tensor(audio[s:s + batch_size], dtype=torch.float32).to(device)
+        v = torch.as_tensor(visual[s:s + batch_size], dtype=torch.float32).to(device)
+        m = None if mask is None else torch.as_tensor(mask[s:s + batch_size], dtype=torch.bool).to(device)
+        y = torch.as_tensor(video_labels[s:s + batch_size], dtype=torch.float32).to(device)[:, None, :]
         out = gen(a, v, ta, tv, m)
         for key, acc in (("dyn_a", outs_a), ("dyn_v", outs_v)):
             p = out[key]
             pl = p * (p >= thr).float() * y
             if m is not None:
                 pl = pl * m[:, :, None].float()
-            acc.append(pl.numpy())
+            acc.append(pl.cpu().numpy())
     return np.concatenate(outs_a).astype(np.float32), np.concatenate(outs_v).astype(np.float32)

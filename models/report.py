@@ -96,10 +96,63 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
         parts.append(_table(["file", "reason"], sorted(rejected.items())))
     else:
         parts.append("<p>None: every video in the folder was decodable.</p>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px}.banner{background:#c00;color:#fff;padding:8px;"
-             "font-weight:bold}")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>avloc {html.escape(dataset)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    _write_page(out_html, f"avloc {dataset}", parts)
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:3px 8px}.banner{background:#c00;color:#fff;padding:8px;"
+          "font-weight:bold}")
+
+
+def _write_page(out_html: Path | str, title: str, parts: Sequence[str]) -> None:
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
     with atomic_path(out_html) as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+AVVP_MODES = {"pseudo": "generated pseudo-labels", "video": "video-level labels only",
+              "shuffled": "shuffled labels (control)"}
+
+
+def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
+                       stage1_json: Path | None = None, banner: str = "") -> None:
+    """The EAR page of one AVVP benchmark: F-scores (%) per training-label mode, the pseudo-labels'
+    own scores on the training split (when it has segment ground truth), training curves, parses."""
+    import tempfile
+
+    from models.avvp_metrics import KEYS
+    from models.plots import plot_loss_curves
+
+    parts = [f"<h1>EAR (AVVP) — benchmark <code>{html.escape(name)}</code></h1>"]
+    if banner:
+        parts.append(f'<div class="banner">{html.escape(banner)}</div>')
+    runs = [(Path(m).parent.name, json.loads(Path(m).read_text())) for m in metrics]
+
+    def pct(d: dict[str, float] | None) -> list[str]:
+        return [f"{100 * d[k]:.1f}" if d else "–" for k in KEYS]
+
+    parts.append("<h2>Test split, F-score (%)</h2>")
+    parts.append(_table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(r.get("test"))] for m, r in runs]))
+    parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp_metrics.py); "
+                 "type = Type@AV, event = Event@AV.</p>")
+    pseudo = [(m, r["pseudo_labels_train"]) for m, r in runs if r.get("pseudo_labels_train")]
+    if pseudo:
+        parts.append("<h2>Pseudo-labels against the training split's segment ground truth (%)</h2>")
+        parts.append(_table(["labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(d)] for m, d in pseudo]))
+    curves = {f"stage 3, {AVVP_MODES.get(m, m)}": [h["loss"] for h in r.get("log", [])] for m, r in runs}
+    if stage1_json is not None and Path(stage1_json).exists():
+        s1 = json.loads(Path(stage1_json).read_text())
+        curves = {"stage 1 (generator)": [h["loss"] for h in s1.get("log", [])], **curves}
+        parts.append(f"<p>Stage 1: label migration {'on' if s1.get('migration') else 'off'}, "
+                     f"{len(s1.get('log', []))} epochs, {s1.get('seconds', '?')} s.</p>")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "curves.png"
+        plot_loss_curves(png, curves, title=f"EAR training losses — {name}")
+        parts.append(f"<h2>Training curves</h2>{_img(png, 700)}")
+    for m, _ in runs:
+        timelines = sorted((Path(metrics[0]).parent.parent / m / "timelines").glob("*.png"))
+        if timelines:
+            parts.append(f"<h3>Test parses — {html.escape(AVVP_MODES.get(m, m))}</h3>")
+            parts.extend(_img(t) for t in timelines[:4])
+    _write_page(out_html, f"avloc AVVP {name}", parts)

@@ -206,8 +206,9 @@ def test_write_outputs_predictions_and_metrics(planted_runs: dict, tmp_path) -> 
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_cli_on_npz_files(tmp_path) -> None:
-    """The file-based path: video-level mode needs no dense data; pseudo mode without it is refused."""
+def test_stage3_cli_on_npz_files(tmp_path) -> None:
+    """The file-based stage 3: without --pseudo it trains from video-level labels; names, dims and
+    class names come from the files."""
     from models.ear_train import main
 
     rng = np.random.default_rng(0)
@@ -220,16 +221,49 @@ def test_cli_on_npz_files(tmp_path) -> None:
                  class_names=np.array(["Dog", "Violin_fiddle", "Speech"]))
     out = tmp_path / "run a"
     ear = json.dumps({"d_model": 8, "n_heads": 2, "d_event": 4, "epochs": 1, "warmup_epochs": 0, "batch_size": 6})
-    assert main(["--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"), "--mode", "video",
+    assert main(["stage3", "--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
                  "--out", str(out), "--ear", ear]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"seg_type", "evt_event"} and metrics["mode"] == "video"
     assert metrics["ear_config"]["visual_dim"] == 7 and metrics["ear_config"]["num_classes"] == 3
     pred = json.loads((out / "predictions.json").read_text())
     assert set(pred["videos"]) == {f"{i}" for i in range(6)}
-    assert (out / "ear.pt").is_file()
-    with pytest.raises(SystemExit):
-        main(["--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"), "--out", str(out)])
+    assert (out / "ear.pt").is_file() and (out / "curve.png").is_file()
+    assert len(list((out / "timelines").glob("*.png"))) == 4
+    with pytest.raises(SystemExit):  # stage 3 has no --dense; an unknown flag is an argparse error
+        main(["stage3", "--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
+              "--out", str(out), "--dense", "x.npz"])
+
+
+def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
+    """stage1 -> generator.pt -> stage2 -> pseudo_labels.npz -> stage3, one process each (as the Snakemake
+    rules run them), gives exactly the metrics of run_stages in one process; the shuffled control's
+    stage 3 refuses pseudo-labels made from unshuffled labels."""
+    from models.ear_train import main, save_npz
+
+    data = make_demo_data(seed=1, n_dense=40, n_train=48, n_test=24)
+    save_npz(tmp_path / "dense.npz", **data["dense"])
+    for split in ("train", "test"):
+        save_npz(tmp_path / f"{split}.npz", **data[split])
+    gen_over = {**DEMO_GEN, "epochs": 3}
+    ear_over = {**DEMO_EAR, "epochs": 3, "batch_size": 16}
+    f = {k: str(tmp_path / k) for k in ("dense.npz", "train.npz", "test.npz", "gen.pt", "pl.npz", "out")}
+    assert main(["stage1", "--dense", f["dense.npz"], "--out", f["gen.pt"], "--gen", json.dumps(gen_over),
+                 "--seed", "1"]) == 0
+    assert main(["stage2", "--generator", f["gen.pt"], "--train", f["train.npz"], "--out", f["pl.npz"]]) == 0
+    assert main(["stage3", "--train", f["train.npz"], "--test", f["test.npz"], "--pseudo", f["pl.npz"],
+                 "--out", f["out"], "--ear", json.dumps(ear_over), "--seed", "1"]) == 0
+    got = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    ref = run_stages(data, GeneratorConfig(**gen_over), EARConfig(**ear_over), seed=1)
+    assert got["mode"] == "pseudo"
+    assert got["test"] == pytest.approx(ref["metrics"], abs=1e-12)
+    assert got["pseudo_labels_train"] == pytest.approx(ref["pseudo_metrics"], abs=1e-12)
+    stage1 = json.loads((tmp_path / "gen.json").read_text())
+    assert [h["loss"] for h in stage1["log"]] == pytest.approx([h["loss"] for h in ref["logs"]["stage1"]])
+    with pytest.raises(SystemExit, match="other video labels"):
+        main(["stage3", "--train", f["train.npz"], "--test", f["test.npz"], "--pseudo", f["pl.npz"],
+              "--shuffle-labels", "--out", f["out"], "--ear", json.dumps(ear_over)])
+    assert not list(tmp_path.rglob("*.tmp*"))
 
 
 def test_dense_arrays_from_unav_style_annotations() -> None:

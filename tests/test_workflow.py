@@ -189,15 +189,28 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     assert vggish_jobs and all("gpu=1" not in blk for blk in vggish_jobs)
 
 
-def test_avvp_rules_scheduled_when_configured(tmp_path, tiny_data):
+def test_avvp_rules_one_job_per_stage(tmp_path, tiny_data):
+    """EAR on the planted benchmark: data, stage 1 once, stage 2 for real and shuffled labels, stage 3 per
+    mode (pseudo-label runs read stage 2's file, the video-label run does not), one summary page."""
     videos, annotations = tiny_data
     write_config(tmp_path, videos, annotations)
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    cfg["avvp"] = {"planted": {"planted": True, "modes": ["pseudo", "video"]}}
+    cfg["avvp"] = {"planted": {"planted": True, "modes": ["pseudo", "video", "shuffled"]}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "--printshellcmds").stdout
-    assert job_counts(out)["ear"] == 2
-    assert "models.ear_train --demo --mode video" in out and "models.ear_train --demo --mode pseudo" in out
+    counts = job_counts(out)
+    assert {k: counts.get(k) for k in ("avvp_planted", "ear_stage1", "ear_stage2", "ear_stage3", "avvp_summary")} \
+        == {"avvp_planted": 1, "ear_stage1": 1, "ear_stage2": 2, "ear_stage3": 3, "avvp_summary": 1}
+    stage3 = {m: line for line in out.splitlines() if "models.ear_train stage3" in line
+              for m in ("pseudo", "video", "shuffled") if f"results/avvp/planted/{m} " in line}
+    assert "--pseudo results/avvp/planted/stage2/real/pseudo_labels.npz" in stage3["pseudo"]
+    assert "--pseudo results/avvp/planted/stage2/shuffled/pseudo_labels.npz" in stage3["shuffled"]
+    assert "--shuffle-labels" in stage3["shuffled"] and "--pseudo" not in stage3["video"]
+    # a benchmark without data files is refused when the DAG is built, with the reason
+    cfg["avvp"] = {"mine": {"modes": ["video"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    bad = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
+    assert bad.returncode != 0 and "avvp.mine: no `train` .npz configured" in bad.stdout + bad.stderr
 
 
 def test_default_config_is_valid_and_its_model_overrides_exist():

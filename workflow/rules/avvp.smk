@@ -1,42 +1,167 @@
-# EAR for weakly supervised audio-visual video parsing (LLP): stage 1 (label migration + generator
-# pre-training on dense AV data), stage 2 (pseudo-labels on LLP), stage 3 (AMDF + ERM model) and the
-# AVVP evaluation, run by models.ear_train. `planted: true` uses the planted LLP-style benchmark (no input
-# files); otherwise `dense`, `train`, `test` point at .npz feature files (see models/ear_train.py).
+# EAR for weakly supervised audio-visual video parsing (LLP), one rule per stage (models/ear_train.py):
+#   ear_stage1  label migration + pseudo-label generator pre-training on dense AV data
+#   ear_stage2  the frozen generator labels the LLP training split (real labels, or shuffled: the control)
+#   ear_stage3  the AVVP model (AMDF + ERM) trained with pseudo-labels ("pseudo"), video-level labels only
+#               ("video") or shuffled labels ("shuffled"), then evaluated on the test split
+#   avvp_summary  one HTML page per benchmark: metrics of every mode, pseudo-label quality, curves, parses
+# Data per benchmark (config `avvp:`): `planted: true` writes the planted benchmark (avvp_planted); otherwise
+# `dense`, `train`, `test` are .npz files (layout in models/ear_train.py), or `llp:` assembles train/test
+# from raw LLP clips (workflow/rules/llp.smk).
 
 
-def avvp_args(name):
-    spec = config.get("avvp", {})[name]
+def avvp_spec(name):
+    return config["avvp"][name]
+
+
+def avvp_data(name, split):
+    """The .npz of `split` (dense, train, test) for benchmark `name`."""
+    spec = avvp_spec(name)
+    if spec.get("planted") or (split != "dense" and "llp" in spec):
+        return f"data/avvp/{name}/{split}.npz"
+    if split not in spec:
+        raise WorkflowError(f"avvp.{name}: no `{split}` .npz configured (give planted: true, llp:, or the path)")
+    return spec[split]
+
+
+def avvp_modes(name):
+    return avvp_spec(name).get("modes", ["pseudo", "video"])
+
+
+def avvp_json(name, key):
+    return shlex.quote(json.dumps(avvp_spec(name).get(key, {}), sort_keys=True))
+
+
+def avvp_preset(name):
+    return "--preset planted" if avvp_spec(name).get("planted") else ""
+
+
+def avvp_banner(name):
+    """Warning stamped on plots and the summary: planted data, or features from random weights."""
+    spec = avvp_spec(name)
     if spec.get("planted"):
-        return "--demo"
-    return " ".join(f"--{k} {shlex.quote(spec[k])}" for k in ("dense", "train", "test") if k in spec)
+        return "PLANTED BENCHMARK: synthetic features, not LLP"
+    if "llp" in spec and spec["llp"].get("weights", "pretrained") == "random":
+        return "WEIGHTS: RANDOM - features from randomly initialised extractors"
+    return ""
 
 
-def avvp_inputs(wc):
-    spec = config.get("avvp", {})[wc.name]
-    return [spec[k] for k in ("dense", "train", "test") if k in spec]
-
-
-rule ear:
-    input:
-        avvp_inputs,
+rule avvp_planted:
     output:
-        metrics=report("results/avvp/{name}/{mode}/metrics.json", caption="../report/avvp.rst",
-                       category="AVVP (EAR)", labels={"benchmark": "{name}", "labels": "{mode}"}),
-        predictions="results/avvp/{name}/{mode}/predictions.json",
+        dense="data/avvp/{name}/dense.npz",
+        train="data/avvp/{name}/train.npz",
+        test="data/avvp/{name}/test.npz",
     wildcard_constraints:
-        mode="pseudo|video",
+        name="|".join(n for n, s in config.get("avvp", {}).items() if s.get("planted")) or "^$",
     params:
-        args=lambda wc: avvp_args(wc.name),
-        seed=lambda wc: config["avvp"][wc.name].get("seed", 0),
+        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+    log:
+        "logs/avvp/{name}/planted.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m models.ear_train planted --seed {params.seed} --out-dir data/avvp/{wildcards.name:q} > {log:q} 2>&1"
+
+
+rule ear_stage1:
+    input:
+        dense=lambda wc: avvp_data(wc.name, "dense"),
+    output:
+        generator="results/avvp/{name}/stage1/generator.pt",
+        log_json="results/avvp/{name}/stage1/generator.json",
+    params:
+        gen=lambda wc: avvp_json(wc.name, "gen"),
+        preset=lambda wc: avvp_preset(wc.name),
+        migration=lambda wc: "" if avvp_spec(wc.name).get("migration", True) else "--no-migration",
+        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
     threads: 2
     resources:
         gpu=1,
     log:
-        "logs/avvp/{name}/{mode}.log",
+        "logs/avvp/{name}/stage1.log",
     benchmark:
-        "benchmarks/avvp/{name}/{mode}.tsv"
+        "benchmarks/avvp/{name}/stage1.tsv"
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m models.ear_train {params.args} --mode {wildcards.mode} --seed {params.seed} "
-        "--out results/avvp/{wildcards.name:q}/{wildcards.mode} > {log:q} 2>&1"
+        "python -m models.ear_train stage1 --dense {input.dense:q} --out {output.generator:q} {params.preset} "
+        "{params.migration} --gen {params.gen} --seed {params.seed} > {log:q} 2>&1"
+
+
+rule ear_stage2:
+    input:
+        generator="results/avvp/{name}/stage1/generator.pt",
+        train=lambda wc: avvp_data(wc.name, "train"),
+    output:
+        labels="results/avvp/{name}/stage2/{labels}/pseudo_labels.npz",
+        scores="results/avvp/{name}/stage2/{labels}/pseudo_labels.json",
+    wildcard_constraints:
+        labels="real|shuffled",
+    params:
+        shuffle=lambda wc: "--shuffle-labels" if wc.labels == "shuffled" else "",
+        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+    log:
+        "logs/avvp/{name}/stage2_{labels}.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m models.ear_train stage2 --generator {input.generator:q} --train {input.train:q} "
+        "--out {output.labels:q} {params.shuffle} --seed {params.seed} > {log:q} 2>&1"
+
+
+def stage3_inputs(wc):
+    files = {"train": avvp_data(wc.name, "train"), "test": avvp_data(wc.name, "test")}
+    if wc.mode != "video":
+        labels = "shuffled" if wc.mode == "shuffled" else "real"
+        files["pseudo"] = f"results/avvp/{wc.name}/stage2/{labels}/pseudo_labels.npz"
+    return files
+
+
+rule ear_stage3:
+    input:
+        unpack(stage3_inputs),
+    output:
+        metrics=report("results/avvp/{name}/{mode}/metrics.json", caption="../report/avvp.rst",
+                       category="AVVP (EAR)", labels={"benchmark": "{name}", "labels": "{mode}"}),
+        predictions="results/avvp/{name}/{mode}/predictions.json",
+        model="results/avvp/{name}/{mode}/ear.pt",
+        curve="results/avvp/{name}/{mode}/curve.png",
+    wildcard_constraints:
+        mode="pseudo|video|shuffled",
+    params:
+        pseudo=lambda wc, input: f"--pseudo {shlex.quote(input.pseudo)}" if "pseudo" in input.keys() else "",
+        shuffle=lambda wc: "--shuffle-labels" if wc.mode == "shuffled" else "",
+        ear=lambda wc: avvp_json(wc.name, "ear"),
+        preset=lambda wc: avvp_preset(wc.name),
+        banner=lambda wc: f"--banner {shlex.quote(avvp_banner(wc.name))}" if avvp_banner(wc.name) else "",
+        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+        out=lambda wc: shlex.quote(f"results/avvp/{wc.name}/{wc.mode}"),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/avvp/{name}/stage3_{mode}.log",
+    benchmark:
+        "benchmarks/avvp/{name}/stage3_{mode}.tsv"
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m models.ear_train stage3 --train {input.train:q} --test {input.test:q} {params.pseudo} "
+        "{params.shuffle} --out {params.out} --ear {params.ear} {params.preset} {params.banner} "
+        "--seed {params.seed} > {log:q} 2>&1"
+
+
+rule avvp_summary:
+    input:
+        metrics=lambda wc: expand("results/avvp/{name}/{mode}/metrics.json", name=wc.name, mode=avvp_modes(wc.name)),
+        stage1=lambda wc: [] if avvp_modes(wc.name) == ["video"] else f"results/avvp/{wc.name}/stage1/generator.json",
+    output:
+        html=report("results/avvp/{name}/summary.html", caption="../report/avvp.rst", category="AVVP (EAR)",
+                    labels={"benchmark": "{name}", "labels": "summary"}),
+    params:
+        banner=lambda wc: avvp_banner(wc.name),
+    log:
+        "logs/avvp/{name}/summary.log",
+    conda:
+        "../../envs/train.yaml"
+    script:
+        "../scripts/avvp_summary.py"

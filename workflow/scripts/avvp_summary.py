@@ -1,0 +1,10 @@
+"""Snakemake script: the EAR (AVVP) summary page of one benchmark (models.report.write_avvp_summary)."""
+
+from models.pipeline import log_to_file
+from models.report import write_avvp_summary
+
+snakemake = globals()["snakemake"]
+log_to_file(snakemake.log[0])
+stage1 = snakemake.input.get("stage1")
+write_avvp_summary(snakemake.output.html, snakemake.wildcards.name, list(snakemake.input.metrics),
+                   stage1_json=stage1 if stage1 else None, banner=snakemake.params.banner)
