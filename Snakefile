@@ -24,6 +24,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/avvp.smk"
+include: "workflow/rules/llp.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -34,6 +35,8 @@ rule all:
 
 
 onsuccess:
-    for ds in config["datasets"]:
+    for ds in config.get("datasets", {}):
         print(f"[avloc] {ds}: summary report at results/{ds}/summary.html")
+    for name in config.get("avvp", {}):
+        print(f"[avloc] avvp {name}: summary report at results/avvp/{name}/summary.html")
     print("[avloc] full Snakemake report: snakemake --report results/report.html")

@@ -33,6 +33,18 @@ def save_npy(path: Path | str, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
+def save_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    """Uncompressed ``.npz``, atomically (the files EAR's stages pass to each other)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_npz(path: Path | str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles)."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def write_json(path: Path | str, obj: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from extractors.io import atomic_path, write_json
+from extractors.io import atomic_path, load_npz, save_npz, write_json
 from models.ear import EAR, EARConfig, events_from_binary, fit_minibatches
 from models.pseudo_labels import (
     GeneratorConfig,
@@ -368,17 +368,6 @@ def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.n
 
 
 # ----------------------------------------------------------------------------- files between stages
-def load_npz(path: Path | str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
-def save_npz(path: Path | str, **arrays: np.ndarray) -> None:
-    """Atomic ``.npz`` (temporary file, then rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-
-
 def save_torch(path: Path | str, obj: Any) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

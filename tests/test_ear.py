@@ -239,7 +239,8 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
     """stage1 -> generator.pt -> stage2 -> pseudo_labels.npz -> stage3, one process each (as the Snakemake
     rules run them), gives exactly the metrics of run_stages in one process; the shuffled control's
     stage 3 refuses pseudo-labels made from unshuffled labels."""
-    from models.ear_train import main, save_npz
+    from extractors.io import save_npz
+    from models.ear_train import main
 
     data = make_demo_data(seed=1, n_dense=40, n_train=48, n_test=24)
     save_npz(tmp_path / "dense.npz", **data["dense"])

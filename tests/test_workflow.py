@@ -228,3 +228,58 @@ def test_default_config_is_valid_and_its_model_overrides_exist():
         for model in ds.get("models", []):
             name, sup = model_overrides(model)
             make_config(name, **{**ds.get("model_overrides", {}).get(model, {}), **sup})
+
+
+def write_llp_csvs(videos: Path, annotations: Path, out: Path) -> tuple[list[str], list[str]]:
+    """LLP's four CSVs for the demo clips: train/validation clips -> AVVP_train.csv, test -> the test
+    CSV plus audio/visual eval rows (integer seconds, HAN's onset..offset-1 segments)."""
+    import math
+
+    db = json.loads(annotations.read_text())["database"]
+    out.mkdir(parents=True, exist_ok=True)
+    train = [v for v, e in db.items() if e["subset"] != "test"]
+    test = [v for v, e in db.items() if e["subset"] == "test"]
+
+    def weak(vids: list[str]) -> str:
+        return "filename\tevent_labels\n" + "".join(
+            f"{v}\t{','.join(sorted({a['label'] for a in db[v]['annotations']}))}\n" for v in vids)
+
+    (out / "AVVP_train.csv").write_text(weak(train))
+    (out / "AVVP_test_pd.csv").write_text(weak(test))
+    rows = "".join(f"{v}\t{math.floor(a['segment'][0])}\t{math.ceil(a['segment'][1])}\t{a['label']}\n"
+                   for v in test for a in db[v]["annotations"])
+    for mod in ("audio", "visual"):
+        (out / f"AVVP_eval_{mod}.csv").write_text("filename\tonset\toffset\tevent_labels\n" + rows)
+    return train, test
+
+
+def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
+    """Raw LLP-style clips (one of them corrupt) -> per-second R(2+1)D-18 + VGGish features (random
+    weights) -> train/test .npz from the CSVs -> EAR stage 3 (video-level labels) -> metrics + summary."""
+    videos_src, annotations = tiny_data
+    videos = tmp_path / "llp videos"
+    shutil.copytree(videos_src, videos)
+    (videos / "broken clip.mp4").write_bytes(b"not a video")
+    train, test = write_llp_csvs(videos, annotations, tmp_path / "csv")
+    cfg = {"datasets": {}, "avvp": {"llp": {
+        "llp": {"videos": str(videos), "annotations": str(tmp_path / "csv"), "visual": "r21d",
+                "audio": "vggish", "weights": "random", "clip_model": "ViT-B-32"},
+        "modes": ["video"], "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2,
+                                    "warmup_epochs": 0}}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    smk(tmp_path, "--cores", "2", "--workflow-profile", "none")
+    with np.load(tmp_path / "data/avvp/llp/train.npz") as z:
+        assert z["audio"].shape == (len(train), 10, 128) and z["visual"].shape == (len(train), 10, 512)
+        assert [str(v) for v in z["video_ids"]] == train and "gt_a" not in z.files
+        assert np.abs(z["visual"][:, 3:]).max() == 0  # 3 s clips: segments 3..9 are padding
+    with np.load(tmp_path / "data/avvp/llp/test.npz") as z:
+        assert z["gt_a"].shape == (len(test), z["labels"].shape[1], 10)
+        np.testing.assert_array_equal(z["gt_a"].max(2), z["labels"])  # every labelled class has segments
+    metrics = json.loads((tmp_path / "results/avvp/llp/video/metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["seg_type"] <= 1.0 and metrics["mode"] == "video"
+    rejected = (tmp_path / "logs/avvp/llp/rejected_videos.tsv").read_text()
+    assert "broken clip.mp4" in rejected
+    page = (tmp_path / "results/avvp/llp/summary.html").read_text()
+    assert "WEIGHTS: RANDOM" in page
+    prov = json.loads((tmp_path / f"results/avvp/llp/features/{train[0]}.json").read_text())
+    assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True

@@ -22,7 +22,7 @@ wildcard_constraints:
     kind="i3d|vggish|r21d",
 
 
-DATASETS = config["datasets"]
+DATASETS = config.get("datasets", {})
 WEIGHTS_ROOT = config.get("weights_root", "resources/weights")
 DEVICE = config.get("device", "auto")
 EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
