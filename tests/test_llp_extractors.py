@@ -100,6 +100,9 @@ def test_vggish_per_second_random_weights(tmp_path: Path) -> None:
     assert prov["weights"] == "random" and prov["seed"] == 1
 
 
-def test_clap_is_explicitly_unavailable() -> None:
-    with pytest.raises(NotImplementedError, match="laion_clap would downgrade numpy"):
-        llp.extract_clap_audio("x.wav")
+def test_clap_audio_of_a_video_without_audio_is_labelled_silence(clip2s: Path) -> None:
+    feats, prov = llp.extract_llp_clap(clip2s, mode="random", seed=1)
+    assert feats.shape == (2, 512) and feats.dtype == np.float32 and prov["T"] == 2
+    assert prov["has_audio"] is False and abs(prov["audio"]["n_samples"] - 2.5 * 48000) < 0.05 * 48000
+    assert prov["weights"]["weights"] == "random" and prov["weights"]["tokenizer"] == "byte-fallback (random weights)"
+    np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-6)  # two seconds of the same silence

@@ -254,32 +254,48 @@ def write_llp_csvs(videos: Path, annotations: Path, out: Path) -> tuple[list[str
 
 
 def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
-    """Raw LLP-style clips (one of them corrupt) -> per-second R(2+1)D-18 + VGGish features (random
-    weights) -> train/test .npz from the CSVs -> EAR stage 3 (video-level labels) -> metrics + summary."""
+    """Raw LLP-style clips (one of them corrupt) -> per-second R(2+1)D-18 + VGGish features and CLIP + CLAP
+    generator features (random weights) -> train/test .npz from the CSVs -> EAR stages 1-3 with pseudo-labels
+    and with video-level labels -> metrics + summary."""
     videos_src, annotations = tiny_data
     videos = tmp_path / "llp videos"
     shutil.copytree(videos_src, videos)
     (videos / "broken clip.mp4").write_bytes(b"not a video")
     train, test = write_llp_csvs(videos, annotations, tmp_path / "csv")
+    rng = np.random.default_rng(0)  # stage-1 data in the generator's spaces (CLAP 512, CLIP ViT-B/32 512)
+    np.savez(tmp_path / "dense.npz", audio=rng.standard_normal((6, 10, 512)).astype(np.float32),
+             visual=rng.standard_normal((6, 10, 512)).astype(np.float32),
+             av_labels=(rng.random((6, 10, 3)) < 0.3).astype(np.float32),
+             text_a=rng.standard_normal((3, 512)).astype(np.float32),
+             text_v=rng.standard_normal((3, 512)).astype(np.float32))
     cfg = {"datasets": {}, "avvp": {"llp": {
         "llp": {"videos": str(videos), "annotations": str(tmp_path / "csv"), "visual": "r21d",
                 "audio": "vggish", "weights": "random", "clip_model": "ViT-B-32"},
-        "modes": ["video"], "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2,
-                                    "warmup_epochs": 0}}}}
+        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"],
+        "gen": {"epochs": 1, "warmup_epochs": 0, "batch_size": 3},
+        "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2, "warmup_epochs": 0}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     smk(tmp_path, "--cores", "2", "--workflow-profile", "none")
     with np.load(tmp_path / "data/avvp/llp/train.npz") as z:
         assert z["audio"].shape == (len(train), 10, 128) and z["visual"].shape == (len(train), 10, 512)
+        assert z["gen_audio"].shape == z["gen_visual"].shape == (len(train), 10, 512)
+        assert z["text_a"].shape == z["text_v"].shape == (z["labels"].shape[1], 512)
         assert [str(v) for v in z["video_ids"]] == train and "gt_a" not in z.files
         assert np.abs(z["visual"][:, 3:]).max() == 0  # 3 s clips: segments 3..9 are padding
+        np.testing.assert_allclose(np.linalg.norm(z["gen_audio"][:, :3], axis=-1), 1.0, atol=1e-5)
     with np.load(tmp_path / "data/avvp/llp/test.npz") as z:
         assert z["gt_a"].shape == (len(test), z["labels"].shape[1], 10)
         np.testing.assert_array_equal(z["gt_a"].max(2), z["labels"])  # every labelled class has segments
-    metrics = json.loads((tmp_path / "results/avvp/llp/video/metrics.json").read_text())
-    assert 0.0 <= metrics["test"]["seg_type"] <= 1.0 and metrics["mode"] == "video"
+    for mode in ("pseudo", "video"):
+        metrics = json.loads((tmp_path / f"results/avvp/llp/{mode}/metrics.json").read_text())
+        assert 0.0 <= metrics["test"]["seg_type"] <= 1.0 and metrics["mode"] == mode
+    with np.load(tmp_path / "results/avvp/llp/stage2/real/pseudo_labels.npz") as z:
+        labels = np.load(tmp_path / "data/avvp/llp/train.npz")["labels"]
+        assert np.all(z["pseudo_a"] <= labels[:, None, :])  # filtered by the video-level labels
     rejected = (tmp_path / "logs/avvp/llp/rejected_videos.tsv").read_text()
     assert "broken clip.mp4" in rejected
     page = (tmp_path / "results/avvp/llp/summary.html").read_text()
     assert "WEIGHTS: RANDOM" in page
     prov = json.loads((tmp_path / f"results/avvp/llp/features/{train[0]}.json").read_text())
     assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True
+    assert prov["weights"]["clap"]["weights"]["weights"] == "random"
