@@ -819,8 +819,9 @@ def clap_text_embeddings(model: CLAP, tokenizer: Any, class_names: Sequence[str]
     return emb.float().cpu().numpy().astype(np.float32), prompts
 
 
-def decode_audio_48k(video_path: Path | str, max_seconds: float = 10.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Mono float32 48 kHz audio of the source video's first audio stream (at most ``max_seconds``).
+def decode_audio_48k(video_path: Path | str, max_seconds: float | None = 10.0) -> tuple[np.ndarray, dict[str, Any]]:
+    """Mono float32 48 kHz audio of the source video's first audio stream (at most ``max_seconds``; None:
+    all of it).
 
     ffmpeg (argument list) resamples each channel with soxr at 20-bit precision (librosa's ``soxr_hq``
     is the same library/quality); the channels are then averaged (librosa ``to_mono``). A video without
@@ -833,10 +834,11 @@ def decode_audio_48k(video_path: Path | str, max_seconds: float = 10.0) -> tuple
     meta: dict[str, Any] = {"has_audio": bool(info.has_audio), "source_sample_rate": info.sample_rate,
                             "source_channels": info.channels, "resampler": "ffmpeg aresample soxr precision=20"}
     if not info.has_audio or info.audio_stream_index is None:
-        n = int(round(min(info.duration_s, max_seconds) * SAMPLE_RATE))
+        n = int(round(min(info.duration_s, max_seconds or info.duration_s) * SAMPLE_RATE))
         return np.zeros(n, np.float32), meta
-    raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
-                            "-t", str(max_seconds), "-af", f"aresample={SAMPLE_RATE}:resampler=soxr:precision=20",
+    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
+    raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn", *limit,
+                            "-af", f"aresample={SAMPLE_RATE}:resampler=soxr:precision=20",
                             "-acodec", "pcm_f32le", "-f", "f32le", "pipe:1"], "48 kHz audio decode", capture_stdout=True)
     ch = int(info.channels or 1)
     x = np.frombuffer(raw, dtype="<f4")

@@ -69,23 +69,24 @@ WeightsMode = Literal["pretrained", "random"]
 
 
 # ----------------------------------------------------------------------------- frames
-def decode_frames(video_path: Path | str, fps: float = FPS, max_seconds: int = N_SEGMENTS) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s."""
+def decode_frames(video_path: Path | str, fps: float = FPS, max_seconds: int | None = N_SEGMENTS) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s (None: all)."""
     import imageio_ffmpeg
 
-    gen = imageio_ffmpeg.read_frames(str(video_path), pix_fmt="rgb24",
-                                     output_params=["-vf", f"fps={fps}", "-t", str(max_seconds)])
+    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
+    gen = imageio_ffmpeg.read_frames(str(video_path), pix_fmt="rgb24", output_params=["-vf", f"fps={fps}", *limit])
     meta = next(gen)
     w, h = meta["size"]
     frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in gen]
     if not frames:
         raise ValueError(f"no frames decoded from {str(video_path)!r}")
-    return np.stack(frames)[: int(round(fps * max_seconds))]
+    out = np.stack(frames)
+    return out if max_seconds is None else out[: int(round(fps * max_seconds))]
 
 
-def segment_frames(frames: np.ndarray, fps: int = FPS, n_segments: int = N_SEGMENTS) -> np.ndarray:
-    """``(S, fps, H, W, 3)``: whole seconds only, at most ``n_segments``."""
-    s = min(n_segments, frames.shape[0] // fps)
+def segment_frames(frames: np.ndarray, fps: int = FPS, n_segments: int | None = N_SEGMENTS) -> np.ndarray:
+    """``(S, fps, H, W, 3)``: whole seconds only, at most ``n_segments`` (None: all)."""
+    s = frames.shape[0] // fps if n_segments is None else min(n_segments, frames.shape[0] // fps)
     if s == 0:
         raise ValueError(f"video shorter than one {fps}-frame segment ({frames.shape[0]} frames)")
     return frames[: s * fps].reshape(s, fps, *frames.shape[1:])
@@ -106,6 +107,18 @@ def imagenet_transform(frames: np.ndarray, short_side: int = 256, crop: int = 22
 
 
 # ----------------------------------------------------------------------------- models
+_BUILT: dict[tuple[str, ...], Any] = {}
+
+
+def built_once(builder: Any, *args: Any) -> Any:
+    """``builder(*args)``, once per process: a feature job embeds many clips with the same networks, and
+    building (or loading and hashing a checkpoint) costs more than embedding one 10 s clip."""
+    key = (f"{builder.__module__}.{builder.__qualname__}", *map(str, args))
+    if key not in _BUILT:
+        _BUILT[key] = builder(*args)
+    return _BUILT[key]
+
+
 def build_resnet152(mode: WeightsMode, root: Path | str = DEFAULT_ROOT, seed: int = 0) -> tuple[nn.Module, dict]:
     """torchvision ResNet-152 with the classifier removed (2048-D pooled output)."""
     from torchvision.models import resnet152
@@ -206,23 +219,25 @@ def clip_image_features(model: nn.Module, segs: np.ndarray, device: str = "cpu")
 
 def extract_llp_visual(video_path: Path | str, mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
                        seed: int = 0, device: str = "cpu", kinds: Sequence[str] = ("resnet152", "r21d"),
-                       clip_model: str = "ViT-L-14") -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                       clip_model: str = "ViT-L-14", max_seconds: int | None = N_SEGMENTS
+                       ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per-second visual features of one LLP clip: ``{"resnet152": (S, 2048), "r21d": (S, 512),
-    "clip": (S, D)}`` (the kinds asked for) and a provenance dict (weights per kind)."""
-    frames = decode_frames(video_path)
-    segs = segment_frames(frames)
+    "clip": (S, D)}`` (the kinds asked for) and a provenance dict (weights per kind). ``max_seconds``:
+    LLP's 10 s; None reads the whole video (stage-1 features of long UnAV videos)."""
+    frames = decode_frames(video_path, max_seconds=max_seconds)
+    segs = segment_frames(frames, n_segments=max_seconds)
     feats: dict[str, np.ndarray] = {}
-    prov: dict[str, Any] = {"recipe": {"fps": FPS, "segment_s": 1.0, "n_segments": N_SEGMENTS},
+    prov: dict[str, Any] = {"recipe": {"fps": FPS, "segment_s": 1.0, "n_segments": max_seconds},
                             "n_frames": int(frames.shape[0]), "T": int(segs.shape[0]), "weights": {}}
     for kind in kinds:
         if kind == "resnet152":
-            m, p = build_resnet152(mode, root, seed)
+            m, p = built_once(build_resnet152, mode, root, seed)
             feats[kind] = resnet_features(m.to(device), segs, device=device)
         elif kind == "r21d":
-            m, p = build_r2plus1d_18(mode, root, seed)
+            m, p = built_once(build_r2plus1d_18, mode, root, seed)
             feats[kind] = r21d_features(m.to(device), segs, device=device)
         elif kind == "clip":
-            m, _, _, p = build_clip(clip_model, mode, root, seed)
+            m, _, _, p = built_once(build_clip, clip_model, mode, root, seed)
             feats[kind] = clip_image_features(m.to(device), segs, device=device)
         else:
             raise ValueError(f"unknown LLP visual feature kind {kind!r}; use resnet152, r21d or clip")
@@ -246,24 +261,24 @@ def extract_llp_vggish(wav_path: Path | str, mode: WeightsMode = "pretrained", r
 
 def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
                      seed: int = 0, device: str = "cpu", checkpoint: str | None = None,
-                     n_segments: int | None = None, built: tuple[Any, Any, dict] | None = None,
-                     ) -> tuple[np.ndarray, dict[str, Any]]:
+                     n_segments: int | None = None,
+                     max_seconds: int | None = N_SEGMENTS) -> tuple[np.ndarray, dict[str, Any]]:
     """Per-second CLAP audio embeddings ``(S, 512)`` (L2-normalised) of one LLP clip and provenance.
 
     Audio comes from the source video at 48 kHz (not the pipeline's 16 kHz wav, which has nothing above
     8 kHz while CLAP's mel bank reaches 14 kHz). ``n_segments`` overrides ``S`` (e.g. the visual ``T``).
-    ``built``: a ``build_clap(...)`` result to reuse across videos (then mode/root/seed/checkpoint are
-    not used), since loading and hashing the large checkpoint for every clip is slow.
+    ``max_seconds`` None reads the whole audio (then give ``n_segments``; the default counts at most 10).
+    The model is built once per process (:func:`built_once`).
     """
     from extractors import clap
 
-    wave, meta = clap.decode_audio_48k(video_path, max_seconds=N_SEGMENTS)
-    model, _, wprov = built or clap.build_clap(mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)
+    wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
+    model, _, wprov = built_once(clap.build_clap, mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)
     feats = clap.clap_audio_features(model.to(device), wave, n_segments=n_segments, device=device)
     prov: dict[str, Any] = {
         "recipe": {"sample_rate": clap.SAMPLE_RATE, "segment": "VALOR: round(linspace(0, N, S + 1)) starts, N // S "
                    "samples each, each segment embedded alone", "int16_roundtrip": True,
-                   "fill": "repeatpad to 480000", "frontend": wprov["frontend"], "max_segments": N_SEGMENTS},
+                   "fill": "repeatpad to 480000", "frontend": wprov["frontend"], "max_seconds": max_seconds},
         "audio": {**meta, "n_samples": int(wave.shape[0])}, "T": int(feats.shape[0]), "weights": dict(wprov),
         "has_audio": meta["has_audio"],
     }

@@ -138,6 +138,31 @@ def read_llp(
     return out
 
 
+def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """An LLP view of UnAV-format (dense AV) annotations, as LLP's four CSVs (the formats of
+    :func:`read_llp`): ``test`` videos -> ``AVVP_test_pd.csv`` plus eval rows, the others ->
+    ``AVVP_train.csv``. UnAV events are audio-visual, so each gives the same audio and visual eval row,
+    ``onset = floor(start)``, ``offset = ceil(end)`` (HAN's segments ``onset .. offset-1``)."""
+    out = Path(out_dir)
+    split = {"train": [v for v, a in annotations.items() if a.subset != "test"],
+             "test": [v for v, a in annotations.items() if a.subset == "test"]}
+
+    def weak(vids: list[str]) -> str:
+        return "filename\tevent_labels\n" + "".join(
+            f"{v}\t{','.join(sorted({sg.label for sg in annotations[v].segments}))}\n" for v in vids)
+
+    rows = "".join(f"{v}\t{math.floor(sg.start)}\t{math.ceil(sg.end)}\t{sg.label}\n"
+                   for v in split["test"] for sg in annotations[v].segments)
+    texts = {"AVVP_train.csv": weak(split["train"]), "AVVP_test_pd.csv": weak(split["test"])}
+    for mod in ("audio", "visual"):
+        texts[f"AVVP_eval_{mod}.csv"] = "filename\tonset\toffset\tevent_labels\n" + rows
+    paths = {}
+    for name, text in texts.items():
+        write_text(out / name, text)
+        paths[name] = out / name
+    return paths
+
+
 def _read_tsv(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))

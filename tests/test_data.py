@@ -266,3 +266,24 @@ def test_dataset_missing_video_raises(tmp_path):
     with pytest.raises(KeyError, match="missing from the feature store"):
         FeatureDataset(store, anns, [], R)
     assert len(FeatureDataset(store, anns, [], R, subset="test")) == 0
+
+
+def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
+    """The LLP view of dense AV annotations: train/test split by subset, AV events as identical audio and
+    visual eval rows widened to whole seconds, read back by read_llp into HAN's segment matrix."""
+    from models.data import unav_to_llp_csvs
+
+    anns = {"a": VideoAnnotation("a", "train", 10.0, [Segment(1.2, 3.5, "Dog")]),
+            "b": VideoAnnotation("b", "validation", 10.0, [Segment(0.0, 2.0, "Cat")]),
+            "c": VideoAnnotation("c", "test", 10.0, [Segment(2.5, 4.2, "Dog"), Segment(6.0, 7.0, "Violin_fiddle")])}
+    paths = unav_to_llp_csvs(anns, tmp_path / "csv")
+    assert sorted(p.name for p in paths.values()) == ["AVVP_eval_audio.csv", "AVVP_eval_visual.csv",
+                                                      "AVVP_test_pd.csv", "AVVP_train.csv"]
+    train = read_llp(paths["AVVP_train.csv"])
+    assert {v: r["labels"] for v, r in train.items()} == {"a": ["Dog"], "b": ["Cat"]}
+    test = read_llp(paths["AVVP_test_pd.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])
+    assert list(test) == ["c"] and sorted(test["c"]["labels"]) == ["Dog", "Violin_fiddle"]
+    m = llp_segment_matrix(test["c"]["audio"], ["Dog", "Violin_fiddle"])
+    np.testing.assert_array_equal(m[0], [0, 0, 1, 1, 1, 0, 0, 0, 0, 0])  # [2.5, 4.2] -> segments 2..4
+    np.testing.assert_array_equal(m[1], [0, 0, 0, 0, 0, 0, 1, 0, 0, 0])
+    assert test["c"]["audio"] == test["c"]["visual"]

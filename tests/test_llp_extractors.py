@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -106,3 +107,24 @@ def test_clap_audio_of_a_video_without_audio_is_labelled_silence(clip2s: Path) -
     assert prov["has_audio"] is False and abs(prov["audio"]["n_samples"] - 2.5 * 48000) < 0.05 * 48000
     assert prov["weights"]["weights"] == "random" and prov["weights"]["tokenizer"] == "byte-fallback (random weights)"
     np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-6)  # two seconds of the same silence
+
+
+def test_bucket_job_reports_a_failing_clip_and_completes_the_others(tmp_path):
+    """One feature job over several clips: a clip that cannot be read is listed under `failed` with its
+    reason, the good clip's features are written and read back per id, and nothing temporary is left."""
+    from extractors.llp_video import bucket_of, extract_bucket, read_buckets
+    from extractors.synthetic_videos import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=3.0, seed=2)
+    good = tmp_path / "d" / "videos" / "demo_000.mp4"
+    bad = tmp_path / "it's broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    out = tmp_path / "bucket_0.npz"
+    failed = extract_bucket([good, bad], out, ["vggish"], mode="random")
+    assert list(failed) == ["it's broken"] and failed["it's broken"]
+    feats = read_buckets([out])
+    assert list(feats) == ["demo_000"] and feats["demo_000"]["vggish"].shape == (3, 128)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert list(meta["videos"]) == ["demo_000"] and meta["failed"] == failed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket_0.json", "bucket_0.npz", "d", "it's broken.mp4"]
+    assert bucket_of("demo_000", 64) == bucket_of("demo_000", 64) and 0 <= bucket_of("x", 3) < 3

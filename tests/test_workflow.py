@@ -228,29 +228,22 @@ def test_default_config_is_valid_and_its_model_overrides_exist():
         for model in ds.get("models", []):
             name, sup = model_overrides(model)
             make_config(name, **{**ds.get("model_overrides", {}).get(model, {}), **sup})
+    from models.ear import EARConfig
+    from models.pseudo_labels import GeneratorConfig
+
+    assert cfg["avvp"], "the demo runs EAR too"
+    for spec in cfg["avvp"].values():
+        GeneratorConfig(**spec.get("gen", {}))
+        EARConfig(**spec.get("ear", {}))
 
 
-def write_llp_csvs(videos: Path, annotations: Path, out: Path) -> tuple[list[str], list[str]]:
-    """LLP's four CSVs for the demo clips: train/validation clips -> AVVP_train.csv, test -> the test
-    CSV plus audio/visual eval rows (integer seconds, HAN's onset..offset-1 segments)."""
-    import math
+def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str]]:
+    """LLP's four CSVs for the demo clips (models.data.unav_to_llp_csvs); the train and test ids."""
+    from models.data import read_unav, unav_to_llp_csvs
 
-    db = json.loads(annotations.read_text())["database"]
-    out.mkdir(parents=True, exist_ok=True)
-    train = [v for v, e in db.items() if e["subset"] != "test"]
-    test = [v for v, e in db.items() if e["subset"] == "test"]
-
-    def weak(vids: list[str]) -> str:
-        return "filename\tevent_labels\n" + "".join(
-            f"{v}\t{','.join(sorted({a['label'] for a in db[v]['annotations']}))}\n" for v in vids)
-
-    (out / "AVVP_train.csv").write_text(weak(train))
-    (out / "AVVP_test_pd.csv").write_text(weak(test))
-    rows = "".join(f"{v}\t{math.floor(a['segment'][0])}\t{math.ceil(a['segment'][1])}\t{a['label']}\n"
-                   for v in test for a in db[v]["annotations"])
-    for mod in ("audio", "visual"):
-        (out / f"AVVP_eval_{mod}.csv").write_text("filename\tonset\toffset\tevent_labels\n" + rows)
-    return train, test
+    anns = read_unav(annotations)
+    unav_to_llp_csvs(anns, out)
+    return [v for v, a in anns.items() if a.subset != "test"], [v for v, a in anns.items() if a.subset == "test"]
 
 
 def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
@@ -261,7 +254,7 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     videos = tmp_path / "llp videos"
     shutil.copytree(videos_src, videos)
     (videos / "broken clip.mp4").write_bytes(b"not a video")
-    train, test = write_llp_csvs(videos, annotations, tmp_path / "csv")
+    train, test = write_llp_csvs(annotations, tmp_path / "csv")
     rng = np.random.default_rng(0)  # stage-1 data in the generator's spaces (CLAP 512, CLIP ViT-B/32 512)
     np.savez(tmp_path / "dense.npz", audio=rng.standard_normal((6, 10, 512)).astype(np.float32),
              visual=rng.standard_normal((6, 10, 512)).astype(np.float32),
@@ -271,7 +264,7 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     cfg = {"datasets": {}, "avvp": {"llp": {
         "llp": {"videos": str(videos), "annotations": str(tmp_path / "csv"), "visual": "r21d",
                 "audio": "vggish", "weights": "random", "clip_model": "ViT-B-32"},
-        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"],
+        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"], "buckets": 2,
         "gen": {"epochs": 1, "warmup_epochs": 0, "batch_size": 3},
         "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2, "warmup_epochs": 0}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -296,6 +289,12 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     assert "broken clip.mp4" in rejected
     page = (tmp_path / "results/avvp/llp/summary.html").read_text()
     assert "WEIGHTS: RANDOM" in page
-    prov = json.loads((tmp_path / f"results/avvp/llp/features/{train[0]}.json").read_text())
+    buckets = sorted((tmp_path / "results/avvp/llp/features").glob("bucket_*.json"))
+    assert 1 <= len(buckets) <= 2  # buckets: 2 -> at most two feature jobs
+    provs = {}
+    for b in buckets:
+        provs.update(json.loads(b.read_text())["videos"])
+    assert sorted(provs) == sorted(train + test)
+    prov = provs[train[0]]
     assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True
     assert prov["weights"]["clap"]["weights"]["weights"] == "random"

@@ -16,7 +16,7 @@ def avvp_spec(name):
 def avvp_data(name, split):
     """The .npz of `split` (dense, train, test) for benchmark `name`."""
     spec = avvp_spec(name)
-    if spec.get("planted") or (split != "dense" and "llp" in spec):
+    if spec.get("planted") or (split != "dense" and "llp" in spec) or (split == "dense" and "dense_from" in spec):
         return f"data/avvp/{name}/{split}.npz"
     if split not in spec:
         raise WorkflowError(f"avvp.{name}: no `{split}` .npz configured (give planted: true, llp:, or the path)")
@@ -40,7 +40,7 @@ def avvp_banner(name):
     spec = avvp_spec(name)
     if spec.get("planted"):
         return "PLANTED BENCHMARK: synthetic features, not LLP"
-    if "llp" in spec and spec["llp"].get("weights", "pretrained") == "random":
+    if spec.get("llp", {}).get("weights", "pretrained") == "random":
         return "WEIGHTS: RANDOM - features from randomly initialised extractors"
     return ""
 
@@ -128,7 +128,7 @@ rule ear_stage3:
     wildcard_constraints:
         mode="pseudo|video|shuffled",
     params:
-        pseudo=lambda wc, input: f"--pseudo {shlex.quote(input.pseudo)}" if "pseudo" in input.keys() else "",
+        pseudo=lambda wc: f"--pseudo {shlex.quote(stage3_inputs(wc)['pseudo'])}" if wc.mode != "video" else "",
         shuffle=lambda wc: "--shuffle-labels" if wc.mode == "shuffled" else "",
         ear=lambda wc: avvp_json(wc.name, "ear"),
         preset=lambda wc: avvp_preset(wc.name),

@@ -4,23 +4,44 @@
 # a usable clip (LLP's YouTube downloads are never complete) are skipped by the split job and counted in
 # its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default) and `audio` (VGGish); the
 # generator's CLIP + CLAP features are extracted only when a mode needs pseudo-labels.
+# `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains
+# its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
 LLP_NAMES = [n for n, s in config.get("avvp", {}).items() if "llp" in s]
 
 
+DENSE_NAMES = [n for n, s in config.get("avvp", {}).items() if "dense_from" in s]
+
+
 def llp_spec(name):
-    return config["avvp"][name]["llp"]
+    """The `llp:` block; benchmarks without one (e.g. only `dense_from`) get the extractor defaults."""
+    return config["avvp"][name].get("llp", {})
+
+
+LLP_CSVS = {"train_csv": "AVVP_train.csv", "test_csv": "AVVP_test_pd.csv",
+            "eval_audio_csv": "AVVP_eval_audio.csv", "eval_visual_csv": "AVVP_eval_visual.csv"}
+
+
+def llp_source_dataset(name):
+    """`from_dataset`: the UnAV-format `datasets` entry whose clips and annotations stand in for LLP."""
+    ds = llp_spec(name).get("from_dataset")
+    if ds is not None and (ds not in DATASETS or "annotations" not in DATASETS[ds]):
+        raise WorkflowError(f"avvp.{name}.llp.from_dataset: {ds!r} is not a dataset with annotations in `datasets`")
+    return ds
 
 
 def llp_csv(name, key):
-    defaults = {"train_csv": "AVVP_train.csv", "test_csv": "AVVP_test_pd.csv",
-                "eval_audio_csv": "AVVP_eval_audio.csv", "eval_visual_csv": "AVVP_eval_visual.csv"}
+    if llp_source_dataset(name):
+        return f"data/avvp/{name}/csv/{LLP_CSVS[key]}"
     spec = llp_spec(name)
-    return str(Path(spec["annotations"]) / spec.get(key, defaults[key]))
+    return str(Path(spec["annotations"]) / spec.get(key, LLP_CSVS[key]))
 
 
 def llp_videos(name):
     """{video_id: path} of the decodable clips; the others are logged with their reason."""
+    ds = llp_source_dataset(name)
+    if ds:
+        return videos(ds)
     found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
                                cache=Path("results") / "avvp" / name / "probe_cache.json")
     discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
@@ -28,11 +49,22 @@ def llp_videos(name):
 
 
 def llp_split_videos(name, split):
-    from models.data import read_llp
+    from models.data import read_llp, read_unav
 
+    ds = llp_source_dataset(name)
+    if ds:  # the CSVs are made by a job; the split is known from the annotations already
+        clips = videos(ds)  # first: waits for the demo generator
+        ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items() if (a.subset == "test") == (split == "test")]
+        return [v for v in ids if v in clips]
     ids = read_llp(llp_csv(name, f"{split}_csv"))
     clips = llp_videos(name)
     return [v for v in ids if v in clips]
+
+
+def llp_clips(name):
+    """{id: path} of the clips of the train and test CSVs (other files in the folder are not extracted)."""
+    clips = llp_videos(name)
+    return {v: clips[v] for split in ("train", "test") for v in llp_split_videos(name, split)}
 
 
 def llp_needs_generator(name):
@@ -66,15 +98,29 @@ def llp_common_args(name):
 
 wildcard_constraints:
     llp="|".join(re.escape(n) for n in LLP_NAMES) or "^$",
+    dn="|".join(re.escape(n) for n in DENSE_NAMES) or "^$",
+
+
+def llp_buckets(name, clips):
+    """{bucket: [clip paths]} (non-empty buckets only) of `clips` ({id: path})."""
+    from extractors.llp_video import bucket_of
+
+    n = avvp_spec(name).get("buckets", 64)
+    out = {}
+    for vid, path in sorted(clips.items()):
+        out.setdefault(bucket_of(vid, n), []).append(str(path))
+    return out
 
 
 rule llp_features:
     input:
-        video=lambda wc: str(llp_videos(wc.llp)[wc.vid]),
+        videos=lambda wc: llp_buckets(wc.llp, llp_clips(wc.llp))[int(wc.b)],
         weights=lambda wc: llp_weight_files(wc.llp),
     output:
-        features="results/avvp/{llp}/features/{vid}.npz",
-        provenance="results/avvp/{llp}/features/{vid}.json",
+        features="results/avvp/{llp}/features/bucket_{b}.npz",
+        provenance="results/avvp/{llp}/features/bucket_{b}.json",
+    wildcard_constraints:
+        b=r"\d+",
     params:
         kinds=lambda wc: ",".join(llp_kinds(wc.llp)),
         common=lambda wc: llp_common_args(wc.llp),
@@ -82,11 +128,11 @@ rule llp_features:
     resources:
         gpu=1,
     log:
-        "logs/avvp/{llp}/features/{vid}.log",
+        "logs/avvp/{llp}/features/bucket_{b}.log",
     conda:
         "../../envs/extract.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.llp_video video --video {input.video:q} "
+        "OMP_NUM_THREADS={threads} python -m extractors.llp_video videos --videos {input.videos:q} "
         "--out {output.features:q} --kinds {params.kinds} {params.common} --device {DEVICE} > {log:q} 2>&1"
 
 
@@ -109,7 +155,9 @@ rule llp_text:
 
 
 def llp_split_inputs(wc):
-    files = {"features": [f"results/avvp/{wc.llp}/features/{v}.npz" for v in llp_split_videos(wc.llp, wc.split)],
+    clips = llp_clips(wc.llp)
+    wanted = {v: clips[v] for v in llp_split_videos(wc.llp, wc.split)}
+    files = {"features": [f"results/avvp/{wc.llp}/features/bucket_{b}.npz" for b in llp_buckets(wc.llp, wanted)],
              "text": f"data/avvp/{wc.llp}/text.npz", "weak": llp_csv(wc.llp, f"{wc.split}_csv")}
     if wc.split == "test":
         files["eval_audio"] = llp_csv(wc.llp, "eval_audio_csv")
@@ -125,9 +173,9 @@ rule llp_split:
     wildcard_constraints:
         split="train|test",
     params:
-        evals=lambda wc, input: (f"--eval-audio-csv {shlex.quote(input.eval_audio)} "
-                                 f"--eval-visual-csv {shlex.quote(input.eval_visual)}") if wc.split == "test" else "",
-        features=lambda wc: shlex.quote(f"results/avvp/{wc.llp}/features"),
+        evals=lambda wc: (f"--eval-audio-csv {shlex.quote(llp_csv(wc.llp, 'eval_audio_csv'))} "
+                          f"--eval-visual-csv {shlex.quote(llp_csv(wc.llp, 'eval_visual_csv'))}")
+        if wc.split == "test" else "",
         visual=lambda wc: llp_spec(wc.llp).get("visual", "resnet152_r21d"),
         audio=lambda wc: llp_spec(wc.llp).get("audio", "vggish"),
         generator=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-generator",
@@ -136,6 +184,95 @@ rule llp_split:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m extractors.llp_video split --weak-csv {input.weak:q} {params.evals} --features-dir {params.features} "
+        "python -m extractors.llp_video split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
         "--out {output:q} > {log:q} 2>&1"
+
+
+def dense_dataset(name):
+    ds = avvp_spec(name)["dense_from"]
+    if ds not in DATASETS or "annotations" not in DATASETS[ds]:
+        raise WorkflowError(f"avvp.{name}.dense_from: {ds!r} is not a dataset with annotations in `datasets`")
+    return ds
+
+
+def dense_weight_files(name):
+    from extractors.llp_video import weights_needed
+
+    spec = llp_spec(name)
+    names = weights_needed(["clip", "clap"], spec.get("clip_model", "ViT-L-14"), spec.get("weights", "pretrained"))
+    return [f"{WEIGHTS_ROOT}/{REGISTRY[n].filename}" for n in names]
+
+
+rule avvp_dense_features:
+    input:
+        videos=lambda wc: llp_buckets(wc.dn, videos(dense_dataset(wc.dn)))[int(wc.b)],
+        weights=lambda wc: dense_weight_files(wc.dn),
+    output:
+        features="results/avvp/{dn}/dense_features/bucket_{b}.npz",
+        provenance="results/avvp/{dn}/dense_features/bucket_{b}.json",
+    wildcard_constraints:
+        b=r"\d+",
+    params:
+        common=lambda wc: llp_common_args(wc.dn),
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/avvp/{dn}/dense_features/bucket_{b}.log",
+    conda:
+        "../../envs/extract.yaml"
+    shell:
+        "OMP_NUM_THREADS={threads} python -m extractors.llp_video videos --videos {input.videos:q} "
+        "--out {output.features:q} --kinds clip,clap --max-seconds 0 {params.common} --device {DEVICE} "
+        "> {log:q} 2>&1"
+
+
+rule avvp_dense_text:
+    input:
+        annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
+        weights=lambda wc: dense_weight_files(wc.dn),
+    output:
+        "data/avvp/{dn}/dense_text.npz",
+    params:
+        common=lambda wc: llp_common_args(wc.dn),
+    log:
+        "logs/avvp/{dn}/dense_text.log",
+    conda:
+        "../../envs/extract.yaml"
+    shell:
+        "python -m extractors.llp_video text --unav-json {input.annotations:q} --out {output:q} {params.common} "
+        "> {log:q} 2>&1"
+
+
+rule avvp_dense:
+    input:
+        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/bucket_{b}.npz"
+                             for b in llp_buckets(wc.dn, videos(dense_dataset(wc.dn)))],
+        text="data/avvp/{dn}/dense_text.npz",
+        annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
+    output:
+        "data/avvp/{dn}/dense.npz",
+    params:
+        t_max=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
+    log:
+        "logs/avvp/{dn}/dense.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m extractors.llp_video dense --unav-json {input.annotations:q} --features {input.features:q} "
+        "--text {input.text:q} --t-max {params.t_max} --out {output:q} > {log:q} 2>&1"
+
+
+rule llp_csvs:
+    input:
+        annotations=lambda wc: DATASETS[llp_source_dataset(wc.llp)]["annotations"],
+    output:
+        [f"data/avvp/{{llp}}/csv/{f}" for f in LLP_CSVS.values()],
+    log:
+        "logs/avvp/{llp}/csvs.log",
+    conda:
+        "../../envs/train.yaml"
+    shell:
+        "python -m extractors.llp_video csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
+        "> {log:q} 2>&1"
