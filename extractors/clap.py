@@ -834,7 +834,8 @@ def decode_audio_48k(video_path: Path | str, max_seconds: float | None = 10.0) -
     meta: dict[str, Any] = {"has_audio": bool(info.has_audio), "source_sample_rate": info.sample_rate,
                             "source_channels": info.channels, "resampler": "ffmpeg aresample soxr precision=20"}
     if not info.has_audio or info.audio_stream_index is None:
-        n = int(round(min(info.duration_s, max_seconds or info.duration_s) * SAMPLE_RATE))
+        dur = info.duration_s if info.duration_s is not None else float(max_seconds or 0.0)
+        n = int(round(min(dur, max_seconds or dur) * SAMPLE_RATE))
         return np.zeros(n, np.float32), meta
     limit = [] if max_seconds is None else ["-t", str(max_seconds)]
     raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn", *limit,

@@ -11,7 +11,7 @@
 - ``text``: the class prompts' text embeddings, CLIP ``"A photo of <event>"`` (``text_v``) and CLAP
   ``"This is the sound of <event>"`` (``text_a``), for the classes of the LLP CSVs (sorted names).
 - ``dense``: stage-1 data from a UnAV-format dataset: whole-video per-second CLAP/CLIP features
-  (``videos --max-seconds 0``) and AV labels on 1 s steps, with the text embeddings of its classes.
+  (``videos --max-seconds <dense_t_max>``) and AV labels on 1 s steps, with the text embeddings of its classes.
 - ``split``: the per-video files of one split + the CSVs -> ``train.npz`` / ``test.npz`` in the layout of
   :mod:`models.ear_train` (``audio``, ``visual``, ``gen_audio``, ``gen_visual``, ``labels``, ``text_*``,
   ``class_names``, ``video_ids``, and ``gt_a``/``gt_v`` where the eval CSVs cover the video). Clips
@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
 from extractors.llp import AUDIO_PROMPT, N_SEGMENTS, VISUAL_PROMPT, WeightsMode
-from extractors.weights import DEFAULT_ROOT
+from extractors.weights import DEFAULT_ROOT, WeightsError
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
 AUDIO_KINDS = ("vggish", "clap")
@@ -72,8 +72,8 @@ def decode_audio_16k(video: Path | str, seconds: float = float(N_SEGMENTS)) -> t
     from extractors.media import TARGET_SR, decode_audio_int16, probe, reference_audio_chain
 
     info = probe(video)
-    if not info.has_audio:
-        return np.zeros(int(round(seconds * TARGET_SR))), False
+    if not info.has_audio:  # silence as long as the clip (at most `seconds`), like media.normalize
+        return np.zeros(int(round(min(info.duration_s or seconds, seconds) * TARGET_SR))), False
     wave = reference_audio_chain(decode_audio_int16(Path(video), info), info.sample_rate)
     return wave[: int(round(seconds * TARGET_SR))], True
 
@@ -128,20 +128,26 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
 
 
 def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
-                    seed: int = 0, clip_model: str = "ViT-L-14", audio: bool = True) -> dict[str, np.ndarray]:
-    """CLIP (visual prompts) and, if ``audio``, CLAP (audio prompts) text embeddings of the classes."""
-    from extractors.llp import build_clip, clip_text_embeddings
-
-    model, _, tokenizer, _ = build_clip(clip_model, mode, root, seed)
-    text_v, prompts_v = clip_text_embeddings(model, tokenizer, class_names, VISUAL_PROMPT)
-    out = {"text_v": text_v, "prompts_v": np.array(prompts_v), "class_names": np.array(list(class_names))}
-    if audio:
+                    seed: int = 0, clip_model: str = "ViT-L-14", encoders: bool = True) -> dict[str, np.ndarray]:
+    """The class list and, with ``encoders`` (the generator needs them), CLIP text embeddings of the visual
+    prompts (``text_v``) and CLAP text embeddings of the audio prompts (``text_a``)."""
+    out = {"class_names": np.array(list(class_names))}
+    if encoders:
         from extractors.clap import build_clap, clap_text_embeddings
+        from extractors.llp import build_clip, clip_text_embeddings
 
+        model, _, tokenizer, _ = build_clip(clip_model, mode, root, seed)
+        out["text_v"], prompts_v = clip_text_embeddings(model, tokenizer, class_names, VISUAL_PROMPT)
+        out["prompts_v"] = np.array(prompts_v)
         cmodel, ctok, _ = build_clap(mode, root, seed)
         out["text_a"], prompts_a = clap_text_embeddings(cmodel, ctok, class_names, AUDIO_PROMPT)
         out["prompts_a"] = np.array(prompts_a)
     return out
+
+
+def valid_lengths(per_video: list[dict[str, np.ndarray]], names: Sequence[str], t: int) -> np.ndarray:
+    """Segments of each clip that every feature in ``names`` covers (at most ``t``)."""
+    return np.array([min(t, *(len(f[k]) for n in names for k in base_kinds(n))) for f in per_video])
 
 
 def _stack(per_video: list[dict[str, np.ndarray]], name: str, t: int) -> np.ndarray:
@@ -170,11 +176,13 @@ def assemble_split(annotations: dict[str, dict[str, Any]], features: dict[str, d
     for i, v in enumerate(vids):
         for lab in annotations[v]["labels"]:
             labels[i, cidx[lab]] = 1.0
+    used = [audio, visual] + (["clip", "clap"] if generator else [])
     out = {"audio": _stack(per, audio, t), "visual": _stack(per, visual, t), "labels": labels,
-           "class_names": np.array(classes), "video_ids": np.array(vids), "text_v": text["text_v"]}
+           "class_names": np.array(classes), "video_ids": np.array(vids),
+           "mask": np.arange(t)[None, :] < valid_lengths(per, used, t)[:, None]}
     if generator:
         out["gen_visual"], out["gen_audio"] = _stack(per, "clip", t), _stack(per, "clap", t)
-        out["text_a"] = text["text_a"]
+        out["text_a"], out["text_v"] = text["text_a"], text["text_v"]
     if with_gt:
         out["gt_a"] = np.stack([llp_segment_matrix(annotations[v]["audio"], classes, t) for v in vids]).astype(np.uint8)
         out["gt_v"] = np.stack([llp_segment_matrix(annotations[v]["visual"], classes, t) for v in vids]).astype(np.uint8)
@@ -199,15 +207,23 @@ def extract_bucket(videos: Sequence[Path], out: Path, kinds: Sequence[str], **kw
         vid = Path(video).stem
         try:
             feats, prov = extract_video(video, kinds, **kw)
-        except Exception as err:  # noqa: BLE001 - one bad clip must not sink the others
+        except WeightsError:  # missing / corrupt checkpoint: every clip would fail the same way
+            raise
+        except Exception as err:  # one bad clip must not sink the others
             failed[vid] = f"{type(err).__name__}: {err}"
             print(f"[llp] {video}: {failed[vid]}", file=sys.stderr)
             continue
         arrays.update({f"{vid}{SEP}{k}": v for k, v in feats.items()})
         provs[vid] = {**prov, "shapes": {k: list(v.shape) for k, v in feats.items()}}
+    if failed and not provs:
+        raise RuntimeError(f"every clip of {out.name} failed, e.g. {next(iter(failed.items()))}")
     write_json(out.with_suffix(".json"), {"videos": provs, "failed": failed})
     save_npz(out, **arrays)
     return failed
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]]:
@@ -258,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes.add_argument("--csv", type=Path, nargs="+", help="LLP CSVs whose labels define the classes")
     classes.add_argument("--unav-json", type=Path, help="UnAV-format annotations whose labels define the classes")
     pt.add_argument("--out", type=Path, required=True)
-    pt.add_argument("--no-audio", action="store_true", help="CLIP only (no CLAP text encoder)")
+    pt.add_argument("--no-encoders", action="store_true", help="class list only (no generator, no text encoders)")
     ps = sub.add_parser("split", help="assemble one split .npz from per-video features")
     ps.add_argument("--weak-csv", type=Path, required=True)
     ps.add_argument("--eval-audio-csv", type=Path)
@@ -300,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             classes = sorted({lab for csv in a.csv for row in read_llp(csv).values() for lab in row["labels"]})
         save_npz(a.out, **text_embeddings(classes, a.weights, a.weights_root, a.seed, a.clip_model,
-                                         audio=not a.no_audio))
+                                         encoders=not a.no_encoders))
     elif a.cmd == "csvs":
         from models.data import read_unav, unav_to_llp_csvs
 
@@ -314,6 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
         available = read_buckets(a.features)
+        failed = {v: why for f in a.features for v, why in load_json(f.with_suffix(".json")).get("failed", {}).items()
+                  if v in ann}
+        for vid, why in sorted(failed.items()):
+            print(f"[llp] {vid}: no features ({why})", file=sys.stderr)
         present = [v for v in ann if v in available]
         if not present:
             raise SystemExit(f"none of the {len(ann)} videos of {a.weak_csv} has features")
@@ -322,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 with_gt=a.eval_audio_csv is not None and a.eval_visual_csv is not None)
         save_npz(a.out, **arrays)
         print(json.dumps({"videos": len(present), "skipped (no features)": len(ann) - len(present),
+                          "failed during extraction": sorted(failed),
                           "shapes": {k: list(v.shape) for k, v in arrays.items()}}))
     return 0
 

@@ -17,7 +17,8 @@ Data files (``.npz``), so the stages work on any extracted features:
   ``text_v (C,Dv)``, optional ``mask (N,T)``;
 - llp split: ``audio``, ``visual`` (stage-3 features), ``gen_audio``, ``gen_visual`` (the
   generator's CLAP/CLIP features), ``labels (N,C)``, ``text_a``, ``text_v`` (target-class text
-  embeddings), optional ``gt_a``/``gt_v (N,C,T)`` for evaluation, optional ``video_ids``.
+  embeddings), optional ``gt_a``/``gt_v (N,C,T)`` for evaluation, optional ``video_ids``, optional
+  ``mask (N,T)`` (valid segments; pseudo-labels, training and predictions ignore the others).
 
 One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), files in between:
 
@@ -67,6 +68,7 @@ def train_ear(
     seed: int = 0,
     log: list[dict[str, Any]] | None = None,
     device: str | torch.device = "cpu",
+    mask: np.ndarray | None = None,
 ) -> EAR:
     """Stage 3. ``pseudo_*`` ``(N, T, C)`` are required when ``model.cfg.use_pseudo``. The data stay on
     the host; each minibatch moves to ``device``."""
@@ -77,6 +79,8 @@ def train_ear(
     tens = {"audio": torch.as_tensor(audio, dtype=torch.float32),
             "visual": torch.as_tensor(visual, dtype=torch.float32),
             "labels": torch.as_tensor(labels, dtype=torch.float32)}
+    if mask is not None:  # (N, T) valid segments: clips shorter than T are zero-padded
+        tens["mask"] = torch.as_tensor(mask, dtype=torch.bool)
     if cfg.use_pseudo:
         model.set_class_weights(pseudo_a, pseudo_v)
         tens["pseudo_a"] = torch.as_tensor(pseudo_a, dtype=torch.float32)
@@ -94,7 +98,7 @@ def train_ear(
 
 @torch.no_grad()
 def predict_ear(model: EAR, audio: np.ndarray, visual: np.ndarray, batch_size: int = 256,
-                device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
+                device: str | torch.device = "cpu", mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Binary ``pred_a``/``pred_v`` ``(N, C, T)`` plus segment and video probabilities."""
     model.eval()
     keys = ("pred_a", "pred_v", "prob_a", "prob_v", "video")
@@ -102,6 +106,8 @@ def predict_ear(model: EAR, audio: np.ndarray, visual: np.ndarray, batch_size: i
     for s in range(0, audio.shape[0], batch_size):
         batch = {"audio": torch.as_tensor(audio[s:s + batch_size], dtype=torch.float32).to(device),
                  "visual": torch.as_tensor(visual[s:s + batch_size], dtype=torch.float32).to(device)}
+        if mask is not None:  # padded segments are never predicted (EAR.parse gates by the mask)
+            batch["mask"] = torch.as_tensor(mask[s:s + batch_size], dtype=torch.bool).to(device)
         out = model(batch)
         pa, pv = model.parse(out)
         acc["pred_a"].append(pa)
@@ -278,8 +284,9 @@ def train_stage3(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ear_
     """Stage 3 and the AVVP evaluation: the trained model, test predictions, metrics (if ``gt_a``)."""
     torch.manual_seed(seed)
     model = EAR(ear_cfg)
-    train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log, device=device)
-    pred = predict_ear(model, test["audio"], test["visual"], device=device)
+    train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log, device=device,
+              mask=train.get("mask"))
+    pred = predict_ear(model, test["audio"], test["visual"], device=device, mask=test.get("mask"))
     metrics = avvp_metrics(pred["pred_a"], pred["pred_v"], test["gt_a"], test["gt_v"]) if "gt_a" in test else None
     return model, pred, metrics
 
@@ -353,6 +360,8 @@ def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.n
         return [(s, e, f"{tag}: {class_names[c]}", sc) for s, e, c, sc in events_from_binary(binary, prob)]
 
     vids = [str(v) for v in test.get("video_ids", range(pred["pred_a"].shape[0]))]
+    for old in (out_dir / "timelines").glob("*.png"):  # a rerun must not leave another run's plots
+        old.unlink()
     paths = []
     for i in range(min(n_videos, len(vids))):
         predicted = events(pred["pred_a"][i], pred["prob_a"][i], "A") + events(pred["pred_v"][i], pred["prob_v"][i], "V")

@@ -237,6 +237,22 @@ def test_default_config_is_valid_and_its_model_overrides_exist():
         EARConfig(**spec.get("ear", {}))
 
 
+def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
+    """`snakemake -n` with config/config.yaml where nothing exists yet (the demo data come from a
+    checkpoint): the DAG builds, EAR's stages for both benchmarks are in it, and conflicting sources for
+    a benchmark's data are refused with the reason."""
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "2").stdout
+    counts = job_counts(out)
+    assert counts["demo_data"] == 1 and counts["ear_stage3"] == 5 and counts["avvp_summary"] == 2
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["avvp"]["planted"]["dense_from"] = "demo"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    bad = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "2", check=False)
+    assert bad.returncode != 0
+    assert "avvp.planted: dense data from both planted and dense_from; keep one" in bad.stdout + bad.stderr
+
+
 def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str]]:
     """LLP's four CSVs for the demo clips (models.data.unav_to_llp_csvs); the train and test ids."""
     from models.data import read_unav, unav_to_llp_csvs
@@ -298,3 +314,9 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     prov = provs[train[0]]
     assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True
     assert prov["weights"]["clap"]["weights"]["weights"] == "random"
+    with np.load(tmp_path / "data/avvp/llp/train.npz") as z:  # 3 s clips: segments 3..9 are not video
+        assert z["mask"][:, :3].all() and not z["mask"][:, 3:].any()
+    pred = json.loads((tmp_path / "results/avvp/llp/video/predictions.json").read_text())
+    assert all(e[1] <= 3 for v in pred["videos"].values() for evs in v.values() for e in evs)
+    with np.load(tmp_path / "results/avvp/llp/stage2/real/pseudo_labels.npz") as z:
+        assert not z["pseudo_a"][:, 3:].any() and not z["pseudo_v"][:, 3:].any()

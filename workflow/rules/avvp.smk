@@ -9,6 +9,19 @@
 # from raw LLP clips (workflow/rules/llp.smk).
 
 
+def check_avvp_sources(avvp):
+    """Each split of a benchmark has exactly one source; a second one would make two rules write it."""
+    for name, spec in avvp.items():
+        sources = {"dense": [k for k in ("planted", "dense", "dense_from") if spec.get(k)],
+                   "train/test": [k for k in ("planted", "llp", "train") if spec.get(k)]}
+        for split, given in sources.items():
+            if len(given) > 1:
+                raise WorkflowError(f"avvp.{name}: {split} data from both {' and '.join(given)}; keep one")
+
+
+check_avvp_sources(config.get("avvp", {}))
+
+
 def avvp_spec(name):
     return config["avvp"][name]
 

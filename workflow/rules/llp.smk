@@ -37,15 +37,21 @@ def llp_csv(name, key):
     return str(Path(spec["annotations"]) / spec.get(key, LLP_CSVS[key]))
 
 
+_LLP_FOUND = {}
+
+
 def llp_videos(name):
-    """{video_id: path} of the decodable clips; the others are logged with their reason."""
+    """{video_id: path} of the decodable clips; the others are logged with their reason. Probed once per
+    Snakemake run (input functions call this for every job)."""
     ds = llp_source_dataset(name)
     if ds:
         return videos(ds)
-    found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
-                               cache=Path("results") / "avvp" / name / "probe_cache.json")
-    discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
-    return found.accepted
+    if name not in _LLP_FOUND:
+        found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
+                                   cache=Path("results") / "avvp" / name / "probe_cache.json")
+        discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
+        _LLP_FOUND[name] = found.accepted
+    return _LLP_FOUND[name]
 
 
 def llp_split_videos(name, split):
@@ -85,7 +91,7 @@ def llp_weight_files(name, text=False):
     from extractors.llp_video import weights_needed
 
     spec = llp_spec(name)
-    kinds = (["clip", "clap"] if llp_needs_generator(name) else ["clip"]) if text else llp_kinds(name)
+    kinds = (["clip", "clap"] if llp_needs_generator(name) else []) if text else llp_kinds(name)
     names = weights_needed(kinds, spec.get("clip_model", "ViT-L-14"), spec.get("weights", "pretrained"), text=text)
     return [f"{WEIGHTS_ROOT}/{REGISTRY[n].filename}" for n in names]
 
@@ -107,8 +113,8 @@ def llp_buckets(name, clips):
 
     n = avvp_spec(name).get("buckets", 64)
     out = {}
-    for vid, path in sorted(clips.items()):
-        out.setdefault(bucket_of(vid, n), []).append(str(path))
+    for vid, path in sorted(clips.items()):  # absolute: an id may start with '-' (LLP's YouTube ids do)
+        out.setdefault(bucket_of(vid, n), []).append(os.path.abspath(path))
     return out
 
 
@@ -129,6 +135,8 @@ rule llp_features:
         gpu=1,
     log:
         "logs/avvp/{llp}/features/bucket_{b}.log",
+    benchmark:
+        "benchmarks/avvp/{llp}/features/bucket_{b}.tsv"
     conda:
         "../../envs/extract.yaml"
     shell:
@@ -144,30 +152,33 @@ rule llp_text:
         "data/avvp/{llp}/text.npz",
     params:
         common=lambda wc: llp_common_args(wc.llp),
-        audio=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-audio",
+        encoders=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-encoders",
     log:
         "logs/avvp/{llp}/text.log",
     conda:
         "../../envs/extract.yaml"
     shell:
-        "python -m extractors.llp_video text --csv {input.csvs:q} --out {output:q} {params.common} {params.audio} "
+        "python -m extractors.llp_video text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
         "> {log:q} 2>&1"
 
 
-def llp_split_inputs(wc):
+def llp_split_features(wc):
+    """The bucket files holding the split's clips (known once the clips are: may wait for the demo)."""
     clips = llp_clips(wc.llp)
     wanted = {v: clips[v] for v in llp_split_videos(wc.llp, wc.split)}
-    files = {"features": [f"results/avvp/{wc.llp}/features/bucket_{b}.npz" for b in llp_buckets(wc.llp, wanted)],
-             "text": f"data/avvp/{wc.llp}/text.npz", "weak": llp_csv(wc.llp, f"{wc.split}_csv")}
-    if wc.split == "test":
-        files["eval_audio"] = llp_csv(wc.llp, "eval_audio_csv")
-        files["eval_visual"] = llp_csv(wc.llp, "eval_visual_csv")
-    return files
+    if not wanted:
+        raise WorkflowError(f"avvp.{wc.llp}: no usable clip for the {wc.split} split (see "
+                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, wc.split + '_csv')})")
+    return [f"results/avvp/{wc.llp}/features/bucket_{b}.npz" for b in llp_buckets(wc.llp, wanted)]
 
 
 rule llp_split:
     input:
-        unpack(llp_split_inputs),
+        features=llp_split_features,
+        text="data/avvp/{llp}/text.npz",
+        weak=lambda wc: llp_csv(wc.llp, f"{wc.split}_csv"),
+        evals=lambda wc: [llp_csv(wc.llp, "eval_audio_csv"), llp_csv(wc.llp, "eval_visual_csv")]
+        if wc.split == "test" else [],
     output:
         "data/avvp/{llp}/{split}.npz",
     wildcard_constraints:
@@ -215,16 +226,19 @@ rule avvp_dense_features:
         b=r"\d+",
     params:
         common=lambda wc: llp_common_args(wc.dn),
+        seconds=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
     threads: 2
     resources:
         gpu=1,
     log:
         "logs/avvp/{dn}/dense_features/bucket_{b}.log",
+    benchmark:
+        "benchmarks/avvp/{dn}/dense_features/bucket_{b}.tsv"
     conda:
         "../../envs/extract.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m extractors.llp_video videos --videos {input.videos:q} "
-        "--out {output.features:q} --kinds clip,clap --max-seconds 0 {params.common} --device {DEVICE} "
+        "--out {output.features:q} --kinds clip,clap --max-seconds {params.seconds} {params.common} --device {DEVICE} "
         "> {log:q} 2>&1"
 
 
