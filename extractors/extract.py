@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from extractors.io import save_npy, sha256_file, write_json
+from extractors.io import package_version, save_npy, sha256_file, write_json
 from extractors.recipes import Recipe, get_recipe
 
 log = logging.getLogger("extractors")
 KINDS = ("flow", "i3d", "vggish", "r21d")
-
-
-def package_version() -> str:
-    try:
-        return version("avloc")
-    except PackageNotFoundError:  # running from a source tree without install
-        return "0+unknown"
 
 
 def resolve_device(device: str) -> str:

@@ -28,6 +28,16 @@ def atomic_path(final: Path | str, suffix: str | None = None) -> Iterator[Path]:
             tmp.unlink()
 
 
+def package_version() -> str:
+    """This package's version, for provenance ("0+unknown" in a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("avloc")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def save_npy(path: Path | str, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)

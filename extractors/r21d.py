@@ -32,7 +32,6 @@ which comes from ``recipe.stack``/``recipe.step``.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extractors.io import package_version
 from extractors.recipes import Recipe
 from extractors.weights import DEFAULT_ROOT, build_model_weights, sha256_file
 
@@ -207,13 +207,6 @@ def features_from_frames(model: R2Plus1D34, frames: Iterator[np.ndarray], stack:
     return out.astype(np.float32, copy=False), counted[0]
 
 
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("avloc")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def extract_r21d(
     mp4_path: Path,
     recipe: Recipe,
@@ -238,7 +231,7 @@ def extract_r21d(
         "recipe": recipe.to_dict(),
         "recipe_fingerprint": recipe.fingerprint(),
         **prov_w,
-        "package_version": _package_version(),
+        "package_version": package_version(),
         "torch_version": torch.__version__,
         "source": str(mp4_path),
         "source_sha256": sha256_file(mp4_path),

@@ -35,7 +35,6 @@ when asked.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from extractors.io import package_version
 from extractors.recipes import Recipe
 from extractors.weights import DEFAULT_ROOT, build_model_weights, load_state_dict, sha256_file, verify
 
@@ -216,13 +216,6 @@ def embed_examples(model: VGGish, examples: np.ndarray, device: str = "cpu", bat
     return out
 
 
-def _package_version() -> str:
-    try:
-        return importlib.metadata.version("avloc")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def extract_vggish(
     wav_path: Path,
     recipe: Recipe,
@@ -250,7 +243,7 @@ def extract_vggish(
         "recipe": recipe.to_dict(),
         "recipe_fingerprint": recipe.fingerprint(),
         **prov_w,
-        "package_version": _package_version(),
+        "package_version": package_version(),
         "torch_version": torch.__version__,
         "source": str(wav_path),
         "source_sha256": sha256_file(wav_path),

@@ -73,8 +73,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import Detection, ModelConfig
-from models.mil import Projection, check_mask, detect_from_probs, mil_pool, weak_bce
+from models.base import Detection
+from models.mil import MILConfig, Projection, check_mask, detect_from_probs, mil_pool, weak_bce
 
 _LN2 = math.log(2.0)
 
@@ -135,14 +135,12 @@ def gather_steps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 # model
 # --------------------------------------------------------------------------------------------
 @dataclass
-class CLASPConfig(ModelConfig):
-    """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting (see module docstring)."""
+class CLASPConfig(MILConfig):
+    """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting (see module docstring). The
+    projection, pooling, threshold and optimisation fields come from :class:`models.mil.MILConfig`."""
 
-    hidden_dim: int = 512
-    proj_kernel: int = 3
     n_heads: int = 4
     ff_mult: int = 2
-    dropout: float = 0.1
     n_global: int = 10  # K
     n_local: int = 4  # k
     n_windows: int = 14  # M (16 for ActivityNet)
@@ -152,12 +150,6 @@ class CLASPConfig(ModelConfig):
     anchor_modality: str = "both"  # 'both' | 'audio' | 'visual'
     meae_on: str = "raw"  # 'raw' (projected a, v) | 'transformer' (F_A, F_V)
     lambda_uni: float = 1.0
-    pooling: str = "topk"
-    topk_div: int = 8
-    threshold: float = 0.5
-    lr: float = 1e-4
-    epochs: int = 40
-    batch_size: int = 16
 
     def __post_init__(self) -> None:
         if not (self.use_gai or self.use_lai):

@@ -134,7 +134,9 @@ def detect_from_probs(
 # --------------------------------------------------------------------------------------------
 @dataclass
 class MILConfig(ModelConfig):
-    """Plain MIL baseline; hidden size, dropout, pooling and threshold match CLASP's defaults."""
+    """Plain MIL baseline. Its fields (projection, dropout, MIL pooling, detection threshold, optimisation)
+    are the ones every weakly supervised step classifier here has: CLASPConfig extends it, so the baseline
+    and CLASP share their defaults by construction."""
 
     hidden_dim: int = 512
     proj_kernel: int = 3

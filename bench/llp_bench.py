@@ -1,0 +1,70 @@
+"""LLP feature extraction: one job per clip vs. one job per bucket of clips (the workflow's design).
+
+Why it matters: LLP has 11,849 10-s clips. Building the networks (CLIP, CLAP's HTSAT + RoBERTa,
+ResNet-152, R(2+1)D-18; with real weights also reading and hashing multi-GB checkpoints) costs more
+than embedding one clip, so ``workflow/rules/llp.smk`` hashes clips into ``buckets`` jobs that build
+each network once (:func:`extractors.llp.built_once`). This script measures both in one process on
+synthetic 10 s clips (ffmpeg):
+
+1. reference, "a job per clip": the network cache is emptied before every clip, so every clip pays for
+   building the networks (Python start-up and imports, another ~2-4 s per job, are *not* counted, so the
+   ratio below understates the real gain);
+2. "a bucket": the cache is emptied once, then all clips run.
+
+It prints seconds per clip for both and their ratio. Run:
+``python bench/llp_bench.py --n-clips 6 --kinds clip,clap,r21d,vggish`` (random weights, CPU by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from extractors import llp  # noqa: E402
+from extractors.llp_video import extract_video  # noqa: E402
+from extractors.synthetic_videos import make_demo_dataset  # noqa: E402
+
+
+def run(clips: list[Path], kinds: list[str], per_clip_rebuild: bool, **kw: object) -> float:
+    """Seconds per clip."""
+    llp._BUILT.clear()
+    t0 = time.perf_counter()
+    for clip in clips:
+        if per_clip_rebuild:
+            llp._BUILT.clear()
+        extract_video(clip, kinds, **kw)
+    return (time.perf_counter() - t0) / len(clips)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-clips", type=int, default=6)
+    ap.add_argument("--kinds", default="clip,clap,r21d,vggish")
+    ap.add_argument("--clip-model", default="ViT-B-32")
+    ap.add_argument("--weights", choices=["random", "pretrained"], default="random")
+    ap.add_argument("--device", default="cpu")
+    a = ap.parse_args()
+    kinds = [k for k in a.kinds.split(",") if k]
+    kw = {"mode": a.weights, "device": a.device, "clip_model": a.clip_model}
+    with tempfile.TemporaryDirectory() as tmp:
+        make_demo_dataset(tmp, n_videos=a.n_clips, duration_s=10.0, seed=0, size=(320, 240))
+        clips = sorted((Path(tmp) / "videos").glob("*.mp4"))
+        extract_video(clips[0], kinds, **kw)  # warm-up: imports, ffmpeg, allocator
+        per_clip = run(clips, kinds, per_clip_rebuild=True, **kw)
+        bucket = run(clips, kinds, per_clip_rebuild=False, **kw)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"kinds={','.join(kinds)} clip_model={a.clip_model} weights={a.weights} device={a.device} "
+          f"clips={len(clips)} x 10 s")
+    print(f"a job per clip (networks rebuilt): {per_clip:6.2f} s/clip")
+    print(f"a bucket (networks built once):    {bucket:6.2f} s/clip")
+    print(f"ratio per-clip / bucket: {per_clip / bucket:.2f}x   peak RSS {rss:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
