@@ -144,6 +144,9 @@ def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.
     ``AVVP_train.csv``. UnAV events are audio-visual, so each gives the same audio and visual eval row,
     ``onset = floor(start)``, ``offset = ceil(end)`` (HAN's segments ``onset .. offset-1``)."""
     out = Path(out_dir)
+    bad = sorted({sg.label for a in annotations.values() for sg in a.segments if {",", "\t", "\n"} & set(sg.label)})
+    if bad:  # LLP's CSVs separate labels with commas and columns with tabs
+        raise ValueError(f"labels {bad} contain a comma, tab or newline and cannot be written as LLP CSVs")
     split = {"train": [v for v, a in annotations.items() if a.subset != "test"],
              "test": [v for v, a in annotations.items() if a.subset == "test"]}
 

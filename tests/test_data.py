@@ -287,3 +287,6 @@ def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
     np.testing.assert_array_equal(m[0], [0, 0, 1, 1, 1, 0, 0, 0, 0, 0])  # [2.5, 4.2] -> segments 2..4
     np.testing.assert_array_equal(m[1], [0, 0, 0, 0, 0, 0, 1, 0, 0, 0])
     assert test["c"]["audio"] == test["c"]["visual"]
+    anns["a"].segments.append(Segment(4.0, 5.0, "Frying, food"))
+    with pytest.raises(ValueError, match=r"labels \['Frying, food'\] contain a comma"):
+        unav_to_llp_csvs(anns, tmp_path / "csv2")
