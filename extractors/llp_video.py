@@ -222,10 +222,6 @@ def extract_bucket(videos: Sequence[Path], out: Path, kinds: Sequence[str], **kw
     return failed
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]]:
     """``{video id: {kind: (S, D)}}`` from bucket files."""
     out: dict[str, dict[str, np.ndarray]] = {}
@@ -330,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
         available = read_buckets(a.features)
-        failed = {v: why for f in a.features for v, why in load_json(f.with_suffix(".json")).get("failed", {}).items()
+        failed = {v: why for f in a.features for v, why in json.loads(f.with_suffix(".json").read_text())["failed"].items()
                   if v in ann}
         for vid, why in sorted(failed.items()):
             print(f"[llp] {vid}: no features ({why})", file=sys.stderr)

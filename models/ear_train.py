@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from extractors.io import atomic_path, load_npz, save_npz, write_json
+from extractors.io import load_npz, save_npz, write_json
 from models.ear import EAR, EARConfig, events_from_binary, fit_minibatches
 from models.pseudo_labels import (
     GeneratorConfig,
@@ -54,7 +54,7 @@ from models.pseudo_labels import (
     generate_pseudo_labels,
     pretrain_generator,
 )
-from models.train import resolve_device
+from models.train import atomic_torch_save, resolve_device
 
 
 # ----------------------------------------------------------------------------- stage 3
@@ -377,11 +377,6 @@ def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.n
 
 
 # ----------------------------------------------------------------------------- files between stages
-def save_torch(path: Path | str, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_generator(path: Path | str) -> tuple[PseudoLabelGenerator, dict[str, Any]]:
     """The stage-1 checkpoint: ``{"config", "state_dict", "migration"}``."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -417,8 +412,8 @@ def cmd_stage1(a: argparse.Namespace) -> int:
     log: list[dict[str, Any]] = []
     t0 = time.time()
     gen = pretrain_stage1(dense, cfg, a.seed, migrate=not a.no_migration, log=log, device=resolve_device(a.device))
-    save_torch(a.out, {"config": dataclasses.asdict(cfg), "state_dict": gen.cpu().state_dict(),
-                       "migration": not a.no_migration})
+    atomic_torch_save({"config": dataclasses.asdict(cfg), "state_dict": gen.cpu().state_dict(),
+                       "migration": not a.no_migration}, Path(a.out))
     write_json(Path(a.out).with_suffix(".json"), {"config": dataclasses.asdict(cfg), "migration": not a.no_migration,
                                                   "seed": a.seed, "seconds": round(time.time() - t0, 2), "log": log})
     print(json.dumps({"stage": 1, "final_loss": log[-1]["loss"] if log else None}))
@@ -464,7 +459,7 @@ def cmd_stage3(a: argparse.Namespace) -> int:
     write_outputs(out, res, test, names, extra={
         "seconds": round(time.time() - t0, 2), "mode": mode, "shuffled_labels": a.shuffle_labels,
         "ear_config": dataclasses.asdict(cfg), "log": log, "seed": a.seed})
-    save_torch(out / "ear.pt", model.cpu().state_dict())
+    atomic_torch_save(model.cpu().state_dict(), out / "ear.pt")
     from models.plots import plot_loss_curves
 
     plot_loss_curves(out / "curve.png", {f"stage 3 ({mode} labels)": [h["loss"] for h in log]},
