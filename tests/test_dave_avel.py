@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import localizer_batch
 
 from models.avel import AVEL, AVELConfig, step_targets
 from models.dave import DAVE, DAVEConfig
@@ -12,17 +13,7 @@ C, DA, DV, T = 4, 12, 20, 64
 
 
 def make_batch(seed: int = 0, lengths: tuple[int, ...] = (64, 41, 17)) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    B = len(lengths)
-    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
-    audio = torch.randn(B, T, DA, generator=g) * mask[..., None]
-    visual = torch.randn(B, T, DV, generator=g) * mask[..., None]
-    segs = [torch.tensor([[3.0, 20.0, 1], [10.0, 14.0, 2], [30.0, 60.0, 0], [1.0, 9.5, 3]]),
-            torch.tensor([[0.0, 40.0, 3]]), torch.zeros(0, 3)]
-    labels = torch.zeros(B, C)
-    for b, s in enumerate(segs):
-        labels[b, s[:, 2].long()] = 1.0
-    return {"audio": audio, "visual": visual, "mask": mask, "labels": labels, "segments": segs}
+    return localizer_batch(seed, lengths, C, DA, DV, T)
 
 
 def dave(sup: str) -> DAVE:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
+from conftest import write_lossless_clip
 from PIL import Image
 
 from extractors.frames import (
@@ -19,15 +18,6 @@ from extractors.frames import (
     resize_frame,
     resized_size,
 )
-
-
-def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    """Losslessly encode uint8 RGB frames (FFV1 in .mkv) so decoded frames equal the input exactly."""
-    n, h, w, _ = frames.shape
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)]
-    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
-    return path
 
 
 @pytest.mark.parametrize(("w", "h", "expected"), [
@@ -61,7 +51,7 @@ def test_iter_frames_rgb_order_and_count(tmp_path: Path) -> None:
     frames = np.zeros((7, 128, 160, 3), np.uint8)
     frames[..., 0] = 200  # red
     frames[:, :, :, 2] = np.arange(7, dtype=np.uint8)[:, None, None] * 10  # blue encodes the frame index
-    clip = write_clip(tmp_path / "red clip ü.mkv", frames)
+    clip = write_lossless_clip(tmp_path / "red clip ü.mkv", frames)
     got = list(iter_frames(clip, short_side=None))
     assert len(got) == 7 == count_frames(clip)
     assert np.array_equal(np.stack(got), frames)

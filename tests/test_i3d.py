@@ -4,14 +4,13 @@ exactness, time alignment of windows, batching. Random (seeded) weights, explici
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import cv2
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
+from conftest import write_lossless_clip
 from PIL import Image
 from torch import nn
 
@@ -22,15 +21,6 @@ from extractors.recipes import get_recipe
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RECIPE = get_recipe("unav100", weights="random", stack=10, step=4, flow="farneback")
-
-
-def write_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
-    """Losslessly encode uint8 RGB frames (FFV1) so decoded frames equal the input exactly."""
-    n, h, w, _ = frames.shape
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           "-s", f"{w}x{h}", "-r", str(fps), "-i", "-", "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)]
-    subprocess.run(cmd, input=np.ascontiguousarray(frames).tobytes(), check=True)
-    return path
 
 
 def textured_frames(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -147,7 +137,7 @@ def naive_rgb_windows(path: Path, stack: int, step: int) -> list[torch.Tensor]:
 def test_rgb_features_match_naive_recipe_and_are_batch_independent(tmp_path: Path) -> None:
     from extractors.weights import build_model_weights
 
-    clip = write_clip(tmp_path / "clip.mkv", textured_frames(15, 240, 320))  # resized to 256x341
+    clip = write_lossless_clip(tmp_path / "clip.mkv", textured_frames(15, 240, 320))  # resized to 256x341
     rgb, again = I3D("rgb").eval(), I3D("rgb")
     prov = build_model_weights(rgb, "i3d_rgb", "random", seed=5)
     build_model_weights(again, "i3d_rgb", "random", seed=5)
@@ -202,7 +192,7 @@ def test_flow_store_round_trip_with_overflow(tmp_path: Path) -> None:
 
 def test_i3d_from_store_equals_in_memory_exactly(tmp_path: Path) -> None:
     frames = textured_frames(23, 256, 300, seed=1)
-    clip = write_clip(tmp_path / "a b'c.mkv", frames)
+    clip = write_lossless_clip(tmp_path / "a b'c.mkv", frames)
     store = tmp_path / "flow" / "a b'c.npz"
     prov = compute_flow(clip, RECIPE, store, batch_size=2)
     n_win = (23 - RECIPE.stack - 1) // RECIPE.step + 1
@@ -223,7 +213,7 @@ def test_i3d_from_store_equals_in_memory_exactly(tmp_path: Path) -> None:
 @torch.no_grad()
 def test_compute_flow_raft_stores_cropped_quantized_padded_flow(tmp_path: Path) -> None:
     frames = textured_frames(5, 224, 236, seed=2)  # padded to 224 x 240; crop offsets (0, 8)
-    clip = write_clip(tmp_path / "r.mkv", frames)
+    clip = write_lossless_clip(tmp_path / "r.mkv", frames)
     recipe = get_recipe("unav100", weights="random", stack=2, step=2, short_side=224, raft_iters=1)
     net = RAFTFlow(iters=1).eval()
     from extractors.weights import build_model_weights
@@ -244,9 +234,9 @@ def test_feature_index_aligns_with_frames(tmp_path: Path) -> None:
     base = textured_frames(1, 256, 300, seed=4).repeat(n, 0)  # static scene
     flash = base.copy()
     flash[c, 80:180, 100:200] = 255 - flash[c, 80:180, 100:200]  # one changed frame
-    a, _ = extract_i3d(write_clip(tmp_path / "static.mkv", base), RECIPE, batch_size=3,
+    a, _ = extract_i3d(write_lossless_clip(tmp_path / "static.mkv", base), RECIPE, batch_size=3,
                        modules=standins(RECIPE.stack))
-    b, _ = extract_i3d(write_clip(tmp_path / "flash.mkv", flash), RECIPE, batch_size=3,
+    b, _ = extract_i3d(write_lossless_clip(tmp_path / "flash.mkv", flash), RECIPE, batch_size=3,
                        modules=standins(RECIPE.stack))
     stack, step = RECIPE.stack, RECIPE.step
     assert a.shape == b.shape == ((n - stack - 1) // step + 1, 2048)
