@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +55,25 @@ def _probe_reason(path: Path, min_duration_s: float) -> str | None:
     return None
 
 
+def _probe_all(paths: list[Path], min_duration_s: float, workers: int | None) -> list[str | None]:
+    """Probe reasons of ``paths`` in a thread pool (PyAV's demuxer work releases the GIL), with a
+    progress bar when there are many: a first run over a whole benchmark probes ~10k files."""
+    if not paths:
+        return []
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda p: _probe_reason(p, min_duration_s), paths)
+        if len(paths) >= 200:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(paths), desc="probing new videos", unit="video")
+        return list(results)
+
+
 def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: float = 0.96,
-             cache: Path | None = None) -> Discovery:
-    """Probe every video file in ``folder`` (non-recursive, sorted) into accepted / rejected."""
+             cache: Path | None = None, workers: int | None = None) -> Discovery:
+    """Probe every video file in ``folder`` (non-recursive, sorted) into accepted / rejected; files
+    whose (name, size, mtime) are in ``cache`` are not probed again, new ones are probed in parallel."""
     exts = {e.lower() for e in (extensions or DEFAULT_EXTENSIONS)}
     if not folder.is_dir():
         raise FileNotFoundError(f"videos folder {folder} does not exist")
@@ -65,18 +83,24 @@ def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: 
             cached = json.loads(cache.read_text())
         except json.JSONDecodeError:
             cached = {}
+    candidates: list[tuple[Path, str]] = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in exts or not entry.is_file():
+            continue
+        stat = entry.stat()  # follows symlinks: a re-pointed link is probed again
+        candidates.append((Path(entry.path), f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns}|{min_duration_s}"))
+    new = [path for path, key in candidates if key not in cached]
+    probed = dict(zip(new, _probe_all(new, min_duration_s, workers), strict=True))
     found = Discovery()
     fresh: dict[str, Any] = {}
     stems: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in exts:
-            continue
+    for path, key in candidates:
         if path.stem in stems:
             found.rejected[path.name] = f"same video id as {stems[path.stem].name}; rename one of them"
             continue
-        stat = path.stat()
-        key = f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}|{min_duration_s}"
-        reason = cached[key] if key in cached else _probe_reason(path, min_duration_s)
+        reason = cached[key] if key in cached else probed[path]
         fresh[key] = reason
         if reason is None:
             stems[path.stem] = path

@@ -1,8 +1,10 @@
 """The one extraction entry: any subset of {flow, i3d, vggish, r21d} for a list of videos.
 
 Used two ways:
-- per stage by the Snakemake rules (``python -m extractors.extract i3d --mp4 ... --out ...``), one video
-  per job so Snakemake owns skipping, retries and parallelism;
+- per video by the Snakemake rules (``media``, then ``features`` = visual + VGGish; the single stages
+  ``flow``/``i3d``/``vggish``/``r21d`` stay available), one video per job so Snakemake owns skipping,
+  retries and parallelism; the jobs run on resident workers (:mod:`extractors.worker`) so the networks
+  are built once per worker, not once per video;
 - in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
   --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.predict`` on new videos.
 
@@ -18,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from extractors.io import package_version, save_npy, sha256_file, write_json
-from extractors.recipes import Recipe, get_recipe
+from extractors.recipes import Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
 
 log = logging.getLogger("extractors")
 KINDS = ("flow", "i3d", "vggish", "r21d")
@@ -37,20 +40,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def weights_needed(recipe: Recipe, kind: str) -> list[str]:
-    """Registry names of the checkpoints one feature kind needs under ``recipe`` (none for random
-    weights or classical flow), so Snakemake can make them inputs of the feature jobs."""
-    if recipe.weights == "random":
-        return []
-    needs = {
-        "flow": [recipe.raft_weights] if recipe.flow == "raft" else [],
-        "i3d": ["i3d_rgb", "i3d_flow"],
-        "vggish": ["vggish"],
-        "r21d": ["r2plus1d_34_32_ig65m_ft_kinetics"],
-    }
-    return needs[kind]
 
 
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
@@ -85,12 +74,14 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
     """Extract one kind of feature for one normalized video (the Snakemake per-job entry)."""
     device = resolve_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
+    t0 = time.perf_counter()
     if kind == "flow":
         from extractors.i3d import compute_flow
 
         prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size, weights_root=weights_root,
                             dtype=dtype)
         write_json(out.with_name(out.name + ".json"), prov)
+        log.info("flow: %s -> %s (%d pairs) in %.1f s", mp4, out, prov["n_pairs"], time.perf_counter() - t0)
         return
     if kind == "i3d":
         from extractors.i3d import extract_i3d
@@ -113,6 +104,31 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
     else:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
     write_features(out, feats, prov, recipe, source)
+    log.info("%s: %s -> %s %s on %s in %.1f s", kind, source, out, tuple(np.shape(feats)), device,
+             time.perf_counter() - t0)
+
+
+def run_features(*, mp4: Path, wav: Path, visual: str, out_visual: Path, out_audio: Path, recipe: Recipe,
+                 weights_root: Path, device: str, batch_size: int, flow_out: Path | None = None,
+                 bf16: bool = False) -> None:
+    """Every feature of one normalized video in one call (the per-video Snakemake job): the visual
+    stream (``i3d`` = RAFT flow + two-stream I3D, or ``r21d``) and VGGish on the same device.
+
+    For I3D the flow is computed in memory from the same decoded frames as the RGB stream (identical
+    to computing it from a stored flow file, tested), unless ``flow_out`` asks to keep it on disk."""
+    if visual == "i3d":
+        if flow_out is not None:
+            run_stage("flow", mp4=mp4, wav=wav, flow=None, out=flow_out, recipe=recipe,
+                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+        run_stage("i3d", mp4=mp4, wav=wav, flow=flow_out, out=out_visual, recipe=recipe,
+                  weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+    elif visual == "r21d":
+        run_stage("r21d", mp4=mp4, wav=wav, flow=None, out=out_visual, recipe=recipe,
+                  weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+    else:
+        raise ValueError(f"unknown visual feature kind {visual!r}; expected 'i3d' or 'r21d'")
+    run_stage("vggish", mp4=mp4, wav=wav, flow=None, out=out_audio, recipe=recipe, weights_root=weights_root,
+              device=device, batch_size=max(batch_size, 64))
 
 
 def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: list[str],
@@ -123,7 +139,9 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
     Returns (done video ids, [(video path, reason)] for videos the media stage rejected).
     """
     from extractors.media import MediaError, normalize
+    from extractors.weights import keep_networks_resident
 
+    keep_networks_resident(True)  # one set of networks for the whole list
     done: list[str] = []
     failed: list[tuple[str, str]] = []
     for video in tqdm(videos, desc="extract", unit="video"):
@@ -166,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--wav", type=Path)
         p.add_argument("--flow", type=Path, default=None, help="stored flow (i3d); computed in memory if absent")
         p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("features", help="visual (i3d or r21d) + vggish features of one normalized video")
+    common(p)
+    p.add_argument("--mp4", type=Path, required=True)
+    p.add_argument("--wav", type=Path, required=True)
+    p.add_argument("--visual", choices=("i3d", "r21d"), required=True)
+    p.add_argument("--out-visual", type=Path, required=True)
+    p.add_argument("--out-audio", type=Path, required=True)
+    p.add_argument("--flow-out", type=Path, default=None, help="also keep the RAFT flow store here (i3d)")
     p = sub.add_parser("media", help="normalize one raw video to a constant-FPS mp4 + 16 kHz mono wav")
     p.add_argument("--src", type=Path, required=True)
     p.add_argument("--mp4", type=Path, required=True)
@@ -185,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s -> %s (%d frames, has_audio=%s)", args.src, args.mp4, manifest.n_frames, manifest.has_audio)
         return 0
     recipe = recipe_from_args(args)
+    if args.command == "features":
+        run_features(mp4=args.mp4, wav=args.wav, visual=args.visual, out_visual=args.out_visual,
+                     out_audio=args.out_audio, recipe=recipe, weights_root=args.weights_root, device=args.device,
+                     batch_size=args.batch_size, flow_out=args.flow_out, bf16=args.bf16)
+        return 0
     if args.command == "run":
         kinds = [k for k in args.kinds.split(",") if k]
         unknown = sorted(set(kinds) - set(KINDS))

@@ -45,7 +45,7 @@ from torch import nn
 
 from extractors.io import package_version
 from extractors.recipes import Recipe
-from extractors.weights import DEFAULT_ROOT, build_model_weights, sha256_file
+from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network, sha256_file
 
 RESIZE_HW = (128, 171)
 CROP = 112
@@ -207,6 +207,19 @@ def features_from_frames(model: R2Plus1D34, frames: Iterator[np.ndarray], stack:
     return out.astype(np.float32, copy=False), counted[0]
 
 
+def build_r21d(recipe: Recipe, weights_root: Path = DEFAULT_ROOT, device: str = "cpu",
+               weights_name: str = DEFAULT_WEIGHTS) -> tuple[R2Plus1D34, dict[str, Any]]:
+    """R(2+1)D-34 with the recipe's weights (ig65m checkpoint, or explicitly random and seeded)."""
+
+    def build() -> tuple[R2Plus1D34, dict[str, Any]]:
+        model = R2Plus1D34(num_classes=400)
+        prov = build_model_weights(model, weights_name, recipe.weights, weights_root, recipe.seed)
+        return model.eval().to(device), prov
+
+    return resident_network(("r21d", weights_name, recipe.seed, str(device)), [weights_name], recipe.weights,
+                            weights_root, build)
+
+
 def extract_r21d(
     mp4_path: Path,
     recipe: Recipe,
@@ -221,9 +234,7 @@ def extract_r21d(
     (``weights_name`` picks the 32- or 8-frame ig65m checkpoint; both have 400 classes).
     """
     mp4_path = Path(mp4_path)
-    model = R2Plus1D34(num_classes=400)
-    prov_w = build_model_weights(model, weights_name, recipe.weights, weights_root, recipe.seed)
-    model.eval().to(device)
+    model, prov_w = build_r21d(recipe, weights_root, device, weights_name)
     feats, n_frames = features_from_frames(model, iter_frames_rgb(mp4_path), recipe.stack, recipe.step,
                                            device, batch_size)
     prov = {

@@ -96,3 +96,17 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     return RECIPES[name].replace(**overrides) if overrides else RECIPES[name]
+
+
+def weights_needed(recipe: Recipe, kind: str) -> list[str]:
+    """Registry names of the checkpoints one feature kind needs under ``recipe`` (none for random
+    weights or classical flow), so Snakemake can make them inputs of the feature jobs."""
+    if recipe.weights == "random":
+        return []
+    needs = {
+        "flow": [recipe.raft_weights] if recipe.flow == "raft" else [],
+        "i3d": ["i3d_rgb", "i3d_flow"],
+        "vggish": ["vggish"],
+        "r21d": ["r2plus1d_34_32_ig65m_ft_kinetics"],
+    }
+    return needs[kind]

@@ -46,7 +46,14 @@ from torch import nn
 
 from extractors.io import package_version
 from extractors.recipes import Recipe
-from extractors.weights import DEFAULT_ROOT, build_model_weights, load_state_dict, sha256_file, verify
+from extractors.weights import (
+    DEFAULT_ROOT,
+    build_model_weights,
+    load_state_dict,
+    resident_network,
+    sha256_file,
+    verify,
+)
 
 SAMPLE_RATE = 16000
 WIN = 400  # 25 ms
@@ -216,6 +223,19 @@ def embed_examples(model: VGGish, examples: np.ndarray, device: str = "cpu", bat
     return out
 
 
+def build_vggish(recipe: Recipe, weights_root: Path = DEFAULT_ROOT, device: str = "cpu"
+                 ) -> tuple[VGGish, dict[str, Any]]:
+    """VGGish with the recipe's weights (registry checkpoint, or explicitly random and seeded)."""
+
+    def build() -> tuple[VGGish, dict[str, Any]]:
+        model = VGGish()
+        prov = build_model_weights(model, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed)
+        return model.eval().to(device), prov
+
+    return resident_network(("vggish", recipe.seed, str(device)), [WEIGHTS_NAME], recipe.weights, weights_root,
+                            build)
+
+
 def extract_vggish(
     wav_path: Path,
     recipe: Recipe,
@@ -232,9 +252,7 @@ def extract_vggish(
     """
     wav_path = Path(wav_path)
     wave = read_wav_16k_mono(wav_path)
-    model = VGGish()
-    prov_w = build_model_weights(model, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed)
-    model.eval().to(device)
+    model, prov_w = build_vggish(recipe, weights_root, device)
     lm = log_mel(wave)
     examples = _example_view(lm, recipe.audio_hop_s)
     feats = embed_examples(model, examples, device, batch_size)

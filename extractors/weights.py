@@ -59,13 +59,13 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from extractors.io import sha256_file
+
+if TYPE_CHECKING:  # torch is imported where weights are loaded: the workflow reads the registry without it
+    import torch
+    from torch import nn
 
 DEFAULT_ROOT = Path("resources/weights")
 FETCH_HINT = "snakemake fetch_weights"
@@ -401,6 +401,8 @@ def _numpy_safe_objects() -> list[Any]:
 
 def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)``; numpy arrays are admitted through an explicit allowlist."""
+    import torch
+
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as first:  # noqa: BLE001 - re-raised below unless it is only numpy globals
@@ -417,6 +419,9 @@ def _torch_load(path: Path) -> Any:
 def _to_tensor_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} does not hold a state dict (got {type(obj).__name__})")
+    import numpy as np
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         if isinstance(v, torch.Tensor):
@@ -446,6 +451,9 @@ def _load_verified(name: str, root: Path | str) -> tuple[dict[str, torch.Tensor]
     path = weights_path(name, root)
     digest = verify(name, root)
     if path.suffix == ".npz":
+        import numpy as np
+        import torch
+
         with np.load(path, allow_pickle=False) as z:
             sd = {k: torch.from_numpy(z[k].copy()) for k in z.files}
     else:
@@ -465,6 +473,9 @@ def reinit_(model: nn.Module, seed: int) -> None:
 
     Uses a forked RNG so the caller's global torch RNG state is untouched.
     """
+    import torch
+    from torch import nn
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for m in model.modules():
@@ -473,6 +484,45 @@ def reinit_(model: nn.Module, seed: int) -> None:
                 reset()
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
+
+
+_RESIDENT: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+_KEEP_RESIDENT = False
+
+
+def keep_networks_resident(on: bool = True) -> None:
+    """Let long-lived extraction processes (the extraction worker, ``extract run``) build each network
+    once: later :func:`resident_network` calls with the same key return the built module. Off by default,
+    so library calls and tests always build fresh modules."""
+    global _KEEP_RESIDENT
+    _KEEP_RESIDENT = on
+    if not on:
+        _RESIDENT.clear()
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def resident_network(key: tuple[Any, ...], names: Sequence[str], mode: str, root: Path | str,
+                     build: Callable[[], tuple[Any, dict[str, Any]]]) -> tuple[Any, dict[str, Any]]:
+    """``build()`` → ``(module, provenance)``, memoised while :func:`keep_networks_resident` is on.
+
+    ``key`` must name everything the module depends on (architecture, recipe fields, seed, device); the
+    checkpoint files of ``names`` are keyed by (size, mtime), so a fetched or replaced file is loaded and
+    verified again, while an unchanged one is hashed once per process rather than once per video."""
+    if not _KEEP_RESIDENT:
+        return build()
+    stamps = tuple(_file_stamp(weights_path(n, root)) for n in names) if mode == "pretrained" else ()
+    full = (*key, mode, str(root), stamps)
+    if full not in _RESIDENT:
+        _RESIDENT[full] = build()
+    module, prov = _RESIDENT[full]
+    return module, dict(prov)
 
 
 def build_model_weights(

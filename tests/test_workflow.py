@@ -95,11 +95,11 @@ def test_dry_run_has_one_job_per_video_and_per_model(tmp_path, tiny_data):
     out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1").stdout
     counts = job_counts(out)
     n = len(list(videos.glob("*.mp4")))
-    assert {k: counts.get(k) for k in ("media", "flow", "i3d", "vggish")} == dict.fromkeys(
-        ("media", "flow", "i3d", "vggish"), n)
+    assert {k: counts.get(k) for k in ("media", "features_i3d")} == {"media": n, "features_i3d": n}
+    assert len(counts) == 8, f"two jobs per video (media, features) plus six dataset-level jobs: {counts}"
     assert counts["train"] == counts["evaluate"] == 1
     assert counts["feature_store"] == counts["compare"] == counts["summary"] == 1
-    assert "r21d" not in counts and "fetch_weights" not in counts  # demo: I3D recipe, random weights
+    assert "features_r21d" not in counts and "fetch_weights" not in counts  # demo: I3D recipe, random weights
 
 
 def test_real_run_features_metrics_and_report(finished_run):
@@ -150,8 +150,7 @@ def test_incremental_reruns(finished_run, tiny_data):
     shutil.copy(src, work / "videos" / "new video.mp4")
     try:
         counts = job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout)
-        assert {k: counts.get(k) for k in ("media", "flow", "i3d", "vggish")} == dict.fromkeys(
-            ("media", "flow", "i3d", "vggish"), 1)
+        assert {k: counts.get(k) for k in ("media", "features_i3d")} == {"media": 1, "features_i3d": 1}
         assert counts["feature_store"] == counts["train"] == counts["evaluate"] == 1
     finally:
         (work / "videos" / "new video.mp4").unlink()
@@ -160,7 +159,7 @@ def test_incremental_reruns(finished_run, tiny_data):
     try:
         counts = job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout)
         assert counts.get("media") is None
-        assert counts["i3d"] == counts["vggish"] == 5
+        assert counts["features_i3d"] == 5
     finally:
         write_config(work, work / "videos", work / "annotations.json")
 

@@ -4,6 +4,7 @@
 # and listed with their reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything
 # else (including videos without audio) goes through the per-video rules.
 
+import functools
 import json
 import re
 import os
@@ -28,10 +29,12 @@ DEVICE = config.get("device", "auto")
 EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
 
 
+@functools.cache
 def recipe(ds):
     return get_recipe(DATASETS[ds]["recipe"], **DATASETS[ds].get("recipe_overrides", {}))
 
 
+@functools.cache
 def extraction_recipe_json(ds):
     """The recipe fields that decide features, as deterministic JSON: a rule param, so editing any of
     them reruns the feature jobs (and nothing else) under the default --rerun-triggers."""
@@ -42,19 +45,26 @@ def videos_dir(ds):
     return discovery.resolve_videos_dir(DATASETS[ds]["videos"])
 
 
+_DISCOVERED = {}
+
+
 def discover(ds):
-    """Accepted and rejected videos of ``ds`` (waits for the demo generator)."""
-    if "generate_demo" in DATASETS[ds]:
-        checkpoints.demo_data.get(ds=ds)
-    return discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
-                              cache=Path("results") / ds / "probe_cache.json")
+    """Accepted and rejected videos of ``ds``, found once per invocation (memoised: every per-video
+    input function calls this, so scanning the folder per call would make the DAG quadratic). Waits for
+    the demo generator; the rejection log is written here, once."""
+    if ds not in _DISCOVERED:
+        if "generate_demo" in DATASETS[ds]:
+            checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
+        found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
+                                   cache=Path("results") / ds / "probe_cache.json")
+        discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
+        _DISCOVERED[ds] = found
+    return _DISCOVERED[ds]
 
 
 def videos(ds):
-    """{video_id: source path} of the decodable videos of ``ds``; logs the rejected ones."""
-    found = discover(ds)
-    discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
-    return found.accepted
+    """{video_id: source path} of the decodable videos of ``ds``."""
+    return discover(ds).accepted
 
 
 def rejected(ds):

@@ -1,100 +1,89 @@
-# Per-video features. Flow is temp() unless keep_flow: it is large and only I3D reads it. The recipe
-# (minus training-only fields) is a param, so a recipe edit reruns exactly these jobs.
+# Per-video features: one job per video computes the visual stream (RAFT flow + two-stream I3D, or
+# R(2+1)D-34 for ActivityNet) and VGGish from the media stage's mp4/wav. One job rather than one per
+# stage: the frames are decoded once for flow and RGB, flow never round-trips through the disk
+# (kept only with keep_flow), and the DAG has two jobs per video (media, features), so it stays small
+# at 10k-20k videos. Jobs run on resident workers (extractors/worker.py): the networks are built once
+# per worker, not per video. The recipe (minus training-only fields) is a param, so a recipe edit
+# reruns exactly these jobs.
+
+KEEP_FLOW = config.get("keep_flow", False)
 
 
-def maybe_temp(path):
-    return path if config.get("keep_flow", False) else temp(path)
+def datasets_with_visual(kind):
+    """Wildcard constraint: the datasets whose recipe uses ``kind`` (a regex matching nothing if none),
+    so features/vggish/<vid>.npy has exactly one producing rule per dataset."""
+    names = [ds for ds in DATASETS if visual_kind(ds) == kind]
+    return "|".join(re.escape(ds) for ds in names) if names else "(?!)"
 
 
-rule flow:
+def feature_weights(wc):
+    kinds = ("flow", "i3d", "vggish") if visual_kind(wc.ds) == "i3d" else ("r21d", "vggish")
+    return [f for kind in kinds for f in weight_files(wc.ds, kind)]
+
+
+FEATURE_SHELL = (
+    "python -m extractors.worker features --threads {threads} -- features --visual {params.visual} "
+    "--mp4 {input.mp4:q} --wav {input.wav:q} --out-visual {output.visual:q} --out-audio {output.audio:q} "
+    "{params.flow_out} --recipe-json {params.recipe:q} --device {DEVICE} --weights-root {WEIGHTS_ROOT:q} "
+    "> {log:q} 2>&1"
+)
+
+
+rule features_i3d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
-        weights=lambda wc: weight_files(wc.ds, "flow"),
-    output:
-        flow=maybe_temp("results/{ds}/flow/{vid}.npz"),
-        provenance="results/{ds}/flow/{vid}.npz.json",
-    params:
-        recipe=lambda wc: extraction_recipe_json(wc.ds),
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "logs/{ds}/flow/{vid}.log",
-    benchmark:
-        "benchmarks/{ds}/flow/{vid}.tsv"
-    conda:
-        "../../envs/extract.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.extract flow --mp4 {input.mp4:q} --out {output.flow:q} "
-        "--recipe-json {params.recipe:q} --device {DEVICE} --weights-root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
-
-
-rule i3d:
-    input:
-        mp4="results/{ds}/media/{vid}.mp4",
-        flow="results/{ds}/flow/{vid}.npz",
-        weights=lambda wc: weight_files(wc.ds, "i3d"),
-    output:
-        features="results/{ds}/features/i3d/{vid}.npy",
-        provenance="results/{ds}/features/i3d/{vid}.json",
-    params:
-        recipe=lambda wc: extraction_recipe_json(wc.ds),
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "logs/{ds}/i3d/{vid}.log",
-    benchmark:
-        "benchmarks/{ds}/i3d/{vid}.tsv"
-    conda:
-        "../../envs/extract.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.extract i3d --mp4 {input.mp4:q} --flow {input.flow:q} "
-        "--out {output.features:q} --recipe-json {params.recipe:q} --device {DEVICE} "
-        "--weights-root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
-
-
-rule r21d:
-    input:
-        mp4="results/{ds}/media/{vid}.mp4",
-        weights=lambda wc: weight_files(wc.ds, "r21d"),
-    output:
-        features="results/{ds}/features/r21d/{vid}.npy",
-        provenance="results/{ds}/features/r21d/{vid}.json",
-    params:
-        recipe=lambda wc: extraction_recipe_json(wc.ds),
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "logs/{ds}/r21d/{vid}.log",
-    benchmark:
-        "benchmarks/{ds}/r21d/{vid}.tsv"
-    conda:
-        "../../envs/extract.yaml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.extract r21d --mp4 {input.mp4:q} "
-        "--out {output.features:q} --recipe-json {params.recipe:q} --device {DEVICE} "
-        "--weights-root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
-
-
-rule vggish:
-    input:
         wav="results/{ds}/media/{vid}.wav",
-        weights=lambda wc: weight_files(wc.ds, "vggish"),
+        weights=feature_weights,
     output:
-        features="results/{ds}/features/vggish/{vid}.npy",
-        provenance="results/{ds}/features/vggish/{vid}.json",
+        visual="results/{ds}/features/i3d/{vid}.npy",
+        visual_provenance="results/{ds}/features/i3d/{vid}.json",
+        audio="results/{ds}/features/vggish/{vid}.npy",
+        audio_provenance="results/{ds}/features/vggish/{vid}.json",
+        **({"flow": "results/{ds}/flow/{vid}.npz", "flow_provenance": "results/{ds}/flow/{vid}.npz.json"}
+           if KEEP_FLOW else {}),
+    wildcard_constraints:
+        ds=datasets_with_visual("i3d"),
     params:
+        visual="i3d",
         recipe=lambda wc: extraction_recipe_json(wc.ds),
-    threads: 1
+        flow_out=lambda wc, output: f"--flow-out {shlex.quote(output.flow)}" if KEEP_FLOW else "",
+    threads: 2
+    resources:
+        gpu=1,
     log:
-        "logs/{ds}/vggish/{vid}.log",
+        "logs/{ds}/features/{vid}.log",
     benchmark:
-        "benchmarks/{ds}/vggish/{vid}.tsv"
+        "benchmarks/{ds}/features/{vid}.tsv"
     conda:
         "../../envs/extract.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.extract vggish --wav {input.wav:q} "
-        "--out {output.features:q} --recipe-json {params.recipe:q} --device cpu "
-        "--weights-root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
+        FEATURE_SHELL
+
+
+rule features_r21d:
+    input:
+        mp4="results/{ds}/media/{vid}.mp4",
+        wav="results/{ds}/media/{vid}.wav",
+        weights=feature_weights,
+    output:
+        visual="results/{ds}/features/r21d/{vid}.npy",
+        visual_provenance="results/{ds}/features/r21d/{vid}.json",
+        audio="results/{ds}/features/vggish/{vid}.npy",
+        audio_provenance="results/{ds}/features/vggish/{vid}.json",
+    wildcard_constraints:
+        ds=datasets_with_visual("r21d"),
+    params:
+        visual="r21d",
+        recipe=lambda wc: extraction_recipe_json(wc.ds),
+        flow_out="",
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        "logs/{ds}/features/{vid}.log",
+    benchmark:
+        "benchmarks/{ds}/features/{vid}.tsv"
+    conda:
+        "../../envs/extract.yaml"
+    shell:
+        FEATURE_SHELL

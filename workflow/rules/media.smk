@@ -1,5 +1,7 @@
 # Decode every video to a constant frame rate mp4 at the source resolution and a 16 kHz mono float32 wav
 # (the reference audio chain); the manifest records has_audio (silent track when the video has none).
+# Runs on a resident worker (extractors/worker.py): PyAV, resampy's compiled filter and numpy are loaded
+# once per worker, not once per video.
 
 
 rule media:
@@ -18,5 +20,5 @@ rule media:
     conda:
         "../../envs/media.yaml"
     shell:
-        "python -m extractors.extract media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
+        "python -m extractors.worker media -- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
         "--fps {params.fps} > {log:q} 2>&1"

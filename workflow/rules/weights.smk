@@ -3,7 +3,7 @@
 # a message naming the file, its official URL and where to put it. Random-weight recipes (the demo) need
 # none.
 
-from extractors.extract import weights_needed
+from extractors.recipes import weights_needed
 from extractors.weights import REGISTRY
 
 WEIGHT_FILES = {spec.filename: name for name, spec in REGISTRY.items()}
