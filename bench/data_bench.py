@@ -1,7 +1,7 @@
 """Feature store at UnAV-100 scale: build time, disk size, one epoch through FeatureDataset, peak RSS.
 
 UnAV-100 at full size is 10,790 videos x 224 steps x 2,176 dims (128 VGGish + 2048 I3D): 21 GB in
-float32, 10.5 GB in our fp16 store. DESIGN.md §6 requires training to stream or memory-map and
+float32, 10.5 GB in our fp16 store. docs/recipes.md ("Memory") requires training to stream or memory-map and
 stay under 4 GiB RSS. This script
 
 1. builds a store of ``--n-videos`` synthetic videos (lengths drawn around the UnAV-100 mean, or
@@ -59,11 +59,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--num-workers", type=int, default=0)
     ap.add_argument("--n-ref", type=int, default=300, help="videos for the per-file np.load reference")
-    ap.add_argument("--dir", default=None, help="where to build (default: a temp dir under /work/tmp)")
+    ap.add_argument("--dir", default=None, help="where to build (default: a temp dir under tempfile.gettempdir())")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
 
-    base = Path(args.dir) if args.dir else Path("/work/tmp")
+    base = Path(args.dir) if args.dir else Path(tempfile.gettempdir())
     base.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="data_bench.", dir=base))
     du = shutil.disk_usage(base)

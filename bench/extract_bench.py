@@ -36,8 +36,7 @@ from extractors.frames import iter_frames, num_pairs_needed, num_windows  # noqa
 from extractors.i3d import build_i3d, compute_flow, crop_quantize, extract_i3d, flow_input, rgb_input  # noqa: E402
 from extractors.raft import RAFTFlow, raft_pairs  # noqa: E402
 from extractors.recipes import get_recipe  # noqa: E402
-
-DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "media" / "v_ZNVhz7ctTq0.mp4"
+from extractors.synthetic_videos import THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -61,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--frames", type=int, default=25, help="frames of the clip (25 = one UnAV window)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    p.add_argument("--video", type=Path, default=None,
+                   help="source clip (default: a generated 480x360 30 fps ActivityNet-like clip)")
     p.add_argument("--weights", choices=["random", "pretrained"], default="random")
     p.add_argument("--weights-root", type=Path, default=Path("resources/weights"))
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         mp4 = tmp / "clip.mp4"
-        reencode(args.video, mp4, recipe.fps, args.frames)
+        src = args.video or make_activitynet_like_clip(tmp / "src.mp4", *THIRTY_FPS_LIKE)
+        reencode(src, mp4, recipe.fps, args.frames)
 
         t = time.perf_counter()
         frames = np.stack(list(iter_frames(mp4, recipe.short_side)))

@@ -1,6 +1,6 @@
 """Reference frame path of the I3D/RAFT recipe: decode, resize, and cut into sliding windows.
 
-Conventions verified in v-iashin/video_features (DESIGN.md §2; read ``models/i3d/extract_i3d.py`` @02fae36,
+Conventions verified in v-iashin/video_features (docs/recipes.md, "UnAV-100"; read ``models/i3d/extract_i3d.py`` @02fae36,
 ``models/transforms.py`` @34b927c), and replicated exactly here:
 
 - ``models/i3d/extract_i3d.py``: frames are read in order with ``cv2.VideoCapture(...).read()`` from the

@@ -1,5 +1,5 @@
 """Atomic file writes: every output is written beside its final path and renamed into place, so an
-interrupted job never leaves a half-written file where a finished one is expected (DESIGN.md §1)."""
+interrupted job never leaves a half-written file where a finished one is expected (docs/recipes.md, "Files")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LLP (AVVP) feature extractors: 10 s clips, one feature per 1 s segment (DESIGN.md §2 "LLP").
+"""LLP (AVVP) feature extractors: 10 s clips, one feature per 1 s segment (docs/recipes.md, "LLP").
 
 Feature set 1 (HAN / most AVVP work): ResNet-152 frame features averaged per second (2048-D),
 R(2+1)D-18 clip features per second (512-D), VGGish per second (128-D, :mod:`extractors.vggish`).

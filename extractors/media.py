@@ -6,7 +6,7 @@
   (v-iashin/video_features) does before I3D/R(2+1)D extraction: ``ffmpeg -i SRC -filter:v fps=fps=<fps>``
   with libx264 defaults (no ``-crf``/``-preset``/``-pix_fmt`` given), source resolution kept, no audio
   (the audio goes to the wav).
-* ``out_wav`` — 16 kHz mono **float32** PCM made by the reference VGGish audio chain (DESIGN.md §2):
+* ``out_wav`` — 16 kHz mono **float32** PCM made by the reference VGGish audio chain (docs/recipes.md, "VGGish"):
   the audio decoded to signed 16-bit at its original rate and channel count, ``/ 32768``, mean over
   channels, ``resampy.resample(x, sr, 16000)`` (resampy's default ``filter='kaiser_best'``; skipped when
   ``sr == 16000``, as torchvggish does). Stored as float32 so VGGish reads it without a second int16
@@ -33,7 +33,7 @@ filter=fps`` of the bundled ffmpeg 9.0: option ``round`` defaults to ``near`` = 
 :func:`fps_filter_source_indices` implements these rules independently (tests compare against it).
 
 The ffmpeg stage is the *reference* path on purpose: a direct fps filter into raw frames (PyAV,
-decord) would skip the libx264 round trip and drift from the reference features (DESIGN.md §2).
+decord) would skip the libx264 round trip and drift from the reference features (docs/recipes.md, "Decoding").
 
 Policies where the reference is silent or crashes (each recorded in the manifest):
 

@@ -26,7 +26,7 @@ Differences from the reference, on purpose: (1) the reference decodes the whole 
 we stream frames with OpenCV (BGR→RGB) through a rolling buffer of ``stack`` frames, so memory does
 not grow with video length. Both decode the same H.264 stream with FFmpeg's decoder; the RGB
 conversion of the two libraries may differ by rounding. (2) the reference defaults to
-``stack = step = 32`` (or 8) for the ig65m models; DESIGN.md fixes 16/16 at 16 FPS for ActivityNet,
+``stack = step = 32`` (or 8) for the ig65m models; docs/recipes.md ("ActivityNet 1.3") fixes 16/16 at 16 FPS for ActivityNet,
 which comes from ``recipe.stack``/``recipe.step``.
 """
 

@@ -2,8 +2,8 @@
 
 A recipe is the single source of truth for frame rate, window/step, resize, flow method and
 weights. Snakemake passes ``recipe.fingerprint()`` as a rule ``param`` so that changing any
-field reruns the affected jobs (edits inside packages do not trigger reruns, DESIGN.md §7).
-See ``../shared/DESIGN.md`` §2 for where each default comes from.
+field reruns the affected jobs (edits inside packages do not trigger reruns, docs/recipes.md "Reruns").
+See ``docs/recipes.md`` for where each default comes from.
 """
 
 from __future__ import annotations

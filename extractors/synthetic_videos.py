@@ -1,7 +1,7 @@
 """Synthetic video-level demo data: small mp4 clips with known audio-visual events.
 
 Real datasets cannot be downloaded here, so the demo, the CI run and the alignment tests use clips
-generated with ffmpeg whose ground truth is known by construction (DESIGN.md §5):
+generated with ffmpeg whose ground truth is known by construction (docs/recipes.md, "Synthetic benchmarks"):
 
 * every class has a **distinct visual pattern** (an ffmpeg lavfi test source or a solid colour, drawn
   as a centred region over a dark noisy background) **and a distinct sound** (a sine, an amplitude-
@@ -352,6 +352,36 @@ def make_clip(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+#: Stand-ins for two real ActivityNet clips (width, height, nominal rate, duration in s): 19.62 FPS
+#: nominal (981/50) at 320x240, and 30 FPS at 480x360 (6 s: the AAC tail stays under 1 % of it).
+ODD_RATE_LIKE = (320, 240, "981/50", 6.0)
+THIRTY_FPS_LIKE = (480, 360, "30", 6.0)
+
+
+def make_activitynet_like_clip(path: Path | str, width: int, height: int, rate: str, duration_s: float) -> Path:
+    """H.264 + AAC mono 44.1 kHz mp4 with the awkward properties of real ActivityNet downloads: any
+    nominal rate (e.g. ``981/50`` = 19.62 FPS), 4:2:0, the index (moov) at the front. The audio is a
+    gliding tone plus a 3 kHz tone gated on for the second half of every second, so it has real
+    spectral structure for the audio-chain and log-mel tests.
+
+    The AAC is encoded to ADTS first and then stream-copied into the mp4, so the mp4 carries no
+    encoder-delay edit list, like the real downloads it stands in for: decoding it from the mp4 and decoding its
+    ``-acodec copy`` ADTS copy (the reference chain) give the same samples. (An mp4 written by ffmpeg's
+    own AAC encoder has a priming edit list that the ADTS copy loses: there the two paths differ.)
+    Used by the tests and the benches instead of real clips nobody else has."""
+    audio = (f"aevalsrc=0.4*sin(2*PI*(220+110*t)*t)+0.1*sin(2*PI*3000*t)*gt(mod(t\\,1)\\,0.5)"
+             f":s=44100:c=mono:d={duration_s}")
+    path = Path(path)
+    adts = path.with_name(path.stem + ".audio.aac")
+    base = [ffmpeg_exe(), "-nostdin", "-v", "error", "-y"]
+    _run([*base, "-f", "lavfi", "-i", audio, "-c:a", "aac", "-ac", "1", "-ar", "44100", "-f", "adts", str(adts)])
+    _run([*base, "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={rate}:duration={duration_s}",
+          "-i", str(adts), "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+          "-c:a", "copy", "-movflags", "+faststart", str(path)])
+    adts.unlink()
     return path
 
 

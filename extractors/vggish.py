@@ -1,6 +1,6 @@
 """VGGish audio features (128-D per 0.96 s example), compatible with torchvggish checkpoints.
 
-Recipe (DESIGN.md §2, "VGGish"): the media stage already produced the reference audio chain
+Recipe (docs/recipes.md, "VGGish"): the media stage already produced the reference audio chain
 (int16 decode, /32768, channel mean, ``resampy`` kaiser_best to 16 kHz) as a float32 16 kHz mono wav.
 Here, following Google's ``mel_features.py``/``vggish_input.py`` conventions (re-implemented, not
 copied):

@@ -21,8 +21,8 @@ Where the values come from (checked with the search tool, 2026-11):
 
 - torchvggish ``hubconf.py``: ``releases/download/v0.1/vggish-10086976.pth`` and
   ``vggish_pca_params-970ea276.pth``. Its v0.1 release also holds ``vggish_pca_params-4d878af3.npz``:
-  ``shared/weights-data/vggish_pca_params.npz`` hashes to ``4d878af3e306…`` (prefix match) and has
-  73,020 bytes, the size of Google's ``storage.googleapis.com/audioset/vggish_pca_params.npz`` in
+  Google's ``vggish_pca_params.npz`` (copied into ``tests/data/``) hashes to ``4d878af3e306…`` (prefix
+  match) and has 73,020 bytes, the size of Google's ``storage.googleapis.com/audioset/vggish_pca_params.npz`` in
   torchvggish's conversion notebook, so that full digest is verified.
 - moabitcoin/ig65m-pytorch ``ig65m/models.py``: ``releases/download/v1.0.0/
   r2plus1d_34_clip{8,32}_ft_kinetics_from_ig65m-{0aa0550b,ade133f1}.pth`` (400 Kinetics classes).

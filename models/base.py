@@ -1,5 +1,5 @@
 """The contract every localizer in ``models`` follows, so one training loop, one evaluation
-entry and one predict entry serve them all (DESIGN.md §3).
+entry and one predict entry serve them all (docs/recipes.md, "Localizers").
 
 Batch (a plain dict produced by ``models.data``):
 

@@ -1,6 +1,7 @@
 """CLASP: Cross-modal saLient Anchor-based Semantic Propagation (Zhou et al., W-DAVEL).
 
-Paper: ``shared/papers/clasp-wdavel.txt``.  Pipeline per video (``T`` steps, ``L`` valid):
+Paper: *CLASP: Cross-modal Salient Anchor-based Semantic Propagation for Weakly-supervised Dense
+Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps, ``L`` valid):
 
 1. **Projection** -- two ``Conv1d`` + ReLU per modality to ``d`` (:class:`models.mil.Projection`,
    masked so padding never leaks into valid steps).  These projected ``a, v`` are the paper's

@@ -327,7 +327,7 @@ class FeatureStore:
 
         Unlike :meth:`get`, nothing stays mapped, so pages read for one batch are not charged
         to the process's RSS for the rest of the epoch (they live in the shared page cache); the
-        dataset uses this to keep training under the 4 GiB RSS budget of DESIGN.md §6.
+        dataset uses this to keep training under the 4 GiB RSS budget (docs/recipes.md, "Memory").
         """
         i = self._pos[vid]
         o, n = int(self.offsets[i]), int(self.lengths[i])

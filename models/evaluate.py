@@ -4,7 +4,7 @@ Per batch the model's ``detect(out, batch)`` gives events in continuous feature-
 (:mod:`models.base`); :func:`models.postprocess.step_events_to_seconds` maps them to seconds with
 the recipe (``center_offset_s + x * step_s``, cells extended to 0 s at the start and, for videos
 that were not clipped to ``t_max``, to the duration at the end; clipped to ``[0, duration]``).
-Scores are ranked by ``models.metrics.compute_map`` (UnAV/ActionFormer rules, DESIGN.md §4)
+Scores are ranked by ``models.metrics.compute_map`` (UnAV/ActionFormer rules, docs/recipes.md "Evaluation")
 against the dataset's *full* annotations: ground truth beyond ``t_max`` of a clipped video stays
 in the ground truth (and is missed), as for any model trained at a fixed length.
 

@@ -472,7 +472,7 @@ def pyramid_weak_loss(level_logits: list[torch.Tensor], level_masks: list[torch.
 
 def detect_from_probs(step_probs: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5,
                       video_probs: torch.Tensor | None = None) -> list[list[tuple[float, float, int, float]]]:
-    """Weak-model inference (CLASP / DESIGN §4): keep the classes whose video-level (MIL-pooled)
+    """Weak-model inference (CLASP / docs/recipes.md "Evaluation"): keep the classes whose video-level (MIL-pooled)
     probability reaches ``threshold`` (when ``video_probs (B, C)`` is given, as this project's CLASP
     and MIL baselines do), threshold their per-step probability at ``threshold``, merge consecutive
     positive steps, score = mean probability inside; via ``models.postprocess.probs_to_step_events``:

@@ -1,4 +1,4 @@
-"""Dense localization mAP at temporal IoU thresholds (UnAV-100 / ActivityNet protocol, DESIGN.md §4).
+"""Dense localization mAP at temporal IoU thresholds (UnAV-100 / ActivityNet protocol, docs/recipes.md "Evaluation").
 
 Re-implemented (not copied) from the behaviour of the reference evaluator used by UnAV-100
 (ttgeng233/UnAV ``libs/utils/metrics.py``, itself ActionFormer's ``ANETdetection``, adapted from

@@ -91,7 +91,7 @@ def step_events_to_seconds(events: Sequence[StepEvent], recipe: Recipe, valid_le
 
 def probs_to_events(probs: np.ndarray, recipe: Recipe, threshold: float = 0.5,
                     valid_len: int | None = None, duration: float | None = None) -> list[StepEvent]:
-    """Weak-model post-processing (DESIGN.md §4): per-class threshold, merge consecutive positive
+    """Weak-model post-processing (docs/recipes.md, "Evaluation"): per-class threshold, merge consecutive positive
     steps, map to seconds with the cell convention, score = mean probability inside.
     Returns ``[(start_s, end_s, class_idx, score)]``."""
     t_len = np.asarray(probs).shape[0] if valid_len is None else int(valid_len)

@@ -67,7 +67,7 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
             rows.append([Path(m).parent.name] + [f"{row[c]:.2f}" for c in COLUMNS])
         parts.append("<h2>Test-split mAP (%)</h2>")
         parts.append(_table(["model", *COLUMNS], rows))
-        parts.append("<p>Avg = mean over tIoU 0.1…0.9 (DESIGN.md §4).</p>")
+        parts.append("<p>Avg = mean over tIoU 0.1…0.9 (UnAV-100 protocol, docs/recipes.md).</p>")
         for m in metrics:
             mdir = Path(m).parent
             curve = mdir / "curve.png"

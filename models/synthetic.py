@@ -1,4 +1,4 @@
-"""Planted-event benchmark at feature level (DESIGN.md §5): known audio-visual events in noise.
+"""Planted-event benchmark at feature level (docs/recipes.md, "Synthetic benchmarks"): known audio-visual events in noise.
 
 Each class has a unit-norm prototype in the audio space and one in the visual space (orthonormal
 across classes when the dimension allows). A video is

