@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -521,6 +522,8 @@ def resident_network(key: tuple[Any, ...], names: Sequence[str], mode: str, root
     full = (*key, mode, str(root), stamps)
     if full not in _RESIDENT:
         _RESIDENT[full] = build()
+        logging.getLogger("extractors").info("network %s built; resident for the later jobs of this process",
+                                             "/".join(str(k) for k in key))
     module, prov = _RESIDENT[full]
     return module, dict(prov)
 

@@ -9,6 +9,7 @@ from extractors.weights import REGISTRY
 WEIGHT_FILES = {spec.filename: name for name, spec in REGISTRY.items()}
 
 
+@functools.cache
 def weight_files(ds, kind):
     return [f"{WEIGHTS_ROOT}/{REGISTRY[name].filename}" for name in weights_needed(recipe(ds), kind)]
 
