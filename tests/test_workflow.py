@@ -181,11 +181,14 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     write_config(tmp_path, videos, annotations)
     proc = smk(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
     out = proc.stdout + proc.stderr
-    i3d_jobs = [blk for blk in out.split("\n\n") if re.search(r"rule i3d:", blk)]
-    assert i3d_jobs and all("gpu=1" in blk for blk in i3d_jobs)
-    assert all("YOUR_GPU_PARTITION" in blk for blk in i3d_jobs)
-    vggish_jobs = [blk for blk in out.split("\n\n") if re.search(r"rule vggish:", blk)]
-    assert vggish_jobs and all("gpu=1" not in blk for blk in vggish_jobs)
+    assert "Group job extract" in out, "per-video jobs are submitted in groups"
+    blocks = [blk.strip() for blk in re.split(r"^(?=\s*rule \w+:$)", out, flags=re.M)]
+    feature_jobs = [blk for blk in blocks if blk.startswith("rule features_i3d:")]
+    assert feature_jobs and all("gpu=1" in blk for blk in feature_jobs)
+    assert all("YOUR_GPU_PARTITION" in blk for blk in feature_jobs)
+    media_jobs = [blk for blk in blocks if blk.startswith("rule media:")]
+    assert media_jobs and all("gpu=1" not in blk for blk in media_jobs)
+    assert all("YOUR_GPU_PARTITION" in blk for blk in media_jobs), "grouped with the GPU features jobs"
 
 
 def test_avvp_rules_one_job_per_stage(tmp_path, tiny_data):
