@@ -173,22 +173,21 @@ def run_here(argv: list[str], threads: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------- server
-def _handle(conn: socket.socket, main: Any, set_threads: Any) -> int:
-    first, fds, _, _ = socket.recv_fds(conn, 65536, 2)
-    data = first
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    request = json.loads(data)
-    saved = os.dup(1), os.dup(2)
+def _redirect_stdio(fds: tuple[int, int]) -> None:
+    """Flush Python's buffers, point file descriptors 1 and 2 at ``fds`` and close those."""
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fds[0], 1)
     os.dup2(fds[1], 2)
     for fd in fds:
         os.close(fd)
+
+
+def _handle(conn: socket.socket, main: Any, set_threads: Any) -> int:
+    first, fds, _, _ = socket.recv_fds(conn, 65536, 2)
+    request = json.loads(first if first.endswith(b"\n") else first + _read_line(conn))
+    saved = os.dup(1), os.dup(2)
+    _redirect_stdio((fds[0], fds[1]))  # the job's own stdout/stderr: its Snakemake log
     try:
         os.chdir(request["cwd"])
         set_threads(max(1, int(request["threads"])))
@@ -200,12 +199,7 @@ def _handle(conn: socket.socket, main: Any, set_threads: Any) -> int:
             traceback.print_exc()
             rc = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
+        _redirect_stdio(saved)
     conn.sendall(json.dumps({"rc": rc}).encode() + b"\n")
     return int(rc or 0)
 
