@@ -6,7 +6,7 @@ Used two ways:
   retries and parallelism; the jobs run on resident workers (:mod:`extractors.worker`) so the networks
   are built once per worker, not once per video;
 - in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
-  --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.predict`` on new videos.
+  --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.run.predict`` on new videos.
 
 Every ``.npy`` gets a provenance ``.json`` beside it (recipe, weights, package version, input hash, T,
 seconds per step). Errors are not swallowed (unlike the reference extractor): Snakemake decides what to

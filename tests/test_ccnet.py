@@ -1,4 +1,4 @@
-"""CCNet and the shared point heads (models/ccnet.py, models/heads.py): shapes, masking, gradient
+"""CCNet and the shared point heads (models/localizers/ccnet.py, models/localizers/heads.py): shapes, masking, gradient
 flow, target assignment and decoding by hand."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import localizer_batch
 
-from models.ccnet import CCNet, CCNetConfig
-from models.heads import (
+from models.localizers.ccnet import CCNet, CCNetConfig
+from models.localizers.heads import (
     DecodeConfig,
     assign_targets,
     decode_dense,

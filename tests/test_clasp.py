@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from models.clasp import CLASP, CLASPConfig, agreement_score, local_windows, topk_eligible
-from models.mil import MILBaseline, MILConfig, detect_from_probs, mil_pool
-from models.registry import MODELS, build_model, make_config, register
+from models.localizers.clasp import CLASP, CLASPConfig, agreement_score, local_windows, topk_eligible
+from models.localizers.mil import MILBaseline, MILConfig, detect_from_probs, mil_pool
+from models.localizers.registry import MODELS, build_model, make_config, register
 
 C, DA, DV = 5, 12, 20
 

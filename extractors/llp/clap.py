@@ -811,7 +811,7 @@ def clap_text_embeddings(model: CLAP, tokenizer: Any, class_names: Sequence[str]
     ``template`` defaults to EAR's ``"This is the sound of {}"``; names are lower-cased by default as
     VALOR does for its CLAP captions.
     """
-    from extractors.llp import AUDIO_PROMPT, format_prompts
+    from extractors.llp.features import AUDIO_PROMPT, format_prompts
 
     prompts = format_prompts(class_names, AUDIO_PROMPT if template is None else template, lowercase)
     tok = tokenizer(prompts)

@@ -1,7 +1,7 @@
 """Raw LLP clips -> per-second features -> the ``.npz`` files EAR's stages read (one CLI, three jobs).
 
 - ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind
-  (``resnet152``, ``r21d``, ``clip``, ``vggish``, ``clap``; :mod:`extractors.llp`, :mod:`extractors.clap`),
+  (``resnet152``, ``r21d``, ``clip``, ``vggish``, ``clap``; :mod:`extractors.llp.features`, :mod:`extractors.llp.clap`),
   keys ``<id>::<kind>``, and a provenance ``.json`` beside it. Why buckets: building the networks (or
   loading multi-GB checkpoints) costs more than embedding a 10 s clip, so one job per clip would spend
   LLP's 11,849 clips mostly on start-up. Clips go to buckets by a hash of their id, so a new clip reruns
@@ -13,7 +13,7 @@
 - ``dense``: stage-1 data from a UnAV-format dataset: whole-video per-second CLAP/CLIP features
   (``videos --max-seconds <dense_t_max>``) and AV labels on 1 s steps, with the text embeddings of its classes.
 - ``split``: the per-video files of one split + the CSVs -> ``train.npz`` / ``test.npz`` in the layout of
-  :mod:`models.ear_train` (``audio``, ``visual``, ``gen_audio``, ``gen_visual``, ``labels``, ``text_*``,
+  :mod:`models.avvp.train` (``audio``, ``visual``, ``gen_audio``, ``gen_visual``, ``labels``, ``text_*``,
   ``class_names``, ``video_ids``, and ``gt_a``/``gt_v`` where the eval CSVs cover the video). Clips
   shorter than 10 s are zero-padded to 10 segments (HAN's loader assumes exactly 10).
 
@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
-from extractors.llp import AUDIO_PROMPT, N_SEGMENTS, VISUAL_PROMPT, WeightsMode
+from extractors.llp.features import AUDIO_PROMPT, N_SEGMENTS, VISUAL_PROMPT, WeightsMode
 from extractors.weights import DEFAULT_ROOT, WeightsError
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
@@ -59,8 +59,8 @@ def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: Wei
     make them job inputs; none for random weights. ``text``: the text encoders (CLIP, CLAP) only."""
     if mode == "random":
         return []
-    from extractors.clap import DEFAULT_CHECKPOINT, TOKENIZER_FILES
-    from extractors.llp import CLIP_WEIGHTS
+    from extractors.llp.clap import DEFAULT_CHECKPOINT, TOKENIZER_FILES
+    from extractors.llp.features import CLIP_WEIGHTS
 
     needs = {"resnet152": ["resnet152"], "r21d": ["r2plus1d_18"], "vggish": ["vggish"],
              "clip": [CLIP_WEIGHTS[clip_model]], "clap": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES]}
@@ -84,7 +84,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
                   ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """``{kind: (S, D) float32}`` for the requested base kinds of one clip, and provenance. ``max_seconds``
     None: the whole video (stage-1 CLIP/CLAP features of long UnAV videos), audio segments = visual ones."""
-    from extractors.llp import extract_llp_visual
+    from extractors.llp.features import extract_llp_visual
 
     unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
     if unknown:
@@ -103,7 +103,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
         prov["weights"].update(vp["weights"])
         prov["visual"] = {k: v for k, v in vp.items() if k != "weights"}
     if "vggish" in kinds:
-        from extractors.llp import extract_llp_vggish
+        from extractors.llp.features import extract_llp_vggish
         from extractors.media import TARGET_SR, _write_wav
 
         wave, has_audio = decode_audio_16k(video)
@@ -114,7 +114,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
             feats["vggish"], p = extract_llp_vggish(wav, mode, root, seed, device)
         prov["weights"]["vggish"] = p.get("weights", p)
     if "clap" in kinds:
-        from extractors.llp import extract_llp_clap
+        from extractors.llp.features import extract_llp_clap
 
         n_seg = next(iter(feats.values())).shape[0] if visual else None
         if n_seg is None and max_seconds is None:
@@ -133,8 +133,8 @@ def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained"
     prompts (``text_v``) and CLAP text embeddings of the audio prompts (``text_a``)."""
     out = {"class_names": np.array(list(class_names))}
     if encoders:
-        from extractors.clap import build_clap, clap_text_embeddings
-        from extractors.llp import build_clip, clip_text_embeddings
+        from extractors.llp.clap import build_clap, clap_text_embeddings
+        from extractors.llp.features import build_clip, clip_text_embeddings
 
         model, _, tokenizer, _ = build_clip(clip_model, mode, root, seed)
         out["text_v"], prompts_v = clip_text_embeddings(model, tokenizer, class_names, VISUAL_PROMPT)
@@ -163,10 +163,10 @@ def _stack(per_video: list[dict[str, np.ndarray]], name: str, t: int) -> np.ndar
 def assemble_split(annotations: dict[str, dict[str, Any]], features: dict[str, dict[str, np.ndarray]],
                    text: dict[str, np.ndarray], visual: str, audio: str, generator: bool = True,
                    with_gt: bool = False, t: int = N_SEGMENTS) -> dict[str, np.ndarray]:
-    """One split in :mod:`models.ear_train`'s layout. ``annotations``: :func:`models.data.read_llp`
+    """One split in :mod:`models.avvp.train`'s layout. ``annotations``: :func:`models.data.dataset.read_llp`
     output; ``features``: ``{vid: {kind: (S, D)}}`` for the videos to include (order kept);
     ``with_gt``: segment ground truth from the eval CSVs (the test split)."""
-    from models.data import llp_segment_matrix
+    from models.data.dataset import llp_segment_matrix
 
     classes = [str(c) for c in text["class_names"]]
     cidx = {c: i for i, c in enumerate(classes)}
@@ -234,12 +234,12 @@ def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]
 
 def assemble_dense(unav_json: Path | str, features: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
                    t_max: int) -> dict[str, np.ndarray]:
-    """Stage-1 data (``models.ear_train`` dense layout) from UnAV-format annotations and per-second CLAP
+    """Stage-1 data (``models.avvp.train`` dense layout) from UnAV-format annotations and per-second CLAP
     (audio) / CLIP (visual) features of the annotated videos that have a feature file; AV labels on 1 s
-    steps (:func:`models.ear_train.dense_arrays`, step ``t`` centred at ``t + 0.5`` s)."""
+    steps (:func:`models.avvp.train.dense_arrays`, step ``t`` centred at ``t + 0.5`` s)."""
     from extractors.recipes import get_recipe
-    from models.data import read_unav
-    from models.ear_train import dense_arrays
+    from models.avvp.train import dense_arrays
+    from models.data.dataset import read_unav
 
     anns = read_unav(unav_json)
     classes = [str(c) for c in text["class_names"]]
@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ps.add_argument("--audio", default="vggish")
     ps.add_argument("--no-generator", action="store_true", help="no CLIP/CLAP generator features")
     ps.add_argument("--out", type=Path, required=True)
-    pc = sub.add_parser("csvs", help="LLP's four CSVs from UnAV-format annotations (models.data.unav_to_llp_csvs)")
+    pc = sub.add_parser("csvs", help="LLP's four CSVs from UnAV-format annotations (models.data.dataset.unav_to_llp_csvs)")
     pc.add_argument("--unav-json", type=Path, required=True)
     pc.add_argument("--out-dir", type=Path, required=True)
     pd = sub.add_parser("dense", help="stage-1 dense AV data from UnAV-format annotations + per-second CLAP/CLIP")
@@ -303,10 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 clip_model=a.clip_model, max_seconds=a.max_seconds or None)
         print(json.dumps({"clips": len(a.videos), "failed": failed}))
     elif a.cmd == "text":
-        from models.data import read_llp
+        from models.data.dataset import read_llp
 
         if a.unav_json is not None:
-            from models.data import class_list, read_unav
+            from models.data.dataset import class_list, read_unav
 
             classes = class_list(read_unav(a.unav_json))
         else:
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_npz(a.out, **text_embeddings(classes, a.weights, a.weights_root, a.seed, a.clip_model,
                                          encoders=not a.no_encoders))
     elif a.cmd == "csvs":
-        from models.data import read_unav, unav_to_llp_csvs
+        from models.data.dataset import read_unav, unav_to_llp_csvs
 
         unav_to_llp_csvs(read_unav(a.unav_json), a.out_dir)
     elif a.cmd == "dense":
@@ -322,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_npz(a.out, **arrays)
         print(json.dumps({k: list(v.shape) for k, v in arrays.items()}))
     else:
-        from models.data import read_llp
+        from models.data.dataset import read_llp
 
         ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
         available = read_buckets(a.features)

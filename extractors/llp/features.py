@@ -4,7 +4,7 @@ Feature set 1 (HAN / most AVVP work): ResNet-152 frame features averaged per sec
 R(2+1)D-18 clip features per second (512-D), VGGish per second (128-D, :mod:`extractors.vggish`).
 Feature set 2 (VALOR / UWAV / EAR's generator): CLIP image features per second plus CLIP text
 embeddings of "A photo of <event>"; CLAP audio embeddings per second plus CLAP text embeddings of
-"This is the sound of <event>" (:func:`extract_llp_clap`, model and recipe in :mod:`extractors.clap`).
+"This is the sound of <event>" (:func:`extract_llp_clap`, model and recipe in :mod:`extractors.llp.clap`).
 
 Recipe (the AVVP-ECCV20 release describes frames sampled at 8 fps; the code that produced its
 features is not public, so the choices below are ours and are recorded in every provenance dict):
@@ -26,7 +26,7 @@ features is not public, so the choices below are ours and are recorded in every 
 - VGGish: :func:`extractors.vggish.extract_vggish` with the reference's non-overlapping 0.96 s
   examples (10 per 10 s clip, as the AVVP-ECCV20 release has); example ``t`` covers
   ``[0.96 t, 0.96 t + 0.96)`` s, i.e. it drifts 0.04 s per segment from second ``t``.
-- CLAP (:mod:`extractors.clap`, a port of LAION-CLAP without the ``laion_clap`` package), following
+- CLAP (:mod:`extractors.llp.clap`, a port of LAION-CLAP without the ``laion_clap`` package), following
   VALOR's ``utils/clap_preprocess.py``: checkpoint ``630k-fusion-best.pt`` (HTSAT-tiny + RoBERTa,
   ``enable_fusion=True``, laion_clap ``model_id=2``) by default; audio decoded from the source video at
   48 kHz mono (ffmpeg, soxr); ``S`` equal segments (VALOR's ``round(linspace(0, N, S + 1))`` starts,
@@ -36,7 +36,7 @@ features is not public, so the choices below are ours and are recorded in every 
 - Class prompts: ``"A photo of <event>"`` / ``"This is the sound of <event>"`` (EAR §III-B) with
   LLP's underscores turned into spaces ("Violin_fiddle" -> "A photo of Violin fiddle"), case kept
   unless ``lowercase=True`` (VALOR lower-cases its CLAP captions, and
-:func:`extractors.clap.clap_text_embeddings` does so by default). Text embeddings L2-normalised.
+:func:`extractors.llp.clap.clap_text_embeddings` does so by default). Text embeddings L2-normalised.
 
 Weights: ``mode='pretrained'`` loads the registered checkpoint (never falls back);
 ``mode='random'`` is explicit, seeded, and recorded as ``"weights": "random"`` in provenance.
@@ -270,7 +270,7 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     ``max_seconds`` None reads the whole audio (then give ``n_segments``; the default counts at most 10).
     The model is built once per process (:func:`built_once`).
     """
-    from extractors import clap
+    from extractors.llp import clap
 
     wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
     model, _, wprov = built_once(clap.build_clap, mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)

@@ -1,7 +1,7 @@
 """EAR's temporal-aware pseudo-label generator (papers/ear-avvp.txt §III-B, Eq. 3-9).
 
 Stage 1 pre-trains it on dense audio-visual data (UnAV-100, CLAP audio + CLIP visual features) with
-the AV ground truth plus the uni-modal labels from :mod:`models.label_migration`; stage 2 freezes
+the AV ground truth plus the uni-modal labels from :mod:`models.avvp.label_migration`; stage 2 freezes
 it and produces segment-level, modality-specific soft pseudo-labels on LLP.
 
 Architecture (asymmetric temporal modelling):
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ear import fit_minibatches
-from models.label_migration import DEFAULT_TAU_AUDIO, DEFAULT_TAU_VISUAL, migrate_dataset
+from models.avvp.ear import fit_minibatches
+from models.avvp.label_migration import DEFAULT_TAU_AUDIO, DEFAULT_TAU_VISUAL, migrate_dataset
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """EAR's three training stages and a CLI (papers/ear-avvp.txt Fig. 2, §IV-A).
 
-1. Stage 1 (:func:`models.pseudo_labels.pretrain_generator`): label migration on dense AV data
+1. Stage 1 (:func:`models.avvp.pseudo_labels.pretrain_generator`): label migration on dense AV data
    (UnAV-100 CLAP/CLIP features), then generator pre-training.
-2. Stage 2 (:func:`models.pseudo_labels.generate_pseudo_labels`): the frozen generator labels the
+2. Stage 2 (:func:`models.avvp.pseudo_labels.generate_pseudo_labels`): the frozen generator labels the
    LLP training set (CLAP/CLIP features + class-prompt text embeddings), filtered by video labels.
-3. Stage 3 (:func:`train_ear`): the AVVP model (:class:`models.ear.EAR`) on the LLP features
+3. Stage 3 (:func:`train_ear`): the AVVP model (:class:`models.avvp.ear.EAR`) on the LLP features
    (VGGish + ResNet-152|R(2+1)D-18, or CLAP + CLIP) with pseudo-labels and video-level labels;
    AdamW, linear warm-up then cosine annealing (peak 1e-4, floor 5e-6, 80 epochs, 10 warm-up,
    batch 64 in the paper; the generator's floor is 1e-5). The learning rate is updated every
@@ -22,7 +22,7 @@ Data files (``.npz``), so the stages work on any extracted features:
 
 One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), files in between:
 
-- ``python -m models.ear_train planted --out-dir D``: the planted benchmark as ``dense/train/test.npz``;
+- ``python -m models.avvp.train planted --out-dir D``: the planted benchmark as ``dense/train/test.npz``;
 - ``stage1 --dense F --out generator.pt``: migration + pre-training (``generator.json``: config, loss log);
 - ``stage2 --generator G --train F --out pseudo_labels.npz``: pseudo-labels (+ ``.json`` with their
   segment scores when the split has ground truth);
@@ -47,14 +47,14 @@ import numpy as np
 import torch
 
 from extractors.io import load_npz, save_npz, write_json
-from models.ear import EAR, EARConfig, events_from_binary, fit_minibatches
-from models.pseudo_labels import (
+from models.avvp.ear import EAR, EARConfig, events_from_binary, fit_minibatches
+from models.avvp.pseudo_labels import (
     GeneratorConfig,
     PseudoLabelGenerator,
     generate_pseudo_labels,
     pretrain_generator,
 )
-from models.train import atomic_torch_save, resolve_device
+from models.run.train import atomic_torch_save, resolve_device
 
 
 # ----------------------------------------------------------------------------- stage 3
@@ -119,8 +119,8 @@ def predict_ear(model: EAR, audio: np.ndarray, visual: np.ndarray, batch_size: i
 
 
 def avvp_metrics(pred_a: np.ndarray, pred_v: np.ndarray, gt_a: np.ndarray, gt_v: np.ndarray) -> dict[str, float]:
-    """AVVP F-scores from the shared evaluator (``models.avvp_metrics``)."""
-    from models.avvp_metrics import avvp_scores
+    """AVVP F-scores from the shared evaluator (``models.avvp.metrics``)."""
+    from models.avvp.metrics import avvp_scores
 
     return {k: float(v) for k, v in avvp_scores(pred_a, pred_v, gt_a, gt_v).items()}
 
@@ -130,11 +130,11 @@ def dense_arrays(videos: list[tuple[Any, np.ndarray, np.ndarray]], classes: list
     """Stage-1 arrays from UnAV-style data: ``videos`` = ``[(VideoAnnotation, audio (T, Da),
     visual (T, Dv)), ...]`` (CLAP / CLIP features on the recipe's steps), AV segments in seconds.
 
-    Segments map to feature steps with the repository convention (``models.data``): step
+    Segments map to feature steps with the repository convention (``models.data.dataset``): step
     ``x = (seconds - recipe.center_offset_s) / recipe.step_s``, a step is covered when its centre lies
     inside the segment. Sequences are cut or zero-padded to ``t_max`` with a mask.
     """
-    from models.data import render_segments
+    from models.data.dataset import render_segments
 
     cidx = {c: i for i, c in enumerate(classes)}
     n = len(videos)
@@ -203,7 +203,7 @@ def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense
       noise ``gen_noise``, which only temporal context averages away).
 
     ``target`` may pass ``(audio, visual, labels, gt_a, gt_v)`` from another planted generator
-    (``models.synthetic.make_planted_avvp``); its train/test split is then the first ``n_train``
+    (``models.data.synthetic.make_planted_avvp``); its train/test split is then the first ``n_train``
     videos / the rest.
     """
     rng = np.random.default_rng(seed)
@@ -354,7 +354,7 @@ def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], clas
 def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.ndarray], class_names: list[str],
                 n_videos: int = 4, banner: str | None = None) -> list[Path]:
     """Timelines of the first test videos: one row per (modality, class), ground truth vs. parse."""
-    from models.plots import plot_timeline
+    from models.run.plots import plot_timeline
 
     def events(binary: np.ndarray, prob: np.ndarray, tag: str) -> list[tuple[float, float, str, float]]:
         return [(s, e, f"{tag}: {class_names[c]}", sc) for s, e, c, sc in events_from_binary(binary, prob)]
@@ -460,7 +460,7 @@ def cmd_stage3(a: argparse.Namespace) -> int:
         "seconds": round(time.time() - t0, 2), "mode": mode, "shuffled_labels": a.shuffle_labels,
         "ear_config": dataclasses.asdict(cfg), "log": log, "seed": a.seed})
     atomic_torch_save(model.cpu().state_dict(), out / "ear.pt")
-    from models.plots import plot_loss_curves
+    from models.run.plots import plot_loss_curves
 
     plot_loss_curves(out / "curve.png", {f"stage 3 ({mode} labels)": [h["loss"] for h in log]},
                      title=f"EAR stage 3 — {mode} labels")

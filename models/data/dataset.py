@@ -1,6 +1,6 @@
 """Annotations, feature loading, the memory-mapped feature store and the training dataset.
 
-Time <-> feature-step convention (used by every model and by ``models.postprocess``)
+Time <-> feature-step convention (used by every model and by ``models.localizers.postprocess``)
 ------------------------------------------------------------------------------------
 Feature ``t`` covers the window ``[t*step_s, t*step_s + window_s)``; its time stamp is the window
 centre ``recipe.step_time(t) = center_offset_s + t*step_s`` (0.48 + 0.32 t s for UnAV-100), exactly
@@ -12,7 +12,7 @@ integer ``x`` is the centre of feature ``x`` (values slightly below 0 are normal
 A feature ``t`` belongs to a segment ``[start_step, end_step]`` iff its centre lies inside it:
 ``start_step <= t <= end_step`` (see :func:`covered_steps`). Each feature owns the cell
 ``[t - 0.5, t + 0.5)``; a run of whole steps ``a..b`` is therefore the segment ``[a - 0.5, b + 0.5)``
-(end exclusive in the cell sense), which is what ``models.postprocess`` emits for weak models.
+(end exclusive in the cell sense), which is what ``models.localizers.postprocess`` emits for weak models.
 
 Feature store
 -------------
@@ -509,7 +509,7 @@ class FeatureDataset(Dataset):
 
 
 def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch dict of ``models/base.py`` (plus ``lengths``: true unclipped T per video).
+    """Batch dict of ``models/localizers/base.py`` (plus ``lengths``: true unclipped T per video).
 
     Stacks with NumPy: on this CPU build ``torch.stack`` of 16 x (224, 2048) float32 took ~0.6 s
     with 2 threads against a few ms for ``np.stack`` (bench/data_bench.py).

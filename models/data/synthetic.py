@@ -20,7 +20,7 @@ weakly-supervised MIL baseline 0.11 (mAP@0.1 0.47), and the same baseline traine
 labels 0.001 (mAP@0.1 0.005): clearly learnable, far from solved, with room for models that use
 temporal context.
 
-Ground truth uses the cell convention of ``models.postprocess``: an event on steps ``a..b`` is the
+Ground truth uses the cell convention of ``models.localizers.postprocess``: an event on steps ``a..b`` is the
 segment ``[c + (a - 0.5) step, c + (b + 0.5) step]`` seconds, with the first cell reaching back to
 0 and the last to the duration, so a perfect step-level detector scores mAP 1.0 at every θ.
 """
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from extractors.recipes import Recipe
-from models.data import FeatureStore, Segment, VideoAnnotation, load_video_features, write_unav
-from models.postprocess import step_events_to_seconds
+from models.data.dataset import FeatureStore, Segment, VideoAnnotation, load_video_features, write_unav
+from models.localizers.postprocess import step_events_to_seconds
 
 
 @dataclass

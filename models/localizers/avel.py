@@ -21,7 +21,7 @@ Adaptation to DAVEL features (documented choices):
   (step ``t`` is positive for class ``c`` when ``start <= t < end``), Tian's supervised setting.
 - Inference (both): keep classes whose pooled video-level probability is >= 0.5 (weak; CLASP's rule),
   threshold per-step probabilities at 0.5, merge consecutive positive steps, score =
-  mean probability (``models.postprocess.probs_to_events``), in feature steps.
+  mean probability (``models.localizers.postprocess.probs_to_events``), in feature steps.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.base import ModelConfig
-from models.heads import detect_from_probs, mil_pool, weak_loss
+from models.localizers.base import ModelConfig
+from models.localizers.heads import detect_from_probs, mil_pool, weak_loss
 
 
 @dataclass
@@ -72,7 +72,7 @@ class AudioGuidedAttention(nn.Module):
 
 
 class AVEL(nn.Module):
-    """AVEL localizer following the ``models.base`` contract."""
+    """AVEL localizer following the ``models.localizers.base`` contract."""
 
     def __init__(self, cfg: AVELConfig) -> None:
         super().__init__()

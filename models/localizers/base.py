@@ -1,7 +1,7 @@
 """The contract every localizer in ``models`` follows, so one training loop, one evaluation
 entry and one predict entry serve them all (docs/recipes.md, "Localizers").
 
-Batch (a plain dict produced by ``models.data``):
+Batch (a plain dict produced by ``models.data.dataset``):
 
 - ``audio``  float32 ``(B, T, Da)``   (128 for VGGish)
 - ``visual`` float32 ``(B, T, Dv)``   (2048 for I3D RGB|flow, 512 for R(2+1)D)
@@ -14,7 +14,7 @@ Batch (a plain dict produced by ``models.data``):
 A model returns a dict from ``forward(batch)``; ``loss(out, batch)`` returns a scalar tensor
 (and may put components in ``out['loss_terms']``); ``detect(out, batch)`` returns, per video,
 a list of ``(start_step, end_step, class_index, score)`` tuples in feature-step units, which
-``models.postprocess`` converts to seconds with the recipe.
+``models.localizers.postprocess`` converts to seconds with the recipe.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ Pipeline (paper section in brackets):
    ``G^k`` (as Eq. 2 and Eq. 8 do) because without it the fine features reach the heads only through
    attention values; ``c2f_residual=False`` gives the literal form.
 4. Decoder: class head and class-aware start/end regression head, three 1-D convs each
-   (``models.heads.PointHeads``); focal + GIoU loss (Eq. 9, alpha = beta = 1 as the UnAV config's
+   (``models.localizers.heads.PointHeads``); focal + GIoU loss (Eq. 9, alpha = beta = 1 as the UnAV config's
    ``loss_weight: 1``); inference: Eq. 1 then per-class Soft-NMS (sigma 0.4, UnAV ``test_cfg``).
 
 Supervision:
@@ -43,7 +43,7 @@ Supervision:
   whose pooled stride-1 probability is below 0.5 are dropped (as CLASP's inference); the stride-1
   level's probabilities (its features already carry coarse context through C2F) are
   thresholded at 0.5 and runs of positive steps merged into events scored by their mean probability
-  (``models.postprocess.probs_to_step_events``; a run ``a..b`` -> ``[a - 0.5, b + 0.5]`` steps).
+  (``models.localizers.postprocess.probs_to_step_events``; a run ``a..b`` -> ``[a - 0.5, b + 0.5]`` steps).
   ``weak_inference="fuse"`` averages all levels repeated to stride 1 instead; on the planted benchmark
   its maps were blocky (the coarse levels dominate the average), hence the default.
 """
@@ -57,7 +57,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.heads import (
+from models.localizers.heads import (
     ConvEmbedding,
     DenseLossState,
     FeedForward,
@@ -149,7 +149,7 @@ class F2CBlock(nn.Module):
 
 
 class CCNet(PyramidLocalizer):
-    """CCNet localizer following the ``models.base`` contract (see module docstring)."""
+    """CCNet localizer following the ``models.localizers.base`` contract (see module docstring)."""
 
     optimizer_kind = "adam"  # CCNet: Adam with weight decay 1e-4 (paper); constant lr unless ``warmup_epochs`` > 0.
 

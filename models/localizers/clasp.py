@@ -3,7 +3,7 @@
 Paper: *CLASP: Cross-modal Salient Anchor-based Semantic Propagation for Weakly-supervised Dense
 Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps, ``L`` valid):
 
-1. **Projection** -- two ``Conv1d`` + ReLU per modality to ``d`` (:class:`models.mil.Projection`,
+1. **Projection** -- two ``Conv1d`` + ReLU per modality to ``d`` (:class:`models.localizers.mil.Projection`,
    masked so padding never leaks into valid steps).  These projected ``a, v`` are the paper's
    "initial features" (Eq. 1 needs ``W_1 in R^{d x d}``, so MEAE acts after the projection).
 2. **MEAE** -- per-modality classifiers ``P_m = sigmoid(LeakyReLU(x W_1^m) W_2^m)`` (Eq. 1) and a
@@ -59,7 +59,7 @@ Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps
 
 Inference (the paper: "threshold 0.5 to identify confident event classes"): classes whose
 video-level ``p_hat >= threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
-positive steps merged into events (:func:`models.mil.detect_from_probs`).
+positive steps merged into events (:func:`models.localizers.mil.detect_from_probs`).
 
 Values the paper does not give and we chose: ``d = 512``, 4 attention heads, transformer
 feed-forward ``2d``, dropout 0.1, projection kernel 3.
@@ -74,8 +74,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import Detection
-from models.mil import MILConfig, Projection, check_mask, detect_from_probs, mil_pool, weak_bce
+from models.localizers.base import Detection
+from models.localizers.mil import MILConfig, Projection, check_mask, detect_from_probs, mil_pool, weak_bce
 
 _LN2 = math.log(2.0)
 
@@ -138,7 +138,7 @@ def gather_steps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 @dataclass
 class CLASPConfig(MILConfig):
     """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting (see module docstring). The
-    projection, pooling, threshold and optimisation fields come from :class:`models.mil.MILConfig`."""
+    projection, pooling, threshold and optimisation fields come from :class:`models.localizers.mil.MILConfig`."""
 
     n_heads: int = 4
     ff_mult: int = 2

@@ -13,12 +13,12 @@ Structure (read from ttgeng233/UnAV ``libs/modeling``; re-implemented, not copie
   (strides 1..32) by default, the UnAV ``arch = (2, 2, 5)``.
 - ``[V_l ; A_l]`` per level -> TDM (shared across levels; per-class expansion with a temporal and a
   class co-occurrence transformer) -> class head + class-aware regression head (3 convs each).
-- Loss: focal + 1-D GIoU (UnAV uses a centre-distance IoU; we use the GIoU of ``models.losses`` for
+- Loss: focal + 1-D GIoU (UnAV uses a centre-distance IoU; we use the GIoU of ``models.localizers.losses`` for
   both pyramid models so their comparison isolates the backbone — documented deviation).  Target
   assignment as UnAV's loader: class-aware, any point inside a segment (``center_sample_radius=None``)
   and within the level's regression range.  Inference: Eq. 1 decoding + per-class Soft-NMS (sigma 0.4).
 
-Weak supervision (CLASP Table 1): identical to ``models.ccnet``'s weak mode — class head only, each
+Weak supervision (CLASP Table 1): identical to ``models.localizers.ccnet``'s weak mode — class head only, each
 level's per-point probabilities MIL-pooled (top-k as this project's CLASP; ``max`` = Tian et al. 2018's code) into a video-level BCE averaged over
 levels; inference thresholds the stride-1 level's probabilities at 0.5 and merges runs of positive steps.
 """
@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.heads import (
+from models.localizers.heads import (
     ConvEmbedding,
     DenseLossState,
     FeedForward,
@@ -75,7 +75,7 @@ class StridedCrossBlock(nn.Module):
 
 
 class DAVE(PyramidLocalizer):
-    """DAVE localizer following the ``models.base`` contract (see module docstring)."""
+    """DAVE localizer following the ``models.localizers.base`` contract (see module docstring)."""
 
     optimizer_kind = "adamw"  # UnAV-100 config: AdamW, weight decay 1e-4, 5 linear warm-up epochs then cosine decay (ActionFormer).
 

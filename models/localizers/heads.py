@@ -5,7 +5,7 @@ loss, decoding with per-class Soft-NMS, and the weak-supervision (MIL) utilities
 One implementation serves both models so that their comparison measures the backbones, not
 differences in target assignment or decoding.
 
-Conventions (shared with ``models.base``):
+Conventions (shared with ``models.localizers.base``):
 
 - Features inside the networks are ``(B, T, D)``; convolutions transpose internally.
 - A pyramid level ``l`` (0-based here) has stride ``2**l`` feature steps; its point ``i`` sits at
@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.base import ModelConfig
-from models.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
+from models.localizers.base import ModelConfig
+from models.localizers.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
 
 # ActionFormer / UnAV-100 default regression ranges (feature steps) for a 6-level, stride-2 pyramid.
 DEFAULT_REG_RANGES: tuple[tuple[float, float], ...] = (
@@ -381,8 +381,8 @@ def decode_config(cfg: Any) -> DecodeConfig:
 def decode_dense(out: dict[str, Any], cfg: DecodeConfig) -> list[list[tuple[float, float, int, float]]]:
     """Turn per-point class probabilities and class-aware offsets into detections per video:
     ``t - left * stride``, ``t + right * stride`` (Eq. 1), top-k pre-filter per level, then per-class
-    Soft-NMS (``models.postprocess.soft_nms``).  Units: feature steps."""
-    from models.postprocess import soft_nms
+    Soft-NMS (``models.localizers.postprocess.soft_nms``).  Units: feature steps."""
+    from models.localizers.postprocess import soft_nms
 
     masks = out["level_masks"]
     B = masks[0].shape[0]
@@ -475,9 +475,9 @@ def detect_from_probs(step_probs: torch.Tensor, mask: torch.Tensor, threshold: f
     """Weak-model inference (CLASP / docs/recipes.md "Evaluation"): keep the classes whose video-level (MIL-pooled)
     probability reaches ``threshold`` (when ``video_probs (B, C)`` is given, as this project's CLASP
     and MIL baselines do), threshold their per-step probability at ``threshold``, merge consecutive
-    positive steps, score = mean probability inside; via ``models.postprocess.probs_to_step_events``:
+    positive steps, score = mean probability inside; via ``models.localizers.postprocess.probs_to_step_events``:
     a run of positive steps ``a..b`` becomes ``(a - 0.5, b + 0.5)`` in feature steps."""
-    from models.postprocess import probs_to_step_events
+    from models.localizers.postprocess import probs_to_step_events
 
     out = []
     for b in range(step_probs.shape[0]):
@@ -536,7 +536,7 @@ class PyramidConfig(ModelConfig):
     center_sample_radius: float | None = None
     reg_weight: float = 1.0
     init_loss_norm: float = 100.0
-    # inference (UnAV-100 test_cfg; see models.heads.DecodeConfig)
+    # inference (UnAV-100 test_cfg; see models.localizers.heads.DecodeConfig)
     pre_nms_thresh: float = 0.001
     pre_nms_topk: int = 2000
     duration_thresh: float = 0.05
@@ -548,7 +548,7 @@ class PyramidConfig(ModelConfig):
     mil_topk_ratio: int = 8
     weak_threshold: float = 0.5
     weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
-    # optimisation (used by models.train through configure_optimizers)
+    # optimisation (used by models.run.train through configure_optimizers)
     weight_decay: float = 1e-4
     warmup_epochs: int = 0
 

@@ -6,7 +6,7 @@ a linear classifier with a sigmoid per step, MIL pooling over the valid steps to
 probability, and BCE against the weak video-level label.  It answers "how much of CLASP's score
 is the anchors/propagation and how much is just a weakly supervised per-step classifier".
 
-Shared helpers (used by :mod:`models.clasp` too, so the two models differ only where the paper
+Shared helpers (used by :mod:`models.localizers.clasp` too, so the two models differ only where the paper
 says they do):
 
 - :class:`Projection` -- padding-safe temporal projection.  Inputs and every intermediate
@@ -16,18 +16,18 @@ says they do):
 - :func:`mil_pool` -- masked pooling over time: ``"topk"`` (default; mean of the top
   ``ceil(L / topk_div)`` valid steps, W-TALC-style k-max MIL), ``"max"`` (Tian et al. 2018's weak
   AVEL pools segment scores with a max over time, the pooling CLASP cites) and ``"mean"``.  Why
-  top-k is the default is measured and explained in :mod:`models.clasp`.  Padded steps never
+  top-k is the default is measured and explained in :mod:`models.localizers.clasp`.  Padded steps never
   contribute.
 - :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
   probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
 - :func:`detect_from_probs` -- the paper's inference: keep only classes whose video-level score
   is ``>= threshold``; within those, threshold the per-step probability at ``threshold`` and merge
   runs of consecutive positive valid steps into one event, score = mean per-step probability
-  inside the run (:func:`models.postprocess.probs_to_step_events`).  A run of whole steps
+  inside the run (:func:`models.localizers.postprocess.probs_to_step_events`).  A run of whole steps
   ``a..b`` is returned as ``(a - 0.5, b + 0.5)`` in the continuous step coordinate of
-  :mod:`models.data` (integer ``x`` = centre of feature ``x``, each feature owning the cell
-  ``[x - 0.5, x + 0.5)``), which :mod:`models.evaluate` converts to seconds with
-  :func:`models.postprocess.step_events_to_seconds` (``center_offset_s + x * step_s``).
+  :mod:`models.data.dataset` (integer ``x`` = centre of feature ``x``, each feature owning the cell
+  ``[x - 0.5, x + 0.5)``), which :mod:`models.run.evaluate` converts to seconds with
+  :func:`models.localizers.postprocess.step_events_to_seconds` (``center_offset_s + x * step_s``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Detection, ModelConfig
-from models.postprocess import probs_to_step_events
+from models.localizers.base import Detection, ModelConfig
+from models.localizers.postprocess import probs_to_step_events
 
 PoolMode = Literal["mean", "max", "topk"]
 
@@ -112,7 +112,7 @@ def detect_from_probs(
 ) -> list[list[Detection]]:
     """Paper inference (see module docstring): ``(B, T, C)`` step probs -> events in step units.
 
-    Valid steps are the prefix ``[0, mask.sum())`` (the ``models.data`` padding convention).
+    Valid steps are the prefix ``[0, mask.sum())`` (the ``models.data.dataset`` padding convention).
     """
     p_step = p_step.detach().float().cpu().numpy()
     p_video = p_video.detach().float().cpu().numpy()

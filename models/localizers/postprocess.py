@@ -1,6 +1,6 @@
 """From model outputs to timed events: thresholding, step <-> seconds, Soft-NMS, results JSON.
 
-Step <-> seconds convention (same as ``models.data``): continuous step ``x`` is the time
+Step <-> seconds convention (same as ``models.data.dataset``): continuous step ``x`` is the time
 ``center_offset_s + x * step_s`` (feature ``t``'s window centre at integer ``x = t``, the mapping
 of the public UnAV-100 loader). Feature ``t`` owns the cell ``[t - 0.5, t + 0.5]``, so a run of
 positive steps ``a..b`` becomes the step segment ``[a - 0.5, b + 0.5]`` and the seconds
@@ -54,7 +54,7 @@ def steps_to_seconds(start_step: float, end_step: float, recipe: Recipe,
 def probs_to_step_events(probs: np.ndarray, threshold: float = 0.5,
                          valid_len: int | None = None) -> list[StepEvent]:
     """Per class, runs of consecutive steps with ``prob >= threshold`` -> ``(a - 0.5, b + 0.5, c,
-    mean prob over a..b)`` in step units (the ``detect()`` format of ``models/base.py``)."""
+    mean prob over a..b)`` in step units (the ``detect()`` format of ``models/localizers/base.py``)."""
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"probs must be (T, C), got {p.shape}")

@@ -1,6 +1,6 @@
 """Model registry: one name -> (config dataclass, module class) table for every localizer.
 
-Training (:mod:`models.train`), evaluation (:mod:`models.evaluate`) and prediction look models up
+Training (:mod:`models.run.train`), evaluation (:mod:`models.run.evaluate`) and prediction look models up
 here by name, so adding a localizer is one ``register`` call (or one dict entry) and nothing else.
 """
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from torch import nn
 
-from models.base import ModelConfig
-from models.clasp import CLASP, CLASPConfig
-from models.mil import MILBaseline, MILConfig
+from models.localizers.base import ModelConfig
+from models.localizers.clasp import CLASP, CLASPConfig
+from models.localizers.mil import MILBaseline, MILConfig
 
 MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
     "clasp": (CLASPConfig, CLASP),
@@ -30,10 +30,10 @@ def register(name: str, cfg_cls: type[ModelConfig], model_cls: type[nn.Module]) 
 # Models imported on first use rather than here (module, config class, model class), so importing the
 # registry never imports every model and never creates an import cycle.
 LAZY: dict[str, tuple[str, str, str]] = {
-    "avel": ("models.avel", "AVELConfig", "AVEL"),
-    "ccnet": ("models.ccnet", "CCNetConfig", "CCNet"),
-    "dave": ("models.dave", "DAVEConfig", "DAVE"),
-    "ear": ("models.ear", "EARConfig", "EAR"),
+    "avel": ("models.localizers.avel", "AVELConfig", "AVEL"),
+    "ccnet": ("models.localizers.ccnet", "CCNetConfig", "CCNet"),
+    "dave": ("models.localizers.dave", "DAVEConfig", "DAVE"),
+    "ear": ("models.avvp.ear", "EARConfig", "EAR"),
 }
 
 

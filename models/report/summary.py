@@ -59,7 +59,7 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                      "extractors (offline demo). Metrics and predictions below exercise the pipeline; they "
                      "say nothing about real accuracy.</div>")
     if metrics:
-        from models.compare import COLUMNS, metrics_row
+        from models.run.compare import COLUMNS, metrics_row
 
         rows = []
         for m in metrics:
@@ -121,8 +121,8 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
     own scores on the training split (when it has segment ground truth), training curves, parses."""
     import tempfile
 
-    from models.avvp_metrics import KEYS
-    from models.plots import plot_loss_curves
+    from models.avvp.metrics import KEYS
+    from models.run.plots import plot_loss_curves
 
     parts = [f"<h1>EAR (AVVP) — benchmark <code>{html.escape(name)}</code></h1>"]
     if banner:
@@ -134,7 +134,7 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
 
     parts.append("<h2>Test split, F-score (%)</h2>")
     parts.append(_table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(r.get("test"))] for m, r in runs]))
-    parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp_metrics.py); "
+    parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp/metrics.py); "
                  "type = Type@AV, event = Event@AV.</p>")
     pseudo = [(m, r["pseudo_labels_train"]) for m, r in runs if r.get("pseudo_labels_train")]
     if pseudo:

@@ -1,19 +1,19 @@
 """One comparison table for several localizers on the same data and metric (CLASP Table 1 style).
 
 ``compare(train_ds, val_ds, test_ds, models, out_dir, epochs, seed)`` trains every ``(name,
-supervision)`` through :func:`models.train.train`, evaluates the best checkpoint on ``test_ds``
-through :func:`models.evaluate.evaluate`, optionally also trains a label-shuffled control of each
-(``controls=True``: same data, training labels permuted across videos, see ``models.train``), and
+supervision)`` through :func:`models.run.train.train`, evaluates the best checkpoint on ``test_ds``
+through :func:`models.run.evaluate.evaluate`, optionally also trains a label-shuffled control of each
+(``controls=True``: same data, training labels permuted across videos, see ``models.run.train``), and
 writes ``table.md`` and ``table.csv`` (rows = method + supervision [+ control], columns = mAP at
 tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folder.
 
 CLI::
 
-    python -m models.compare --planted --out results/compare \\
+    python -m models.run.compare --planted --out results/compare \\
         --models ccnet:full ccnet:weak dave:full dave:weak avel:weak clasp:weak --epochs 20 --controls \\
         --set ccnet.d_model=64 --set dave.d_model=64
 
-``--planted`` builds the synthetic planted-event benchmark (``models.synthetic``); otherwise
+``--planted`` builds the synthetic planted-event benchmark (``models.data.synthetic``); otherwise
 ``--store``/``--annotations``/``--recipe`` name a real feature store.
 """
 
@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from extractors.io import write_text
-from models.registry import get_entry
+from models.localizers.registry import get_entry
 
 THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
@@ -60,7 +60,7 @@ def row_label(name: str, supervision: str, control: bool) -> str:
 
 
 def metrics_row(metrics: dict[str, Any]) -> dict[str, float]:
-    """Percent values of the table columns from a ``models.metrics.compute_map`` result."""
+    """Percent values of the table columns from a ``models.run.metrics.compute_map`` result."""
     rep = metrics["reported"]
     row = {f"mAP@{t}": 100.0 * float(rep.get(t, float("nan"))) for t in THETAS}
     row["Avg"] = 100.0 * float(metrics["avg"])
@@ -89,8 +89,8 @@ def compare(
     as a DataFrame indexed by row label with columns :data:`COLUMNS` (percent) plus ``method``,
     ``supervision``, ``control``, ``checkpoint``.
     """
-    from models.evaluate import evaluate
-    from models.train import train
+    from models.run.evaluate import evaluate
+    from models.run.train import train
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data import FeatureDataset, FeatureStore, class_list, read_unav
+    from models.data.dataset import FeatureDataset, FeatureStore, class_list, read_unav
 
     ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
     ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.planted:
-        from models.synthetic import PlantedConfig, make_planted
+        from models.data.synthetic import PlantedConfig, make_planted
 
         recipe = get_recipe(args.recipe, t_max=args.t_max or 64)
         pcfg = PlantedConfig(n_videos=args.planted_videos, num_classes=args.planted_classes,

@@ -1,10 +1,10 @@
 """The one evaluation entry for every localizer: checkpoint + dataset -> predictions.json, metrics.json.
 
 Per batch the model's ``detect(out, batch)`` gives events in continuous feature-step units
-(:mod:`models.base`); :func:`models.postprocess.step_events_to_seconds` maps them to seconds with
+(:mod:`models.localizers.base`); :func:`models.localizers.postprocess.step_events_to_seconds` maps them to seconds with
 the recipe (``center_offset_s + x * step_s``, cells extended to 0 s at the start and, for videos
 that were not clipped to ``t_max``, to the duration at the end; clipped to ``[0, duration]``).
-Scores are ranked by ``models.metrics.compute_map`` (UnAV/ActionFormer rules, docs/recipes.md "Evaluation")
+Scores are ranked by ``models.run.metrics.compute_map`` (UnAV/ActionFormer rules, docs/recipes.md "Evaluation")
 against the dataset's *full* annotations: ground truth beyond ``t_max`` of a clipped video stays
 in the ground truth (and is missed), as for any model trained at a fixed length.
 
@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from extractors.io import write_text
-from models.train import (
+from models.run.train import (
     amp_settings,
     load_checkpoint,
     model_from_checkpoint,
@@ -41,8 +41,8 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
                     batch_size: int = 16, amp: bool = True, progress: bool = False,
                     ) -> dict[str, list[tuple[float, float, int, float]]]:
     """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds``."""
-    from models.data import make_loader
-    from models.postprocess import step_events_to_seconds
+    from models.data.dataset import make_loader
+    from models.localizers.postprocess import step_events_to_seconds
 
     recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
@@ -71,7 +71,7 @@ def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None 
                             device: str | torch.device = "auto", batch_size: int = 16, amp: bool = True,
                             progress: bool = False) -> tuple[dict[str, Any], dict[str, list[tuple]]]:
     """(metrics, predictions with class *names*) of ``model`` on ``ds`` (no files written)."""
-    from models.metrics import compute_map
+    from models.run.metrics import compute_map
 
     preds = predict_dataset(model, ds, recipe, device, batch_size, amp, progress)
     named = {vid: [(s, e, ds.classes[c], sc) for s, e, c, sc in evs] for vid, evs in preds.items()}
@@ -85,8 +85,8 @@ def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None 
 def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, recipe: Any | None,
              out_dir: str | os.PathLike[str], batch_size: int = 16, device: str | torch.device = "auto",
              amp: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint written by :func:`models.train.train`; writes predictions/metrics JSON."""
-    from models.metrics import write_predictions_json
+    """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON."""
+    from models.run.metrics import write_predictions_json
 
     out_dir = Path(out_dir)
     model = model_from_checkpoint(checkpoint, model_name, device=resolve_device(device))
@@ -104,7 +104,7 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data import FeatureDataset, FeatureStore, read_unav
+    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
 
     ap = argparse.ArgumentParser(description="Evaluate a trained localizer checkpoint (dense mAP).")
     ap.add_argument("--model", required=True)

@@ -10,9 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from extractors.recipes import Recipe
-from models.data import FeatureDataset, FeatureStore, VideoAnnotation, class_list, read_activitynet, read_unav
+from models.data.dataset import (
+    FeatureDataset,
+    FeatureStore,
+    VideoAnnotation,
+    class_list,
+    read_activitynet,
+    read_unav,
+)
 
-log = logging.getLogger("models.pipeline")
+log = logging.getLogger("models.run.pipeline")
 
 
 def log_to_file(path: str | Path) -> None:
@@ -35,8 +42,8 @@ def parse_model_name(name: str) -> tuple[str, str | None]:
 
 
 def model_overrides(name: str) -> tuple[str, dict[str, Any]]:
-    from models.compare import supervision_overrides
-    from models.registry import get_entry
+    from models.localizers.registry import get_entry
+    from models.run.compare import supervision_overrides
 
     base, sup = parse_model_name(name)
     get_entry(base)  # unknown names fail here with the registry's message
@@ -77,7 +84,7 @@ def input_fingerprint(store_dir: Path | str, *parts: str) -> str:
 
 def reset_stale_resume_state(run_dir: Path, fingerprint: str) -> None:
     """Delete ``last.pt`` when it belongs to a run on other inputs (e.g. before new videos arrived), so
-    ``models.train.train(resume=True)`` resumes only an interrupted run of *this* job."""
+    ``models.run.train.train(resume=True)`` resumes only an interrupted run of *this* job."""
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / "inputs.sha256"
     if marker.exists() and marker.read_text() == fingerprint:

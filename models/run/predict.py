@@ -25,10 +25,10 @@ import torch
 
 from extractors.io import atomic_path, write_json
 from extractors.recipes import Recipe, get_recipe
-from models.base import Detection
-from models.plots import plot_timeline
+from models.localizers.base import Detection
+from models.run.plots import plot_timeline
 
-log = logging.getLogger("models.predict")
+log = logging.getLogger("models.run.predict")
 RANDOM_BANNER = "WEIGHTS: RANDOM — features from randomly initialised extractors (demo)"
 
 
@@ -65,8 +65,8 @@ def predict_features(checkpoint: Path | str, audio: np.ndarray, visual: np.ndarr
                      classes: Sequence[str], duration: float, vid: str = "video",
                      device: str = "cpu") -> list[tuple[float, float, str, float]]:
     """Events in seconds with class names, sorted by start, for one video's cached features."""
-    from models.postprocess import step_events_to_seconds
-    from models.train import model_from_checkpoint
+    from models.localizers.postprocess import step_events_to_seconds
+    from models.run.train import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint, device=device)
     t = min(len(audio), len(visual))
@@ -100,7 +100,7 @@ def write_prediction(vid: str, events: Sequence[tuple[float, float, str, float]]
 def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: Path | str,
                            recipe: Recipe) -> None:
     """Ground truth vs. prediction PNG for every video of ``dataset`` (the evaluation's test split)."""
-    from models.metrics import load_predictions_json
+    from models.run.metrics import load_predictions_json
 
     preds = load_predictions_json(predictions_json)
     out_dir = Path(out_dir)
@@ -143,7 +143,7 @@ def predict_videos(videos: Sequence[Path], checkpoint: Path, recipe: Recipe, cla
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.predict", description="event timelines for new videos")
+    p = argparse.ArgumentParser(prog="python -m models.run.predict", description="event timelines for new videos")
     p.add_argument("videos", type=Path, nargs="+")
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--classes", type=Path, required=True, help="classes.txt, one per line, or annotation JSON")
@@ -157,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     recipe = get_recipe(args.recipe, **({"weights": args.weights} if args.weights else {}))
     if args.classes.suffix == ".json":
-        from models.data import class_list
-        from models.pipeline import read_annotations
+        from models.data.dataset import class_list
+        from models.run.pipeline import read_annotations
 
         classes = class_list(read_annotations(args.classes, recipe))
     else:

@@ -1,8 +1,8 @@
-"""The one training entry for every localizer in :data:`models.registry.MODELS`.
+"""The one training entry for every localizer in :data:`models.localizers.registry.MODELS`.
 
 ``train(model_name, train_ds, val_ds, out_dir, ...)`` builds the model by name, trains it with
 Adam (or the model's own ``configure_optimizers(lr, epochs, steps_per_epoch)`` if it defines
-one), evaluates on ``val_ds`` after each epoch with the same code as :mod:`models.evaluate`, and
+one), evaluates on ``val_ds`` after each epoch with the same code as :mod:`models.run.evaluate`, and
 keeps the best epoch by validation ``avg`` mAP (mean over tIoU 0.1:0.9).
 
 Reproducibility and restarts
@@ -48,13 +48,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from extractors.io import atomic_path, write_text
-from models.registry import build_model, get_entry, make_config
+from models.localizers.registry import build_model, get_entry, make_config
 
 CKPT_FORMAT = "avloc-ckpt-v1"
 
 
 # --------------------------------------------------------------------------------------------
-# small utilities shared with models.evaluate
+# small utilities shared with models.run.evaluate
 # --------------------------------------------------------------------------------------------
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if str(device) == "auto":
@@ -210,7 +210,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def validate(model: torch.nn.Module, ds: Any, device: torch.device, batch_size: int,
              amp: bool = True) -> dict[str, Any]:
     """Validation mAP with the evaluation entry's code (no files written)."""
-    from models.evaluate import compute_dataset_metrics
+    from models.run.evaluate import compute_dataset_metrics
 
     metrics, _ = compute_dataset_metrics(model, ds, device=device, batch_size=batch_size, amp=amp)
     return metrics
@@ -282,7 +282,7 @@ def train(
     (the paper's values for CLASP).  ``num_classes``/``audio_dim``/``visual_dim``/``t_max`` are
     taken from ``train_ds`` unless given in ``cfg_overrides``.
     """
-    from models.data import make_loader
+    from models.data.dataset import make_loader
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -431,7 +431,7 @@ def parse_kv(items: Sequence[str]) -> dict[str, Any]:
 
 def read_classes(path: str | None, annotations: dict[str, Any]) -> list[str]:
     """Class list from a JSON list or a one-name-per-line text file; default: sorted labels."""
-    from models.data import class_list
+    from models.data.dataset import class_list
 
     if path is None:
         return class_list(annotations)
@@ -447,7 +447,7 @@ def read_classes(path: str | None, annotations: dict[str, Any]) -> list[str]:
 
 def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from extractors.recipes import get_recipe
-    from models.data import FeatureDataset, FeatureStore, read_unav
+    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
 
     recipe = get_recipe(args.recipe)
     ann = read_unav(args.annotations)
@@ -462,7 +462,7 @@ def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train a localizer (models.registry) on a feature store.")
+    ap = argparse.ArgumentParser(description="Train a localizer (models.localizers.registry) on a feature store.")
     ap.add_argument("--model", required=True)
     ap.add_argument("--store", required=True, help="FeatureStore of the training videos")
     ap.add_argument("--val-store", default=None, help="FeatureStore of the validation videos (default --store)")

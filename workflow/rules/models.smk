@@ -1,5 +1,5 @@
 # Train / evaluate every configured localizer through the one training and evaluation entry
-# (models.train, models.evaluate), compare them in one table, and predict timelines for new videos.
+# (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
 
 
 def train_spec(ds, model):
