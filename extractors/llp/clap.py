@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extractors.llp.prompts import AUDIO_PROMPT, format_prompts
 from extractors.weights import DEFAULT_ROOT, build_model_weights, get_spec, verify, weights_path
 
 SAMPLE_RATE = 48000
@@ -811,8 +812,6 @@ def clap_text_embeddings(model: CLAP, tokenizer: Any, class_names: Sequence[str]
     ``template`` defaults to EAR's ``"This is the sound of {}"``; names are lower-cased by default as
     VALOR does for its CLAP captions.
     """
-    from extractors.llp.features import AUDIO_PROMPT, format_prompts
-
     prompts = format_prompts(class_names, AUDIO_PROMPT if template is None else template, lowercase)
     tok = tokenizer(prompts)
     emb = model.encode_text(tok["input_ids"].to(device), tok["attention_mask"].to(device))

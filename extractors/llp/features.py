@@ -53,14 +53,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
 from extractors.weights import DEFAULT_ROOT, build_model_weights
 
 FPS = 8
 N_SEGMENTS = 10
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VISUAL_PROMPT = "A photo of {}"
-AUDIO_PROMPT = "This is the sound of {}"
 # registry names of the CLIP checkpoints (see the report: the lead adds them to extractors.weights)
 CLIP_WEIGHTS = {"ViT-L-14": "clip_vit_l14_openai", "ViT-B-32": "clip_vit_b32_openai"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -157,12 +156,6 @@ def build_clip(model_name: str = "ViT-L-14", mode: WeightsMode = "pretrained", r
     prov = build_model_weights(model, CLIP_WEIGHTS.get(model_name, f"clip_{model_name}"), mode, root, seed)
     prov["clip_model"] = model_name
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name), prov
-
-
-def format_prompts(class_names: Sequence[str], template: str = VISUAL_PROMPT, lowercase: bool = False) -> list[str]:
-    """``"A photo of <event>"`` per class, LLP's underscores replaced by spaces."""
-    names = [str(c).replace("_", " ").strip() for c in class_names]
-    return [template.format(n.lower() if lowercase else n) for n in names]
 
 
 @torch.no_grad()
