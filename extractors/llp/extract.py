@@ -1,4 +1,4 @@
-"""Raw LLP clips -> per-second features -> the ``.npz`` files EAR's stages read (one CLI, three jobs).
+"""Raw LLP clips -> per-second features, one bucket ``.npz`` per job (``python -m extractors.llp.extract videos``).
 
 - ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind
   (``resnet152``, ``r21d``, ``clip``, ``vggish``, ``clap``; :mod:`extractors.llp.features`, :mod:`extractors.llp.clap`),
@@ -7,15 +7,12 @@
   LLP's 11,849 clips mostly on start-up. Clips go to buckets by a hash of their id, so a new clip reruns
   only its bucket. A clip that fails is listed under ``failed`` in the ``.json`` and the others complete. Audio for VGGish is the reference chain of :mod:`extractors.media`
   (int16 at the source rate, channel mean, resampy to 16 kHz); a clip without an audio track gets
-  10 s of silence and ``has_audio: false``.
-- ``text``: the class prompts' text embeddings, CLIP ``"A photo of <event>"`` (``text_v``) and CLAP
-  ``"This is the sound of <event>"`` (``text_a``), for the classes of the LLP CSVs (sorted names).
-- ``dense``: stage-1 data from a UnAV-format dataset: whole-video per-second CLAP/CLIP features
-  (``videos --max-seconds <dense_t_max>``) and AV labels on 1 s steps, with the text embeddings of its classes.
-- ``split``: the per-video files of one split + the CSVs -> ``train.npz`` / ``test.npz`` in the layout of
-  :mod:`models.avvp.train` (``audio``, ``visual``, ``gen_audio``, ``gen_visual``, ``labels``, ``text_*``,
-  ``class_names``, ``video_ids``, and ``gt_a``/``gt_v`` where the eval CSVs cover the video). Clips
-  shorter than 10 s are zero-padded to 10 segments (HAN's loader assumes exactly 10).
+  10 s of silence and ``has_aud
+The class prompts' text embeddings (:func:`text_embeddings`) are computed here too; reading the
+class lists from the LLP CSVs / UnAV annotations and assembling EAR's ``.npz`` inputs is the training
+side's job: :mod:`models.avvp.inputs` (``text``, ``split``, ``dense``, ``csvs``).
+
+xactly 10).
 
 Every output is written to a temporary file and renamed.
 """
@@ -35,7 +32,8 @@ import numpy as np
 from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
-from extractors.llp.features import AUDIO_PROMPT, N_SEGMENTS, VISUAL_PROMPT, WeightsMode
+from extractors.llp.features import N_SEGMENTS, WeightsMode
+from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
 from extractors.weights import DEFAULT_ROOT, WeightsError
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
@@ -145,50 +143,6 @@ def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained"
     return out
 
 
-def valid_lengths(per_video: list[dict[str, np.ndarray]], names: Sequence[str], t: int) -> np.ndarray:
-    """Segments of each clip that every feature in ``names`` covers (at most ``t``)."""
-    return np.array([min(t, *(len(f[k]) for n in names for k in base_kinds(n))) for f in per_video])
-
-
-def _stack(per_video: list[dict[str, np.ndarray]], name: str, t: int) -> np.ndarray:
-    """``(N, t, D)`` of feature ``name`` (a base kind or a combination), zero-padded to ``t`` segments."""
-    parts = base_kinds(name)
-    rows = []
-    for f in per_video:
-        x = np.concatenate([f[k] for k in parts], axis=1)[:t]
-        rows.append(np.pad(x, ((0, t - len(x)), (0, 0))))
-    return np.stack(rows).astype(np.float32)
-
-
-def assemble_split(annotations: dict[str, dict[str, Any]], features: dict[str, dict[str, np.ndarray]],
-                   text: dict[str, np.ndarray], visual: str, audio: str, generator: bool = True,
-                   with_gt: bool = False, t: int = N_SEGMENTS) -> dict[str, np.ndarray]:
-    """One split in :mod:`models.avvp.train`'s layout. ``annotations``: :func:`models.data.dataset.read_llp`
-    output; ``features``: ``{vid: {kind: (S, D)}}`` for the videos to include (order kept);
-    ``with_gt``: segment ground truth from the eval CSVs (the test split)."""
-    from models.data.dataset import llp_segment_matrix
-
-    classes = [str(c) for c in text["class_names"]]
-    cidx = {c: i for i, c in enumerate(classes)}
-    vids = list(features)
-    per = [features[v] for v in vids]
-    labels = np.zeros((len(vids), len(classes)), np.float32)
-    for i, v in enumerate(vids):
-        for lab in annotations[v]["labels"]:
-            labels[i, cidx[lab]] = 1.0
-    used = [audio, visual] + (["clip", "clap"] if generator else [])
-    out = {"audio": _stack(per, audio, t), "visual": _stack(per, visual, t), "labels": labels,
-           "class_names": np.array(classes), "video_ids": np.array(vids),
-           "mask": np.arange(t)[None, :] < valid_lengths(per, used, t)[:, None]}
-    if generator:
-        out["gen_visual"], out["gen_audio"] = _stack(per, "clip", t), _stack(per, "clap", t)
-        out["text_a"], out["text_v"] = text["text_a"], text["text_v"]
-    if with_gt:
-        out["gt_a"] = np.stack([llp_segment_matrix(annotations[v]["audio"], classes, t) for v in vids]).astype(np.uint8)
-        out["gt_v"] = np.stack([llp_segment_matrix(annotations[v]["visual"], classes, t) for v in vids]).astype(np.uint8)
-    return out
-
-
 SEP = "::"  # bucket-file keys: "<video id>::<kind>"
 
 
@@ -232,27 +186,6 @@ def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]
     return out
 
 
-def assemble_dense(unav_json: Path | str, features: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray],
-                   t_max: int) -> dict[str, np.ndarray]:
-    """Stage-1 data (``models.avvp.train`` dense layout) from UnAV-format annotations and per-second CLAP
-    (audio) / CLIP (visual) features of the annotated videos that have a feature file; AV labels on 1 s
-    steps (:func:`models.avvp.train.dense_arrays`, step ``t`` centred at ``t + 0.5`` s)."""
-    from extractors.recipes import get_recipe
-    from models.avvp.train import dense_arrays
-    from models.data.dataset import read_unav
-
-    anns = read_unav(unav_json)
-    classes = [str(c) for c in text["class_names"]]
-    videos = []
-    for vid, ann in anns.items():
-        if vid in features:
-            videos.append((ann, features[vid]["clap"], features[vid]["clip"]))
-    if not videos:
-        raise SystemExit(f"no CLAP/CLIP features for any video of {unav_json}")
-    out = dense_arrays(videos, classes, get_recipe("llp"), t_max)
-    return {**out, "text_a": text["text_a"], "text_v": text["text_v"], "class_names": np.array(classes)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.extract import resolve_device
 
@@ -265,82 +198,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     pv.add_argument("--kinds", required=True, help=f"comma-separated subset of {VISUAL_KINDS + AUDIO_KINDS}")
     pv.add_argument("--device", default="auto")
     pv.add_argument("--max-seconds", type=int, default=N_SEGMENTS, help="0: the whole video (stage-1 data)")
-    pt = sub.add_parser("text", help="CLIP/CLAP text embeddings of the class prompts")
-    classes = pt.add_mutually_exclusive_group(required=True)
-    classes.add_argument("--csv", type=Path, nargs="+", help="LLP CSVs whose labels define the classes")
-    classes.add_argument("--unav-json", type=Path, help="UnAV-format annotations whose labels define the classes")
-    pt.add_argument("--out", type=Path, required=True)
-    pt.add_argument("--no-encoders", action="store_true", help="class list only (no generator, no text encoders)")
-    ps = sub.add_parser("split", help="assemble one split .npz from per-video features")
-    ps.add_argument("--weak-csv", type=Path, required=True)
-    ps.add_argument("--eval-audio-csv", type=Path)
-    ps.add_argument("--eval-visual-csv", type=Path)
-    ps.add_argument("--features", type=Path, nargs="+", required=True,
-                    help="bucket files; the split's videos without features are skipped")
-    ps.add_argument("--text", type=Path, required=True)
-    ps.add_argument("--visual", default="resnet152_r21d")
-    ps.add_argument("--audio", default="vggish")
-    ps.add_argument("--no-generator", action="store_true", help="no CLIP/CLAP generator features")
-    ps.add_argument("--out", type=Path, required=True)
-    pc = sub.add_parser("csvs", help="LLP's four CSVs from UnAV-format annotations (models.data.dataset.unav_to_llp_csvs)")
-    pc.add_argument("--unav-json", type=Path, required=True)
-    pc.add_argument("--out-dir", type=Path, required=True)
-    pd = sub.add_parser("dense", help="stage-1 dense AV data from UnAV-format annotations + per-second CLAP/CLIP")
-    pd.add_argument("--unav-json", type=Path, required=True)
-    pd.add_argument("--features", type=Path, nargs="+", required=True, help="bucket files with clip and clap")
-    pd.add_argument("--text", type=Path, required=True, help="text embeddings of the annotation classes")
-    pd.add_argument("--t-max", type=int, default=60, help="steps (seconds) per video; longer ones are cut")
-    pd.add_argument("--out", type=Path, required=True)
-    for sp in (pv, pt):
-        sp.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
-        sp.add_argument("--weights-root", type=Path, default=DEFAULT_ROOT)
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--clip-model", default="ViT-L-14")
+    add_weights_args(pv)
     a = p.parse_args(argv)
-    if a.cmd == "videos":
-        failed = extract_bucket(a.videos, a.out, [k for k in a.kinds.split(",") if k], mode=a.weights,
-                                root=a.weights_root, seed=a.seed, device=resolve_device(a.device),
-                                clip_model=a.clip_model, max_seconds=a.max_seconds or None)
-        print(json.dumps({"clips": len(a.videos), "failed": failed}))
-    elif a.cmd == "text":
-        from models.data.dataset import read_llp
-
-        if a.unav_json is not None:
-            from models.data.dataset import class_list, read_unav
-
-            classes = class_list(read_unav(a.unav_json))
-        else:
-            classes = sorted({lab for csv in a.csv for row in read_llp(csv).values() for lab in row["labels"]})
-        save_npz(a.out, **text_embeddings(classes, a.weights, a.weights_root, a.seed, a.clip_model,
-                                         encoders=not a.no_encoders))
-    elif a.cmd == "csvs":
-        from models.data.dataset import read_unav, unav_to_llp_csvs
-
-        unav_to_llp_csvs(read_unav(a.unav_json), a.out_dir)
-    elif a.cmd == "dense":
-        arrays = assemble_dense(a.unav_json, read_buckets(a.features), load_npz(a.text), a.t_max)
-        save_npz(a.out, **arrays)
-        print(json.dumps({k: list(v.shape) for k, v in arrays.items()}))
-    else:
-        from models.data.dataset import read_llp
-
-        ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
-        available = read_buckets(a.features)
-        failed = {v: why for f in a.features for v, why in json.loads(f.with_suffix(".json").read_text())["failed"].items()
-                  if v in ann}
-        for vid, why in sorted(failed.items()):
-            print(f"[llp] {vid}: no features ({why})", file=sys.stderr)
-        present = [v for v in ann if v in available]
-        if not present:
-            raise SystemExit(f"none of the {len(ann)} videos of {a.weak_csv} has features")
-        feats = {v: available[v] for v in present}
-        arrays = assemble_split(ann, feats, load_npz(a.text), a.visual, a.audio, generator=not a.no_generator,
-                                with_gt=a.eval_audio_csv is not None and a.eval_visual_csv is not None)
-        save_npz(a.out, **arrays)
-        print(json.dumps({"videos": len(present), "skipped (no features)": len(ann) - len(present),
-                          "failed during extraction": sorted(failed),
-                          "shapes": {k: list(v.shape) for k, v in arrays.items()}}))
+    failed = extract_bucket(a.videos, a.out, [k for k in a.kinds.split(",") if k], mode=a.weights,
+                            root=a.weights_root, seed=a.seed, device=resolve_device(a.device),
+                            clip_model=a.clip_model, max_seconds=a.max_seconds or None)
+    print(json.dumps({"clips": len(a.videos), "failed": failed}))
     return 0
+
+
+def add_weights_args(sp: argparse.ArgumentParser) -> None:
+    """The weights options of every command that builds networks (``videos`` here, ``text`` in
+    :mod:`models.avvp.inputs`)."""
+    sp.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
+    sp.add_argument("--weights-root", type=Path, default=DEFAULT_ROOT)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--clip-model", default="ViT-L-14")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 # Raw LLP clips -> per-second features -> data/avvp/<name>/{train,test}.npz for EAR's stages (avvp.smk), for
-# benchmarks configured with `llp:` (extractors/llp/extract.py). Clips are probed when the DAG is built (as the
+# benchmarks configured with `llp:` (features: extractors/llp/extract.py; EAR inputs: models/avvp/inputs.py). Clips are probed when the DAG is built (as the
 # UnAV datasets are): undecodable ones are listed in logs/avvp/<name>/rejected_videos.tsv; CSV rows without
 # a usable clip (LLP's YouTube downloads are never complete) are skipped by the split job and counted in
 # its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default) and `audio` (VGGish); the
@@ -158,7 +158,7 @@ rule llp_text:
     conda:
         "../../envs/extract.yaml"
     shell:
-        "python -m extractors.llp.extract text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
+        "python -m models.avvp.inputs text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
         "> {log:q} 2>&1"
 
 
@@ -195,7 +195,7 @@ rule llp_split:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m extractors.llp.extract split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
+        "python -m models.avvp.inputs split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -255,7 +255,7 @@ rule avvp_dense_text:
     conda:
         "../../envs/extract.yaml"
     shell:
-        "python -m extractors.llp.extract text --unav-json {input.annotations:q} --out {output:q} {params.common} "
+        "python -m models.avvp.inputs text --unav-json {input.annotations:q} --out {output:q} {params.common} "
         "> {log:q} 2>&1"
 
 
@@ -274,7 +274,7 @@ rule avvp_dense:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m extractors.llp.extract dense --unav-json {input.annotations:q} --features {input.features:q} "
+        "python -m models.avvp.inputs dense --unav-json {input.annotations:q} --features {input.features:q} "
         "--text {input.text:q} --t-max {params.t_max} --out {output:q} > {log:q} 2>&1"
 
 
@@ -288,5 +288,5 @@ rule llp_csvs:
     conda:
         "../../envs/train.yaml"
     shell:
-        "python -m extractors.llp.extract csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
+        "python -m models.avvp.inputs csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
         "> {log:q} 2>&1"
