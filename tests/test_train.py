@@ -14,7 +14,8 @@ from models.data.dataset import FeatureDataset
 from models.data.synthetic import PlantedConfig, make_planted
 from models.run.evaluate import evaluate
 from models.run.evaluate import main as evaluate_main
-from models.run.train import ShuffledLabels, load_checkpoint, train
+from models.run.runtime import load_checkpoint
+from models.run.train import ShuffledLabels, train
 from models.run.train import main as train_main
 
 RECIPE = get_recipe("unav100")

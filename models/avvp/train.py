@@ -54,7 +54,7 @@ from models.avvp.pseudo_labels import (
     generate_pseudo_labels,
     pretrain_generator,
 )
-from models.run.train import atomic_torch_save, resolve_device
+from models.run.runtime import atomic_torch_save, resolve_device
 
 
 # ----------------------------------------------------------------------------- stage 3

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from extractors.io import write_text
-from models.run.train import (
+from models.run.runtime import (
     amp_settings,
     load_checkpoint,
     model_from_checkpoint,

@@ -66,7 +66,7 @@ def predict_features(checkpoint: Path | str, audio: np.ndarray, visual: np.ndarr
                      device: str = "cpu") -> list[tuple[float, float, str, float]]:
     """Events in seconds with class names, sorted by start, for one video's cached features."""
     from models.localizers.postprocess import step_events_to_seconds
-    from models.run.train import model_from_checkpoint
+    from models.run.runtime import model_from_checkpoint
 
     model = model_from_checkpoint(checkpoint, device=device)
     t = min(len(audio), len(visual))
