@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.localizers.base import ModelConfig
-from models.localizers.heads import detect_from_probs, mil_pool, weak_loss
+from models.localizers.heads import weak_loss
+from models.localizers.pooling import detect_from_probs, mil_pool
 
 
 @dataclass

@@ -59,7 +59,7 @@ Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps
 
 Inference (the paper: "threshold 0.5 to identify confident event classes"): classes whose
 video-level ``p_hat >= threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
-positive steps merged into events (:func:`models.localizers.mil.detect_from_probs`).
+positive steps merged into events (:func:`models.localizers.pooling.detect_from_probs`).
 
 Values the paper does not give and we chose: ``d = 512``, 4 attention heads, transformer
 feed-forward ``2d``, dropout 0.1, projection kernel 3.
@@ -75,7 +75,8 @@ import torch
 from torch import nn
 
 from models.localizers.base import Detection
-from models.localizers.mil import MILConfig, Projection, check_mask, detect_from_probs, mil_pool, weak_bce
+from models.localizers.mil import MILConfig, Projection, check_mask, weak_bce
+from models.localizers.pooling import detect_from_probs, mil_pool
 
 _LN2 = math.log(2.0)
 
@@ -279,7 +280,7 @@ class CLASP(nn.Module):
         return l_av + self.cfg.lambda_uni * (l_a + l_v)
 
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        return detect_from_probs(out["p_av"], out["video_p"], out["mask"], self.cfg.threshold)
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)
 
 
 __all__ = ["CLASP", "CLASPConfig", "agreement_score", "topk_eligible", "local_windows"]

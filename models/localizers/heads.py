@@ -1,6 +1,6 @@
 """Building blocks shared by the pyramid localizers (CCNet and DAVE): masked layers, transformer
 blocks, the temporal dependency module, ActionFormer-style point heads, target assignment, the dense
-loss, decoding with per-class Soft-NMS, and the weak-supervision (MIL) utilities.
+loss, decoding with per-class Soft-NMS, and the weak (MIL) losses built on :mod:`models.localizers.pooling`.
 
 One implementation serves both models so that their comparison measures the backbones, not
 differences in target assignment or decoding.
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from models.localizers.base import ModelConfig
 from models.localizers.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
+from models.localizers.pooling import detect_from_probs, mil_pool
 
 # ActionFormer / UnAV-100 default regression ranges (feature steps) for a 6-level, stride-2 pyramid.
 DEFAULT_REG_RANGES: tuple[tuple[float, float], ...] = (
@@ -433,28 +434,6 @@ def fuse_level_probs(level_probs: list[torch.Tensor], length: int) -> torch.Tens
     return torch.stack(ups, 0).mean(0)
 
 
-def mil_pool(probs: torch.Tensor, mask: torch.Tensor, mode: str = "mean", topk_ratio: int = 8) -> torch.Tensor:
-    """Video-level probabilities ``(B, C)`` from per-step ``(B, T, C)`` over valid steps.
-
-    ``max`` is the MIL pooling of Tian et al. (2018)'s weak AVEL (max over time), which CLASP's W-DAVEL
-    comparison cites; ``mean`` averages over valid steps; ``topk`` averages the ``ceil(T_valid /
-    topk_ratio)`` highest steps per class (W-TALC style).
-    """
-    m = mask[..., None].to(probs.dtype)
-    if mode == "mean":
-        return (probs * m).sum(1) / m.sum(1).clamp(min=1.0)
-    if mode == "max":
-        return probs.masked_fill(~mask[..., None], -1.0).amax(1).clamp(min=0.0)
-    if mode == "topk":
-        n_valid = mask.sum(1)  # (B,)
-        k = torch.clamp(torch.ceil(n_valid.float() / topk_ratio), min=1).long()
-        srt = probs.masked_fill(~mask[..., None], -1.0).sort(dim=1, descending=True).values  # (B, T, C)
-        ranks = torch.arange(probs.shape[1], device=probs.device)[None, :, None]
-        sel = (ranks < k[:, None, None]).to(probs.dtype)
-        return (srt.clamp(min=0.0) * sel).sum(1) / k[:, None].to(probs.dtype)
-    raise ValueError(f"unknown MIL pooling {mode!r}; expected 'mean', 'max' or 'topk'")
-
-
 def weak_loss(step_probs: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, mode: str = "mean",
               topk_ratio: int = 8) -> torch.Tensor:
     """MIL-pooled video-level BCE against the weak multi-hot label."""
@@ -468,27 +447,6 @@ def pyramid_weak_loss(level_logits: list[torch.Tensor], level_masks: list[torch.
     losses = [weak_loss(torch.sigmoid(lg.float()), m, labels, mode, topk_ratio)
               for lg, m in zip(level_logits, level_masks, strict=True)]
     return torch.stack(losses).mean()
-
-
-def detect_from_probs(step_probs: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5,
-                      video_probs: torch.Tensor | None = None) -> list[list[tuple[float, float, int, float]]]:
-    """Weak-model inference (CLASP / docs/recipes.md "Evaluation"): keep the classes whose video-level (MIL-pooled)
-    probability reaches ``threshold`` (when ``video_probs (B, C)`` is given, as this project's CLASP
-    and MIL baselines do), threshold their per-step probability at ``threshold``, merge consecutive
-    positive steps, score = mean probability inside; via ``models.localizers.postprocess.probs_to_step_events``:
-    a run of positive steps ``a..b`` becomes ``(a - 0.5, b + 0.5)`` in feature steps."""
-    from models.localizers.postprocess import probs_to_step_events
-
-    out = []
-    for b in range(step_probs.shape[0]):
-        n = int(mask[b].sum())
-        p = step_probs[b, :n].detach().float().cpu().numpy()
-        if video_probs is not None:
-            keep = (video_probs[b].detach().float().cpu() >= threshold).numpy()
-            p = p * keep[None, :]
-        events = probs_to_step_events(p, threshold=threshold, valid_len=n)
-        out.append([(float(s), float(e), int(c), float(sc)) for s, e, c, sc in events])
-    return out
 
 
 # ----------------------------------------------------------------------------------- optimisation

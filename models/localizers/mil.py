@@ -13,37 +13,23 @@ says they do):
   activation are zeroed on padded steps, so a ``kernel_size > 1`` convolution sees the same
   zeros at the end of the valid sequence as its own zero padding would; outputs on valid steps
   therefore never depend on what is stored in (or how long) the padding is.
-- :func:`mil_pool` -- masked pooling over time: ``"topk"`` (default; mean of the top
-  ``ceil(L / topk_div)`` valid steps, W-TALC-style k-max MIL), ``"max"`` (Tian et al. 2018's weak
-  AVEL pools segment scores with a max over time, the pooling CLASP cites) and ``"mean"``.  Why
-  top-k is the default is measured and explained in :mod:`models.localizers.clasp`.  Padded steps never
-  contribute.
+- MIL pooling and detection: :func:`models.localizers.pooling.mil_pool` and
+  :func:`models.localizers.pooling.detect_from_probs`, the same two functions every weak model uses.
 - :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
   probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
-- :func:`detect_from_probs` -- the paper's inference: keep only classes whose video-level score
-  is ``>= threshold``; within those, threshold the per-step probability at ``threshold`` and merge
-  runs of consecutive positive valid steps into one event, score = mean per-step probability
-  inside the run (:func:`models.localizers.postprocess.probs_to_step_events`).  A run of whole steps
-  ``a..b`` is returned as ``(a - 0.5, b + 0.5)`` in the continuous step coordinate of
-  :mod:`models.data.dataset` (integer ``x`` = centre of feature ``x``, each feature owning the cell
-  ``[x - 0.5, x + 0.5)``), which :mod:`models.run.evaluate` converts to seconds with
-  :func:`models.localizers.postprocess.step_events_to_seconds` (``center_offset_s + x * step_s``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
-from models.localizers.postprocess import probs_to_step_events
-
-PoolMode = Literal["mean", "max", "topk"]
+from models.localizers.pooling import detect_from_probs, mil_pool
 
 
 # --------------------------------------------------------------------------------------------
@@ -79,24 +65,6 @@ def check_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def mil_pool(p: torch.Tensor, mask: torch.Tensor, mode: PoolMode = "mean", topk_div: int = 8) -> torch.Tensor:
-    """Pool per-step probabilities ``(B, T, C)`` over valid steps to ``(B, C)``."""
-    m = mask.unsqueeze(-1)
-    if mode == "mean":
-        n = mask.sum(dim=1, keepdim=True).clamp(min=1).to(p.dtype)
-        return (p * m.to(p.dtype)).sum(dim=1) / n
-    if mode == "max":
-        return p.masked_fill(~m, float("-inf")).amax(dim=1)
-    if mode == "topk":
-        lengths = mask.sum(dim=1)  # (B,)
-        kk = torch.clamp(torch.ceil(lengths.float() / topk_div).long(), min=1)  # (B,)
-        srt = p.masked_fill(~m, float("-inf")).sort(dim=1, descending=True).values  # (B, T, C)
-        rank = torch.arange(p.shape[1], device=p.device).view(1, -1, 1)
-        keep = rank < kk.view(-1, 1, 1)
-        return (srt.masked_fill(~keep, 0.0)).sum(dim=1) / kk.view(-1, 1).to(p.dtype)
-    raise ValueError(f"unknown MIL pooling {mode!r}; use 'mean', 'max' or 'topk'")
-
-
 def weak_bce(p: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Mean BCE between video-level probabilities and multi-hot labels, in float32."""
     with torch.autocast(device_type=p.device.type, enabled=False):
@@ -105,28 +73,6 @@ def weak_bce(p: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
         q = p.float().clamp(eps, 1.0 - eps)
         y = y.float()
         return -(y * torch.log(q) + (1.0 - y) * torch.log1p(-q)).mean()
-
-
-def detect_from_probs(
-    p_step: torch.Tensor, p_video: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5
-) -> list[list[Detection]]:
-    """Paper inference (see module docstring): ``(B, T, C)`` step probs -> events in step units.
-
-    Valid steps are the prefix ``[0, mask.sum())`` (the ``models.data.dataset`` padding convention).
-    """
-    p_step = p_step.detach().float().cpu().numpy()
-    p_video = p_video.detach().float().cpu().numpy()
-    lengths = mask.detach().bool().sum(dim=1).cpu().tolist()
-    results: list[list[Detection]] = []
-    for b, L in enumerate(lengths):
-        keep = np.nonzero(p_video[b] >= threshold)[0]
-        dets: list[Detection] = []
-        if len(keep):
-            for s, e, c, sc in probs_to_step_events(p_step[b, :L][:, keep], threshold, L):
-                dets.append((float(s), float(e), int(keep[c]), float(sc)))
-        dets.sort(key=lambda d: -d[3])
-        results.append(dets)
-    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,4 +123,4 @@ class MILBaseline(nn.Module):
         return loss
 
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        return detect_from_probs(out["p_av"], out["video_p"], out["mask"], self.cfg.threshold)
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)
