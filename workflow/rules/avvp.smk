@@ -70,7 +70,7 @@ rule avvp_planted:
     log:
         "logs/avvp/{name}/planted.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.train planted --seed {params.seed} --out-dir data/avvp/{wildcards.name:q} > {log:q} 2>&1"
 
@@ -94,7 +94,7 @@ rule ear_stage1:
     benchmark:
         "benchmarks/avvp/{name}/stage1.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.train stage1 --dense {input.dense:q} --out {output.generator:q} {params.preset} "
         "{params.migration} --gen {params.gen} --seed {params.seed} > {log:q} 2>&1"
@@ -115,7 +115,7 @@ rule ear_stage2:
     log:
         "logs/avvp/{name}/stage2_{labels}.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.train stage2 --generator {input.generator:q} --train {input.train:q} "
         "--out {output.labels:q} {params.shuffle} --seed {params.seed} > {log:q} 2>&1"
@@ -156,7 +156,7 @@ rule ear_stage3:
     benchmark:
         "benchmarks/avvp/{name}/stage3_{mode}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.train stage3 --train {input.train:q} --test {input.test:q} {params.pseudo} "
         "{params.shuffle} --out {params.out} --ear {params.ear} {params.preset} {params.banner} "
@@ -175,6 +175,6 @@ rule avvp_summary:
     log:
         "logs/avvp/{name}/summary.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/avvp_summary.py"

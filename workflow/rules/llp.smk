@@ -138,7 +138,7 @@ rule llp_features:
     benchmark:
         "benchmarks/avvp/{llp}/features/bucket_{b}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
         "--out {output.features:q} --kinds {params.kinds} {params.common} --device {DEVICE} > {log:q} 2>&1"
@@ -156,7 +156,7 @@ rule llp_text:
     log:
         "logs/avvp/{llp}/text.log",
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.inputs text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
         "> {log:q} 2>&1"
@@ -193,7 +193,7 @@ rule llp_split:
     log:
         "logs/avvp/{llp}/split_{split}.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.inputs split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
@@ -235,7 +235,7 @@ rule avvp_dense_features:
     benchmark:
         "benchmarks/avvp/{dn}/dense_features/bucket_{b}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
         "--out {output.features:q} --kinds clip,clap --max-seconds {params.seconds} {params.common} --device {DEVICE} "
@@ -253,7 +253,7 @@ rule avvp_dense_text:
     log:
         "logs/avvp/{dn}/dense_text.log",
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.inputs text --unav-json {input.annotations:q} --out {output:q} {params.common} "
         "> {log:q} 2>&1"
@@ -272,7 +272,7 @@ rule avvp_dense:
     log:
         "logs/avvp/{dn}/dense.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.inputs dense --unav-json {input.annotations:q} --features {input.features:q} "
         "--text {input.text:q} --t-max {params.t_max} --out {output:q} > {log:q} 2>&1"
@@ -286,7 +286,7 @@ rule llp_csvs:
     log:
         "logs/avvp/{llp}/csvs.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m models.avvp.inputs csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
         "> {log:q} 2>&1"

@@ -32,7 +32,7 @@ rule train:
     benchmark:
         "benchmarks/{ds}/train/{model}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/train.py"
 
@@ -67,7 +67,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{ds}/evaluate/{model}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -85,7 +85,7 @@ rule compare:
     benchmark:
         "benchmarks/{ds}/compare.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/compare.py"
 
@@ -117,6 +117,6 @@ rule predict:
     benchmark:
         "benchmarks/{ds}/predict/{model}/{vid}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/predict.py"
