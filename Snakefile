@@ -1,6 +1,7 @@
 # Raw videos -> 25/16 FPS media -> RAFT flow -> I3D / VGGish (or R(2+1)D) features -> feature store
 # -> trained, evaluated localizers (CLASP, CCNet, DAVE, AVEL, MIL) -> event timelines for new videos.
-# Each stage lives in workflow/rules/; the Python work happens in the `extractors` and `models` packages.
+# Each stage lives in workflow/rules/ (one include per stage below, in pipeline order); the Python work happens in
+# `extractors` (video -> features) and `models` (features -> predictions -> scores): docs/architecture.md.
 
 from snakemake.utils import min_version, validate
 
@@ -16,16 +17,16 @@ report: "workflow/report/workflow.rst"
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
-include: "workflow/rules/common.smk"
-include: "workflow/rules/demo.smk"
-include: "workflow/rules/weights.smk"
-include: "workflow/rules/media.smk"
-include: "workflow/rules/features.smk"
-include: "workflow/rules/dataset.smk"
-include: "workflow/rules/models.smk"
-include: "workflow/rules/avvp.smk"
-include: "workflow/rules/llp.smk"
-include: "workflow/rules/report.smk"
+include: "workflow/rules/common.smk"  # config, recipes, which videos are usable (extractors.discovery)
+include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
+include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)
+include: "workflow/rules/media.smk"  # raw video -> constant-FPS mp4 + 16 kHz wav (extractors.media)
+include: "workflow/rules/features.smk"  # mp4/wav -> RAFT flow, I3D or R(2+1)D, VGGish (extractors.extract)
+include: "workflow/rules/dataset.smk"  # per-video features -> feature store (models.data)
+include: "workflow/rules/models.smk"  # train, evaluate, compare, predict (models.run, models.localizers)
+include: "workflow/rules/avvp.smk"  # EAR stages 1-3 and AVVP scores (models.avvp)
+include: "workflow/rules/llp.smk"  # LLP clips -> per-second features -> EAR inputs (extractors.llp, models.avvp.inputs)
+include: "workflow/rules/report.smk"  # HTML summaries (models.report)
 
 
 rule all:

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extractors.recipes import get_recipe  # noqa: E402
-from models.data import (  # noqa: E402
+from models.data.dataset import (  # noqa: E402
     FeatureDataset,
     FeatureStore,
     Segment,

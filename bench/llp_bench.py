@@ -3,7 +3,7 @@
 Why it matters: LLP has 11,849 10-s clips. Building the networks (CLIP, CLAP's HTSAT + RoBERTa,
 ResNet-152, R(2+1)D-18; with real weights also reading and hashing multi-GB checkpoints) costs more
 than embedding one clip, so ``workflow/rules/llp.smk`` hashes clips into ``buckets`` jobs that build
-each network once (:func:`extractors.llp.built_once`). This script measures both in one process on
+each network once (:func:`extractors.llp.features.built_once`). This script measures both in one process on
 synthetic 10 s clips (ffmpeg):
 
 1. reference, "a job per clip": the network cache is emptied before every clip, so every clip pays for
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from extractors import llp  # noqa: E402
-from extractors.llp_video import extract_video  # noqa: E402
+from extractors.llp import features as llp  # noqa: E402
+from extractors.llp.extract import extract_video  # noqa: E402
 from extractors.synthetic_videos import make_demo_dataset  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Training throughput of the shared training entry (:func:`models.train.train`) at UnAV-100 size.
+"""Training throughput of the shared training entry (:func:`models.run.train.train`) at UnAV-100 size.
 
 Synthetic features with UnAV-100's shape: 10,790 videos (the full dataset; the training split is
 3/5 of it, use ``--n-videos 6474`` for that), ``T = 224`` steps, audio 128-D, visual 2048-D.
@@ -10,8 +10,8 @@ process (the first model listed; by default the plain MIL baseline).  With ``--n
 Feature sources:
 - ``memory`` (default): a pool of ``--pool`` distinct random fp16 videos, item ``i`` = pool video
   ``i mod pool`` with its own labels -- measures the model/optimizer side without disk I/O;
-- ``store``: a real :class:`models.data.FeatureStore` (memory-mapped fp16) of ``--n-videos``
-  videos written to a temporary folder, read through :class:`models.data.FeatureDataset` -- the
+- ``store``: a real :class:`models.data.dataset.FeatureStore` (memory-mapped fp16) of ``--n-videos``
+  videos written to a temporary folder, read through :class:`models.data.dataset.FeatureDataset` -- the
   I/O path training uses (needs ``n * T * 2176 * 2`` bytes of disk: 10.5 GB at full size).
 
 Examples::
@@ -39,13 +39,13 @@ from torch.utils.data import Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.train import train  # noqa: E402
+from models.run.train import train  # noqa: E402
 
 UNAV_VIDEOS = 10_790
 
 
 class SyntheticFeatures(Dataset):
-    """Items in the :class:`models.data.FeatureDataset` format from a small pool of random videos."""
+    """Items in the :class:`models.data.dataset.FeatureDataset` format from a small pool of random videos."""
 
     def __init__(self, n: int, t_max: int, da: int, dv: int, num_classes: int, pool: int, min_len: int,
                  seed: int = 0) -> None:
@@ -77,7 +77,7 @@ class SyntheticFeatures(Dataset):
 
 def build_store_dataset(n: int, t_max: int, da: int, dv: int, num_classes: int, root: Path, seed: int) -> Any:
     from extractors.recipes import get_recipe
-    from models.data import FeatureDataset, FeatureStore, Segment, VideoAnnotation
+    from models.data.dataset import FeatureDataset, FeatureStore, Segment, VideoAnnotation
 
     rng = np.random.default_rng(seed)
     ids = [f"v{i:06d}" for i in range(n)]

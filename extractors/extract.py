@@ -6,7 +6,7 @@ Used two ways:
   retries and parallelism; the jobs run on resident workers (:mod:`extractors.worker`) so the networks
   are built once per worker, not once per video;
 - in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
-  --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.predict`` on new videos.
+  --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.run.predict`` on new videos.
 
 Every ``.npy`` gets a provenance ``.json`` beside it (recipe, weights, package version, input hash, T,
 seconds per step). Errors are not swallowed (unlike the reference extractor): Snakemake decides what to
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from extractors.io import package_version, save_npy, sha256_file, write_json
 from extractors.recipes import Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
@@ -37,6 +35,8 @@ KINDS = ("flow", "i3d", "vggish", "r21d")
 
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch  # here, not at the top: the media stage (a torch-free environment) imports this module
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -72,6 +72,8 @@ def write_features(out: Path, feats: np.ndarray, provenance: dict[str, Any], rec
 def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | None, out: Path,
               recipe: Recipe, weights_root: Path, device: str, batch_size: int, bf16: bool = False) -> None:
     """Extract one kind of feature for one normalized video (the Snakemake per-job entry)."""
+    import torch
+
     device = resolve_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     t0 = time.perf_counter()
@@ -138,6 +140,8 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
 
     Returns (done video ids, [(video path, reason)] for videos the media stage rejected).
     """
+    from tqdm import tqdm
+
     from extractors.media import MediaError, normalize
     from extractors.weights import keep_networks_resident
 

@@ -222,7 +222,7 @@ REGISTRY: dict[str, WeightSpec] = {
         *(
             WeightSpec(
                 name=name, filename=fname, url=_LAION_CLAP_HF + fname, sha256=None, state_dict_key="state_dict",
-                converter="extractors.clap:convert_laion_clap", description=desc,
+                converter="extractors.llp.clap:convert_laion_clap", description=desc,
             )
             for name, fname, desc in (
                 ("clap_630k_fusion", "630k-fusion-best.pt",

@@ -164,12 +164,31 @@ def submit(pool: str, argv: list[str], threads: int = 1) -> int:
 
 def run_here(argv: list[str], threads: int) -> int:
     """The per-process path: the job runs in this process (``AVLOC_WORKER=0``)."""
-    import torch
-
     from extractors.extract import main
 
-    torch.set_num_threads(max(1, threads))
+    _set_torch_threads(max(1, threads))
     return main(argv)
+
+
+# pools whose jobs need no torch (``extract media``): their workers import only extractors.media, so the
+# media rule runs in an environment without torch (envs/media.yaml, docs/architecture.md)
+TORCH_FREE_POOLS = frozenset({"media"})
+
+
+def _set_torch_threads(n: int) -> None:
+    """``torch.set_num_threads(n)`` when torch is installed (not in the media environment)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(n)
+
+
+def _set_loaded_torch_threads(n: int) -> None:
+    """A torch-free pool's thread setting: only if a job has imported torch (media jobs never do)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------------------- server
@@ -217,18 +236,22 @@ def _may_exit(lock_path: Path) -> bool:
 def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: float) -> int:
     import gc
 
-    import torch
-
-    import extractors.i3d  # noqa: F401 - everything a job may import, imported before the first job
-    import extractors.media  # noqa: F401
-    import extractors.r21d  # noqa: F401
-    import extractors.vggish  # noqa: F401
+    import extractors.media  # noqa: F401 - everything a job may import, imported before the first job
     from extractors.extract import main
-    from extractors.weights import keep_networks_resident
 
-    keep_networks_resident(True)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(slot % torch.cuda.device_count())
+    set_threads = _set_loaded_torch_threads
+    if pool not in TORCH_FREE_POOLS:
+        import torch
+
+        import extractors.i3d  # noqa: F401
+        import extractors.r21d  # noqa: F401
+        import extractors.vggish  # noqa: F401
+        from extractors.weights import keep_networks_resident
+
+        keep_networks_resident(True)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(slot % torch.cuda.device_count())
+        set_threads = torch.set_num_threads
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(socket_path))
     srv.listen(4)
@@ -246,7 +269,7 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
                 continue
             with conn:
                 conn.settimeout(None)
-                rc = _handle(conn, main, torch.set_num_threads)
+                rc = _handle(conn, main, set_threads)
             jobs += 1
             gc.collect()
             if rc != 0:

@@ -170,7 +170,7 @@ def write_lossless_clip(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
 
 def localizer_batch(seed: int = 0, lengths: tuple[int, ...] = (64, 41, 17), c: int = 4, da: int = 12, dv: int = 20,
                     t: int = 64) -> dict:
-    """A padded batch in the models.base contract: random features zeroed past each length, four
+    """A padded batch in the models.localizers.base contract: random features zeroed past each length, four
     hand-placed segments (one past the second video's end, none in the third) and their video labels."""
     g = torch.Generator().manual_seed(seed)
     b = len(lengths)

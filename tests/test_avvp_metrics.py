@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.avvp_metrics import KEYS, avvp_scores, extract_events, video_scores
+from models.avvp.metrics import KEYS, avvp_scores, extract_events, video_scores
 
 
 def _m(c, runs, t=10):

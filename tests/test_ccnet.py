@@ -1,4 +1,4 @@
-"""CCNet and the shared point heads (models/ccnet.py, models/heads.py): shapes, masking, gradient
+"""CCNet and the shared point heads (models/localizers/ccnet.py, models/localizers/heads.py): shapes, masking, gradient
 flow, target assignment and decoding by hand."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ import pytest
 import torch
 from conftest import localizer_batch
 
-from models.ccnet import CCNet, CCNetConfig
-from models.heads import (
+from models.localizers.ccnet import CCNet, CCNetConfig
+from models.localizers.heads import (
     DecodeConfig,
     assign_targets,
     decode_dense,
     fuse_level_probs,
     make_points,
-    mil_pool,
 )
+from models.localizers.pooling import mil_pool
 
 C, DA, DV, T = 4, 12, 20, 64
 
@@ -168,7 +168,7 @@ def test_mil_pool_and_level_fusion_by_hand() -> None:
     m = torch.tensor([[True, True, True, False]])
     assert mil_pool(p, m, "mean").item() == pytest.approx(0.5)
     assert mil_pool(p, m, "max").item() == pytest.approx(0.9)
-    assert mil_pool(p, m, "topk", topk_ratio=2).item() == pytest.approx((0.9 + 0.5) / 2)  # k = ceil(3/2)
+    assert mil_pool(p, m, "topk", topk_div=2).item() == pytest.approx((0.9 + 0.5) / 2)  # k = ceil(3/2)
     lv0 = torch.tensor([[[0.2], [0.4], [0.6], [0.8]]])
     lv1 = torch.tensor([[[1.0], [0.0]]])
     fused = fuse_level_probs([lv0, lv1], 4)

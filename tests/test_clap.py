@@ -1,4 +1,4 @@
-"""CLAP port (extractors/clap.py): official key layout, log-mel front ends against numpy, Swin window
+"""CLAP port (extractors/llp/clap.py): official key layout, log-mel front ends against numpy, Swin window
 attention, per-second embeddings, labelled random mode, loud pretrained failures, tokenizers."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from extractors import clap
 from extractors import weights as W
+from extractors.llp import clap
 from extractors.weights import REGISTRY, WeightsError, WeightSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clap_630k_fusion_keys.json"
@@ -48,13 +48,13 @@ def test_state_dict_matches_official_keys_and_converter_loads_strict(random_clap
     nonfusion.load_state_dict(nonfusion_sd, strict=True)
     model.load_state_dict(converted, strict=True)
     assert REGISTRY[clap.DEFAULT_CHECKPOINT].filename == "630k-fusion-best.pt"
-    assert REGISTRY[clap.DEFAULT_CHECKPOINT].converter == "extractors.clap:convert_laion_clap"
+    assert REGISTRY[clap.DEFAULT_CHECKPOINT].converter == "extractors.llp.clap:convert_laion_clap"
 
 
 def test_registry_unwraps_training_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """laion_clap files are ``{"epoch", "name", "state_dict", ...}`` dicts; the registry unwraps them."""
     spec = WeightSpec(name="clap_like", filename="clap-like.pt", url="file:///nonexistent/clap-like.pt",
-                      sha256=None, state_dict_key="state_dict", converter="extractors.clap:convert_laion_clap")
+                      sha256=None, state_dict_key="state_dict", converter="extractors.llp.clap:convert_laion_clap")
     monkeypatch.setitem(REGISTRY, spec.name, spec)
     net = clap.MLPLayers((4, 4, 4))
     torch.save({"epoch": 45, "name": "run", "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
@@ -262,7 +262,7 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
     wave, meta = clap.decode_audio_48k(vid)
     assert meta["has_audio"] and meta["source_sample_rate"] == 44100 and meta["source_channels"] == 2
     assert abs(wave.size - 2.5 * 48000) < 0.05 * 48000 and np.abs(wave).max() > 0.05
-    from extractors import llp
+    from extractors.llp import features as llp
 
     feats, prov = llp.extract_llp_clap(vid, mode="random", seed=2, checkpoint="clap_630k")
     assert feats.shape == (2, 512) and prov["T"] == 2 and prov["weights"]["weights"] == "random"

@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 
-from models.clasp import CLASP, CLASPConfig, agreement_score, local_windows, topk_eligible
-from models.mil import MILBaseline, MILConfig, detect_from_probs, mil_pool
-from models.registry import MODELS, build_model, make_config, register
+from models.localizers.clasp import CLASP, CLASPConfig, agreement_score, local_windows, topk_eligible
+from models.localizers.mil import MILBaseline, MILConfig
+from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.registry import MODELS, build_model, make_config, register
 
 C, DA, DV = 5, 12, 20
 
@@ -225,7 +226,7 @@ def test_detect_keeps_only_confident_classes_and_uses_cell_edges():
     p[0, 7, 2] = 0.99  # step 7 is padding -> never an event
     video = torch.tensor([[0.9, 0.4, 0.8]])
     mask = torch.arange(T)[None] < 7
-    dets = detect_from_probs(p, video, mask, threshold=0.5)[0]
+    dets = detect_from_probs(p, mask, threshold=0.5, video_probs=video, by_score=True)[0]
     assert sorted(dets) == sorted([(1.5, 4.5, 0, pytest.approx(0.7)), (5.5, 6.5, 0, pytest.approx(0.9))])
     model = MILBaseline(MILConfig(num_classes=3))
     out = {"p_av": p, "video_p": video, "mask": mask}

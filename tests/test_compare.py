@@ -1,4 +1,4 @@
-"""models/compare.py: the comparison table, its files and argument handling, on a tiny planted set."""
+"""models/run/compare.py: the comparison table, its files and argument handling, on a tiny planted set."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-import models.avel  # noqa: F401  (registers avel)
-import models.ccnet  # noqa: F401  (registers ccnet)
-import models.dave  # noqa: F401  (registers dave)
+import models.localizers.avel  # noqa: F401  (registers avel)
+import models.localizers.ccnet  # noqa: F401  (registers ccnet)
+import models.localizers.dave  # noqa: F401  (registers dave)
 from extractors.recipes import get_recipe
-from models.compare import COLUMNS, compare, parse_models, supervision_overrides
-from models.data import FeatureDataset
-from models.synthetic import PlantedConfig, make_planted
+from models.data.dataset import FeatureDataset
+from models.data.synthetic import PlantedConfig, make_planted
+from models.run.compare import COLUMNS, compare, parse_models, supervision_overrides
 
 TINY_PYR = dict(d_model=16, n_heads=2, tdm_dim=4, head_dim=16, dropout=0.0, pre_nms_topk=100, max_seg_num=30)
 
@@ -38,7 +38,7 @@ def test_compare_writes_one_table(tiny_planted: dict[str, FeatureDataset], tmp_p
     assert list(df.index) == ["ccnet (full)", "ccnet (full, shuffled labels)", "avel (weak)",
                               "avel (weak, shuffled labels)"]
     assert all(c in df.columns for c in COLUMNS)
-    # each row is exactly what models.evaluate wrote for that run, in percent
+    # each row is exactly what models.run.evaluate wrote for that run, in percent
     met = json.loads((tmp_path / "ccnet_full" / "test" / "metrics.json").read_text())
     assert df.loc["ccnet (full)", "mAP@0.5"] == pytest.approx(100 * met["reported"]["0.5"])
     assert df.loc["ccnet (full)", "Avg"] == pytest.approx(100 * met["avg"])
@@ -65,7 +65,7 @@ def test_supervision_overrides_and_parsing() -> None:
 
 
 # ------------------------------------------------------------------------- planted benchmark ordering
-# Same setting as the documented run ``python -m models.compare --planted --planted-videos 120
+# Same setting as the documented run ``python -m models.run.compare --planted --planted-videos 120
 # --planted-classes 4 --planted-signal 3.0 --planted-dims 32 64 --planted-len 32 48 --t-max 48 --epochs 40
 # --batch-size 16 --lr 1e-3 --seed 0 --controls`` (10 trainings, about 6 minutes on one core; runs by default, AVLOC_SKIP_SLOW=1 skips it).
 BENCH_PLANTED = dict(num_classes=4, n_videos=120, t_len=(32, 48), audio_dim=32, visual_dim=64, signal=3.0, seed=0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data import (
+from models.data.dataset import (
     FeatureDataset,
     FeatureStore,
     Segment,
@@ -271,7 +271,7 @@ def test_dataset_missing_video_raises(tmp_path):
 def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
     """The LLP view of dense AV annotations: train/test split by subset, AV events as identical audio and
     visual eval rows widened to whole seconds, read back by read_llp into HAN's segment matrix."""
-    from models.data import unav_to_llp_csvs
+    from models.data.dataset import unav_to_llp_csvs
 
     anns = {"a": VideoAnnotation("a", "train", 10.0, [Segment(1.2, 3.5, "Dog")]),
             "b": VideoAnnotation("b", "validation", 10.0, [Segment(0.0, 2.0, "Cat")]),

@@ -1,4 +1,4 @@
-"""DAVE and AVEL (models/dave.py, models/avel.py): shapes, masking, gradient flow, step targets."""
+"""DAVE and AVEL (models/localizers/dave.py, models/localizers/avel.py): shapes, masking, gradient flow, step targets."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import localizer_batch
 
-from models.avel import AVEL, AVELConfig, step_targets
-from models.dave import DAVE, DAVEConfig
+from models.localizers.avel import AVEL, AVELConfig, step_targets
+from models.localizers.dave import DAVE, DAVEConfig
 
 C, DA, DV, T = 4, 12, 20, 64
 
@@ -104,10 +104,10 @@ def test_step_targets_rasterise_segments() -> None:
 
 
 def test_registered_by_name() -> None:
-    import models.avel  # noqa: F401
-    import models.ccnet  # noqa: F401
-    import models.dave  # noqa: F401
-    from models.registry import build_model
+    import models.localizers.avel  # noqa: F401
+    import models.localizers.ccnet  # noqa: F401
+    import models.localizers.dave  # noqa: F401
+    from models.localizers.registry import build_model
 
     m = build_model("dave", num_classes=3, audio_dim=8, visual_dim=8, t_max=32, d_model=8, n_heads=2, tdm_dim=2,
                     head_dim=8, supervision="weak")
@@ -118,7 +118,7 @@ def test_registered_by_name() -> None:
 
 
 def test_every_lazily_registered_model_resolves_to_its_class() -> None:
-    from models.registry import LAZY, get_entry
+    from models.localizers.registry import LAZY, get_entry
 
     for name in LAZY:
         cfg_cls, model_cls = get_entry(name)

@@ -10,11 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.avvp_metrics import avvp_scores
-from models.ear import EAR, EARConfig, events_from_binary, warmup_cosine
-from models.ear_train import DEMO_EAR, DEMO_GEN, make_demo_data, run_stages, write_outputs
-from models.pseudo_labels import GeneratorConfig, PseudoLabelGenerator, generate_pseudo_labels
-from models.synthetic import PlantedConfig, make_planted_avvp
+from models.avvp.ear import EAR, EARConfig, events_from_binary, warmup_cosine
+from models.avvp.metrics import avvp_scores
+from models.avvp.pseudo_labels import GeneratorConfig, PseudoLabelGenerator, generate_pseudo_labels
+from models.avvp.train import DEMO_EAR, DEMO_GEN, make_demo_data, run_stages, write_outputs
+from models.data.synthetic import PlantedConfig, make_planted_avvp
 
 
 def _small_ear(**kw: object) -> EAR:
@@ -162,7 +162,7 @@ def test_events_from_binary_and_detect_contract() -> None:
 # ------------------------------------------------------------------ three-stage benchmark
 @pytest.fixture(scope="module")
 def planted_runs() -> dict[str, dict[str, float]]:
-    """Stage 1 on planted dense AV data, stage 2 on a planted LLP-style set (models.synthetic),
+    """Stage 1 on planted dense AV data, stage 2 on a planted LLP-style set (models.data.synthetic),
     stage 3 with pseudo-labels vs video-level labels only vs shuffled labels (same generator)."""
     torch.manual_seed(0)
     target = make_planted_avvp(PlantedConfig(num_classes=6, n_videos=400, audio_dim=16, visual_dim=24, seed=0))
@@ -209,7 +209,7 @@ def test_write_outputs_predictions_and_metrics(planted_runs: dict, tmp_path) -> 
 def test_stage3_cli_on_npz_files(tmp_path) -> None:
     """The file-based stage 3: without --pseudo it trains from video-level labels; names, dims and
     class names come from the files."""
-    from models.ear_train import main
+    from models.avvp.train import main
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 12), ("test", 6)):
@@ -240,7 +240,7 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
     rules run them), gives exactly the metrics of run_stages in one process; the shuffled control's
     stage 3 refuses pseudo-labels made from unshuffled labels."""
     from extractors.io import save_npz
-    from models.ear_train import main
+    from models.avvp.train import main
 
     data = make_demo_data(seed=1, n_dense=40, n_train=48, n_test=24)
     save_npz(tmp_path / "dense.npz", **data["dense"])
@@ -269,8 +269,8 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
 
 def test_dense_arrays_from_unav_style_annotations() -> None:
     from extractors.recipes import get_recipe
-    from models.data import Segment, VideoAnnotation
-    from models.ear_train import dense_arrays
+    from models.avvp.train import dense_arrays
+    from models.data.dataset import Segment, VideoAnnotation
 
     rec = get_recipe("unav100")  # step 0.32 s, centre of step t at 0.48 + 0.32 t
     ann = VideoAnnotation("v 1", "train", 5.0, [Segment(0.48, 1.12, "dog"), Segment(1.0, 1.5, "cat")])

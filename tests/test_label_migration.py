@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.label_migration import migrate_dataset, migrate_labels
+from models.avvp.label_migration import migrate_dataset, migrate_labels
 
 
 def _reference(feats: np.ndarray, y: np.ndarray, tau: float) -> np.ndarray:

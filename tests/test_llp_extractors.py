@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from extractors import llp
+from extractors.llp import features as llp
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_clap_audio_of_a_video_without_audio_is_labelled_silence(clip2s: Path) -
 def test_bucket_job_reports_a_failing_clip_and_completes_the_others(tmp_path):
     """One feature job over several clips: a clip that cannot be read is listed under `failed` with its
     reason, the good clip's features are written and read back per id, and nothing temporary is left."""
-    from extractors.llp_video import bucket_of, extract_bucket, read_buckets
+    from extractors.llp.extract import bucket_of, extract_bucket, read_buckets
     from extractors.synthetic_videos import make_demo_dataset
 
     make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=3.0, seed=2)

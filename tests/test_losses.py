@@ -1,4 +1,4 @@
-"""Focal and GIoU losses against hand computations (models/losses.py)."""
+"""Focal and GIoU losses against hand computations (models/localizers/losses.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
+from models.localizers.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
 
 
 def _focal_by_hand(x: float, y: float, alpha: float = 0.25, gamma: float = 2.0) -> float:

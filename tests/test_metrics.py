@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.metrics import (
+from models.run.metrics import (
     average_precision,
     compute_map,
     interpolated_prec_rec,

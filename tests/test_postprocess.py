@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from extractors.recipes import get_recipe
-from models.data import render_segments, seconds_to_steps
-from models.metrics import compute_map
-from models.postprocess import (
+from models.data.dataset import render_segments, seconds_to_steps
+from models.localizers.postprocess import (
     events_to_results,
     probs_to_events,
     probs_to_step_events,
     soft_nms,
     steps_to_seconds,
 )
+from models.run.metrics import compute_map
 
 R = get_recipe("unav100")
 

@@ -9,22 +9,22 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data import (
+from models.data.dataset import (
     FeatureDataset,
     covered_steps,
     load_video_features,
     read_unav,
     seconds_to_steps,
 )
-from models.metrics import compute_map
-from models.postprocess import probs_to_events
-from models.synthetic import (
+from models.data.synthetic import (
     PlantedConfig,
     make_planted,
     make_planted_arrays,
     make_planted_avvp,
     planted_prototypes,
 )
+from models.localizers.postprocess import probs_to_events
+from models.run.metrics import compute_map
 
 R = get_recipe("unav100")
 SMALL = dict(num_classes=4, n_videos=30, t_len=(20, 30), audio_dim=16, visual_dim=24)

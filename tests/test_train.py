@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data import FeatureDataset
-from models.evaluate import evaluate
-from models.evaluate import main as evaluate_main
-from models.synthetic import PlantedConfig, make_planted
-from models.train import ShuffledLabels, load_checkpoint, train
-from models.train import main as train_main
+from models.data.dataset import FeatureDataset
+from models.data.synthetic import PlantedConfig, make_planted
+from models.run.evaluate import evaluate
+from models.run.evaluate import main as evaluate_main
+from models.run.runtime import load_checkpoint
+from models.run.train import ShuffledLabels, train
+from models.run.train import main as train_main
 
 RECIPE = get_recipe("unav100")
 T_MAX = 64

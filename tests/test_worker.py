@@ -111,3 +111,20 @@ def test_client_refuses_missing_separator(worker_env, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "extractors.worker", "media", "media"], capture_output=True,
                           text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 2 and "missing '--' before the extraction arguments" in proc.stderr
+
+
+def test_media_pool_runs_without_torch(clips, worker_env, tmp_path):
+    """envs/media.yaml has no torch: the media job, on a resident worker and in-process, never imports it
+    (a ``torch`` package that raises on import is first on the path; the project comes from this tree)."""
+    env, _ = worker_env
+    blocker = tmp_path / "no_torch" / "torch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch is not in the media environment')\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**env, "PYTHONPATH": os.pathsep.join([str(blocker.parent), str(root)])}
+    assert job(env, tmp_path, tmp_path / "a.log", "media", *media_args(clips[0], tmp_path / "o")) == 0, \
+        (tmp_path / "a.log").read_text()
+    env_off = {**env, "AVLOC_WORKER": "0"}
+    assert job(env_off, tmp_path, tmp_path / "b.log", "media", *media_args(clips[1], tmp_path / "o")) == 0, \
+        (tmp_path / "b.log").read_text()
+    assert (tmp_path / "o" / f"{clips[1].stem}.wav").exists()

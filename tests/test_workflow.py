@@ -203,7 +203,7 @@ def test_avvp_rules_one_job_per_stage(tmp_path, tiny_data):
     counts = job_counts(out)
     assert {k: counts.get(k) for k in ("avvp_planted", "ear_stage1", "ear_stage2", "ear_stage3", "avvp_summary")} \
         == {"avvp_planted": 1, "ear_stage1": 1, "ear_stage2": 2, "ear_stage3": 3, "avvp_summary": 1}
-    stage3 = {m: line for line in out.splitlines() if "models.ear_train stage3" in line
+    stage3 = {m: line for line in out.splitlines() if "models.avvp.train stage3" in line
               for m in ("pseudo", "video", "shuffled") if f"results/avvp/planted/{m} " in line}
     assert "--pseudo results/avvp/planted/stage2/real/pseudo_labels.npz" in stage3["pseudo"]
     assert "--pseudo results/avvp/planted/stage2/shuffled/pseudo_labels.npz" in stage3["shuffled"]
@@ -220,8 +220,8 @@ def test_default_config_is_valid_and_its_model_overrides_exist():
     is a real field of that model's config, so `snakemake --cores all` cannot fail at training time."""
     import jsonschema
 
-    from models.pipeline import model_overrides
-    from models.registry import make_config
+    from models.localizers.registry import make_config
+    from models.run.pipeline import model_overrides
 
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -230,8 +230,8 @@ def test_default_config_is_valid_and_its_model_overrides_exist():
         for model in ds.get("models", []):
             name, sup = model_overrides(model)
             make_config(name, **{**ds.get("model_overrides", {}).get(model, {}), **sup})
-    from models.ear import EARConfig
-    from models.pseudo_labels import GeneratorConfig
+    from models.avvp.ear import EARConfig
+    from models.avvp.pseudo_labels import GeneratorConfig
 
     assert cfg["avvp"], "the demo runs EAR too"
     for spec in cfg["avvp"].values():
@@ -256,8 +256,8 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
 
 
 def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str]]:
-    """LLP's four CSVs for the demo clips (models.data.unav_to_llp_csvs); the train and test ids."""
-    from models.data import read_unav, unav_to_llp_csvs
+    """LLP's four CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train and test ids."""
+    from models.data.dataset import read_unav, unav_to_llp_csvs
 
     anns = read_unav(annotations)
     unav_to_llp_csvs(anns, out)

@@ -1,11 +1,11 @@
-# EAR for weakly supervised audio-visual video parsing (LLP), one rule per stage (models/ear_train.py):
+# EAR for weakly supervised audio-visual video parsing (LLP), one rule per stage (models/avvp/train.py):
 #   ear_stage1  label migration + pseudo-label generator pre-training on dense AV data
 #   ear_stage2  the frozen generator labels the LLP training split (real labels, or shuffled: the control)
 #   ear_stage3  the AVVP model (AMDF + ERM) trained with pseudo-labels ("pseudo"), video-level labels only
 #               ("video") or shuffled labels ("shuffled"), then evaluated on the test split
 #   avvp_summary  one HTML page per benchmark: metrics of every mode, pseudo-label quality, curves, parses
 # Data per benchmark (config `avvp:`): `planted: true` writes the planted benchmark (avvp_planted); otherwise
-# `dense`, `train`, `test` are .npz files (layout in models/ear_train.py), or `llp:` assembles train/test
+# `dense`, `train`, `test` are .npz files (layout in models/avvp/train.py), or `llp:` assembles train/test
 # from raw LLP clips (workflow/rules/llp.smk).
 
 
@@ -70,9 +70,9 @@ rule avvp_planted:
     log:
         "logs/avvp/{name}/planted.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m models.ear_train planted --seed {params.seed} --out-dir data/avvp/{wildcards.name:q} > {log:q} 2>&1"
+        "python -m models.avvp.train planted --seed {params.seed} --out-dir data/avvp/{wildcards.name:q} > {log:q} 2>&1"
 
 
 rule ear_stage1:
@@ -94,9 +94,9 @@ rule ear_stage1:
     benchmark:
         "benchmarks/avvp/{name}/stage1.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m models.ear_train stage1 --dense {input.dense:q} --out {output.generator:q} {params.preset} "
+        "python -m models.avvp.train stage1 --dense {input.dense:q} --out {output.generator:q} {params.preset} "
         "{params.migration} --gen {params.gen} --seed {params.seed} > {log:q} 2>&1"
 
 
@@ -115,9 +115,9 @@ rule ear_stage2:
     log:
         "logs/avvp/{name}/stage2_{labels}.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m models.ear_train stage2 --generator {input.generator:q} --train {input.train:q} "
+        "python -m models.avvp.train stage2 --generator {input.generator:q} --train {input.train:q} "
         "--out {output.labels:q} {params.shuffle} --seed {params.seed} > {log:q} 2>&1"
 
 
@@ -156,9 +156,9 @@ rule ear_stage3:
     benchmark:
         "benchmarks/avvp/{name}/stage3_{mode}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m models.ear_train stage3 --train {input.train:q} --test {input.test:q} {params.pseudo} "
+        "python -m models.avvp.train stage3 --train {input.train:q} --test {input.test:q} {params.pseudo} "
         "{params.shuffle} --out {params.out} --ear {params.ear} {params.preset} {params.banner} "
         "--seed {params.seed} > {log:q} 2>&1"
 
@@ -175,6 +175,6 @@ rule avvp_summary:
     log:
         "logs/avvp/{name}/summary.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/avvp_summary.py"

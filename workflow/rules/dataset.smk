@@ -15,6 +15,6 @@ rule feature_store:
     benchmark:
         "benchmarks/{ds}/feature_store.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/feature_store.py"

@@ -55,7 +55,7 @@ rule features_i3d:
     benchmark:
         "benchmarks/{ds}/features/{vid}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         FEATURE_SHELL
 
@@ -84,6 +84,6 @@ rule features_r21d:
     benchmark:
         "benchmarks/{ds}/features/{vid}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         FEATURE_SHELL

@@ -1,5 +1,5 @@
 # Raw LLP clips -> per-second features -> data/avvp/<name>/{train,test}.npz for EAR's stages (avvp.smk), for
-# benchmarks configured with `llp:` (extractors/llp_video.py). Clips are probed when the DAG is built (as the
+# benchmarks configured with `llp:` (features: extractors/llp/extract.py; EAR inputs: models/avvp/inputs.py). Clips are probed when the DAG is built (as the
 # UnAV datasets are): undecodable ones are listed in logs/avvp/<name>/rejected_videos.tsv; CSV rows without
 # a usable clip (LLP's YouTube downloads are never complete) are skipped by the split job and counted in
 # its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default) and `audio` (VGGish); the
@@ -55,7 +55,7 @@ def llp_videos(name):
 
 
 def llp_split_videos(name, split):
-    from models.data import read_llp, read_unav
+    from models.data.dataset import read_llp, read_unav
 
     ds = llp_source_dataset(name)
     if ds:  # the CSVs are made by a job; the split is known from the annotations already
@@ -78,7 +78,7 @@ def llp_needs_generator(name):
 
 
 def llp_kinds(name):
-    from extractors.llp_video import base_kinds
+    from extractors.llp.extract import base_kinds
 
     spec = llp_spec(name)
     kinds = [*base_kinds(spec.get("visual", "resnet152_r21d")), *base_kinds(spec.get("audio", "vggish"))]
@@ -88,7 +88,7 @@ def llp_kinds(name):
 
 
 def llp_weight_files(name, text=False):
-    from extractors.llp_video import weights_needed
+    from extractors.llp.extract import weights_needed
 
     spec = llp_spec(name)
     kinds = (["clip", "clap"] if llp_needs_generator(name) else []) if text else llp_kinds(name)
@@ -109,7 +109,7 @@ wildcard_constraints:
 
 def llp_buckets(name, clips):
     """{bucket: [clip paths]} (non-empty buckets only) of `clips` ({id: path})."""
-    from extractors.llp_video import bucket_of
+    from extractors.llp.extract import bucket_of
 
     n = avvp_spec(name).get("buckets", 64)
     out = {}
@@ -138,9 +138,9 @@ rule llp_features:
     benchmark:
         "benchmarks/avvp/{llp}/features/bucket_{b}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.llp_video videos --videos {input.videos:q} "
+        "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
         "--out {output.features:q} --kinds {params.kinds} {params.common} --device {DEVICE} > {log:q} 2>&1"
 
 
@@ -156,9 +156,9 @@ rule llp_text:
     log:
         "logs/avvp/{llp}/text.log",
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.llp_video text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
+        "python -m models.avvp.inputs text --csv {input.csvs:q} --out {output:q} {params.common} {params.encoders} "
         "> {log:q} 2>&1"
 
 
@@ -193,9 +193,9 @@ rule llp_split:
     log:
         "logs/avvp/{llp}/split_{split}.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.llp_video split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
+        "python -m models.avvp.inputs split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -208,7 +208,7 @@ def dense_dataset(name):
 
 
 def dense_weight_files(name):
-    from extractors.llp_video import weights_needed
+    from extractors.llp.extract import weights_needed
 
     spec = llp_spec(name)
     names = weights_needed(["clip", "clap"], spec.get("clip_model", "ViT-L-14"), spec.get("weights", "pretrained"))
@@ -235,9 +235,9 @@ rule avvp_dense_features:
     benchmark:
         "benchmarks/avvp/{dn}/dense_features/bucket_{b}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.llp_video videos --videos {input.videos:q} "
+        "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
         "--out {output.features:q} --kinds clip,clap --max-seconds {params.seconds} {params.common} --device {DEVICE} "
         "> {log:q} 2>&1"
 
@@ -253,9 +253,9 @@ rule avvp_dense_text:
     log:
         "logs/avvp/{dn}/dense_text.log",
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.llp_video text --unav-json {input.annotations:q} --out {output:q} {params.common} "
+        "python -m models.avvp.inputs text --unav-json {input.annotations:q} --out {output:q} {params.common} "
         "> {log:q} 2>&1"
 
 
@@ -272,9 +272,9 @@ rule avvp_dense:
     log:
         "logs/avvp/{dn}/dense.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.llp_video dense --unav-json {input.annotations:q} --features {input.features:q} "
+        "python -m models.avvp.inputs dense --unav-json {input.annotations:q} --features {input.features:q} "
         "--text {input.text:q} --t-max {params.t_max} --out {output:q} > {log:q} 2>&1"
 
 
@@ -286,7 +286,7 @@ rule llp_csvs:
     log:
         "logs/avvp/{llp}/csvs.log",
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.llp_video csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
+        "python -m models.avvp.inputs csvs --unav-json {input.annotations:q} --out-dir data/avvp/{wildcards.llp:q}/csv "
         "> {log:q} 2>&1"

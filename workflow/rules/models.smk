@@ -1,5 +1,5 @@
 # Train / evaluate every configured localizer through the one training and evaluation entry
-# (models.train, models.evaluate), compare them in one table, and predict timelines for new videos.
+# (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
 
 
 def train_spec(ds, model):
@@ -32,7 +32,7 @@ rule train:
     benchmark:
         "benchmarks/{ds}/train/{model}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/train.py"
 
@@ -67,7 +67,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{ds}/evaluate/{model}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -85,7 +85,7 @@ rule compare:
     benchmark:
         "benchmarks/{ds}/compare.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/compare.py"
 
@@ -117,6 +117,6 @@ rule predict:
     benchmark:
         "benchmarks/{ds}/predict/{model}/{vid}.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/predict.py"

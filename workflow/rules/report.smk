@@ -29,6 +29,6 @@ rule summary:
     benchmark:
         "benchmarks/{ds}/summary.tsv"
     conda:
-        "../../envs/train.yaml"
+        "../../envs/avloc.yaml"
     script:
         "../scripts/summary.py"

@@ -26,7 +26,7 @@ rule fetch_weights:
     benchmark:
         "benchmarks/weights/{filename}.tsv"
     conda:
-        "../../envs/extract.yaml"
+        "../../envs/avloc.yaml"
     shell:
         "python -m extractors.weights fetch {params.name:q} --root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
 

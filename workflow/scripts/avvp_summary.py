@@ -1,7 +1,7 @@
-"""Snakemake script: the EAR (AVVP) summary page of one benchmark (models.report.write_avvp_summary)."""
+"""Snakemake script: the EAR (AVVP) summary page of one benchmark (models.report.summary.write_avvp_summary)."""
 
-from models.pipeline import log_to_file
-from models.report import write_avvp_summary
+from models.report.summary import write_avvp_summary
+from models.run.pipeline import log_to_file
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from models.compare import metrics_row, write_table
-from models.pipeline import log_to_file, parse_model_name
+from models.run.compare import metrics_row, write_table
+from models.run.pipeline import log_to_file, parse_model_name
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -5,9 +5,9 @@ import logging
 from pathlib import Path
 
 from extractors.recipes import Recipe
-from models.evaluate import evaluate
-from models.pipeline import load_splits, log_to_file, parse_model_name
-from models.predict import plot_dataset_timelines
+from models.run.evaluate import evaluate
+from models.run.pipeline import load_splits, log_to_file, parse_model_name
+from models.run.predict import plot_dataset_timelines
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -1,11 +1,11 @@
-"""Snakemake script: build the dataset's memory-mapped feature store (models.data.FeatureStore)."""
+"""Snakemake script: build the dataset's memory-mapped feature store (models.data.dataset.FeatureStore)."""
 
 import logging
 from functools import partial
 from pathlib import Path
 
-from models.data import FeatureStore, load_video_features
-from models.pipeline import log_to_file
+from models.data.dataset import FeatureStore, load_video_features
+from models.run.pipeline import log_to_file
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

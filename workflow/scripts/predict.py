@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 
 from extractors.recipes import Recipe
-from models.data import class_list
-from models.pipeline import log_to_file, read_annotations
-from models.predict import manifest_duration, predict_features, write_prediction
+from models.data.dataset import class_list
+from models.run.pipeline import log_to_file, read_annotations
+from models.run.predict import manifest_duration, predict_features, write_prediction
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -1,9 +1,9 @@
-"""Snakemake script: the per-dataset HTML summary (models.report.write_summary)."""
+"""Snakemake script: the per-dataset HTML summary (models.report.summary.write_summary)."""
 
 import json
 
-from models.pipeline import log_to_file
-from models.report import write_summary
+from models.report.summary import write_summary
+from models.run.pipeline import log_to_file
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

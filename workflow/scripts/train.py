@@ -5,14 +5,14 @@ import logging
 from pathlib import Path
 
 from extractors.recipes import Recipe
-from models.pipeline import (
+from models.run.pipeline import (
                                                     input_fingerprint,
                                                     load_splits,
                                                     log_to_file,
                                                     model_overrides,
                                                     reset_stale_resume_state,
 )
-from models.train import train
+from models.run.train import train
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])

@@ -1,0 +1,220 @@
+"""Raw LLP clips -> per-second features, one bucket ``.npz`` per job (``python -m extractors.llp.extract videos``).
+
+- ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind
+  (``resnet152``, ``r21d``, ``clip``, ``vggish``, ``clap``; :mod:`extractors.llp.features`, :mod:`extractors.llp.clap`),
+  keys ``<id>::<kind>``, and a provenance ``.json`` beside it. Why buckets: building the networks (or
+  loading multi-GB checkpoints) costs more than embedding a 10 s clip, so one job per clip would spend
+  LLP's 11,849 clips mostly on start-up. Clips go to buckets by a hash of their id, so a new clip reruns
+  only its bucket. A clip that fails is listed under ``failed`` in the ``.json`` and the others complete. Audio for VGGish is the reference chain of :mod:`extractors.media`
+  (int16 at the source rate, channel mean, resampy to 16 kHz); a clip without an audio track gets
+  10 s of silence and ``has_aud
+The class prompts' text embeddings (:func:`text_embeddings`) are computed here too; reading the
+class lists from the LLP CSVs / UnAV annotations and assembling EAR's ``.npz`` inputs is the training
+side's job: :mod:`models.avvp.inputs` (``text``, ``split``, ``dense``, ``csvs``).
+
+xactly 10).
+
+Every output is written to a temporary file and renamed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from extractors.io import load_npz, save_npz, write_json
+from extractors.llp.features import N_SEGMENTS, WeightsMode
+from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
+from extractors.weights import DEFAULT_ROOT, WeightsError
+
+VISUAL_KINDS = ("resnet152", "r21d", "clip")
+AUDIO_KINDS = ("vggish", "clap")
+# stage-3 feature names of the config -> the per-video kinds they are built from
+COMBINED = {"resnet152_r21d": ("resnet152", "r21d")}
+
+
+def base_kinds(name: str) -> tuple[str, ...]:
+    """``resnet152_r21d`` -> ``("resnet152", "r21d")``; a plain kind -> itself."""
+    if name in COMBINED:
+        return COMBINED[name]
+    if name not in VISUAL_KINDS + AUDIO_KINDS:
+        raise ValueError(f"unknown LLP feature {name!r}; known: {sorted((*VISUAL_KINDS, *AUDIO_KINDS, *COMBINED))}")
+    return (name,)
+
+
+def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: WeightsMode = "pretrained",
+                   text: bool = False) -> list[str]:
+    """Registry names of the checkpoints (and tokenizer files) the given kinds need, so Snakemake can
+    make them job inputs; none for random weights. ``text``: the text encoders (CLIP, CLAP) only."""
+    if mode == "random":
+        return []
+    from extractors.llp.clap import DEFAULT_CHECKPOINT, TOKENIZER_FILES
+    from extractors.llp.features import CLIP_WEIGHTS
+
+    needs = {"resnet152": ["resnet152"], "r21d": ["r2plus1d_18"], "vggish": ["vggish"],
+             "clip": [CLIP_WEIGHTS[clip_model]], "clap": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES]}
+    return sorted({n for k in kinds for n in needs[k]} - ({"vggish"} if text else set()))
+
+
+def decode_audio_16k(video: Path | str, seconds: float = float(N_SEGMENTS)) -> tuple[np.ndarray, bool]:
+    """16 kHz mono float waveform of the first ``seconds`` (reference chain), and whether there was audio."""
+    from extractors.media import TARGET_SR, decode_audio_int16, probe, reference_audio_chain
+
+    info = probe(video)
+    if not info.has_audio:  # silence as long as the clip (at most `seconds`), like media.normalize
+        return np.zeros(int(round(min(info.duration_s or seconds, seconds) * TARGET_SR))), False
+    wave = reference_audio_chain(decode_audio_int16(Path(video), info), info.sample_rate)
+    return wave[: int(round(seconds * TARGET_SR))], True
+
+
+def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "pretrained",
+                  root: Path | str = DEFAULT_ROOT, seed: int = 0, device: str = "cpu",
+                  clip_model: str = "ViT-L-14", max_seconds: int | None = N_SEGMENTS
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``{kind: (S, D) float32}`` for the requested base kinds of one clip, and provenance. ``max_seconds``
+    None: the whole video (stage-1 CLIP/CLAP features of long UnAV videos), audio segments = visual ones."""
+    from extractors.llp.features import extract_llp_visual
+
+    unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
+    if unknown:
+        raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
+    if max_seconds is None and "vggish" in kinds:
+        raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
+                         f"{VISUAL_KINDS + ('clap',)}")
+    feats: dict[str, np.ndarray] = {}
+    prov: dict[str, Any] = {"video": str(video), "weights_mode": mode, "kinds": list(kinds), "weights": {},
+                            "max_seconds": max_seconds}
+    visual = [k for k in kinds if k in VISUAL_KINDS]
+    if visual:
+        vf, vp = extract_llp_visual(video, mode, root, seed, device, kinds=visual, clip_model=clip_model,
+                                    max_seconds=max_seconds)
+        feats.update({k: vf[k] for k in visual})
+        prov["weights"].update(vp["weights"])
+        prov["visual"] = {k: v for k, v in vp.items() if k != "weights"}
+    if "vggish" in kinds:
+        from extractors.llp.features import extract_llp_vggish
+        from extractors.media import TARGET_SR, _write_wav
+
+        wave, has_audio = decode_audio_16k(video)
+        prov["has_audio"] = has_audio
+        with tempfile.TemporaryDirectory() as tmp:
+            wav = Path(tmp) / "audio.wav"
+            _write_wav(wav, wave, TARGET_SR)
+            feats["vggish"], p = extract_llp_vggish(wav, mode, root, seed, device)
+        prov["weights"]["vggish"] = p.get("weights", p)
+    if "clap" in kinds:
+        from extractors.llp.features import extract_llp_clap
+
+        n_seg = next(iter(feats.values())).shape[0] if visual else None
+        if n_seg is None and max_seconds is None:
+            from extractors.media import probe
+
+            n_seg = int(probe(video).duration_s)
+        feats["clap"], p = extract_llp_clap(video, mode, root, seed, device, n_segments=n_seg,
+                                            max_seconds=max_seconds)
+        prov["weights"]["clap"] = p
+    return {k: np.asarray(v, np.float32) for k, v in feats.items()}, prov
+
+
+def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
+                    seed: int = 0, clip_model: str = "ViT-L-14", encoders: bool = True) -> dict[str, np.ndarray]:
+    """The class list and, with ``encoders`` (the generator needs them), CLIP text embeddings of the visual
+    prompts (``text_v``) and CLAP text embeddings of the audio prompts (``text_a``)."""
+    out = {"class_names": np.array(list(class_names))}
+    if encoders:
+        from extractors.llp.clap import build_clap, clap_text_embeddings
+        from extractors.llp.features import build_clip, clip_text_embeddings
+
+        model, _, tokenizer, _ = build_clip(clip_model, mode, root, seed)
+        out["text_v"], prompts_v = clip_text_embeddings(model, tokenizer, class_names, VISUAL_PROMPT)
+        out["prompts_v"] = np.array(prompts_v)
+        cmodel, ctok, _ = build_clap(mode, root, seed)
+        out["text_a"], prompts_a = clap_text_embeddings(cmodel, ctok, class_names, AUDIO_PROMPT)
+        out["prompts_a"] = np.array(prompts_a)
+    return out
+
+
+SEP = "::"  # bucket-file keys: "<video id>::<kind>"
+
+
+def bucket_of(video_id: str, n_buckets: int) -> int:
+    """Stable bucket of a clip (CRC-32 of its id): a new clip reruns only its own bucket's job."""
+    return zlib.crc32(video_id.encode("utf-8")) % n_buckets
+
+
+def extract_bucket(videos: Sequence[Path], out: Path, kinds: Sequence[str], **kw: Any) -> dict[str, str]:
+    """Features of several clips into one file (networks built once); a clip that fails is reported in
+    the provenance ``.json`` (``failed``: id -> reason) and left out, the others complete."""
+    arrays: dict[str, np.ndarray] = {}
+    provs: dict[str, Any] = {}
+    failed: dict[str, str] = {}
+    for video in tqdm(videos, desc=f"LLP features -> {out.name}", unit="clip"):
+        vid = Path(video).stem
+        try:
+            feats, prov = extract_video(video, kinds, **kw)
+        except WeightsError:  # missing / corrupt checkpoint: every clip would fail the same way
+            raise
+        except Exception as err:  # one bad clip must not sink the others
+            failed[vid] = f"{type(err).__name__}: {err}"
+            print(f"[llp] {video}: {failed[vid]}", file=sys.stderr)
+            continue
+        arrays.update({f"{vid}{SEP}{k}": v for k, v in feats.items()})
+        provs[vid] = {**prov, "shapes": {k: list(v.shape) for k, v in feats.items()}}
+    if failed and not provs:
+        raise RuntimeError(f"every clip of {out.name} failed, e.g. {next(iter(failed.items()))}")
+    write_json(out.with_suffix(".json"), {"videos": provs, "failed": failed})
+    save_npz(out, **arrays)
+    return failed
+
+
+def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]]:
+    """``{video id: {kind: (S, D)}}`` from bucket files."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for path in paths:
+        for key, arr in load_npz(path).items():
+            vid, kind = key.rsplit(SEP, 1)
+            out.setdefault(vid, {})[kind] = arr
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from extractors.extract import resolve_device
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pv = sub.add_parser("videos", help="per-second features of clips, into one bucket file")
+    pv.add_argument("--videos", type=Path, nargs="+", required=True, help="clips (id = file name stem)")
+    pv.add_argument("--out", type=Path, required=True,
+                    help="bucket .npz (keys <id>::<kind>; a .json with provenance and failures beside)")
+    pv.add_argument("--kinds", required=True, help=f"comma-separated subset of {VISUAL_KINDS + AUDIO_KINDS}")
+    pv.add_argument("--device", default="auto")
+    pv.add_argument("--max-seconds", type=int, default=N_SEGMENTS, help="0: the whole video (stage-1 data)")
+    add_weights_args(pv)
+    a = p.parse_args(argv)
+    failed = extract_bucket(a.videos, a.out, [k for k in a.kinds.split(",") if k], mode=a.weights,
+                            root=a.weights_root, seed=a.seed, device=resolve_device(a.device),
+                            clip_model=a.clip_model, max_seconds=a.max_seconds or None)
+    print(json.dumps({"clips": len(a.videos), "failed": failed}))
+    return 0
+
+
+def add_weights_args(sp: argparse.ArgumentParser) -> None:
+    """The weights options of every command that builds networks (``videos`` here, ``text`` in
+    :mod:`models.avvp.inputs`)."""
+    sp.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
+    sp.add_argument("--weights-root", type=Path, default=DEFAULT_ROOT)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--clip-model", default="ViT-L-14")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

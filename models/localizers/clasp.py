@@ -1,0 +1,286 @@
+"""CLASP: Cross-modal saLient Anchor-based Semantic Propagation (Zhou et al., W-DAVEL).
+
+Paper: *CLASP: Cross-modal Salient Anchor-based Semantic Propagation for Weakly-supervised Dense
+Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps, ``L`` valid):
+
+1. **Projection** -- two ``Conv1d`` + ReLU per modality to ``d`` (:class:`models.localizers.mil.Projection`,
+   masked so padding never leaks into valid steps).  These projected ``a, v`` are the paper's
+   "initial features" (Eq. 1 needs ``W_1 in R^{d x d}``, so MEAE acts after the projection).
+2. **MEAE** -- per-modality classifiers ``P_m = sigmoid(LeakyReLU(x W_1^m) W_2^m)`` (Eq. 1) and a
+   per-step agreement ``s_t = 1 - JSD(q_a,t || q_v,t)`` (Eqs. 2-3).  The sigmoid scores are
+   multi-label, so to compare them as distributions each step's scores are normalised over the
+   class axis: ``q_m,t = (P_m,t + eps) / sum_c (P_m,t,c + eps)``.  The JSD is the standard
+   symmetric one, ``1/2 KL(q_a || m) + 1/2 KL(q_v || m)`` with ``m = (q_a + q_v) / 2`` (the cited
+   Fuglede & Topsoe definition; the paper's ``D_KL(P_bar, P_a)`` notation, read literally as
+   ``KL(P_bar || P_a)``, would be unbounded), with log base 2 so ``s in [0, 1]``; ``s = 1`` iff
+   the normalised audio and visual predictions are identical.  ``meae_on='transformer'``
+   computes the score from ``F_A, F_V`` instead (the Table 6 ablation); anchors are gathered
+   from ``a, v`` either way.
+3. **CSAI** -- GAI: indices of the top-``K`` scores among the *valid* steps (descending score
+   order), features gathered from ``a`` and ``v`` -> ``f^g (K, d)``.  LAI: the valid steps are cut
+   into ``M`` consecutive windows, window ``m`` = valid ranks ``[floor(mL/M), floor((m+1)L/M))``
+   (at least one step).  For ``L = T = 224, M = 14`` these are exactly the paper's 14 windows of
+   ``floor(T/M) = 16`` steps; defining them on the valid length (instead of on the padded
+   ``T``) keeps every window inside the video.  Top-``k`` per window (descending score), the
+   ``M*k`` features are mapped to ``K`` by a ``Linear(M*k, K)`` over the anchor axis
+   (``f^l (K, d)``).  ``Z_m = f_m^g + f_m^l``; ``Z_av = ([Z_a; Z_v] W_3) W_4`` with the concat on
+   the channel axis (the paper: ``W_3 in R^{2d x 2d}``, ``W_4 in R^{2d x d}``; two linear maps
+   with biases and no activation, as written).  Anchor *selection* is a hard ``topk`` and
+   carries no gradient; the gathered features do.
+   **Padding is never an anchor**: scores outside the valid steps (or outside the window) are
+   set to ``-inf`` before ``topk``.  When fewer eligible steps exist than slots (``L < K``, or a
+   window shorter than ``k``), the eligible anchors are **repeated cyclically** in score order
+   (slot ``j`` takes the ``(j mod n)``-th best of the ``n`` eligible steps) so the anchor tensors
+   keep their fixed shapes for the ``Linear(M*k, K)`` and no padded step is ever used.
+   Ablations: ``use_gai`` / ``use_lai`` drop one term of ``Z_m``; ``anchor_modality='audio'`` /
+   ``'visual'`` builds the anchors from one modality only (``Z_av = (Z_m W_3') W_4'`` with
+   ``W_3' in R^{d x 2d}``).
+4. **ATP** -- one-layer Transformer encoder per modality (``key_padding_mask`` = padding) ->
+   ``F_A, F_V``; then ``F_hat_m = F_m + MHA_m(F_m, Z_av, Z_av)`` (Eq. 5), one cross-attention
+   module per modality (the paper writes one ``MHA`` symbol for both; separate weights let each
+   modality learn its own query space).  ``anchors_in_atp=False`` gives ``F_hat_m = F_m``
+   (Table 8's "w/o anchor").
+5. **Classification** -- foreground weights ``w_m = sigmoid(Linear(F_hat_m))`` (``T x 1``),
+   ``w_bar = (w_a + w_v) / 2``; ``p_av = sigmoid(Linear([F_hat_A; F_hat_V])) * w_bar``.  The
+   video-level ``p_hat`` is MIL pooling of the modulated ``p_av`` over the valid steps;
+   ``P_a, P_v`` are pooled the same way.  **Pooling choice** (``pooling``, default ``'topk'``):
+   the paper says "MIL pooling, as in (Tian et al. 2018)"; Tian's weak AVEL model
+   (YapengTian/AVE-ECCV18 ``models_weakly.py``) takes the *max* over its 10 segments.  At
+   224 steps max pooling puts each class's whole gradient on one step: on the planted benchmark
+   it over-fitted (training BCE -> 0.01) with validation mAP ~0, and mean pooling cannot reach
+   ``p_hat >= 0.5`` for short events, so the paper's 0.5 class filter dropped most true classes.
+   We therefore default to top-k mean pooling with ``k = ceil(L / 8)`` (W-TALC's k-max MIL,
+   used by the weakly supervised localization works CLASP's foreground weighting comes from),
+   which equals Tian's max pooling for ``L <= 8``; ``'max'`` and ``'mean'`` remain available.
+   The loss is
+   ``BCE(p_hat, y) + lambda_uni * (BCE(pool(P_a), y) + BCE(pool(P_v), y))`` with
+   ``lambda_uni = 1`` ("regularized in the same way").  Padded steps are zeroed in every
+   per-step output and never pooled.
+
+Inference (the paper: "threshold 0.5 to identify confident event classes"): classes whose
+video-level ``p_hat >= threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
+positive steps merged into events (:func:`models.localizers.pooling.detect_from_probs`).
+
+Values the paper does not give and we chose: ``d = 512``, 4 attention heads, transformer
+feed-forward ``2d``, dropout 0.1, projection kernel 3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.localizers.base import Detection
+from models.localizers.mil import MILConfig, Projection, check_mask, weak_bce
+from models.localizers.pooling import detect_from_probs, mil_pool
+
+_LN2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# functional pieces (tested directly)
+# --------------------------------------------------------------------------------------------
+def agreement_score(p_a: torch.Tensor, p_v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``1 - JSD_2`` between the class-normalised audio and visual scores, per step.
+
+    ``p_a, p_v``: ``(..., C)`` sigmoid probabilities.  Returns ``(...)`` in ``[0, 1]``.
+    """
+    with torch.autocast(device_type=p_a.device.type, enabled=False):
+        qa = p_a.float() + eps
+        qv = p_v.float() + eps
+        qa = qa / qa.sum(dim=-1, keepdim=True)
+        qv = qv / qv.sum(dim=-1, keepdim=True)
+        m = 0.5 * (qa + qv)
+        xlogy = torch.special.xlogy  # 0 * log 0 = 0 (exact zeros when eps = 0)
+        kl_a = (xlogy(qa, qa) - xlogy(qa, m)).sum(dim=-1)
+        kl_v = (xlogy(qv, qv) - xlogy(qv, m)).sum(dim=-1)
+        jsd = (0.5 * kl_a + 0.5 * kl_v) / _LN2
+        return (1.0 - jsd).clamp(0.0, 1.0)
+
+
+def topk_eligible(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the top-``k`` eligible positions along the last axis, descending score.
+
+    ``score``/``eligible``: ``(..., T)``; every row must have >= 1 eligible position.  With
+    ``n < k`` eligible positions, slot ``j`` repeats the ``(j mod n)``-th best one, so an
+    ineligible (padded) position is never returned.
+    """
+    T = score.shape[-1]
+    masked = score.detach().float().masked_fill(~eligible, float("-inf"))
+    idx = masked.topk(min(k, T), dim=-1, sorted=True).indices
+    n = eligible.sum(dim=-1, keepdim=True).clamp(min=1)
+    slot = torch.arange(k, device=score.device).expand(*score.shape[:-1], k)
+    return idx.gather(-1, slot % n)
+
+
+def local_windows(mask: torch.Tensor, n_windows: int) -> torch.Tensor:
+    """Eligibility ``(B, M, T)`` of the ``M`` consecutive windows over each video's valid steps."""
+    rank = mask.long().cumsum(dim=1) - 1  # position among valid steps
+    L = mask.sum(dim=1, keepdim=True)  # (B, 1)
+    m = torch.arange(n_windows, device=mask.device).view(1, -1)  # (1, M)
+    start = torch.div(m * L, n_windows, rounding_mode="floor")  # (B, M)
+    end = torch.maximum(torch.div((m + 1) * L, n_windows, rounding_mode="floor"), start + 1)
+    r = rank.unsqueeze(1)  # (B, 1, T)
+    return (r >= start.unsqueeze(-1)) & (r < end.unsqueeze(-1)) & mask.unsqueeze(1)
+
+
+def gather_steps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``x (B, T, d)``, ``idx (B, N)`` -> ``(B, N, d)``."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CLASPConfig(MILConfig):
+    """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting (see module docstring). The
+    projection, pooling, threshold and optimisation fields come from :class:`models.localizers.mil.MILConfig`."""
+
+    n_heads: int = 4
+    ff_mult: int = 2
+    n_global: int = 10  # K
+    n_local: int = 4  # k
+    n_windows: int = 14  # M (16 for ActivityNet)
+    use_gai: bool = True
+    use_lai: bool = True
+    anchors_in_atp: bool = True
+    anchor_modality: str = "both"  # 'both' | 'audio' | 'visual'
+    meae_on: str = "raw"  # 'raw' (projected a, v) | 'transformer' (F_A, F_V)
+    lambda_uni: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.use_gai or self.use_lai):
+            raise ValueError("CLASP needs at least one of use_gai / use_lai")
+        if self.anchor_modality not in ("both", "audio", "visual"):
+            raise ValueError(f"anchor_modality must be 'both', 'audio' or 'visual', got {self.anchor_modality!r}")
+        if self.meae_on not in ("raw", "transformer"):
+            raise ValueError(f"meae_on must be 'raw' or 'transformer', got {self.meae_on!r}")
+        if self.hidden_dim % self.n_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} not divisible by n_heads {self.n_heads}")
+
+
+def _meae_head(d: int, n_classes: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, n_classes))
+
+
+class CLASP(nn.Module):
+    """The CLASP localizer (weak supervision); see the module docstring for every choice."""
+
+    supervision = "weak"
+
+    def __init__(self, cfg: CLASPConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, C = cfg.hidden_dim, cfg.num_classes
+        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel)
+        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel)
+        self.drop = nn.Dropout(cfg.dropout)
+        # MEAE
+        self.meae_a = _meae_head(d, C)
+        self.meae_v = _meae_head(d, C)
+        # CSAI
+        if cfg.anchors_in_atp:
+            if cfg.use_lai:
+                self.lai_map = nn.Linear(cfg.n_windows * cfg.n_local, cfg.n_global)
+            in_fuse = 2 * d if cfg.anchor_modality == "both" else d
+            self.w3 = nn.Linear(in_fuse, 2 * d)
+            self.w4 = nn.Linear(2 * d, d)
+            self.xattn_a = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+            self.xattn_v = nn.MultiheadAttention(d, cfg.n_heads, dropout=cfg.dropout, batch_first=True)
+        # ATP unimodal transformers
+        self.enc_a = self._encoder_layer()
+        self.enc_v = self._encoder_layer()
+        # classification
+        self.fg_a = nn.Linear(d, 1)
+        self.fg_v = nn.Linear(d, 1)
+        self.classifier = nn.Linear(2 * d, C)
+
+    def _encoder_layer(self) -> nn.TransformerEncoderLayer:
+        c = self.cfg
+        return nn.TransformerEncoderLayer(
+            c.hidden_dim, c.n_heads, dim_feedforward=c.ff_mult * c.hidden_dim, dropout=c.dropout,
+            batch_first=True,
+        )
+
+    def _anchors(self, x: torch.Tensor, idx_g: torch.Tensor | None, idx_l: torch.Tensor | None) -> torch.Tensor:
+        """``Z_m = f^g + f^l`` for one modality: ``(B, K, d)``."""
+        z = 0
+        if idx_g is not None:
+            z = z + gather_steps(x, idx_g)
+        if idx_l is not None:
+            f_l = gather_steps(x, idx_l.flatten(1))  # (B, M*k, d)
+            z = z + self.lai_map(f_l.transpose(1, 2)).transpose(1, 2)
+        return z
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        mask = check_mask(batch["mask"])
+        pad = ~mask
+        a = self.proj_a(batch["audio"], mask)
+        v = self.proj_v(batch["visual"], mask)
+
+        # ATP part 1: unimodal temporal encoders (needed first for the meae_on='transformer' ablation)
+        f_a = self.enc_a(self.drop(a), src_key_padding_mask=pad)
+        f_v = self.enc_v(self.drop(v), src_key_padding_mask=pad)
+
+        # MEAE
+        src_a, src_v = (a, v) if cfg.meae_on == "raw" else (f_a, f_v)
+        P_a = torch.sigmoid(self.meae_a(src_a)).masked_fill(pad.unsqueeze(-1), 0.0)
+        P_v = torch.sigmoid(self.meae_v(src_v)).masked_fill(pad.unsqueeze(-1), 0.0)
+        score = agreement_score(P_a.detach(), P_v.detach()).masked_fill(pad, 0.0)
+
+        out: dict[str, Any] = {"P_a": P_a, "P_v": P_v, "score": score, "mask": mask}
+
+        # CSAI + ATP part 2
+        if cfg.anchors_in_atp:
+            idx_g = topk_eligible(score, mask, cfg.n_global) if cfg.use_gai else None
+            idx_l = None
+            if cfg.use_lai:
+                elig = local_windows(mask, cfg.n_windows)  # (B, M, T)
+                s_w = score.unsqueeze(1).expand_as(elig)
+                idx_l = topk_eligible(s_w, elig, cfg.n_local)  # (B, M, k)
+            out["anchor_idx_global"], out["anchor_idx_local"] = idx_g, idx_l
+            if cfg.anchor_modality == "both":
+                z = torch.cat([self._anchors(a, idx_g, idx_l), self._anchors(v, idx_g, idx_l)], dim=-1)
+            else:
+                z = self._anchors(a if cfg.anchor_modality == "audio" else v, idx_g, idx_l)
+            z_av = self.w4(self.w3(z))  # (B, K, d)
+            out["z_av"] = z_av
+            h_a = f_a + self.xattn_a(f_a, z_av, z_av, need_weights=False)[0]
+            h_v = f_v + self.xattn_v(f_v, z_av, z_av, need_weights=False)[0]
+        else:
+            h_a, h_v = f_a, f_v
+
+        # classification
+        w_a = torch.sigmoid(self.fg_a(h_a)).squeeze(-1)
+        w_v = torch.sigmoid(self.fg_v(h_v)).squeeze(-1)
+        w_bar = 0.5 * (w_a + w_v)
+        p_raw = torch.sigmoid(self.classifier(self.drop(torch.cat([h_a, h_v], dim=-1))))
+        p_av = (p_raw * w_bar.unsqueeze(-1)).masked_fill(pad.unsqueeze(-1), 0.0)
+        out.update(
+            p_av=p_av,
+            w_bar=w_bar.masked_fill(pad, 0.0),
+            video_p=mil_pool(p_av, mask, cfg.pooling, cfg.topk_div),
+            video_pa=mil_pool(P_a, mask, cfg.pooling, cfg.topk_div),
+            video_pv=mil_pool(P_v, mask, cfg.pooling, cfg.topk_div),
+        )
+        return out
+
+    def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        y = batch["labels"]
+        l_av = weak_bce(out["video_p"], y)
+        l_a = weak_bce(out["video_pa"], y)
+        l_v = weak_bce(out["video_pv"], y)
+        out["loss_terms"] = {"av": float(l_av.detach()), "a": float(l_a.detach()), "v": float(l_v.detach())}
+        return l_av + self.cfg.lambda_uni * (l_a + l_v)
+
+    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)
+
+
+__all__ = ["CLASP", "CLASPConfig", "agreement_score", "topk_eligible", "local_windows"]

@@ -1,0 +1,126 @@
+"""Plain multiple-instance-learning (MIL) baseline, and the pieces it shares with CLASP.
+
+The baseline is CLASP with everything between the projection and the final classifier removed:
+per-modality projection (two ``Conv1d`` + ReLU to ``d``), concatenation ``[a; v]`` along channels,
+a linear classifier with a sigmoid per step, MIL pooling over the valid steps to a video-level
+probability, and BCE against the weak video-level label.  It answers "how much of CLASP's score
+is the anchors/propagation and how much is just a weakly supervised per-step classifier".
+
+Shared helpers (used by :mod:`models.localizers.clasp` too, so the two models differ only where the paper
+says they do):
+
+- :class:`Projection` -- padding-safe temporal projection.  Inputs and every intermediate
+  activation are zeroed on padded steps, so a ``kernel_size > 1`` convolution sees the same
+  zeros at the end of the valid sequence as its own zero padding would; outputs on valid steps
+  therefore never depend on what is stored in (or how long) the padding is.
+- MIL pooling and detection: :func:`models.localizers.pooling.mil_pool` and
+  :func:`models.localizers.pooling.detect_from_probs`, the same two functions every weak model uses.
+- :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
+  probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.localizers.base import Detection, ModelConfig
+from models.localizers.pooling import detect_from_probs, mil_pool
+
+
+# --------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------
+class Projection(nn.Module):
+    """Two ``Conv1d`` + ReLU layers ``(B, T, D) -> (B, T, d)``, masked so padding cannot leak."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"projection kernel_size must be odd, got {kernel_size}")
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv1d(in_dim, out_dim, kernel_size, padding=pad)
+        self.conv2 = nn.Conv1d(out_dim, out_dim, kernel_size, padding=pad)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        h = x.transpose(1, 2) * m
+        h = F.relu(self.conv1(h)) * m
+        h = F.relu(self.conv2(h)) * m
+        return h.transpose(1, 2)
+
+
+def check_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Validate a ``(B, T)`` mask and return it as bool; every video needs >= 1 valid step."""
+    if mask.dim() != 2:
+        raise ValueError(f"mask must be (B, T), got shape {tuple(mask.shape)}")
+    mask = mask.bool()
+    empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"videos at batch positions {empty} have no valid step (empty mask)")
+    return mask
+
+
+def weak_bce(p: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Mean BCE between video-level probabilities and multi-hot labels, in float32."""
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        # written out (not F.binary_cross_entropy, which raises on NaN inputs) so that a diverged
+        # model yields a NaN loss that the training loop reports with its epoch and batch
+        q = p.float().clamp(eps, 1.0 - eps)
+        y = y.float()
+        return -(y * torch.log(q) + (1.0 - y) * torch.log1p(-q)).mean()
+
+
+# --------------------------------------------------------------------------------------------
+# the baseline
+# --------------------------------------------------------------------------------------------
+@dataclass
+class MILConfig(ModelConfig):
+    """Plain MIL baseline. Its fields (projection, dropout, MIL pooling, detection threshold, optimisation)
+    are the ones every weakly supervised step classifier here has: CLASPConfig extends it, so the baseline
+    and CLASP share their defaults by construction."""
+
+    hidden_dim: int = 512
+    proj_kernel: int = 3
+    dropout: float = 0.1
+    pooling: str = "topk"
+    topk_div: int = 8
+    threshold: float = 0.5
+    lr: float = 1e-4
+    epochs: int = 40
+    batch_size: int = 16
+
+
+class MILBaseline(nn.Module):
+    """Projection -> ``[a; v]`` -> linear classifier + sigmoid per step -> MIL pooling -> BCE."""
+
+    supervision = "weak"
+
+    def __init__(self, cfg: MILConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel)
+        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(2 * d, cfg.num_classes)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        mask = check_mask(batch["mask"])
+        a = self.proj_a(batch["audio"], mask)
+        v = self.proj_v(batch["visual"], mask)
+        p = torch.sigmoid(self.classifier(self.drop(torch.cat([a, v], dim=-1))))
+        p = p.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return {"p_av": p, "video_p": mil_pool(p, mask, self.cfg.pooling, self.cfg.topk_div), "mask": mask}
+
+    def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        loss = weak_bce(out["video_p"], batch["labels"])
+        out["loss_terms"] = {"video": float(loss.detach())}
+        return loss
+
+    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)

@@ -1,0 +1,158 @@
+"""A self-contained HTML summary per dataset: the page a person opens after ``snakemake --cores all``.
+
+Images are embedded (base64) so the file can be mailed or copied off a cluster on its own. Outputs made
+with random extractor weights get a red banner: their numbers say nothing about real accuracy.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from extractors.io import atomic_path
+
+
+def _img(path: Path, width: int = 900) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" width="{width}" alt="{html.escape(path.name)}"/>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def provenance_rows(feature_files: Sequence[Path]) -> tuple[list[list[str]], bool]:
+    """One row per (kind, weights) with the number of videos; True if any used random weights."""
+    seen: dict[tuple[str, str, str], int] = {}
+    any_random = False
+    for f in feature_files:
+        prov_path = Path(f).with_suffix(".json")
+        if not prov_path.exists():
+            continue
+        prov = json.loads(prov_path.read_text())
+        weights = str(prov.get("weights", "?"))
+        any_random |= weights == "random"
+        digest = prov.get("sha256") or prov.get("weights_sha256") or ""
+        if isinstance(digest, dict):
+            digest = ", ".join(f"{k}:{str(v)[:12]}" for k, v in sorted(digest.items()))
+        key = (Path(f).parent.name, weights, str(digest)[:40])
+        seen[key] = seen.get(key, 0) + 1
+    return [[k, w, d, n] for (k, w, d), n in sorted(seen.items())], any_random
+
+
+def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
+                  metrics: Sequence[Path] = (), compare_md: Path | None = None,
+                  feature_files: Sequence[Path] = (), predictions: Sequence[Path] = (),
+                  rejected: dict[str, str] | None = None) -> None:
+    """Assemble the summary page from the workflow's outputs (paths as Snakemake gives them)."""
+    prov_rows, any_random = provenance_rows([Path(f) for f in feature_files])
+    any_random |= recipe.get("weights") == "random"
+    parts = [f"<h1>avloc summary — dataset <code>{html.escape(dataset)}</code></h1>"]
+    if any_random:
+        parts.append('<div class="banner">WEIGHTS: RANDOM — features come from randomly initialised '
+                     "extractors (offline demo). Metrics and predictions below exercise the pipeline; they "
+                     "say nothing about real accuracy.</div>")
+    if metrics:
+        from models.run.compare import COLUMNS, metrics_row
+
+        rows = []
+        for m in metrics:
+            row = metrics_row(json.loads(Path(m).read_text()))
+            rows.append([Path(m).parent.name] + [f"{row[c]:.2f}" for c in COLUMNS])
+        parts.append("<h2>Test-split mAP (%)</h2>")
+        parts.append(_table(["model", *COLUMNS], rows))
+        parts.append("<p>Avg = mean over tIoU 0.1…0.9 (UnAV-100 protocol, docs/recipes.md).</p>")
+        for m in metrics:
+            mdir = Path(m).parent
+            curve = mdir / "curve.png"
+            if curve.exists():
+                parts.append(f"<h3>Training curve — {html.escape(mdir.name)}</h3>{_img(curve, 700)}")
+            timelines = sorted((mdir / "timelines").glob("*.png"))
+            if timelines:
+                parts.append(f"<h3>Timelines (test split) — {html.escape(mdir.name)}</h3>")
+                parts.extend(_img(t) for t in timelines[:12])
+    if compare_md is not None and Path(compare_md).exists():
+        parts.append(f"<h2>Comparison</h2><pre>{html.escape(Path(compare_md).read_text())}</pre>")
+    if predictions:
+        parts.append("<h2>Predicted timelines (new videos)</h2>")
+        for p in predictions:
+            png = Path(p).with_suffix(".png")
+            events = json.loads(Path(p).read_text()).get("events", [])
+            parts.append(f"<h3>{html.escape(Path(p).stem)} — {len(events)} event(s)</h3>")
+            if png.exists():
+                parts.append(_img(png))
+    parts.append("<h2>Provenance</h2>")
+    parts.append(f"<pre>{html.escape(json.dumps(recipe, indent=2, sort_keys=True))}</pre>")
+    if prov_rows:
+        parts.append(_table(["features", "weights", "weights sha256", "videos"], prov_rows))
+    parts.append("<h2>Rejected videos</h2>")
+    if rejected:
+        parts.append(_table(["file", "reason"], sorted(rejected.items())))
+    else:
+        parts.append("<p>None: every video in the folder was decodable.</p>")
+    _write_page(out_html, f"avloc {dataset}", parts)
+
+
+_STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:3px 8px}.banner{background:#c00;color:#fff;padding:8px;"
+          "font-weight:bold}")
+
+
+def _write_page(out_html: Path | str, title: str, parts: Sequence[str]) -> None:
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    with atomic_path(out_html) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+
+
+AVVP_MODES = {"pseudo": "generated pseudo-labels", "video": "video-level labels only",
+              "shuffled": "shuffled labels (control)"}
+
+
+def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
+                       stage1_json: Path | None = None, banner: str = "") -> None:
+    """The EAR page of one AVVP benchmark: F-scores (%) per training-label mode, the pseudo-labels'
+    own scores on the training split (when it has segment ground truth), training curves, parses."""
+    import tempfile
+
+    from models.avvp.metrics import KEYS
+    from models.run.plots import plot_loss_curves
+
+    parts = [f"<h1>EAR (AVVP) — benchmark <code>{html.escape(name)}</code></h1>"]
+    if banner:
+        parts.append(f'<div class="banner">{html.escape(banner)}</div>')
+    runs = [(Path(m).parent.name, json.loads(Path(m).read_text())) for m in metrics]
+
+    def pct(d: dict[str, float] | None) -> list[str]:
+        return [f"{100 * d[k]:.1f}" if d else "–" for k in KEYS]
+
+    parts.append("<h2>Test split, F-score (%)</h2>")
+    parts.append(_table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(r.get("test"))] for m, r in runs]))
+    parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp/metrics.py); "
+                 "type = Type@AV, event = Event@AV.</p>")
+    pseudo = [(m, r["pseudo_labels_train"]) for m, r in runs if r.get("pseudo_labels_train")]
+    if pseudo:
+        parts.append("<h2>Pseudo-labels against the training split's segment ground truth (%)</h2>")
+        parts.append(_table(["labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(d)] for m, d in pseudo]))
+    curves = {f"stage 3, {AVVP_MODES.get(m, m)}": [h["loss"] for h in r.get("log", [])] for m, r in runs}
+    if stage1_json is not None and Path(stage1_json).exists():
+        s1 = json.loads(Path(stage1_json).read_text())
+        curves = {"stage 1 (generator)": [h["loss"] for h in s1.get("log", [])], **curves}
+        parts.append(f"<p>Stage 1: label migration {'on' if s1.get('migration') else 'off'}, "
+                     f"{len(s1.get('log', []))} epochs, {s1.get('seconds', '?')} s.</p>")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "curves.png"
+        plot_loss_curves(png, curves, title=f"EAR training losses — {name}")
+        parts.append(f"<h2>Training curves</h2>{_img(png, 700)}")
+    for m, _ in runs:
+        timelines = sorted((Path(metrics[0]).parent.parent / m / "timelines").glob("*.png"))
+        if timelines:
+            parts.append(f"<h3>Test parses — {html.escape(AVVP_MODES.get(m, m))}</h3>")
+            parts.extend(_img(t) for t in timelines[:4])
+    _write_page(out_html, f"avloc AVVP {name}", parts)

@@ -1,0 +1,199 @@
+"""One comparison table for several localizers on the same data and metric (CLASP Table 1 style).
+
+``compare(train_ds, val_ds, test_ds, models, out_dir, epochs, seed)`` trains every ``(name,
+supervision)`` through :func:`models.run.train.train`, evaluates the best checkpoint on ``test_ds``
+through :func:`models.run.evaluate.evaluate`, optionally also trains a label-shuffled control of each
+(``controls=True``: same data, training labels permuted across videos, see ``models.run.train``), and
+writes ``table.md`` and ``table.csv`` (rows = method + supervision [+ control], columns = mAP at
+tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folder.
+
+CLI::
+
+    python -m models.run.compare --planted --out results/compare \\
+        --models ccnet:full ccnet:weak dave:full dave:weak avel:weak clasp:weak --epochs 20 --controls \\
+        --set ccnet.d_model=64 --set dave.d_model=64
+
+``--planted`` builds the synthetic planted-event benchmark (``models.data.synthetic``); otherwise
+``--store``/``--annotations``/``--recipe`` name a real feature store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from extractors.io import write_text
+from models.localizers.registry import get_entry
+
+THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
+COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
+
+ModelSpec = tuple[str, str] | tuple[str, str, dict[str, Any]]
+
+
+def supervision_overrides(name: str, supervision: str) -> dict[str, Any]:
+    """Config overrides that select ``supervision`` for model ``name``.
+
+    Models whose config has a ``supervision`` field get it set; models without one (weak-only
+    localizers such as CLASP) accept only ``'weak'``.
+    """
+    if supervision not in ("full", "weak"):
+        raise ValueError(f"supervision must be 'full' or 'weak', got {supervision!r}")
+    cfg_cls, model_cls = get_entry(name)
+    if "supervision" in {f.name for f in dataclasses.fields(cfg_cls)}:
+        return {"supervision": supervision}
+    fixed = getattr(model_cls, "supervision", "weak")
+    if supervision != fixed:
+        raise ValueError(f"model {name!r} supports only {fixed!r} supervision, not {supervision!r}")
+    return {}
+
+
+def row_label(name: str, supervision: str, control: bool) -> str:
+    return f"{name} ({supervision}{', shuffled labels' if control else ''})"
+
+
+def metrics_row(metrics: dict[str, Any]) -> dict[str, float]:
+    """Percent values of the table columns from a ``models.run.metrics.compute_map`` result."""
+    rep = metrics["reported"]
+    row = {f"mAP@{t}": 100.0 * float(rep.get(t, float("nan"))) for t in THETAS}
+    row["Avg"] = 100.0 * float(metrics["avg"])
+    return row
+
+
+def compare(
+    train_ds: Any,
+    val_ds: Any | None,
+    test_ds: Any,
+    models: Sequence[ModelSpec],
+    out_dir: str | os.PathLike[str],
+    epochs: int | None = None,
+    seed: int = 0,
+    controls: bool = False,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    device: str = "auto",
+    recipe: Any | None = None,
+    progress: bool = False,
+    train_kwargs: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Train/evaluate each model (and optionally its label-shuffled control) and write the table.
+
+    ``models``: ``(name, supervision)`` or ``(name, supervision, cfg_overrides)``.  Returns the table
+    as a DataFrame indexed by row label with columns :data:`COLUMNS` (percent) plus ``method``,
+    ``supervision``, ``control``, ``checkpoint``.
+    """
+    from models.run.evaluate import evaluate
+    from models.run.train import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for spec in models:
+        name, sup = spec[0], spec[1]
+        extra = dict(spec[2]) if len(spec) > 2 else {}  # type: ignore[misc]
+        overrides = {**extra, **supervision_overrides(name, sup)}
+        for control in ([False, True] if controls else [False]):
+            run = out / f"{name}_{sup}{'_shuffled' if control else ''}"
+            ckpt = train(name, train_ds, val_ds, run, cfg_overrides=overrides, epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, device=device, shuffle_labels=control, progress=progress,
+                         **(train_kwargs or {}))
+            metrics = evaluate(name, ckpt, test_ds, recipe, run / "test")
+            rows.append({"row": row_label(name, sup, control), "method": name, "supervision": sup,
+                         "control": control, **metrics_row(metrics), "checkpoint": str(ckpt)})
+    df = pd.DataFrame(rows).set_index("row")
+    write_table(df, out)
+    return df
+
+
+def write_table(df: pd.DataFrame, out_dir: Path) -> None:
+    """``table.csv`` (all columns) and ``table.md`` (method rows x mAP columns, one decimal)."""
+    write_text(out_dir / "table.csv", df.to_csv(float_format="%.4f"))
+    lines = ["| Method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    for label, r in df.iterrows():
+        lines.append(f"| {label} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS) + " |")
+    write_text(out_dir / "table.md", "\n".join(lines) + "\n")
+
+
+def _parse_value(v: str) -> Any:
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError:
+        return v
+
+
+def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
+    """``name:supervision`` items plus ``name.field=value`` overrides -> model specs."""
+    per_model: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        key, _, val = s.partition("=")
+        mname, _, fld = key.partition(".")
+        if not fld or not _:
+            raise ValueError(f"--set expects name.field=value, got {s!r}")
+        per_model.setdefault(mname, {})[fld] = _parse_value(val)
+    specs: list[ModelSpec] = []
+    for it in items:
+        name, _, sup = it.partition(":")
+        specs.append((name, sup or "weak", per_model.get(name, {})))
+    return specs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from extractors.recipes import get_recipe
+    from models.data.dataset import FeatureDataset, FeatureStore, class_list, read_unav
+
+    ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
+    ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")
+    ap.add_argument("--set", action="append", default=[], help="name.field=value config override (JSON value)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--planted", action="store_true", help="use the synthetic planted-event benchmark")
+    ap.add_argument("--planted-videos", type=int, default=240)
+    ap.add_argument("--planted-classes", type=int, default=6)
+    ap.add_argument("--planted-signal", type=float, default=1.6)
+    ap.add_argument("--planted-dims", type=int, nargs=2, default=(128, 2048), metavar=("AUDIO", "VISUAL"))
+    ap.add_argument("--planted-len", type=int, nargs=2, default=(40, 64), metavar=("MIN", "MAX"))
+    ap.add_argument("--store")
+    ap.add_argument("--annotations")
+    ap.add_argument("--recipe", default="unav100")
+    ap.add_argument("--t-max", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--controls", action="store_true", help="also train label-shuffled controls")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.planted:
+        from models.data.synthetic import PlantedConfig, make_planted
+
+        recipe = get_recipe(args.recipe, t_max=args.t_max or 64)
+        pcfg = PlantedConfig(n_videos=args.planted_videos, num_classes=args.planted_classes,
+                             signal=args.planted_signal, audio_dim=args.planted_dims[0],
+                             visual_dim=args.planted_dims[1], t_len=tuple(args.planted_len), seed=args.seed)
+        store, ann, classes = make_planted(pcfg, out / "planted", recipe)
+    else:
+        if not (args.store and args.annotations):
+            ap.error("give --planted or both --store and --annotations")
+        recipe = get_recipe(args.recipe, **({"t_max": args.t_max} if args.t_max else {}))
+        store, ann = FeatureStore(args.store), read_unav(args.annotations)
+        classes = class_list(ann)
+    sets = {s: FeatureDataset(store, ann, classes, recipe, subset=s) for s in ("train", "validation", "test")}
+    df = compare(sets["train"], sets["validation"], sets["test"], parse_models(args.models, args.set), out,
+                 epochs=args.epochs, seed=args.seed, controls=args.controls, batch_size=args.batch_size,
+                 lr=args.lr, device=args.device, recipe=recipe, progress=True)
+    print((out / "table.md").read_text())
+    print(df[COLUMNS].round(2).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""The one evaluation entry for every localizer: checkpoint + dataset -> predictions.json, metrics.json.
+
+Per batch the model's ``detect(out, batch)`` gives events in continuous feature-step units
+(:mod:`models.localizers.base`); :func:`models.localizers.postprocess.step_events_to_seconds` maps them to seconds with
+the recipe (``center_offset_s + x * step_s``, cells extended to 0 s at the start and, for videos
+that were not clipped to ``t_max``, to the duration at the end; clipped to ``[0, duration]``).
+Scores are ranked by ``models.run.metrics.compute_map`` (UnAV/ActionFormer rules, docs/recipes.md "Evaluation")
+against the dataset's *full* annotations: ground truth beyond ``t_max`` of a clipped video stays
+in the ground truth (and is missed), as for any model trained at a fixed length.
+
+Outputs in ``out_dir``: ``predictions.json`` (ActivityNet results format, seconds, class names)
+and ``metrics.json`` (mAP per tIoU, ``avg`` over 0.1:0.9, the papers' 0.5:0.9 columns, per-class
+AP, model name, checkpoint, number of videos and predictions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from extractors.io import write_text
+from models.run.runtime import (
+    amp_settings,
+    load_checkpoint,
+    model_from_checkpoint,
+    read_classes,
+    resolve_device,
+    to_device,
+)
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
+                    batch_size: int = 16, amp: bool = True, progress: bool = False,
+                    ) -> dict[str, list[tuple[float, float, int, float]]]:
+    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds``."""
+    from models.data.dataset import make_loader
+    from models.localizers.postprocess import step_events_to_seconds
+
+    recipe = recipe if recipe is not None else ds.recipe
+    dev = resolve_device(device)
+    amp_on, amp_dtype = amp_settings(dev, amp)
+    was_training = model.training
+    model.eval()
+    preds: dict[str, list[tuple[float, float, int, float]]] = {}
+    try:
+        for batch in tqdm(make_loader(ds, batch_size, shuffle=False), disable=not progress, desc="predict"):
+            batch = to_device(batch, dev)
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
+                out = model(batch)
+            dets = model.detect(out, batch)
+            valid = batch["mask"].sum(dim=1).tolist()
+            lengths = batch["lengths"].tolist() if "lengths" in batch else valid
+            for b, vid in enumerate(batch["video_ids"]):
+                dur = float(batch["durations"][b])
+                clipped = int(lengths[b]) > int(valid[b])
+                preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else int(valid[b]), dur)
+    finally:
+        model.train(was_training)
+    return preds
+
+
+def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None = None,
+                            device: str | torch.device = "auto", batch_size: int = 16, amp: bool = True,
+                            progress: bool = False) -> tuple[dict[str, Any], dict[str, list[tuple]]]:
+    """(metrics, predictions with class *names*) of ``model`` on ``ds`` (no files written)."""
+    from models.run.metrics import compute_map
+
+    preds = predict_dataset(model, ds, recipe, device, batch_size, amp, progress)
+    named = {vid: [(s, e, ds.classes[c], sc) for s, e, c, sc in evs] for vid, evs in preds.items()}
+    gt = {vid: ds.annotations[vid] for vid in ds.video_ids}
+    metrics = compute_map(gt, named)
+    metrics["n_videos"] = len(preds)
+    metrics["n_predictions"] = sum(len(v) for v in preds.values())
+    return metrics, named
+
+
+def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, recipe: Any | None,
+             out_dir: str | os.PathLike[str], batch_size: int = 16, device: str | torch.device = "auto",
+             amp: bool = True, progress: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON."""
+    from models.run.metrics import write_predictions_json
+
+    out_dir = Path(out_dir)
+    model = model_from_checkpoint(checkpoint, model_name, device=resolve_device(device))
+    ck_classes = load_checkpoint(checkpoint).get("classes")
+    if ck_classes is not None and list(ck_classes) != list(dataset.classes):
+        raise ValueError(f"{checkpoint} was trained with a different class list than the dataset's")
+    metrics, named = compute_dataset_metrics(model, dataset, recipe, device, batch_size, amp, progress)
+    rec = recipe if recipe is not None else dataset.recipe
+    info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec))}
+    write_predictions_json(named, out_dir / "predictions.json", extra=info)
+    metrics = {**info, **metrics}
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from extractors.recipes import get_recipe
+    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+
+    ap = argparse.ArgumentParser(description="Evaluate a trained localizer checkpoint (dense mAP).")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--annotations", required=True)
+    ap.add_argument("--classes", default=None)
+    ap.add_argument("--recipe", default="unav100")
+    ap.add_argument("--subset", default="test")
+    ap.add_argument("--t-max", type=int, default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-amp", action="store_true")
+    args = ap.parse_args(argv)
+    recipe = get_recipe(args.recipe)
+    ann = read_unav(args.annotations)
+    ck_classes = load_checkpoint(args.checkpoint).get("classes")
+    classes = read_classes(args.classes, ann) if (args.classes or ck_classes is None) else list(ck_classes)
+    ds = FeatureDataset(FeatureStore(args.store), ann, classes, recipe, subset=args.subset or None,
+                        t_max=args.t_max or recipe.t_max)
+    m = evaluate(args.model, args.checkpoint, ds, recipe, args.out, args.batch_size, args.device,
+                 not args.no_amp, progress=True)
+    print(json.dumps({"avg": m["avg"], **m["reported"]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

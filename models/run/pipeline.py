@@ -1,0 +1,93 @@
+"""Glue between the Snakemake rules and the models package: how a dataset entry of the config becomes
+train / validation / test datasets, and how a workflow model name (``ccnet-weak``) becomes a registry
+name plus supervision. Kept here (not in rule bodies) so it is importable and tested."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from extractors.recipes import Recipe
+from models.data.dataset import (
+    FeatureDataset,
+    FeatureStore,
+    VideoAnnotation,
+    class_list,
+    read_activitynet,
+    read_unav,
+)
+
+log = logging.getLogger("models.run.pipeline")
+
+
+def log_to_file(path: str | Path) -> None:
+    """Send a Snakemake ``script:``'s logging, warnings, tracebacks and prints to its rule ``log:`` file
+    (Snakemake redirects ``shell:`` output with ``> {log}`` but leaves scripts on its own console)."""
+    import sys
+
+    fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the job
+    sys.stdout = sys.stderr = fh
+    logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        force=True)
+
+
+def parse_model_name(name: str) -> tuple[str, str | None]:
+    """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default)."""
+    base, _, sup = name.partition("-")
+    if sup and sup not in ("weak", "full"):
+        raise ValueError(f"model {name!r}: supervision suffix must be -weak or -full")
+    return base, (sup or None)
+
+
+def model_overrides(name: str) -> tuple[str, dict[str, Any]]:
+    from models.localizers.registry import get_entry
+    from models.run.compare import supervision_overrides
+
+    base, sup = parse_model_name(name)
+    get_entry(base)  # unknown names fail here with the registry's message
+    return base, (supervision_overrides(base, sup) if sup else {})
+
+
+def read_annotations(path: Path | str, recipe: Recipe) -> dict[str, VideoAnnotation]:
+    return read_activitynet(path) if recipe.name == "activitynet" else read_unav(path)
+
+
+def load_splits(store_dir: Path | str, annotations: Path | str, recipe: Recipe,
+                subsets: tuple[str, ...] = ("train", "validation", "test")) -> dict[str, FeatureDataset]:
+    """One FeatureDataset per subset over the store. The class list comes from *all* annotations, so
+    every split (and every checkpoint) agrees on class indices. Annotated videos that are not in the
+    store (rejected as undecodable) are logged and left out instead of failing the whole dataset."""
+    store = FeatureStore(store_dir)
+    ann = read_annotations(annotations, recipe)
+    classes = class_list(ann)
+    missing = sorted(v for v in ann if v not in store)
+    if missing:
+        log.warning("%d annotated video(s) have no features and are left out: %s", len(missing), missing[:10])
+    present = {v: a for v, a in ann.items() if v in store}
+    out = {}
+    for subset in subsets:
+        ds = FeatureDataset(store, present, classes, recipe, subset=subset)
+        if len(ds):
+            out[subset] = ds
+    return out
+
+
+def input_fingerprint(store_dir: Path | str, *parts: str) -> str:
+    """Hash of the store index and the given strings: a resumable run is only resumed while it is equal."""
+    h = hashlib.sha256(Path(store_dir, FeatureStore.INDEX).read_bytes())
+    for p in parts:
+        h.update(p.encode())
+    return h.hexdigest()
+
+
+def reset_stale_resume_state(run_dir: Path, fingerprint: str) -> None:
+    """Delete ``last.pt`` when it belongs to a run on other inputs (e.g. before new videos arrived), so
+    ``models.run.train.train(resume=True)`` resumes only an interrupted run of *this* job."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / "inputs.sha256"
+    if marker.exists() and marker.read_text() == fingerprint:
+        return
+    (run_dir / "last.pt").unlink(missing_ok=True)
+    marker.write_text(fingerprint)

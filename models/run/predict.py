@@ -1,0 +1,174 @@
+"""The one predict entry: event timelines (start, end, class, score) for new videos.
+
+Raw videos go through the extractors (``extractors.extract.extract_videos``) with the recipe the
+model was trained on; cached features (the Snakemake ``predict`` rule) skip that step. Videos longer
+than the model's ``t_max`` are cut into consecutive chunks of ``t_max`` steps, each chunk run on its
+own, and the events shifted back (an event crossing a chunk edge comes out as two events).
+Outputs per video: ``<vid>.json`` (events + provenance), ``<vid>.csv`` (start_s, end_s, label,
+score) and ``<vid>.png`` (timeline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from extractors.io import atomic_path, write_json
+from extractors.recipes import Recipe, get_recipe
+from models.localizers.base import Detection
+from models.run.plots import plot_timeline
+
+log = logging.getLogger("models.run.predict")
+RANDOM_BANNER = "WEIGHTS: RANDOM — features from randomly initialised extractors (demo)"
+
+
+def _batch(audio: np.ndarray, visual: np.ndarray, t_max: int, num_classes: int, duration: float,
+           vid: str) -> dict[str, Any]:
+    t = min(len(audio), t_max)
+    a = np.zeros((1, t_max, audio.shape[1]), np.float32)
+    v = np.zeros((1, t_max, visual.shape[1]), np.float32)
+    a[0, :t], v[0, :t] = audio[:t], visual[:t]
+    mask = np.zeros((1, t_max), bool)
+    mask[0, :t] = True
+    return {"audio": torch.from_numpy(a), "visual": torch.from_numpy(v), "mask": torch.from_numpy(mask),
+            "labels": torch.zeros(1, num_classes), "segments": [torch.zeros(0, 3)], "video_ids": [vid],
+            "durations": torch.tensor([duration], dtype=torch.float32),
+            "lengths": torch.tensor([t], dtype=torch.int64)}
+
+
+@torch.no_grad()
+def detect_steps(model: torch.nn.Module, audio: np.ndarray, visual: np.ndarray, t_max: int,
+                 num_classes: int, duration: float, vid: str = "video") -> list[Detection]:
+    """Model detections in feature steps of the whole video (chunks of ``t_max`` steps)."""
+    model.eval()
+    device = next(model.parameters()).device
+    events: list[Detection] = []
+    for c0 in range(0, max(len(audio), 1), t_max):
+        batch = _batch(audio[c0:c0 + t_max], visual[c0:c0 + t_max], t_max, num_classes, duration, vid)
+        batch = {k: (x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()}
+        out = model(batch)
+        events += [(s + c0, e + c0, int(c), float(sc)) for s, e, c, sc in model.detect(out, batch)[0]]
+    return events
+
+
+def predict_features(checkpoint: Path | str, audio: np.ndarray, visual: np.ndarray, recipe: Recipe,
+                     classes: Sequence[str], duration: float, vid: str = "video",
+                     device: str = "cpu") -> list[tuple[float, float, str, float]]:
+    """Events in seconds with class names, sorted by start, for one video's cached features."""
+    from models.localizers.postprocess import step_events_to_seconds
+    from models.run.runtime import model_from_checkpoint
+
+    model = model_from_checkpoint(checkpoint, device=device)
+    t = min(len(audio), len(visual))
+    num_classes = len(classes)
+    if getattr(getattr(model, "cfg", None), "num_classes", num_classes) != num_classes:
+        raise ValueError(f"{checkpoint}: model has {model.cfg.num_classes} classes, class list has {num_classes}")
+    t_max = int(getattr(getattr(model, "cfg", None), "t_max", recipe.t_max))
+    steps = detect_steps(model, audio[:t], visual[:t], t_max, num_classes, duration, vid)
+    secs = step_events_to_seconds(steps, recipe, t, duration)
+    return sorted(((s, e, classes[c], sc) for s, e, c, sc in secs), key=lambda ev: (ev[0], -ev[3]))
+
+
+def write_prediction(vid: str, events: Sequence[tuple[float, float, str, float]], duration: float,
+                     out_json: Path | str, provenance: dict[str, Any], random_weights: bool) -> None:
+    """``<vid>.json`` + ``.csv`` + ``.png`` side by side (all written atomically)."""
+    out_json = Path(out_json)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["start_s", "end_s", "label", "score"])
+    for s, e, lab, sc in events:
+        w.writerow([f"{s:.3f}", f"{e:.3f}", lab, f"{sc:.4f}"])
+    with atomic_path(out_json.with_suffix(".csv")) as tmp:
+        tmp.write_text(buf.getvalue())
+    plot_timeline(out_json.with_suffix(".png"), duration, events, title=vid,
+                  banner=RANDOM_BANNER if random_weights else None)
+    write_json(out_json, {"video_id": vid, "duration": duration, "weights": "random" if random_weights
+                          else "pretrained", "events": [{"start_s": s, "end_s": e, "label": lab, "score": sc}
+                                                         for s, e, lab, sc in events], **provenance})
+
+
+def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: Path | str,
+                           recipe: Recipe) -> None:
+    """Ground truth vs. prediction PNG for every video of ``dataset`` (the evaluation's test split)."""
+    from models.run.metrics import load_predictions_json
+
+    preds = load_predictions_json(predictions_json)
+    out_dir = Path(out_dir)
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp")
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    for vid in dataset.video_ids:
+        ann = dataset.annotations[vid]
+        gt = [(s.start, s.end, s.label, 1.0) for s in ann.segments]
+        plot_timeline(tmp_dir / f"{vid}.png", ann.duration, preds.get(vid, []), gt, title=vid,
+                      banner=RANDOM_BANNER if recipe.weights == "random" else None)
+    if out_dir.exists():
+        for f in out_dir.iterdir():
+            f.unlink()
+        out_dir.rmdir()
+    tmp_dir.replace(out_dir)
+
+
+def manifest_duration(manifest_json: Path | str) -> float:
+    """Source duration in seconds, from the media stage's manifest (``extractors.media``)."""
+    return float(json.loads(Path(manifest_json).read_text())["probe"]["duration_s"])
+
+
+def predict_videos(videos: Sequence[Path], checkpoint: Path, recipe: Recipe, classes: Sequence[str],
+                   out_dir: Path, weights_root: Path = Path("resources/weights"),
+                   device: str = "auto") -> list[tuple[str, str]]:
+    """Raw videos -> features (extractors) -> events. Returns [(video, reason)] for rejected videos."""
+    from extractors.extract import extract_videos, resolve_device
+
+    device = resolve_device(device)
+    feat_dir = out_dir / "features_cache"
+    done, failed = extract_videos(list(videos), feat_dir, recipe, [recipe.visual, "vggish"], weights_root, device)
+    for vid in done:
+        audio = np.load(feat_dir / "vggish" / f"{vid}.npy")
+        visual = np.load(feat_dir / recipe.visual / f"{vid}.npy")
+        duration = manifest_duration(feat_dir / "media" / f"{vid}.json")
+        events = predict_features(checkpoint, audio, visual, recipe, classes, duration, vid, device)
+        write_prediction(vid, events, duration, out_dir / f"{vid}.json",
+                         {"checkpoint": str(checkpoint), "recipe": recipe.to_dict()}, recipe.weights == "random")
+    return failed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m models.run.predict", description="event timelines for new videos")
+    p.add_argument("videos", type=Path, nargs="+")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--classes", type=Path, required=True, help="classes.txt, one per line, or annotation JSON")
+    p.add_argument("--recipe", default="unav100")
+    p.add_argument("--weights", choices=["pretrained", "random"], default=None,
+                   help="override the recipe's extractor weights (random only for demos/tests)")
+    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--weights-root", type=Path, default=Path("resources/weights"))
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    recipe = get_recipe(args.recipe, **({"weights": args.weights} if args.weights else {}))
+    if args.classes.suffix == ".json":
+        from models.data.dataset import class_list
+        from models.run.pipeline import read_annotations
+
+        classes = class_list(read_annotations(args.classes, recipe))
+    else:
+        classes = [c for c in args.classes.read_text().splitlines() if c.strip()]
+    failed = predict_videos(args.videos, args.checkpoint, recipe, classes, args.out_dir, args.weights_root,
+                            args.device)
+    for video, reason in failed:
+        print(f"FAILED {video}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

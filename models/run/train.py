@@ -1,0 +1,417 @@
+"""The one training entry for every localizer in :data:`models.localizers.registry.MODELS`.
+
+``train(model_name, train_ds, val_ds, out_dir, ...)`` builds the model by name, trains it with
+Adam (or the model's own ``configure_optimizers(lr, epochs, steps_per_epoch)`` if it defines
+one), evaluates on ``val_ds`` after each epoch with the same code as :mod:`models.run.evaluate`, and
+keeps the best epoch by validation ``avg`` mAP (mean over tIoU 0.1:0.9).
+
+Reproducibility and restarts
+----------------------------
+- Seeds: ``random``, NumPy and torch are seeded from ``seed``; each epoch's shuffling uses its
+  own generator seeded from ``(seed, epoch)``, so the sample order of epoch ``e`` does not depend
+  on whether the run was resumed.  The torch/NumPy/Python (and CUDA) RNG states are stored in
+  every checkpoint and restored on resume, so dropout draws continue exactly; a resumed CPU run
+  reproduces the uninterrupted one bit for bit (tested).
+- ``out_dir/last.pt``: full state (model, optimizer, scheduler, grad scaler, RNG, history,
+  best-so-far), written atomically after every epoch; ``resume=True`` continues from it (the
+  stored model name and config must match, otherwise it refuses).  ``out_dir/best.pt``: weights
+  and config of the best epoch (the returned path).  Both load with ``weights_only=True``.
+- ``out_dir/log.jsonl``: one record per epoch (loss and loss terms, validation mAP, seconds,
+  lr); ``out_dir/curve.png``: loss and validation mAP per epoch (see ``plot_every``); ``out_dir/config.json``.
+
+AMP: autocast is used only on CUDA (bf16 where supported, else fp16 with a ``GradScaler``);
+losses are computed in float32 by the models.
+
+Control experiment: ``shuffle_labels=True`` permutes the video-level labels (and, for fully
+supervised models, the segment annotations) across the *training* videos with a permutation
+seeded by ``seed``; validation is untouched.  A model that localizes from the features must
+then fall to chance level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from extractors.io import write_text
+from models.localizers.registry import build_model, get_entry, make_config
+from models.run.evaluate import compute_dataset_metrics
+from models.run.runtime import (
+    CKPT_FORMAT,
+    amp_settings,
+    atomic_torch_save,
+    dataset_model_fields,
+    load_checkpoint,
+    read_classes,
+    resolve_device,
+    to_device,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# label-shuffled control
+# --------------------------------------------------------------------------------------------
+class ShuffledLabels(Dataset):
+    """Training control: item ``i`` keeps its features but gets video ``perm[i]``'s labels.
+
+    Labels are read from the dataset's annotations when it exposes them (no feature I/O); the
+    segments are swapped too when ``with_segments`` (fully supervised models).
+    """
+
+    def __init__(self, ds: Any, seed: int, with_segments: bool = False) -> None:
+        self.ds = ds
+        n = len(ds)
+        g = torch.Generator().manual_seed(int(seed) + 7919)
+        self.perm = torch.randperm(n, generator=g).tolist()
+        self.with_segments = with_segments
+        self.labels = self._all_labels()
+
+    def _all_labels(self) -> list[torch.Tensor]:
+        ds = self.ds
+        if all(hasattr(ds, a) for a in ("annotations", "video_ids", "cidx")) and not getattr(ds, "clip_labels", False):
+            out = []
+            for vid in ds.video_ids:
+                y = torch.zeros(len(ds.cidx), dtype=torch.float32)
+                for s in ds.annotations[vid].segments:
+                    y[ds.cidx[s.label]] = 1.0
+                out.append(y)
+            return out
+        return [ds[i]["labels"] for i in range(len(ds))]
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.ds[i])
+        j = self.perm[i]
+        item["labels"] = self.labels[j].clone()
+        if self.with_segments:
+            item["segments"] = self.ds[j]["segments"]
+        return item
+
+    def __getattr__(self, name: str) -> Any:  # classes, store, t_max, recipe ... of the wrapped set
+        if name in ("ds", "perm", "labels", "with_segments"):
+            raise AttributeError(name)
+        return getattr(self.ds, name)
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state (weights_only-safe)
+# --------------------------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation used for model selection
+# --------------------------------------------------------------------------------------------
+def validate(model: torch.nn.Module, ds: Any, device: torch.device, batch_size: int,
+             amp: bool = True) -> dict[str, Any]:
+    """Validation mAP with the evaluation entry's code (no files written)."""
+    metrics, _ = compute_dataset_metrics(model, ds, device=device, batch_size=batch_size, amp=amp)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# plotting / logging
+# --------------------------------------------------------------------------------------------
+def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    write_text(out_dir / "log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+
+def _plot_curve(out_dir: Path, history: list[dict[str, Any]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("training loss")
+    val = [(h["epoch"], h["val"]["avg"]) for h in history if h.get("val")]
+    if val:
+        ax[1].plot([e for e, _ in val], [100 * m for _, m in val], marker="o", color="C1")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation Avg mAP (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".curve.", suffix=".png", dir=out_dir)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.replace(tmp, out_dir / "curve.png")
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# --------------------------------------------------------------------------------------------
+# the training entry
+# --------------------------------------------------------------------------------------------
+def train(
+    model_name: str,
+    train_ds: Any,
+    val_ds: Any | None,
+    out_dir: str | os.PathLike[str],
+    cfg_overrides: dict[str, Any] | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    amp: bool = True,
+    resume: bool = True,
+    shuffle_labels: bool = False,
+    num_workers: int = 0,
+    grad_clip: float | None = None,
+    eval_batch_size: int | None = None,
+    progress: bool = True,
+    plot_every: int = 10,
+) -> Path:
+    """Train ``model_name`` and return the path of the best checkpoint (see module docstring).
+
+    ``curve.png`` is redrawn every ``plot_every`` epochs and at the end (0: never; drawing costs
+    ~0.5 s).  ``epochs``/``batch_size``/``lr`` default to the model config's ``epochs``/``batch_size``/``lr``
+    (the paper's values for CLASP).  ``num_classes``/``audio_dim``/``visual_dim``/``t_max`` are
+    taken from ``train_ds`` unless given in ``cfg_overrides``.
+    """
+    from models.data.dataset import make_loader
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    get_entry(model_name)
+    overrides = {**dataset_model_fields(train_ds), **(cfg_overrides or {})}
+    cfg = make_config(model_name, **overrides)
+    epochs = int(epochs if epochs is not None else getattr(cfg, "epochs", 40))
+    batch_size = int(batch_size if batch_size is not None else getattr(cfg, "batch_size", 16))
+    lr = float(lr if lr is not None else getattr(cfg, "lr", 1e-4))
+    eval_bs = int(eval_batch_size or batch_size)
+    dev = resolve_device(device)
+    amp_on, amp_dtype = amp_settings(dev, amp)
+
+    title = f"{model_name}{' (shuffled labels)' if shuffle_labels else ''}"
+    classes = [str(c) for c in train_ds.classes] if hasattr(train_ds, "classes") else None
+    _seed_everything(seed)
+    model = build_model(model_name, **dataclasses.asdict(cfg)).to(dev)
+    supervision = getattr(model, "supervision", "weak")
+    fit_ds = ShuffledLabels(train_ds, seed, with_segments=supervision == "full") if shuffle_labels else train_ds
+    steps_per_epoch = math.ceil(len(fit_ds) / batch_size)
+    if hasattr(model, "configure_optimizers"):
+        optimizer, scheduler = model.configure_optimizers(lr, epochs, steps_per_epoch)
+    else:
+        optimizer, scheduler = torch.optim.Adam(model.parameters(), lr=lr), None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_on and amp_dtype == torch.float16)
+
+    run_info = {
+        "model_name": model_name, "config": dataclasses.asdict(cfg), "epochs": epochs,
+        "batch_size": batch_size, "lr": lr, "seed": seed, "shuffle_labels": shuffle_labels,
+        "amp": bool(amp_on), "amp_dtype": str(amp_dtype).replace("torch.", ""), "device": str(dev),
+        "n_train": len(train_ds), "n_val": len(val_ds) if val_ds is not None else 0,
+        "torch": torch.__version__,
+    }
+    write_text(out_dir / "config.json", json.dumps(run_info, indent=1, sort_keys=True))
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": -1, "score": -math.inf}
+    start_epoch = 0
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if resume and last_path.exists():
+        ck = load_checkpoint(last_path)
+        if ck["model_name"] != model_name or ck["config"] != run_info["config"]:
+            raise ValueError(f"{last_path} was written for another model/config; use resume=False or "
+                             f"another out_dir (stored {ck['model_name']!r}, {ck['config']})")
+        if ck["run"]["seed"] != seed or ck["run"]["shuffle_labels"] != shuffle_labels:
+            raise ValueError(f"{last_path}: seed/shuffle_labels differ from the stored run")
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        if scheduler is not None and ck.get("scheduler") is not None:
+            scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        _set_rng_state(ck["rng"])
+        history = list(ck["history"])
+        best = dict(ck["best"])
+        start_epoch = int(ck["epoch"]) + 1
+
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loader = make_loader(fit_ds, batch_size, shuffle=True, seed=seed * 100_003 + epoch,
+                             num_workers=num_workers)
+        tot, n_seen, terms_sum = 0.0, 0, {}
+        bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for it, batch in enumerate(bar):
+            batch = to_device(batch, dev)
+            with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
+                out = model(batch)
+                loss = model.loss(out, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {float(loss.detach())} at epoch {epoch + 1}, batch {it}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            bs = int(batch["labels"].shape[0])
+            tot += float(loss.detach()) * bs
+            n_seen += bs
+            for k, v in (out.get("loss_terms") or {}).items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) * bs
+            bar.set_postfix(loss=f"{tot / n_seen:.4f}")
+        train_s = time.perf_counter() - t0
+        rec: dict[str, Any] = {
+            "epoch": epoch + 1, "train_loss": tot / max(n_seen, 1),
+            "loss_terms": {k: v / max(n_seen, 1) for k, v in terms_sum.items()},
+            "lr": float(optimizer.param_groups[0]["lr"]), "train_seconds": train_s,
+        }
+        if val_ds is not None and len(val_ds):
+            t1 = time.perf_counter()
+            m = validate(model, val_ds, dev, eval_bs, amp)
+            rec["val"] = {"avg": m["avg"], **{f"mAP@{k}": v for k, v in m["reported"].items() if k != "avg"}}
+            rec["val_seconds"] = time.perf_counter() - t1
+            score = m["avg"]
+        else:
+            score = -rec["train_loss"]  # no validation set: keep the lowest training loss
+        history.append(rec)
+        if score > best["score"]:
+            best = {"epoch": epoch + 1, "score": float(score)}
+            atomic_torch_save({"format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"],
+                               "classes": classes, "model": model.state_dict(), "epoch": epoch,
+                               "metrics": rec}, best_path)
+        atomic_torch_save({
+            "format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"], "classes": classes,
+            "run": {k: run_info[k] for k in ("seed", "shuffle_labels", "epochs", "batch_size", "lr")},
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "rng": _rng_state(), "history": history, "best": best, "epoch": epoch,
+        }, last_path)
+        _write_log(out_dir, history)
+        if plot_every and (epoch + 1) % plot_every == 0 and epoch + 1 < epochs:
+            _plot_curve(out_dir, history, title)
+        if progress:
+            val_txt = f" val avg mAP {100 * rec['val']['avg']:.2f}" if "val" in rec else ""
+            tqdm.write(f"[{model_name}] epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f}{val_txt} "
+                       f"({train_s:.1f} s)")
+    if plot_every and history:
+        _plot_curve(out_dir, history, title)
+    if not best_path.exists():
+        raise FileNotFoundError(f"{best_path} missing: no epoch was trained (epochs={epochs}, "
+                                f"already done {start_epoch})")
+    return best_path
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def parse_kv(items: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when possible (``true``, ``3``, ``0.1``)."""
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ValueError(f"--cfg expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from extractors.recipes import get_recipe
+    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+
+    recipe = get_recipe(args.recipe)
+    ann = read_unav(args.annotations)
+    classes = read_classes(args.classes, ann)
+    t_max = args.t_max or recipe.t_max
+    train_ds = FeatureDataset(FeatureStore(args.store), ann, classes, recipe, subset=args.train_subset, t_max=t_max)
+    val_ds = None
+    if args.val_subset:
+        val_ds = FeatureDataset(FeatureStore(args.val_store or args.store), ann, classes, recipe,
+                                subset=args.val_subset, t_max=t_max)
+    return train_ds, val_ds, recipe
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train a localizer (models.localizers.registry) on a feature store.")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--store", required=True, help="FeatureStore of the training videos")
+    ap.add_argument("--val-store", default=None, help="FeatureStore of the validation videos (default --store)")
+    ap.add_argument("--annotations", required=True, help="UnAV/ActivityNet-style JSON")
+    ap.add_argument("--classes", default=None, help="JSON list or one class per line (default: sorted labels)")
+    ap.add_argument("--recipe", default="unav100")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--train-subset", default="train")
+    ap.add_argument("--val-subset", default="validation", help="'' to train without validation")
+    ap.add_argument("--t-max", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--no-resume", action="store_true")
+    ap.add_argument("--shuffle-labels", action="store_true", help="label-shuffled control run")
+    ap.add_argument("--num-workers", type=int, default=0)
+    ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--cfg", nargs="*", default=[], help="model config overrides key=value")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    train_ds, val_ds, _ = build_datasets(args)
+    best = train(args.model, train_ds, val_ds, Path(args.out), parse_kv(args.cfg), epochs=args.epochs,
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
+                 amp=not args.no_amp, resume=not args.no_resume, shuffle_labels=args.shuffle_labels,
+                 num_workers=args.num_workers, grad_clip=args.grad_clip, progress=not args.no_progress)
+    print(best)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

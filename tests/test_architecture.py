@@ -1,0 +1,178 @@
+"""Imports run downhill (docs/architecture.md): workflow -> models -> extractors -> nothing of ours.
+
+Every module under extractors/ and models/ is parsed (nothing is imported) and each import, function-local
+ones included (they are how cycles get hidden), is checked against the layer order below: a module may
+import its own layer or a lower one, never a higher one; and the module graph has no cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("extractors", "models")
+
+# lowest first; a module belongs to the longest prefix that names it
+LAYERS: tuple[str, ...] = (
+    "extractors",             # video -> media -> frames -> flow -> I3D/VGGish/R(2+1)D features, weights
+    "extractors.llp",         # LLP per-second features (ResNet/R(2+1)D/CLIP/VGGish/CLAP)
+    "models.localizers",      # the models, their shared heads/losses/pooling, step events, registry
+    "models.data",            # annotations, feature store, datasets, planted data
+    "models.run",             # train / evaluate / predict / compare, mAP, plots, Snakemake-script glue
+    "models.avvp",            # EAR: inputs, model, label migration, pseudo-labels, stages, AVVP metric
+    "models.report",          # HTML summaries of everything above
+)
+
+
+def _modules() -> dict[str, Path]:
+    mods: dict[str, Path] = {}
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = path
+    return mods
+
+
+MODULES = _modules()
+
+
+def layer_of(module: str) -> int:
+    """Index in LAYERS of the longest prefix naming ``module``; -1 for none (the bare ``models`` package)."""
+    matches = [i for i, p in enumerate(LAYERS) if module == p or module.startswith(p + ".")]
+    return max(matches, key=lambda i: len(LAYERS[i])) if matches else -1
+
+
+def _resolve(name: str) -> str | None:
+    """The module of ours that ``name`` (a module or ``module.attribute``) refers to, or None."""
+    while name:
+        if name in MODULES:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def imports_in(source: str, module: str, is_pkg: bool = False) -> list[tuple[str, int]]:
+    """``(imported module of ours, line)`` for every import statement anywhere in ``source``."""
+    out: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".") if is_pkg else module.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                src = ".".join(base + ([node.module] if node.module else []))
+            else:
+                src = node.module or ""
+            # `from pkg import mod` imports the module pkg.mod; `from mod import name` imports mod
+            targets = [f"{src}.{a.name}" if f"{src}.{a.name}" in MODULES else src for a in node.names]
+        for t in targets:
+            if t.split(".")[0] in PACKAGES:
+                r = _resolve(t)
+                if r is not None and r != module and (r, node.lineno) not in out:
+                    out.append((r, node.lineno))
+    return out
+
+
+def imports_of(module: str) -> list[tuple[str, int]]:
+    path = MODULES[module]
+    return imports_in(path.read_text(encoding="utf-8"), module, path.name == "__init__.py")
+
+
+GRAPH = {m: sorted({t for t, _ in imports_of(m)}) for m in MODULES}
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [m for m in MODULES if m not in PACKAGES and layer_of(m) < 0]
+    assert not unplaced, f"modules outside every layer of LAYERS (place their package): {unplaced}"
+
+
+def test_extractors_never_import_models() -> None:
+    bad = [f"{m}:{line} imports {t}" for m in MODULES if m.startswith("extractors")
+           for t, line in imports_of(m) if t.startswith("models")]
+    assert not bad, "extractors must not depend on the training side:\n" + "\n".join(bad)
+
+
+def test_imports_run_downhill() -> None:
+    bad = []
+    for m in MODULES:
+        if m in PACKAGES:
+            continue
+        for t, line in imports_of(m):
+            if t in PACKAGES:
+                continue
+            if layer_of(t) > layer_of(m):
+                bad.append(f"{MODULES[m].relative_to(ROOT)}:{line}: {m} ({LAYERS[layer_of(m)]}) imports "
+                           f"{t} ({LAYERS[layer_of(t)]}), a higher layer")
+    assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles() -> None:
+    cycles = find_cycles(GRAPH)
+    assert not cycles, "import cycles (function-local imports count):\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"a": ["b"], "b": ["a"], "c": ["a"]}, [["a", "b"]]),
+    ({"a": ["b"], "b": ["c"], "c": []}, []),
+    ({"a": ["b"], "b": ["c"], "c": ["a"]}, [["a", "b", "c"]]),
+])
+def test_cycle_finder(graph: dict[str, list[str]], expected: list[list[str]]) -> None:
+    assert find_cycles(graph) == expected
+
+
+def test_checker_sees_function_local_and_upward_imports() -> None:
+    """The checks would catch the problems of issue #12 if they came back."""
+    src = "import numpy\n\ndef f():\n    from models.data.dataset import read_unav\n"
+    assert imports_in(src, "extractors.llp.extract") == [("models.data.dataset", 4)]  # function-local
+    assert imports_in("from . import media\n", "extractors.worker") == [("extractors.media", 1)]  # relative
+    assert find_cycles({"extractors.llp.clap": ["extractors.llp.features"],
+                        "extractors.llp.features": ["extractors.llp.clap"]})  # the old cycle
+    assert layer_of("models.data.dataset") > layer_of("extractors.llp.extract")
+    assert layer_of("models.run.train") > layer_of("models.localizers.registry")
+    assert layer_of("extractors.worker") == LAYERS.index("extractors")
+    assert layer_of("extractors.llp.clap") == LAYERS.index("extractors.llp")
+    assert layer_of("models") == -1
