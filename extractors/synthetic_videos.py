@@ -184,20 +184,21 @@ def _plan_video(
     min_event_s: float = 1.0,
     max_av: int = 3,
     max_distractors: int = 2,
+    max_event_s: float | None = None,
 ) -> list[_Event]:
     """Non-overlapping spans: 1..max_av AV events and 0..max_distractors distractors, frame-aligned.
 
     Default: spans >= ``min(1 s, 0.8 slot)`` at arbitrary frame positions. With ``grid_s`` every
     boundary is a multiple of ``grid_s`` (the demo recipe's feature step, so each feature window is
-    either inside or outside an event) and spans last >= ``min_event_s``; a gap of >= one grid
-    cell separates consecutive spans."""
+    either inside or outside an event) and spans last ``min_event_s .. max_event_s``; a gap of >= one
+    grid cell separates consecutive spans."""
     q = 1.0 / fps
     n_av = int(rng.integers(1, max_av + 1))
     n_dis = int(rng.integers(0, max_distractors + 1))
     kinds = ["av"] * n_av + [str(k) for k in rng.choice(["audio_only", "visual_only"], n_dis)]
     rng.shuffle(kinds)
     if grid_s is not None:
-        return _plan_on_grid(rng, kinds, n_classes, duration_s, fps, grid_s, min_event_s)
+        return _plan_on_grid(rng, kinds, n_classes, duration_s, fps, grid_s, min_event_s, max_event_s)
     events: list[_Event] = []
     # split the timeline into len(kinds) slots; place one span (1.0 s .. slot length) inside each
     slot = duration_s / len(kinds)
@@ -221,28 +222,38 @@ def _plan_on_grid(
     fps: int,
     grid_s: float,
     min_event_s: float,
+    max_event_s: float | None = None,
 ) -> list[_Event]:
-    """Grid-aligned spans (see :func:`_plan_video`); drops trailing distractors that do not fit."""
+    """Grid-aligned spans (see :func:`_plan_video`) of ``min_event_s .. max_event_s`` at random places:
+    the free cells are split at random into the gaps before, between (>= 1 cell) and after the spans.
+    Distractors (then AV events, keeping one) are dropped while the spans do not fit."""
     frames_per_cell = grid_s * fps
     if abs(frames_per_cell - round(frames_per_cell)) > 1e-6:
         raise ValueError(f"grid_s {grid_s} is not a whole number of frames at {fps} FPS")
     n_cells = int(np.floor(duration_s / grid_s + 1e-9))
     min_cells = max(1, int(np.ceil(min_event_s / grid_s - 1e-9)))
-    while len(kinds) > 1 and len(kinds) * (min_cells + 1) > n_cells:  # keep the AV events first
-        kinds.remove(next((k for k in kinds if k != "av"), "av"))
+    max_cells = n_cells if max_event_s is None else max(min_cells, int(np.floor(max_event_s / grid_s + 1e-9)))
     if min_cells > n_cells:
         raise ValueError(f"duration {duration_s} s holds no {min_event_s} s event on a {grid_s} s grid")
-    # slots of whole cells; a span takes >= min_cells of its slot but never the slot's last cell, so
-    # consecutive spans are >= one cell apart
-    bounds = np.linspace(0, n_cells, len(kinds) + 1).round().astype(int)
-    events = []
-    for kind, lo, hi in zip(kinds, bounds[:-1], bounds[1:], strict=True):
-        room = max(min_cells, int(hi - lo) - 1)
-        length = int(rng.integers(min_cells, room + 1))
-        start = int(lo + rng.integers(0, room - length + 1))
-        end = min(start + length, n_cells)
+    lengths = [int(rng.integers(min_cells, min(max_cells, n_cells) + 1)) for _ in kinds]
+    while sum(lengths) + len(kinds) - 1 > n_cells:
+        drop = next((i for i, k in enumerate(kinds) if k != "av"), None)
+        if drop is None:
+            drop = len(kinds) - 1 if len(kinds) > 1 else None
+        if drop is None:  # one AV event longer than the clip: shorten it
+            lengths[0] = n_cells
+            break
+        kinds.pop(drop)
+        lengths.pop(drop)
+    free = n_cells - sum(lengths) - (len(kinds) - 1)
+    cuts = np.sort(rng.integers(0, free + 1, size=len(kinds)))
+    gaps = np.diff(np.concatenate([[0], cuts, [free]]))  # before each span, then after the last
+    events, pos = [], int(gaps[0])
+    for i, (kind, length) in enumerate(zip(kinds, lengths, strict=True)):
+        start, end = pos, pos + length
         events.append(_Event(int(rng.integers(0, n_classes)), round(start * grid_s, 6), round(end * grid_s, 6),
                              kind))
+        pos = end + 1 + int(gaps[i + 1])
     return events
 
 
@@ -270,6 +281,7 @@ def make_demo_dataset(
     fps: int = FPS,
     grid_s: float | None = None,
     min_event_s: float = 1.0,
+    max_event_s: float | None = None,
     max_av: int = 3,
     max_distractors: int = 2,
     region: float = 0.5,
@@ -301,7 +313,8 @@ def make_demo_dataset(
     for i in range(n_videos):
         vid = f"demo_{i:03d}"
         vrng = np.random.default_rng([seed, i])
-        events = _plan_video(vrng, len(classes), duration_s, fps, grid_s, min_event_s, max_av, max_distractors)
+        events = _plan_video(vrng, len(classes), duration_s, fps, grid_s, min_event_s, max_av, max_distractors,
+                             max_event_s)
         _render(vdir / f"{vid}.mp4", events, duration_s, size, fps, seed * 1000 + i, vrng, region, noise)
         database[vid] = {
             "subset": subsets[i],
@@ -430,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """CLI for the workflow: ``python -m extractors.synthetic_videos --out-dir D --spec '{"n_videos": 8}'``.
 
     ``--spec`` is a JSON object of make_demo_dataset keyword arguments (n_videos, duration_s, seed,
-    classes, size, fps, grid_s, min_event_s, max_av, max_distractors, region, noise, n_val, n_test)."""
+    classes, size, fps, grid_s, min_event_s, max_event_s, max_av, max_distractors, region, noise, n_val, n_test)."""
     ap = argparse.ArgumentParser(prog="python -m extractors.synthetic_videos", description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--spec", default="{}", help="JSON object of make_demo_dataset keyword arguments")
@@ -438,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = json.loads(args.spec)
     if not isinstance(spec, dict):
         raise SystemExit("--spec must be a JSON object")
-    allowed = {"n_videos", "duration_s", "seed", "classes", "size", "fps", "grid_s", "min_event_s", "max_av",
+    allowed = {"n_videos", "duration_s", "seed", "classes", "size", "fps", "grid_s", "min_event_s", "max_event_s", "max_av",
                "max_distractors", "region", "noise", "n_val", "n_test"}
     unknown = set(spec) - allowed
     if unknown:
