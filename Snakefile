@@ -36,8 +36,9 @@ rule all:
 
 
 onsuccess:
-    for ds in config.get("datasets", {}):
-        print(f"[avloc] {ds}: summary report at results/{ds}/summary.html")
+    for ds, spec in config.get("datasets", {}).items():
+        if spec.get("models") or "predict_with" in spec:  # a clips-only entry (e.g. demo_llp's) has none
+            print(f"[avloc] {ds}: summary report at results/{ds}/summary.html")
     for name in config.get("avvp", {}):
         print(f"[avloc] avvp {name}: summary report at results/avvp/{name}/summary.html")
     print("[avloc] full Snakemake report: snakemake --report results/report.html")

@@ -131,14 +131,20 @@ def _render(
     fps: int,
     seed: int,
     rng: np.random.Generator,
+    region: float = 0.5,
+    noise: int = 10,
 ) -> None:
-    """Render one clip: lavfi overlays for visual spans, numpy audio for sound spans, AAC in mp4."""
+    """Render one clip: lavfi overlays for visual spans, numpy audio for sound spans, AAC in mp4.
+
+    ``region``: side of the centred pattern region as a fraction of the frame; ``noise``: strength of
+    the background's temporal pixel noise (0 = a clean flat background)."""
     w, h = size
-    rw, rh = (w // 2) & ~1, (h // 2) & ~1
+    rw, rh = max(2, int(w * region)) & ~1, max(2, int(h * region)) & ~1
     x0, y0 = (w - rw) // 2, (h - rh) // 2
     n_audio = int(round(duration_s * AUDIO_SR))
     audio = 0.02 * rng.standard_normal(n_audio)  # low background noise
-    graph = [f"color=c={BG_COLOUR}:s={w}x{h}:r={fps},noise=alls=10:allf=t:all_seed={seed % 2**31}[bg0]"]
+    bg_noise = f",noise=alls={noise}:allf=t:all_seed={seed % 2**31}" if noise > 0 else ""
+    graph = [f"color=c={BG_COLOUR}:s={w}x{h}:r={fps}{bg_noise}[bg0]"]
     last = "bg0"
     for i, ev in enumerate(events):
         if ev.kind in ("av", "audio_only"):
@@ -170,17 +176,32 @@ def _render(
 
 
 def _plan_video(
-    rng: np.random.Generator, n_classes: int, duration_s: float, fps: int
+    rng: np.random.Generator,
+    n_classes: int,
+    duration_s: float,
+    fps: int,
+    grid_s: float | None = None,
+    min_event_s: float = 1.0,
+    max_av: int = 3,
+    max_distractors: int = 2,
+    max_event_s: float | None = None,
 ) -> list[_Event]:
-    """Non-overlapping spans: 1-3 AV events and 0-2 distractors, frame-aligned, >= 1 s each."""
+    """Non-overlapping spans: 1..max_av AV events and 0..max_distractors distractors, frame-aligned.
+
+    Default: spans >= ``min(1 s, 0.8 slot)`` at arbitrary frame positions. With ``grid_s`` every
+    boundary is a multiple of ``grid_s`` (the demo recipe's feature step, so each feature window is
+    either inside or outside an event) and spans last ``min_event_s .. max_event_s``; a gap of >= one
+    grid cell separates consecutive spans."""
     q = 1.0 / fps
-    n_av = int(rng.integers(1, 4))
-    n_dis = int(rng.integers(0, 3))
+    n_av = int(rng.integers(1, max_av + 1))
+    n_dis = int(rng.integers(0, max_distractors + 1))
     kinds = ["av"] * n_av + [str(k) for k in rng.choice(["audio_only", "visual_only"], n_dis)]
     rng.shuffle(kinds)
+    if grid_s is not None:
+        return _plan_on_grid(rng, kinds, n_classes, duration_s, fps, grid_s, min_event_s, max_event_s)
+    events: list[_Event] = []
     # split the timeline into len(kinds) slots; place one span (1.0 s .. slot length) inside each
     slot = duration_s / len(kinds)
-    events: list[_Event] = []
     for i, kind in enumerate(kinds):
         lo_slot, hi_slot = i * slot, (i + 1) * slot
         length = float(rng.uniform(min(1.0, slot * 0.8), max(min(1.0, slot * 0.8), slot * 0.85)))
@@ -193,10 +214,58 @@ def _plan_video(
     return events
 
 
-def _splits(n: int, rng: np.random.Generator) -> list[str]:
-    """About 70 / 15 / 15 %, with at least one validation and one test video when n >= 3."""
-    n_val = max(1, round(0.15 * n)) if n >= 3 else 0
-    n_test = max(1, round(0.15 * n)) if n >= 3 else 0
+def _plan_on_grid(
+    rng: np.random.Generator,
+    kinds: list[str],
+    n_classes: int,
+    duration_s: float,
+    fps: int,
+    grid_s: float,
+    min_event_s: float,
+    max_event_s: float | None = None,
+) -> list[_Event]:
+    """Grid-aligned spans (see :func:`_plan_video`) of ``min_event_s .. max_event_s`` at random places:
+    the free cells are split at random into the gaps before, between (>= 1 cell) and after the spans.
+    Distractors (then AV events, keeping one) are dropped while the spans do not fit."""
+    frames_per_cell = grid_s * fps
+    if abs(frames_per_cell - round(frames_per_cell)) > 1e-6:
+        raise ValueError(f"grid_s {grid_s} is not a whole number of frames at {fps} FPS")
+    n_cells = int(np.floor(duration_s / grid_s + 1e-9))
+    min_cells = max(1, int(np.ceil(min_event_s / grid_s - 1e-9)))
+    max_cells = n_cells if max_event_s is None else max(min_cells, int(np.floor(max_event_s / grid_s + 1e-9)))
+    if min_cells > n_cells:
+        raise ValueError(f"duration {duration_s} s holds no {min_event_s} s event on a {grid_s} s grid")
+    lengths = [int(rng.integers(min_cells, min(max_cells, n_cells) + 1)) for _ in kinds]
+    while sum(lengths) + len(kinds) - 1 > n_cells:
+        drop = next((i for i, k in enumerate(kinds) if k != "av"), None)
+        if drop is None:
+            drop = len(kinds) - 1 if len(kinds) > 1 else None
+        if drop is None:  # one AV event longer than the clip: shorten it
+            lengths[0] = n_cells
+            break
+        kinds.pop(drop)
+        lengths.pop(drop)
+    free = n_cells - sum(lengths) - (len(kinds) - 1)
+    cuts = np.sort(rng.integers(0, free + 1, size=len(kinds)))
+    gaps = np.diff(np.concatenate([[0], cuts, [free]]))  # before each span, then after the last
+    events, pos = [], int(gaps[0])
+    for i, (kind, length) in enumerate(zip(kinds, lengths, strict=True)):
+        start, end = pos, pos + length
+        events.append(_Event(int(rng.integers(0, n_classes)), round(start * grid_s, 6), round(end * grid_s, 6),
+                             kind))
+        pos = end + 1 + int(gaps[i + 1])
+    return events
+
+
+def _splits(n: int, rng: np.random.Generator, n_val: int | None = None, n_test: int | None = None) -> list[str]:
+    """About 70 / 15 / 15 %, with at least one validation and one test video when n >= 3 (or the
+    given validation / test counts)."""
+    if n_val is None:
+        n_val = max(1, round(0.15 * n)) if n >= 3 else 0
+    if n_test is None:
+        n_test = max(1, round(0.15 * n)) if n >= 3 else 0
+    if n_val + n_test >= n:
+        raise ValueError(f"{n} videos leave no training video after {n_val} validation + {n_test} test")
     subsets = ["validation"] * n_val + ["test"] * n_test
     subsets = ["train"] * (n - len(subsets)) + subsets
     return [subsets[i] for i in rng.permutation(n)]
@@ -210,11 +279,23 @@ def make_demo_dataset(
     classes: list[str] | None = None,
     size: tuple[int, int] = (320, 240),
     fps: int = FPS,
+    grid_s: float | None = None,
+    min_event_s: float = 1.0,
+    max_event_s: float | None = None,
+    max_av: int = 3,
+    max_distractors: int = 2,
+    region: float = 0.5,
+    noise: int = 10,
+    n_val: int | None = None,
+    n_test: int | None = None,
 ) -> Path:
     """Generate ``out_dir/videos/demo_XXX.mp4``, ``annotations.json`` (UnAV-100 format),
     ``classes.txt`` (one label per line, line number = ``label_id``) and ``distractors.json``.
 
-    Deterministic for a given seed. Returns the path of the annotation JSON."""
+    The defaults make hard-ish clips (small pattern region, noisy background, arbitrary boundaries);
+    the workflow's demo passes easier settings (``grid_s``, larger ``region``, ``noise=0``) so that
+    random-weight extractors keep the events learnable (see config/config.yaml). Deterministic for
+    a given seed. Returns the path of the annotation JSON."""
     classes = list(DEFAULT_CLASSES if classes is None else classes)
     if not classes:
         raise ValueError("need at least one class")
@@ -224,14 +305,17 @@ def make_demo_dataset(
     vdir = out_dir / "videos"
     vdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    subsets = _splits(n_videos, rng)
+    if not 0.0 < region <= 1.0:
+        raise ValueError(f"region must be in (0, 1], got {region}")
+    subsets = _splits(n_videos, rng, n_val, n_test)
     database: dict[str, dict] = {}
     distractors: dict[str, list[dict]] = {}
     for i in range(n_videos):
         vid = f"demo_{i:03d}"
         vrng = np.random.default_rng([seed, i])
-        events = _plan_video(vrng, len(classes), duration_s, fps)
-        _render(vdir / f"{vid}.mp4", events, duration_s, size, fps, seed * 1000 + i, vrng)
+        events = _plan_video(vrng, len(classes), duration_s, fps, grid_s, min_event_s, max_av, max_distractors,
+                             max_event_s)
+        _render(vdir / f"{vid}.mp4", events, duration_s, size, fps, seed * 1000 + i, vrng, region, noise)
         database[vid] = {
             "subset": subsets[i],
             "duration": float(duration_s),
@@ -389,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """CLI for the workflow: ``python -m extractors.synthetic_videos --out-dir D --spec '{"n_videos": 8}'``.
 
     ``--spec`` is a JSON object of make_demo_dataset keyword arguments (n_videos, duration_s, seed,
-    classes, size, fps)."""
+    classes, size, fps, grid_s, min_event_s, max_event_s, max_av, max_distractors, region, noise, n_val, n_test)."""
     ap = argparse.ArgumentParser(prog="python -m extractors.synthetic_videos", description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--spec", default="{}", help="JSON object of make_demo_dataset keyword arguments")
@@ -397,7 +481,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = json.loads(args.spec)
     if not isinstance(spec, dict):
         raise SystemExit("--spec must be a JSON object")
-    allowed = {"n_videos", "duration_s", "seed", "classes", "size", "fps"}
+    allowed = {"n_videos", "duration_s", "seed", "classes", "size", "fps", "grid_s", "min_event_s", "max_event_s", "max_av",
+               "max_distractors", "region", "noise", "n_val", "n_test"}
     unknown = set(spec) - allowed
     if unknown:
         raise SystemExit(f"--spec: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")

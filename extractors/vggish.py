@@ -225,11 +225,13 @@ def embed_examples(model: VGGish, examples: np.ndarray, device: str = "cpu", bat
 
 def build_vggish(recipe: Recipe, weights_root: Path = DEFAULT_ROOT, device: str = "cpu"
                  ) -> tuple[VGGish, dict[str, Any]]:
-    """VGGish with the recipe's weights (registry checkpoint, or explicitly random and seeded)."""
+    """VGGish with the recipe's weights (registry checkpoint, or explicitly random and seeded; random uses
+    He init so the embeddings keep the log-mel's scale, see ``extractors.weights.reinit_``)."""
 
     def build() -> tuple[VGGish, dict[str, Any]]:
         model = VGGish()
-        prov = build_model_weights(model, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed)
+        prov = build_model_weights(model, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed,
+                                   random_init="he")
         return model.eval().to(device), prov
 
     return resident_network(("vggish", recipe.seed, str(device)), [WEIGHTS_NAME], recipe.weights, weights_root,

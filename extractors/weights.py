@@ -469,14 +469,24 @@ def _load_verified(name: str, root: Path | str) -> tuple[dict[str, torch.Tensor]
     return sd, digest
 
 
-def reinit_(model: nn.Module, seed: int) -> None:
+RandomInit = Literal["default", "he"]
+
+
+def reinit_(model: nn.Module, seed: int, init: RandomInit = "default") -> None:
     """Deterministically re-initialise every parameter/buffer (same seed → identical tensors).
 
-    Uses a forked RNG so the caller's global torch RNG state is untouched.
+    ``init='he'`` then redraws every conv / linear weight from He's normal (fan-in, ReLU gain) with zero
+    biases. Why: PyTorch's default init shrinks the activation variance about 6x per ReLU layer, so
+    a deep random conv net (I3D: ~20 layers) puts out features of ~1e-6 that no localizer can learn
+    from; He's init keeps the variance, and with it the input's structure, through the depth (the
+    offline demo's random-weight extractors rely on this). Uses a forked RNG so the caller's global
+    torch RNG state is untouched.
     """
     import torch
     from torch import nn
 
+    if init not in ("default", "he"):
+        raise ValueError(f"init must be 'default' or 'he', got {init!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for m in model.modules():
@@ -485,6 +495,10 @@ def reinit_(model: nn.Module, seed: int) -> None:
                 reset()
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.reset_running_stats()
+            if init == "he" and isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
 
 _RESIDENT: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
@@ -534,15 +548,18 @@ def build_model_weights(
     mode: Literal["pretrained", "random"],
     root: Path | str = DEFAULT_ROOT,
     seed: int = 0,
+    random_init: RandomInit = "default",
 ) -> dict[str, Any]:
     """Put weights into ``model`` and return their provenance.
 
     ``pretrained``: the registered checkpoint, loaded with ``strict=True`` (a missing file raises
-    :class:`WeightsError`; it never falls back to random). ``random``: explicit, seeded, labelled.
+    :class:`WeightsError`; it never falls back to random). ``random``: explicit, seeded, labelled
+    (``random_init``: see :func:`reinit_`).
     """
     if mode == "random":
-        reinit_(model, seed)
-        return {"weights": "random", "seed": int(seed), "architecture_of": name}
+        reinit_(model, seed, random_init)
+        prov = {"weights": "random", "seed": int(seed), "architecture_of": name}
+        return prov if random_init == "default" else {**prov, "init": random_init}
     if mode != "pretrained":
         raise ValueError(f"weights mode must be 'pretrained' or 'random', got {mode!r}")
     spec = get_spec(name)

@@ -113,10 +113,12 @@ def test_real_run_features_metrics_and_report(finished_run):
         assert x.ndim == 2 and x.shape[1] == 2048 and x.dtype == np.float32
         prov = json.loads(f.with_suffix(".json").read_text())
         assert prov["weights"] == "random" and prov["T"] == x.shape[0]
-        # demo recipe: 25 FPS, 24-frame windows, step 24 -> floor((N - 25) / 24) + 1 windows, N = 75 frames
+        # demo recipe: 12.5 FPS, 12-frame windows, step 12 -> floor((N - 13) / 12) + 1 windows (N frames at
+        # 12.5 FPS, from the media manifest: 3 s clips)
         r = get_recipe("demo")
-        assert (r.fps, r.stack, r.step) == (25.0, 24, 24)
-        assert x.shape[0] == (75 - 25) // 24 + 1
+        assert (r.fps, r.stack, r.step) == (12.5, 12, 12)
+        n = json.loads((res / "media" / f"{f.stem}.json").read_text())["n_frames"]
+        assert 36 <= n <= 38 and x.shape[0] == (n - 13) // 12 + 1
     for f in vgg:
         assert np.load(f).shape[1] == 128
     metrics = json.loads((res / "models" / "mil" / "metrics.json").read_text())
@@ -246,7 +248,8 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
     out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "2").stdout
     counts = job_counts(out)
-    assert counts["demo_data"] == 1 and counts["ear_stage3"] == 5 and counts["avvp_summary"] == 2
+    assert counts["demo_data"] == 2 and counts["ear_stage3"] == 5 and counts["avvp_summary"] == 2
+    assert counts["train"] == counts["evaluate"] == 3  # clasp, mil and CLASP's label-shuffled control
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["avvp"]["planted"]["dense_from"] = "demo"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))

@@ -60,16 +60,26 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                      "say nothing about real accuracy.</div>")
     if metrics:
         from models.run.compare import COLUMNS, metrics_row
+        from models.run.pipeline import split_control
 
-        rows = []
+        rows, avg, n_videos = [], {}, set()
         for m in metrics:
-            row = metrics_row(json.loads(Path(m).read_text()))
-            rows.append([Path(m).parent.name] + [f"{row[c]:.2f}" for c in COLUMNS])
+            met = json.loads(Path(m).read_text())
+            row = metrics_row(met)
+            name, control = split_control(Path(m).parent.name)
+            avg[(name, control)] = row["Avg"]
+            n_videos.add(met.get("n_videos"))
+            rows.append([f"{name} (shuffled labels: control)" if control else name]
+                        + [f"{row[c]:.2f}" for c in COLUMNS])
         parts.append("<h2>Test-split mAP (%)</h2>")
         parts.append(_table(["model", *COLUMNS], rows))
-        parts.append("<p>Avg = mean over tIoU 0.1…0.9 (UnAV-100 protocol, docs/recipes.md).</p>")
+        videos = ", ".join(str(n) for n in sorted(n_videos, key=str))
+        parts.append(f"<p>Avg = mean over tIoU 0.1…0.9 (UnAV-100 protocol, docs/recipes.md), on {html.escape(videos)} test video(s).</p>")
+        parts.extend(_control_verdicts(avg))
         for m in metrics:
             mdir = Path(m).parent
+            if split_control(mdir.name)[1]:
+                continue  # a control's timelines show nothing new; its row above is the point
             curve = mdir / "curve.png"
             if curve.exists():
                 parts.append(f"<h3>Training curve — {html.escape(mdir.name)}</h3>{_img(curve, 700)}")
@@ -97,6 +107,24 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
     else:
         parts.append("<p>None: every video in the folder was decodable.</p>")
     _write_page(out_html, f"avloc {dataset}", parts)
+
+
+def _control_verdicts(avg: dict[tuple[str, bool], float]) -> list[str]:
+    """One sentence per model with a label-shuffled control: does it beat the control, and by how much.
+
+    Why: with random extractor weights a number alone says little; the same model trained on permuted
+    labels is the chance level that the features and the test split allow."""
+    out = []
+    for (name, control), ctrl in sorted(avg.items()):
+        if not control or (name, False) not in avg:
+            continue
+        real = avg[(name, False)]
+        ratio = f"{real / ctrl:.1f}x" if ctrl > 0 else "control at 0"
+        verdict = "learned the events from the features" if real >= max(3 * ctrl, ctrl + 10) else \
+            "did NOT clearly beat its control"
+        out.append(f"<p><b>{html.escape(name)}</b>: Avg mAP {real:.1f} % vs {ctrl:.1f} % with shuffled training "
+                   f"labels ({ratio}): {verdict}.</p>")
+    return out
 
 
 _STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"

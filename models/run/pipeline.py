@@ -33,9 +33,21 @@ def log_to_file(path: str | Path) -> None:
                         force=True)
 
 
+CONTROL_SUFFIX = "_shuffled"
+
+
+def split_control(name: str) -> tuple[str, bool]:
+    """``clasp_shuffled`` -> (``clasp``, True): the workflow's name for a model's label-shuffled control
+    (same data, recipe and seed; training labels permuted across videos, ``models.train``)."""
+    if name.endswith(CONTROL_SUFFIX):
+        return name[: -len(CONTROL_SUFFIX)], True
+    return name, False
+
+
 def parse_model_name(name: str) -> tuple[str, str | None]:
-    """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default)."""
-    base, _, sup = name.partition("-")
+    """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default);
+    a control's ``_shuffled`` suffix is ignored (see :func:`split_control`)."""
+    base, _, sup = split_control(name)[0].partition("-")
     if sup and sup not in ("weak", "full"):
         raise ValueError(f"model {name!r}: supervision suffix must be -weak or -full")
     return base, (sup or None)

@@ -1,10 +1,19 @@
 # Train / evaluate every configured localizer through the one training and evaluation entry
 # (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
+# `controls: [clasp]` adds a label-shuffled control of each listed model (job name `clasp_shuffled`: same
+# data, recipe, overrides and seed, training labels permuted across videos) to the table and the summary.
+
+
+def dataset_models(ds):
+    """The configured models of `ds` followed by their label-shuffled controls."""
+    spec = DATASETS[ds]
+    return list(spec.get("models", [])) + [f"{m}_shuffled" for m in spec.get("controls", [])]
 
 
 def train_spec(ds, model):
+    base = model[: -len("_shuffled")] if model.endswith("_shuffled") else model
     spec = dict(DATASETS[ds].get("train", {}))
-    spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(model, {})
+    spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(base, {})
     return json.dumps(spec, sort_keys=True)
 
 
@@ -75,7 +84,7 @@ rule evaluate:
 rule compare:
     input:
         metrics=lambda wc: expand("results/{ds}/models/{model}/metrics.json", ds=wc.ds,
-                                  model=DATASETS[wc.ds]["models"]),
+                                  model=dataset_models(wc.ds)),
     output:
         markdown="results/{ds}/compare.md",
         csv=report("results/{ds}/compare.csv", caption="../report/compare.rst", category="Metrics",

@@ -7,7 +7,7 @@ def summary_inputs(wc):
     spec = DATASETS[ds]
     files = {"features": feature_files(ds)}
     if spec.get("models"):
-        files["metrics"] = expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=spec["models"])
+        files["metrics"] = expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=dataset_models(ds))
         files["compare"] = f"results/{ds}/compare.md"
     if "predict_with" in spec:
         model = spec["predict_with"]["model"]

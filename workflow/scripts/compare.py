@@ -1,4 +1,5 @@
-"""Snakemake script: one table of all configured models (rows) x mAP@0.5..0.9 and Avg (columns)."""
+"""Snakemake script: one table of all configured models and their label-shuffled controls (rows) x
+mAP@0.5..0.9 and Avg (columns)."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from models.run.compare import metrics_row, write_table
-from models.run.pipeline import log_to_file, parse_model_name
+from models.run.pipeline import log_to_file, parse_model_name, split_control
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
@@ -14,7 +15,10 @@ rows = []
 for path in snakemake.input.metrics:
     label = Path(path).parent.name
     name, sup = parse_model_name(label)
-    rows.append({"row": label, "method": name, "supervision": sup or "default", "control": False,
+    control = split_control(label)[1]
+    if control:
+        label = f"{split_control(label)[0]} (shuffled labels)"
+    rows.append({"row": label, "method": name, "supervision": sup or "default", "control": control,
                  **metrics_row(json.loads(Path(path).read_text())), "checkpoint": str(Path(path).parent)})
 out_dir = Path(snakemake.output.markdown).parent
 tmp_dir = out_dir / ".compare"

@@ -1,4 +1,5 @@
-"""Snakemake script: train one localizer on a dataset's train split, select on validation."""
+"""Snakemake script: train one localizer on a dataset's train split, select on validation (a
+``<model>_shuffled`` job trains the label-shuffled control)."""
 
 import json
 import logging
@@ -6,11 +7,12 @@ from pathlib import Path
 
 from extractors.recipes import Recipe
 from models.run.pipeline import (
-                                                    input_fingerprint,
-                                                    load_splits,
-                                                    log_to_file,
-                                                    model_overrides,
-                                                    reset_stale_resume_state,
+    input_fingerprint,
+    load_splits,
+    log_to_file,
+    model_overrides,
+    reset_stale_resume_state,
+    split_control,
 )
 from models.run.train import train
 
@@ -22,9 +24,11 @@ splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
 run_dir = Path(snakemake.output.checkpoint).parent
 reset_stale_resume_state(run_dir, input_fingerprint(snakemake.input.store, snakemake.params.recipe,
                                                     snakemake.params.train, snakemake.wildcards.model))
-name, overrides = model_overrides(snakemake.wildcards.model)
+model, control = split_control(snakemake.wildcards.model)
+name, overrides = model_overrides(model)
 overrides = {**spec.get("model_overrides", {}), **overrides}
 best = train(name, splits["train"], splits.get("validation"), run_dir, cfg_overrides=overrides,
              epochs=spec.get("epochs"), batch_size=spec.get("batch_size"), lr=spec.get("lr"),
-             seed=spec.get("seed", 0), device=snakemake.config.get("device", "auto"), progress=False)
+             seed=spec.get("seed", 0), device=snakemake.config.get("device", "auto"), progress=False,
+             shuffle_labels=control)
 logging.info("best checkpoint %s", best)
