@@ -157,7 +157,7 @@ def test_incremental_reruns(finished_run, tiny_data):
     finally:
         (work / "videos" / "new video.mp4").unlink()
     # a recipe change (feature step) reruns every video's feature jobs but not the media stage
-    write_config(work, work / "videos", work / "annotations.json", step=12)
+    write_config(work, work / "videos", work / "annotations.json", step=6)
     try:
         counts = job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout)
         assert counts.get("media") is None
