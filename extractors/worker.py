@@ -185,7 +185,8 @@ def _set_torch_threads(n: int) -> None:
 
 
 def _set_loaded_torch_threads(n: int) -> None:
-    """A torch-free pool's thread setting: only if a job has imported torch (media jobs never do)."""
+    """A worker's per-job thread setting: torch pools import torch at start, torch-free pools only see
+    it if a job imported it (media jobs never do)."""
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(n)
@@ -202,14 +203,14 @@ def _redirect_stdio(fds: tuple[int, int]) -> None:
         os.close(fd)
 
 
-def _handle(conn: socket.socket, main: Any, set_threads: Any) -> int:
+def _handle(conn: socket.socket, main: Any) -> int:
     first, fds, _, _ = socket.recv_fds(conn, 65536, 2)
     request = json.loads(first if first.endswith(b"\n") else first + _read_line(conn))
     saved = os.dup(1), os.dup(2)
     _redirect_stdio((fds[0], fds[1]))  # the job's own stdout/stderr: its Snakemake log
     try:
         os.chdir(request["cwd"])
-        set_threads(max(1, int(request["threads"])))
+        _set_loaded_torch_threads(max(1, int(request["threads"])))
         try:
             rc = main(request["argv"])
         except SystemExit as exc:  # argparse errors
@@ -239,7 +240,6 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
     import extractors.media  # noqa: F401 - everything a job may import, imported before the first job
     from extractors.extract import main
 
-    set_threads = _set_loaded_torch_threads
     if pool not in TORCH_FREE_POOLS:
         import torch
 
@@ -251,7 +251,6 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
         keep_networks_resident(True)
         if torch.cuda.is_available():
             torch.cuda.set_device(slot % torch.cuda.device_count())
-        set_threads = torch.set_num_threads
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(str(socket_path))
     srv.listen(4)
@@ -269,7 +268,7 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
                 continue
             with conn:
                 conn.settimeout(None)
-                rc = _handle(conn, main, set_threads)
+                rc = _handle(conn, main)
             jobs += 1
             gc.collect()
             if rc != 0:
