@@ -26,10 +26,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -177,3 +181,16 @@ def prefetch(items: Iterator[np.ndarray], depth: int = 64) -> Iterator[np.ndarra
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def host_to_device(x: np.ndarray | torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Move a CPU array/tensor to ``device``. On CUDA the batch is staged in pinned (page-locked) memory
+    and copied with ``non_blocking=True``, so the host-to-device copy overlaps with the decoding thread
+    (:func:`prefetch`) instead of stalling on a pageable copy; values are unchanged. torch is imported
+    here, not at module level, because the media stage uses this module without torch."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from extractors.flow_store import FlowStoreWriter, iter_flow_pairs, quantize_flow, read_meta
-from extractors.frames import check_stack_step, iter_frames, prefetch
+from extractors.frames import check_stack_step, host_to_device, iter_frames, prefetch
 
 # ----------------------------------------------------------------------------- network
 
@@ -404,10 +404,10 @@ def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resource
     frames = prefetch(iter_frames(mp4_path, recipe.short_side))
     for ts, base, fr in _window_groups(frames, recipe.stack, recipe.step, batch_size):
         src.fill(ts, base, fr)
-        wins = torch.from_numpy(np.stack([fr[t * recipe.step - base: t * recipe.step - base + recipe.stack + 1]
-                                          for t in ts])).to(device)
+        wins = host_to_device(np.stack([fr[t * recipe.step - base: t * recipe.step - base + recipe.stack + 1]
+                                          for t in ts]), device)
         rgb = rgb_input(wins, recipe.stack, recipe.crop)
-        flow = flow_input(torch.stack([src.window(t) for t in ts]).to(device))
+        flow = flow_input(host_to_device(torch.stack([src.window(t) for t in ts]), device))
         with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             f_rgb = rgb_model(rgb, features=True).float()
             f_flow = flow_model_i3d(flow, features=True).float()

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extractors.frames import host_to_device
 from extractors.io import package_version
 from extractors.recipes import Recipe
 from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network, sha256_file
@@ -199,10 +200,10 @@ def features_from_frames(model: R2Plus1D34, frames: Iterator[np.ndarray], stack:
     for win in iter_windows(counting(), stack, step):
         batch.append(win)
         if len(batch) == batch_size:
-            feats.append(model(torch.stack(batch).to(device)).float().cpu().numpy())
+            feats.append(model(host_to_device(torch.stack(batch), device)).float().cpu().numpy())
             batch = []
     if batch:
-        feats.append(model(torch.stack(batch).to(device)).float().cpu().numpy())
+        feats.append(model(host_to_device(torch.stack(batch), device)).float().cpu().numpy())
     out = np.concatenate(feats, axis=0) if feats else np.zeros((0, 512), dtype=np.float32)
     return out.astype(np.float32, copy=False), counted[0]
 

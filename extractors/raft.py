@@ -47,6 +47,8 @@ from torch import nn
 from torchvision.models.optical_flow import raft_large
 from torchvision.models.optical_flow._utils import make_coords_grid, upsample_flow
 
+from extractors.frames import host_to_device
+
 # ----------------------------------------------------------------------------- padding
 
 
@@ -202,7 +204,7 @@ def raft_pairs(model: RAFTFlow, frames: np.ndarray, device: str | torch.device, 
     """Flow ``(N-1, 2, Hp, Wp)`` float32 (on ``device``) between consecutive uint8 frames ``(N, H, W, 3)``,
     ``batch_size`` pairs per forward. ``dtype=torch.bfloat16`` runs the encoders/updates under autocast
     (an approximate mode; the exact recipe is float32)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device).permute(0, 3, 1, 2).float()
+    x = host_to_device(frames, device).permute(0, 3, 1, 2).float()
     outs = []
     dev_type = torch.device(device).type
     for i in range(0, x.shape[0] - 1, batch_size):

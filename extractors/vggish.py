@@ -44,6 +44,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from extractors.frames import host_to_device
 from extractors.io import package_version
 from extractors.recipes import Recipe
 from extractors.weights import (
@@ -218,7 +219,7 @@ def embed_examples(model: VGGish, examples: np.ndarray, device: str = "cpu", bat
     out = np.empty((examples.shape[0], 128), dtype=np.float32)
     i = 0
     for b in _batches(examples, batch_size):
-        out[i:i + b.shape[0]] = model(torch.from_numpy(b).to(device)).float().cpu().numpy()
+        out[i:i + b.shape[0]] = model(host_to_device(b, device)).float().cpu().numpy()
         i += b.shape[0]
     return out
 
