@@ -159,21 +159,21 @@ def test_read_llp_on_real_csv_slices_keeps_the_quirks() -> None:
 
 
 def test_split_job_on_real_csvs_counts_a_missing_clip_into_metrics_and_summary(tmp_path, capsys) -> None:
-    """models.avvp.inputs split on the real validation slice: a clip that was never downloaded and one
+    """models.avvp.inputs split on the real test slice: a clip that was never downloaded and one
     whose extraction failed shrink the split only with a logged count, ``missing_ids`` in the .npz, the
     count in ``metrics.json`` (split_coverage) and a line on the summary page."""
     from extractors.io import load_npz, save_npz, write_json
     from models.avvp.inputs import main
     from models.report.summary import write_avvp_summary
 
-    val_ids = [line.split("\t")[0] for line in (LLP / "AVVP_val_pd.csv").read_text().splitlines()[1:]]
-    never, failed = val_ids[3], val_ids[7]
+    test_ids = [line.split("\t")[0] for line in (LLP / "AVVP_test_pd.csv").read_text().splitlines()[1:]]
+    never, failed = test_ids[3], test_ids[7]
     rng = np.random.default_rng(0)
     feats = {}
-    for vid in val_ids:
+    for vid in test_ids:
         if vid in (never, failed):
             continue
-        s = 10 if vid != val_ids[0] else 7  # one short clip: padded, masked
+        s = 10 if vid != test_ids[0] else 7  # one short clip: padded, masked
         feats[f"{vid}::clip"] = rng.standard_normal((s, 8)).astype(np.float32)
         feats[f"{vid}::clap"] = rng.standard_normal((s, 4)).astype(np.float32)
     save_npz(tmp_path / "bucket_0.npz", **feats)
@@ -181,28 +181,28 @@ def test_split_job_on_real_csvs_counts_a_missing_clip_into_metrics_and_summary(t
     splits = [read_llp(LLP / f) for f in ("AVVP_train.csv", "AVVP_val_pd.csv", "AVVP_test_pd.csv")]
     classes = sorted({lab for s in splits for r in s.values() for lab in r["labels"]})
     save_npz(tmp_path / "text.npz", class_names=np.array(classes))
-    assert main(["split", "--weak-csv", str(LLP / "AVVP_val_pd.csv"), "--eval-audio-csv",
+    assert main(["split", "--weak-csv", str(LLP / "AVVP_test_pd.csv"), "--eval-audio-csv",
                  str(LLP / "AVVP_eval_audio.csv"), "--eval-visual-csv", str(LLP / "AVVP_eval_visual.csv"),
                  "--features", str(tmp_path / "bucket_0.npz"), "--text", str(tmp_path / "text.npz"),
-                 "--visual", "clip", "--audio", "clap", "--no-generator", "--out", str(tmp_path / "val.npz")]) == 0
+                 "--visual", "clip", "--audio", "clap", "--no-generator", "--out", str(tmp_path / "test.npz")]) == 0
     err = capsys.readouterr().err
-    assert "AVVP_val_pd.csv: 14 of 16 videos have features; 2 left out" in err and failed in err
-    arr = load_npz(tmp_path / "val.npz")
-    assert list(arr["video_ids"]) == [v for v in val_ids if v not in (never, failed)]  # CSV order kept
+    assert "AVVP_test_pd.csv: 16 of 18 videos have features; 2 left out" in err and failed in err
+    arr = load_npz(tmp_path / "test.npz")
+    assert list(arr["video_ids"]) == [v for v in test_ids if v not in (never, failed)]  # CSV order kept
     assert sorted(arr["missing_ids"]) == sorted([never, failed])
     assert arr["mask"][0].tolist() == [True] * 7 + [False] * 3
-    i = list(arr["video_ids"]).index("8DF2PxdT5tE_390_400")
-    np.testing.assert_array_equal(arr["gt_a"][i], _han_matrix(LLP / "AVVP_eval_audio.csv", "8DF2PxdT5tE_390_400",
-                                                              classes))
+    for vid in ("H5WcJwyjxIg_2_12", "CaC2xvdLC34_250_260"):  # rows with onset >= offset
+        i = list(arr["video_ids"]).index(vid)
+        np.testing.assert_array_equal(arr["gt_a"][i], _han_matrix(LLP / "AVVP_eval_audio.csv", vid, classes))
     cov = split_coverage(arr)
-    assert (cov["scored"], cov["listed"], cov["missing"]) == (14, 16, 2)
+    assert (cov["scored"], cov["listed"], cov["missing"]) == (16, 18, 2)
     metrics = tmp_path / "run" / "video" / "metrics.json"
     metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps({"test": None, "log": [{"loss": 1.0}], "test_videos": cov,
                                    "selection": {"by": "last epoch", "epoch": 0, "val": None}}))
     write_avvp_summary(tmp_path / "summary.html", "slice", [metrics])
     page = (tmp_path / "summary.html").read_text()
-    assert "Test split: 14 of 16 videos scored" in page and never in page
+    assert "Test split: 16 of 18 videos scored" in page and never in page
 
 
 def test_summary_shows_the_pseudo_label_table(tmp_path) -> None:

@@ -149,7 +149,8 @@ def pseudo_label_rows(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[
     rows = []
     for mode, r in runs:
         splits = {"train": r.get("pseudo_labels_train"), **(r.get("pseudo_labels") or {})}
-        for split in ("train", "val", "test"):
+        # the control's val/test rows repeat the real ones: those splits keep their own labels
+        for split in ("train",) if mode == "shuffled" else ("train", "val", "test"):
             if splits.get(split):
                 rows.append((AVVP_MODES.get(mode, mode), split, splits[split]))
     return rows
