@@ -269,7 +269,7 @@ def test_dataset_missing_video_raises(tmp_path):
 
 
 def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
-    """The LLP view of dense AV annotations: train/test split by subset, AV events as identical audio and
+    """The LLP view of dense AV annotations: train/val/test split by subset, AV events as identical audio and
     visual eval rows widened to whole seconds, read back by read_llp into HAN's segment matrix."""
     from models.data.dataset import unav_to_llp_csvs
 
@@ -278,9 +278,11 @@ def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
             "c": VideoAnnotation("c", "test", 10.0, [Segment(2.5, 4.2, "Dog"), Segment(6.0, 7.0, "Violin_fiddle")])}
     paths = unav_to_llp_csvs(anns, tmp_path / "csv")
     assert sorted(p.name for p in paths.values()) == ["AVVP_eval_audio.csv", "AVVP_eval_visual.csv",
-                                                      "AVVP_test_pd.csv", "AVVP_train.csv"]
+                                                      "AVVP_test_pd.csv", "AVVP_train.csv", "AVVP_val_pd.csv"]
     train = read_llp(paths["AVVP_train.csv"])
-    assert {v: r["labels"] for v, r in train.items()} == {"a": ["Dog"], "b": ["Cat"]}
+    assert {v: r["labels"] for v, r in train.items()} == {"a": ["Dog"]}
+    val = read_llp(paths["AVVP_val_pd.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])
+    assert list(val) == ["b"] and val["b"]["audio"] == [Segment(0.0, 2.0, "Cat")]
     test = read_llp(paths["AVVP_test_pd.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])
     assert list(test) == ["c"] and sorted(test["c"]["labels"]) == ["Dog", "Violin_fiddle"]
     m = llp_segment_matrix(test["c"]["audio"], ["Dog", "Violin_fiddle"])

@@ -220,11 +220,13 @@ def test_stage3_cli_on_npz_files(tmp_path) -> None:
                  visual=rng.standard_normal((n, 10, 7)).astype(np.float32), labels=labels, gt_a=gt_a, gt_v=gt_v,
                  class_names=np.array(["Dog", "Violin_fiddle", "Speech"]))
     out = tmp_path / "run a"
-    ear = json.dumps({"d_model": 8, "n_heads": 2, "d_event": 4, "epochs": 1, "warmup_epochs": 0, "batch_size": 6})
+    ear = json.dumps({"d_model": 8, "n_heads": 2, "d_event": 4, "epochs": 1, "warmup_epochs": 0, "batch_size": 6,
+                      "select": "last"})
     assert main(["stage3", "--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
                  "--out", str(out), "--ear", ear]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["test"]) >= {"seg_type", "evt_event"} and metrics["mode"] == "video"
+    assert metrics["selection"]["by"] == "last epoch" and metrics["test_videos"]["missing"] == 0
     assert metrics["ear_config"]["visual_dim"] == 7 and metrics["ear_config"]["num_classes"] == 3
     pred = json.loads((out / "predictions.json").read_text())
     assert set(pred["videos"]) == {f"{i}" for i in range(6)}
@@ -233,6 +235,9 @@ def test_stage3_cli_on_npz_files(tmp_path) -> None:
     with pytest.raises(SystemExit):  # stage 3 has no --dense; an unknown flag is an argparse error
         main(["stage3", "--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
               "--out", str(out), "--dense", "x.npz"])
+    with pytest.raises(ValueError, match="validation split"):  # best-epoch selection needs --val
+        main(["stage3", "--train", str(tmp_path / "train.npz"), "--test", str(tmp_path / "test.npz"),
+              "--out", str(out), "--ear", json.dumps({**json.loads(ear), "select": "best_val"})])
 
 
 def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
@@ -242,28 +247,33 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
     from extractors.io import save_npz
     from models.avvp.train import main
 
-    data = make_demo_data(seed=1, n_dense=40, n_train=48, n_test=24)
+    data = make_demo_data(seed=1, n_dense=40, n_train=48, n_val=16, n_test=24)
     save_npz(tmp_path / "dense.npz", **data["dense"])
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         save_npz(tmp_path / f"{split}.npz", **data[split])
     gen_over = {**DEMO_GEN, "epochs": 3}
     ear_over = {**DEMO_EAR, "epochs": 3, "batch_size": 16}
-    f = {k: str(tmp_path / k) for k in ("dense.npz", "train.npz", "test.npz", "gen.pt", "pl.npz", "out")}
+    f = {k: str(tmp_path / k) for k in ("dense.npz", "train.npz", "val.npz", "test.npz", "gen.pt", "pl.npz", "out")}
     assert main(["stage1", "--dense", f["dense.npz"], "--out", f["gen.pt"], "--gen", json.dumps(gen_over),
                  "--seed", "1"]) == 0
-    assert main(["stage2", "--generator", f["gen.pt"], "--train", f["train.npz"], "--out", f["pl.npz"]]) == 0
-    assert main(["stage3", "--train", f["train.npz"], "--test", f["test.npz"], "--pseudo", f["pl.npz"],
-                 "--out", f["out"], "--ear", json.dumps(ear_over), "--seed", "1"]) == 0
+    assert main(["stage2", "--generator", f["gen.pt"], "--train", f["train.npz"], "--val", f["val.npz"],
+                 "--test", f["test.npz"], "--out", f["pl.npz"]]) == 0
+    assert main(["stage3", "--train", f["train.npz"], "--val", f["val.npz"], "--test", f["test.npz"],
+                 "--pseudo", f["pl.npz"], "--out", f["out"], "--ear", json.dumps(ear_over), "--seed", "1"]) == 0
     got = json.loads((tmp_path / "out" / "metrics.json").read_text())
     ref = run_stages(data, GeneratorConfig(**gen_over), EARConfig(**ear_over), seed=1)
     assert got["mode"] == "pseudo"
     assert got["test"] == pytest.approx(ref["metrics"], abs=1e-12)
     assert got["pseudo_labels_train"] == pytest.approx(ref["pseudo_metrics"], abs=1e-12)
+    assert set(got["pseudo_labels"]) == {"val", "test"}  # Table III: both evaluation splits
+    for split in ("val", "test"):
+        assert got["pseudo_labels"][split] == pytest.approx(ref["pseudo_eval"][split], abs=1e-12)
+    assert got["selection"] == {**ref["selection"], "val": pytest.approx(ref["selection"]["val"], abs=1e-12)}
     stage1 = json.loads((tmp_path / "gen.json").read_text())
     assert [h["loss"] for h in stage1["log"]] == pytest.approx([h["loss"] for h in ref["logs"]["stage1"]])
     with pytest.raises(SystemExit, match="other video labels"):
-        main(["stage3", "--train", f["train.npz"], "--test", f["test.npz"], "--pseudo", f["pl.npz"],
-              "--shuffle-labels", "--out", f["out"], "--ear", json.dumps(ear_over)])
+        main(["stage3", "--train", f["train.npz"], "--val", f["val.npz"], "--test", f["test.npz"], "--pseudo",
+              f["pl.npz"], "--shuffle-labels", "--out", f["out"], "--ear", json.dumps(ear_over)])
     assert not list(tmp_path.rglob("*.tmp*"))
 
 

@@ -32,14 +32,23 @@ Choices where the formulas were lost in conversion (documented, each a config fi
   hyper-parameter, which is what this inverse-frequency form needs). Rare classes get more weight.
 - Uncertainty-weighted feature mixup (S-25..S-27): pairs of valid segments (random permutation
   within the batch), ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``), mixing the ERM node features
-  and the pseudo-labels; per-element BCE weighted by the mixed certainty
-  ``u = lam u_i + (1 - lam) u_j`` with ``u = max(y, 1 - y)``.
+  and the (soft, hence uncertainty-carrying) pseudo-labels; BCE of the mixed prediction against the
+  mixed label, as S-27 states. An extra per-element certainty weight
+  ``u = lam u_i + (1 - lam) u_j`` with ``u = max(y, 1 - y)`` is *not* in the paper; it is the
+  option ``mixup_certainty_weight`` (off by default).
 - Video-level loss (S-28): BCE between the MMIL video probability and the video-level label.
 - Decoding input ``[H_a; H_v]`` (Eq. 13-14 only say "cross-modal aggregation"): concatenation keeps
   both modalities available while each branch has its own decoder (asymmetric, soft constraint).
 - Adjacencies are row-softmax of learned logits initialised with a +2 diagonal (start close to
   self-loops, as an untrained GCN should not blur classes).
-- Inference follows HAN: ``pred_a = (P_a >= thr) & (P_a^vid >= thr)``; AV = audio AND visual.
+- Inference follows HAN and VALOR (``YapengTian/AVVP-ECCV20`` ``main_avvp.py`` ``eval``;
+  ``Franklin905/VALOR`` ``main_avvp.py`` ``eval``): segment predictions of *both* modalities are gated
+  by the overall video-level prediction, ``pred_m = (P_m >= thr) & (P >= thr)``; AV = audio AND
+  visual (``gating="video"``). ``gating="modality"`` gates each modality by its own video-level
+  probability ``P_m^vid`` instead (this repository's earlier behaviour, kept to measure the change).
+
+Values the paper names but whose numbers were lost in the text conversion are config fields;
+:data:`LOST_VALUES` names the source of each default (written into ``metrics.json``).
 """
 
 from __future__ import annotations
@@ -56,6 +65,19 @@ from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
 
+GATINGS = ("video", "modality")
+SELECTIONS = ("best_val", "last")
+
+# Where each default comes from when the paper (papers/ear-avvp.txt) names a value that its text lost.
+LOST_VALUES: dict[str, str] = {
+    "pseudo_threshold": "GeneratorConfig.threshold = 0.5: Eq. 9's theta, value lost; 0.5 is our choice, the "
+                        "probability threshold HAN and VALOR apply at inference (main_avvp.py eval, >= 0.5)",
+    "class_balance_beta": "EARConfig.class_balance_beta = 0.5: S-24's 'hyper-parameter', value lost (the paper "
+                          "follows UWAV, arXiv 2505.09615, whose code we could not read); 0.5 is our choice",
+    "mixup_alpha": "EARConfig.mixup_alpha = 1.0: S-26's Beta-distribution hyper-parameter, value lost (UWAV); "
+                   "1.0 (uniform lambda) is our choice",
+}
+
 
 @dataclass
 class EARConfig(ModelConfig):
@@ -71,8 +93,11 @@ class EARConfig(ModelConfig):
     erm_layers: int = 3
     dropout: float = 0.1
     leaky_slope: float = 0.2
-    class_balance_beta: float = 0.5
-    mixup_alpha: float = 1.0
+    class_balance_beta: float = 0.5  # LOST_VALUES["class_balance_beta"]
+    mixup_alpha: float = 1.0  # LOST_VALUES["mixup_alpha"]
+    mixup_certainty_weight: bool = False  # not in the paper (S-27): an option, off by default
+    gating: str = "video"  # "video" (HAN/VALOR) or "modality" (the earlier behaviour)
+    select: str = "best_val"  # "best_val": the epoch with the best validation seg_type (HAN/VALOR); "last"
     w_mix: float = 1.0
     w_video: float = 1.0
     use_pseudo: bool = True
@@ -133,6 +158,10 @@ class EAR(nn.Module):
 
     def __init__(self, cfg: EARConfig) -> None:
         super().__init__()
+        if cfg.gating not in GATINGS:
+            raise ValueError(f"EARConfig.gating={cfg.gating!r}; one of {GATINGS}")
+        if cfg.select not in SELECTIONS:
+            raise ValueError(f"EARConfig.select={cfg.select!r}; one of {SELECTIONS}")
         self.cfg = cfg
         d, c, de = cfg.d_model, cfg.num_classes, cfg.d_event
         self.proj_a = nn.Sequential(nn.Linear(cfg.audio_dim, d), nn.ReLU(), nn.Dropout(cfg.dropout))
@@ -248,18 +277,25 @@ class EAR(nn.Module):
         lam = lam.to(nodes.device)
         x = lam[..., None] * nodes + (1 - lam[..., None]) * nodes[perm]
         ym = lam * y + (1 - lam) * y[perm]
-        u = torch.maximum(y, 1 - y)
-        um = lam * u + (1 - lam) * u[perm]
         p = torch.sigmoid(self.classify(x))
-        return (um * self._bce(p, ym)).mean()
+        loss = self._bce(p, ym)
+        if self.cfg.mixup_certainty_weight:  # not in the paper (see module docstring)
+            u = torch.maximum(y, 1 - y)
+            loss = (lam * u + (1 - lam) * u[perm]) * loss
+        return loss.mean()
 
     # ---------------------------------------------------------------- inference
     def parse(self, out: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Binary segment predictions ``(B, C, T)`` for audio and visual (HAN's gating by video probs)."""
+        """Binary segment predictions ``(B, C, T)`` for audio and visual, gated by the video-level
+        prediction (``cfg.gating``: the overall one as HAN/VALOR, or each modality's own)."""
         thr = self.cfg.threshold
         m = out["mask"][:, :, None]
-        pa = (out["prob_a"] >= thr) & (out["video_a"][:, None, :] >= thr) & m
-        pv = (out["prob_v"] >= thr) & (out["video_v"][:, None, :] >= thr) & m
+        if self.cfg.gating == "video":
+            gate_a = gate_v = out["video"][:, None, :] >= thr
+        else:
+            gate_a, gate_v = out["video_a"][:, None, :] >= thr, out["video_v"][:, None, :] >= thr
+        pa = (out["prob_a"] >= thr) & gate_a & m
+        pv = (out["prob_v"] >= thr) & gate_v & m
         return (pa.transpose(1, 2).cpu().numpy().astype(np.uint8),
                 pv.transpose(1, 2).cpu().numpy().astype(np.uint8))
 
@@ -296,12 +332,15 @@ def warmup_cosine(step: int, total: int, warmup: int, peak: float, floor: float)
 
 
 def fit_minibatches(model: nn.Module, n: int, cfg: Any, batch_loss: Callable[[torch.Tensor], torch.Tensor],
-                    seed: int = 0, log: list[dict[str, Any]] | None = None, min_batch: int = 1) -> nn.Module:
+                    seed: int = 0, log: list[dict[str, Any]] | None = None, min_batch: int = 1,
+                    on_epoch: Callable[[int], dict[str, Any]] | None = None) -> nn.Module:
     """The training loop EAR's stage 1 and stage 3 share: AdamW, shuffled minibatches of ``n`` items,
     learning rate from :func:`warmup_cosine` updated every optimizer step (warm-up over
     ``cfg.warmup_epochs`` epochs of steps). ``cfg`` carries ``lr, min_lr, weight_decay, epochs,
     warmup_epochs, batch_size``; ``batch_loss(indices)`` returns the minibatch loss. Batches smaller than
-    ``min_batch`` are skipped (BatchNorm needs two samples). Appends ``{"epoch", "loss"}`` to ``log``."""
+    ``min_batch`` are skipped (BatchNorm needs two samples). Appends ``{"epoch", "loss"}`` to ``log``;
+    ``on_epoch(epoch)`` (e.g. a validation pass; it may switch the model to eval mode) runs after each
+    epoch and its returned dict is merged into that epoch's log entry."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
@@ -323,7 +362,11 @@ def fit_minibatches(model: nn.Module, n: int, cfg: Any, batch_loss: Callable[[to
             opt.step()
             run += float(loss.detach()) * len(idx)
             step += 1
+        entry: dict[str, Any] = {"epoch": epoch, "loss": run / n}
+        if on_epoch is not None:
+            entry.update(on_epoch(epoch))
+            model.train()
         if log is not None:
-            log.append({"epoch": epoch, "loss": run / n})
+            log.append(entry)
     model.eval()
     return model

@@ -12,8 +12,10 @@
   ``test.npz`` in the layout of :mod:`models.avvp.train` (``audio``, ``visual``, ``gen_audio``,
   ``gen_visual``, ``labels``, ``text_*``, ``class_names``, ``video_ids``, and ``gt_a``/``gt_v`` where the
   eval CSVs cover the video). Clips shorter than 10 s are zero-padded to 10 segments (HAN's loader
-  assumes exactly 10).
-- ``csvs``: LLP's four CSVs from UnAV-format annotations (:func:`models.data.dataset.unav_to_llp_csvs`).
+  assumes exactly 10). CSV videos without features (no clip, or extraction failed) are left out, never
+  silently: their ids go into ``missing_ids``, their count into the log, stage 3's ``metrics.json``
+  and the summary page (:func:`present_videos`).
+- ``csvs``: LLP's CSVs from UnAV-format annotations (:func:`models.data.dataset.unav_to_llp_csvs`).
 
 Every output is written to a temporary file and renamed.
 """
@@ -47,6 +49,12 @@ def _stack(per_video: list[dict[str, np.ndarray]], name: str, t: int) -> np.ndar
         x = np.concatenate([f[k] for k in parts], axis=1)[:t]
         rows.append(np.pad(x, ((0, t - len(x)), (0, 0))))
     return np.stack(rows).astype(np.float32)
+
+
+def present_videos(annotations: dict[str, Any], available: Any) -> tuple[list[str], list[str]]:
+    """The split's CSV videos (CSV order) that have features, and those that do not."""
+    present = [v for v in annotations if v in available]
+    return present, [v for v in annotations if v not in available]
 
 
 def assemble_split(annotations: dict[str, dict[str, Any]], features: dict[str, dict[str, np.ndarray]],
@@ -119,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ps.add_argument("--audio", default="vggish")
     ps.add_argument("--no-generator", action="store_true", help="no CLIP/CLAP generator features")
     ps.add_argument("--out", type=Path, required=True)
-    pc = sub.add_parser("csvs", help="LLP's four CSVs from UnAV-format annotations (models.data.dataset.unav_to_llp_csvs)")
+    pc = sub.add_parser("csvs", help="LLP's CSVs from UnAV-format annotations (models.data.dataset.unav_to_llp_csvs)")
     pc.add_argument("--unav-json", type=Path, required=True)
     pc.add_argument("--out-dir", type=Path, required=True)
     pd = sub.add_parser("dense", help="stage-1 dense AV data from UnAV-format annotations + per-second CLAP/CLIP")
@@ -158,14 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   if v in ann}
         for vid, why in sorted(failed.items()):
             print(f"[llp] {vid}: no features ({why})", file=sys.stderr)
-        present = [v for v in ann if v in available]
+        present, missing = present_videos(ann, available)
         if not present:
             raise SystemExit(f"none of the {len(ann)} videos of {a.weak_csv} has features")
         feats = {v: available[v] for v in present}
         arrays = assemble_split(ann, feats, load_npz(a.text), a.visual, a.audio, generator=not a.no_generator,
                                 with_gt=a.eval_audio_csv is not None and a.eval_visual_csv is not None)
+        arrays["missing_ids"] = np.array(missing, dtype=str)
         save_npz(a.out, **arrays)
-        print(json.dumps({"videos": len(present), "skipped (no features)": len(ann) - len(present),
+        print(f"[llp] {a.weak_csv.name}: {len(present)} of {len(ann)} videos have features; {len(missing)} left "
+              "out (no clip or no features)", file=sys.stderr)
+        print(json.dumps({"videos": len(present), "skipped (no features)": len(missing),
                           "failed during extraction": sorted(failed),
                           "shapes": {k: list(v.shape) for k, v in arrays.items()}}))
     return 0

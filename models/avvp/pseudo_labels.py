@@ -57,7 +57,7 @@ class GeneratorConfig:
     lambda_v: float = 0.15
     tau_audio: float = DEFAULT_TAU_AUDIO
     tau_visual: float = DEFAULT_TAU_VISUAL
-    threshold: float = 0.5
+    threshold: float = 0.5  # Eq. 9 theta: value lost in the paper; source in models.avvp.ear.LOST_VALUES
     init_scale: float = 10.0
     lr: float = 1e-4
     min_lr: float = 1e-5

@@ -18,17 +18,24 @@ Data files (``.npz``), so the stages work on any extracted features:
 - llp split: ``audio``, ``visual`` (stage-3 features), ``gen_audio``, ``gen_visual`` (the
   generator's CLAP/CLIP features), ``labels (N,C)``, ``text_a``, ``text_v`` (target-class text
   embeddings), optional ``gt_a``/``gt_v (N,C,T)`` for evaluation, optional ``video_ids``, optional
-  ``mask (N,T)`` (valid segments; pseudo-labels, training and predictions ignore the others).
+  ``mask (N,T)`` (valid segments; pseudo-labels, training and predictions ignore the others), optional
+  ``missing_ids`` (videos of the split's CSV left out for want of a clip or features; reported).
 
 One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), files in between:
 
 - ``python -m models.avvp.train planted --out-dir D``: the planted benchmark as ``dense/train/test.npz``;
 - ``stage1 --dense F --out generator.pt``: migration + pre-training (``generator.json``: config, loss log);
-- ``stage2 --generator G --train F --out pseudo_labels.npz``: pseudo-labels (+ ``.json`` with their
-  segment scores when the split has ground truth);
-- ``stage3 --train F --test F [--pseudo P] --out DIR``: the AVVP model trained with pseudo-labels (or
-  with video-level labels only when ``--pseudo`` is absent), evaluated on the test split:
-  ``metrics.json``, ``predictions.json``, ``ear.pt``, ``curve.png``, ``timelines/*.png``.
+- ``stage2 --generator G --train F [--val F] [--test F] --out pseudo_labels.npz``: pseudo-labels of the
+  training split (+ ``.json`` with the AVVP scores of the pseudo-labels of every given split that has
+  segment ground truth: the paper's Table III is those of the validation and test splits);
+- ``stage3 --train F --val F --test F [--pseudo P] --out DIR``: the AVVP model trained with pseudo-labels
+  (or with video-level labels only when ``--pseudo`` is absent), scored on the validation split after
+  every epoch, and the epoch with the best segment-level Type@AV there evaluated on the test split, as
+  HAN (``YapengTian/AVVP-ECCV20`` ``main_avvp.py``: ``if F >= best_F`` on ``eval(..., label_val)``) and
+  VALOR (``Franklin905/VALOR`` ``main_avvp.py``: ``F_scores['Seg-type'] > best_F['Seg-type']``) select
+  their checkpoint (``EARConfig.select = "best_val"``, the earliest best epoch on ties as VALOR;
+  ``"last"`` keeps the last epoch and needs no ``--val``): ``metrics.json``, ``predictions.json``,
+  ``ear.pt``, ``curve.png``, ``timelines/*.png``.
 
 ``--shuffle-labels`` (stages 2-3) is the label-shuffled control; :func:`run_stages` runs the same
 stage functions in one process (tests).
@@ -37,8 +44,10 @@ stage functions in one process (tests).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,7 +56,7 @@ import numpy as np
 import torch
 
 from extractors.io import load_npz, save_npz, write_json
-from models.avvp.ear import EAR, EARConfig, events_from_binary, fit_minibatches
+from models.avvp.ear import EAR, LOST_VALUES, EARConfig, events_from_binary, fit_minibatches
 from models.avvp.pseudo_labels import (
     GeneratorConfig,
     PseudoLabelGenerator,
@@ -69,12 +78,19 @@ def train_ear(
     log: list[dict[str, Any]] | None = None,
     device: str | torch.device = "cpu",
     mask: np.ndarray | None = None,
-) -> EAR:
+    val: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Stage 3. ``pseudo_*`` ``(N, T, C)`` are required when ``model.cfg.use_pseudo``. The data stay on
-    the host; each minibatch moves to ``device``."""
+    the host; each minibatch moves to ``device``. With ``cfg.select == "best_val"`` the validation split
+    ``val`` (``audio``, ``visual``, ``gt_a``, ``gt_v``, optional ``mask``) is scored after every epoch
+    (its numbers join ``log``) and the model is left with the weights of the earliest epoch of best
+    segment-level Type@AV (``seg_type``). Returns the selection: ``{"by", "epoch", "val"}``."""
     cfg = model.cfg
     if cfg.use_pseudo and (pseudo_a is None or pseudo_v is None):
         raise ValueError("EARConfig.use_pseudo=True needs pseudo_a and pseudo_v (run stage 2 first)")
+    if cfg.select == "best_val" and (val is None or "gt_a" not in val):
+        raise ValueError("EARConfig.select='best_val' needs a validation split with segment ground truth "
+                         "(gt_a/gt_v); give one, or set select='last' to keep the last epoch")
     torch.manual_seed(seed)
     tens = {"audio": torch.as_tensor(audio, dtype=torch.float32),
             "visual": torch.as_tensor(visual, dtype=torch.float32),
@@ -92,8 +108,27 @@ def train_ear(
         batch = {k: v[idx].to(device) for k, v in tens.items()}
         return model.loss(model(batch), batch)
 
+    best: dict[str, Any] = {"by": "last epoch", "epoch": cfg.epochs - 1, "val": None}
+    state: dict[str, torch.Tensor] | None = None
+
+    def validate(epoch: int) -> dict[str, Any]:
+        nonlocal state
+        pred = predict_ear(model, val["audio"], val["visual"], device=device, mask=val.get("mask"))
+        scores = avvp_metrics(pred["pred_a"], pred["pred_v"], val["gt_a"], val["gt_v"])
+        if best["val"] is None or scores["seg_type"] > best["val"]["seg_type"]:
+            best.update(epoch=epoch, val=scores)
+            state = copy.deepcopy(model.state_dict())
+        return {"val_seg_type": scores["seg_type"], "val_evt_event": scores["evt_event"]}
+
+    use_val = cfg.select == "best_val"
     # BatchNorm in ERM needs more than one sample per batch
-    return fit_minibatches(model, audio.shape[0], cfg, batch_loss, seed=seed, log=log, min_batch=2)
+    fit_minibatches(model, audio.shape[0], cfg, batch_loss, seed=seed, log=log, min_batch=2,
+                    on_epoch=validate if use_val else None)
+    if use_val:
+        assert state is not None
+        model.load_state_dict(state)
+        best["by"] = "best validation seg_type"
+    return best
 
 
 @torch.no_grad()
@@ -189,7 +224,7 @@ def embed_segments(gt: np.ndarray, protos: np.ndarray, noise: float, rng: np.ran
 
 
 def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense: int = 20,
-                   n_train: int = 240, n_test: int = 160, c: int = 6, t: int = 10,
+                   n_train: int = 240, n_test: int = 160, n_val: int = 80, c: int = 6, t: int = 10,
                    gen_dim: int = 32, da: int = 16, dv: int = 24, dense_noise: float = 0.05,
                    gen_noise: float = 0.05, feat_noise: float = 1.0,
                    target: tuple[np.ndarray, ...] | None = None) -> dict[str, Any]:
@@ -203,8 +238,9 @@ def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense
       noise ``gen_noise``, which only temporal context averages away).
 
     ``target`` may pass ``(audio, visual, labels, gt_a, gt_v)`` from another planted generator
-    (``models.data.synthetic.make_planted_avvp``); its train/test split is then the first ``n_train``
-    videos / the rest.
+    (``models.data.synthetic.make_planted_avvp``); its train/val/test split is then the first
+    ``n_train`` videos / the next ``n_val`` / the rest. The validation split (``n_val`` videos, with
+    segment ground truth like LLP's) chooses stage 3's epoch.
     """
     rng = np.random.default_rng(seed)
     # ---- dense pre-training data
@@ -216,7 +252,7 @@ def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense
              "gt_a": da_gt, "gt_v": dv_gt, "text_a": ta_d.astype(np.float32), "text_v": tv_d.astype(np.float32)}
     # ---- target (LLP-like) data
     if target is None:
-        n = n_train + n_test
+        n = n_train + n_val + n_test
         labels, gt_a, gt_v = _plant_events(rng, n, c, t, max_events=2, p_av=0.4)
         pa, pv = rng.standard_normal((c, da)), rng.standard_normal((c, dv))
         audio = embed_segments(gt_a, pa, feat_noise, rng)
@@ -227,7 +263,9 @@ def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense
     ta, tv = _unit(rng, c, gen_dim), _unit(rng, c, gen_dim)
     gen_a = embed_segments(gt_a, ta, gen_noise, rng)
     gen_v = embed_segments(gt_v, tv, gen_noise, rng)
-    split = {"train": slice(0, n_train), "test": slice(n_train, n)}
+    if n <= n_train + n_val:
+        raise ValueError(f"{n} target videos leave no test video after {n_train} train + {n_val} validation")
+    split = {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val), "test": slice(n_train + n_val, n)}
     out: dict[str, Any] = {"dense": dense}
     for name, sl in split.items():
         out[name] = {"audio": audio[sl].astype(np.float32), "visual": visual[sl].astype(np.float32),
@@ -277,15 +315,31 @@ def pseudo_stage2(gen: PseudoLabelGenerator, train: dict[str, np.ndarray], label
     return pa, pv, metrics
 
 
+def pseudo_label_scores(gen: PseudoLabelGenerator, splits: dict[str, dict[str, np.ndarray]],
+                        device: str | torch.device = "cpu") -> dict[str, dict[str, float]]:
+    """The paper's Table III: stage 2 run on each split with segment ground truth (LLP: validation and
+    test), with that split's own video-level labels, and the pseudo-labels scored by the AVVP metrics."""
+    out = {}
+    for name, split in splits.items():
+        if split is not None and "gt_a" in split:
+            _, _, m = pseudo_stage2(gen, split, split["labels"], device=device)
+            out[name] = m
+    return out
+
+
 def train_stage3(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ear_cfg: EARConfig, labels: np.ndarray,
                  pseudo_a: np.ndarray | None, pseudo_v: np.ndarray | None, seed: int = 0,
-                 log: list[dict[str, Any]] | None = None, device: str | torch.device = "cpu"
+                 log: list[dict[str, Any]] | None = None, device: str | torch.device = "cpu",
+                 val: dict[str, np.ndarray] | None = None, selection: dict[str, Any] | None = None
                  ) -> tuple[EAR, dict[str, np.ndarray], dict[str, float] | None]:
-    """Stage 3 and the AVVP evaluation: the trained model, test predictions, metrics (if ``gt_a``)."""
+    """Stage 3 and the AVVP evaluation: the trained model (the epoch ``ear_cfg.select`` chooses on
+    ``val``), test predictions, metrics (if ``gt_a``). ``selection`` (a dict) receives the choice."""
     torch.manual_seed(seed)
     model = EAR(ear_cfg)
-    train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log, device=device,
-              mask=train.get("mask"))
+    chosen = train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log,
+                       device=device, mask=train.get("mask"), val=val)
+    if selection is not None:
+        selection.update(chosen)
     pred = predict_ear(model, test["audio"], test["visual"], device=device, mask=test.get("mask"))
     metrics = avvp_metrics(pred["pred_a"], pred["pred_v"], test["gt_a"], test["gt_v"]) if "gt_a" in test else None
     return model, pred, metrics
@@ -302,8 +356,9 @@ def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfi
     """Stages 1-3 in memory on ``data`` (as :func:`make_demo_data` returns); the CLI runs the same
     functions one stage per process. ``ear_cfg.use_pseudo=False`` skips stages 1-2 (video-level labels
     only); ``shuffle_labels`` permutes the training videos' labels (a control that must score near
-    chance); a given ``generator`` (already pre-trained) skips stage 1."""
-    train, test = data["train"], data["test"]
+    chance); a given ``generator`` (already pre-trained) skips stage 1. The pseudo-labels of the
+    validation and test splits are scored too (``pseudo_eval``, the paper's Table III)."""
+    train, test, val = data["train"], data["test"], data.get("val")
     labels = shuffled(train["labels"], seed) if shuffle_labels else train["labels"]
     res: dict[str, Any] = {"logs": {}}
     pa = pv = None
@@ -316,8 +371,11 @@ def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfi
         res.update(generator=gen, pseudo_a=pa, pseudo_v=pv)
         if pm is not None:
             res["pseudo_metrics"] = pm
+        res["pseudo_eval"] = pseudo_label_scores(gen, {"val": val, "test": test})
     res["logs"]["stage3"] = []
-    model, pred, metrics = train_stage3(train, test, ear_cfg, labels, pa, pv, seed, res["logs"]["stage3"])
+    res["selection"] = {}
+    model, pred, metrics = train_stage3(train, test, ear_cfg, labels, pa, pv, seed, res["logs"]["stage3"], val=val,
+                                        selection=res["selection"])
     res["model"], res["pred"] = model, pred
     if metrics is not None:
         res["metrics"] = metrics
@@ -346,9 +404,19 @@ def write_outputs(out_dir: Path, res: dict[str, Any], test: dict[str, Any], clas
             entry[key] = [[s, e, class_names[c], round(sc, 6)] for s, e, c, sc in events_from_binary(bin_, prob)]
         videos[vid] = entry
     write_json(out_dir / "predictions.json", {"segment_seconds": 1.0, "videos": videos})
-    metrics = {"test": res.get("metrics"), "pseudo_labels_train": res.get("pseudo_metrics")}
+    metrics = {"test": res.get("metrics"), "pseudo_labels_train": res.get("pseudo_metrics"),
+               "pseudo_labels": res.get("pseudo_eval"), "selection": res.get("selection"),
+               "test_videos": split_coverage(test), "lost_values": LOST_VALUES}
     metrics.update(extra or {})
     write_json(out_dir / "metrics.json", metrics)
+
+
+def split_coverage(split: dict[str, Any]) -> dict[str, Any]:
+    """How many of the split's CSV videos are scored: those left out (no clip or no features, listed in
+    ``missing_ids`` by ``models.avvp.inputs split``) shrink the split, and the summary says so."""
+    n = int(np.asarray(split["audio"]).shape[0])
+    missing = [str(v) for v in split.get("missing_ids", [])]
+    return {"scored": n, "listed": n + len(missing), "missing": len(missing), "missing_ids": missing[:50]}
 
 
 def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.ndarray], class_names: list[str],
@@ -400,7 +468,7 @@ def cmd_planted(a: argparse.Namespace) -> int:
     names = np.array([f"event_{i}" for i in range(data["train"]["labels"].shape[1])])
     out = Path(a.out_dir)
     save_npz(out / "dense.npz", **data["dense"])
-    for split in ("train", "test"):
+    for split in ("train", "val", "test"):
         save_npz(out / f"{split}.npz", class_names=names, **data[split])
     return 0
 
@@ -424,22 +492,28 @@ def cmd_stage2(a: argparse.Namespace) -> int:
     gen, _ = load_generator(a.generator)
     train = load_npz(a.train)
     labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
-    pa, pv, metrics = pseudo_stage2(gen, train, labels, device=resolve_device(a.device))
+    device = resolve_device(a.device)
+    pa, pv, metrics = pseudo_stage2(gen, train, labels, device=device)
     save_npz(a.out, pseudo_a=pa, pseudo_v=pv, labels=labels)
-    write_json(Path(a.out).with_suffix(".json"), {"train_pseudo_labels": metrics, "threshold": gen.cfg.threshold,
-                                                  "shuffled_labels": a.shuffle_labels})
-    print(json.dumps({"stage": 2, "pseudo_label_scores": metrics}))
+    # Table III: the validation/test splits labelled with their own (never shuffled) video-level labels
+    evals = {name: load_npz(path) for name, path in (("val", a.val), ("test", a.test)) if path is not None}
+    table = pseudo_label_scores(gen, evals, device=device)
+    write_json(Path(a.out).with_suffix(".json"), {
+        "train_pseudo_labels": metrics, "pseudo_labels": table, "threshold": gen.cfg.threshold,
+        "shuffled_labels": a.shuffle_labels, "videos": {k: split_coverage(v) for k, v in evals.items()}})
+    print(json.dumps({"stage": 2, "pseudo_label_scores": {"train": metrics, **table}}))
     return 0
 
 
 def cmd_stage3(a: argparse.Namespace) -> int:
     train, test = load_npz(a.train), load_npz(a.test)
+    val = load_npz(a.val) if a.val is not None else None
     inferred = {"num_classes": int(train["labels"].shape[1]), "audio_dim": int(train["audio"].shape[-1]),
                 "visual_dim": int(train["visual"].shape[-1]), "t_max": int(train["audio"].shape[1])}
     cfg = EARConfig(**{**_overrides(a.preset, 1, inferred, a.ear), "use_pseudo": a.pseudo is not None})
     labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
     pa = pv = None
-    pseudo_metrics = None
+    pseudo_metrics = pseudo_eval = None
     if a.pseudo is not None:
         pl = load_npz(a.pseudo)
         pa, pv = pl["pseudo_a"], pl["pseudo_v"]
@@ -448,24 +522,33 @@ def cmd_stage3(a: argparse.Namespace) -> int:
                              "(shuffled vs. not?); rerun stage 2 with the same --shuffle-labels")
         side = Path(a.pseudo).with_suffix(".json")
         if side.exists():
-            pseudo_metrics = json.loads(side.read_text()).get("train_pseudo_labels")
+            scores = json.loads(side.read_text())
+            pseudo_metrics, pseudo_eval = scores.get("train_pseudo_labels"), scores.get("pseudo_labels")
     log: list[dict[str, Any]] = []
     t0 = time.time()
-    model, pred, metrics = train_stage3(train, test, cfg, labels, pa, pv, a.seed, log, resolve_device(a.device))
+    selection: dict[str, Any] = {}
+    model, pred, metrics = train_stage3(train, test, cfg, labels, pa, pv, a.seed, log, resolve_device(a.device),
+                                        val=val, selection=selection)
     out = Path(a.out)
     names = _class_names(test, cfg.num_classes)
     mode = "pseudo" if a.pseudo is not None else "video"
-    res = {"pred": pred, "metrics": metrics, "pseudo_metrics": pseudo_metrics}
+    res = {"pred": pred, "metrics": metrics, "pseudo_metrics": pseudo_metrics, "pseudo_eval": pseudo_eval,
+           "selection": selection}
+    coverage = split_coverage(test)
+    if coverage["missing"]:
+        print(f"[stage3] test split: {coverage['scored']} of {coverage['listed']} CSV videos scored, "
+              f"{coverage['missing']} without a clip or features", file=sys.stderr)
     write_outputs(out, res, test, names, extra={
         "seconds": round(time.time() - t0, 2), "mode": mode, "shuffled_labels": a.shuffle_labels,
-        "ear_config": dataclasses.asdict(cfg), "log": log, "seed": a.seed})
+        "ear_config": dataclasses.asdict(cfg), "log": log, "seed": a.seed,
+        "val_videos": split_coverage(val) if val is not None else None})
     atomic_torch_save(model.cpu().state_dict(), out / "ear.pt")
     from models.run.plots import plot_loss_curves
 
     plot_loss_curves(out / "curve.png", {f"stage 3 ({mode} labels)": [h["loss"] for h in log]},
                      title=f"EAR stage 3 — {mode} labels")
     plot_parses(out, pred, test, names, banner=a.banner)
-    print(json.dumps({"stage": 3, "mode": mode, "test": metrics}, indent=1))
+    print(json.dumps({"stage": 3, "mode": mode, "selection": selection, "test": metrics}, indent=1))
     return 0
 
 
@@ -482,10 +565,13 @@ def main(argv: list[str] | None = None) -> int:
     s2 = sub.add_parser("stage2", help="segment-level pseudo-labels for the LLP training split")
     s2.add_argument("--generator", required=True)
     s2.add_argument("--train", required=True, help="LLP train split .npz")
+    s2.add_argument("--val", help="validation split .npz: its pseudo-labels are scored (Table III)")
+    s2.add_argument("--test", help="test split .npz: its pseudo-labels are scored (Table III)")
     s2.add_argument("--out", required=True, help="pseudo-labels .npz (a .json with their scores beside)")
     s3 = sub.add_parser("stage3", help="train the AVVP model and evaluate it on the test split")
     s3.add_argument("--train", required=True)
     s3.add_argument("--test", required=True, help="test split .npz (gt_a/gt_v for metrics)")
+    s3.add_argument("--val", help="validation split .npz (gt_a/gt_v): chooses the epoch (EARConfig.select)")
     s3.add_argument("--pseudo", help="stage-2 pseudo-labels; without it: video-level labels only")
     s3.add_argument("--out", required=True, help="output directory")
     s3.add_argument("--ear", default="{}", help="JSON overrides for EARConfig")

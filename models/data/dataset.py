@@ -117,10 +117,13 @@ def read_llp(
     comma-separated labels; ``AVVP_eval_audio.csv`` / ``AVVP_eval_visual.csv`` are tab-separated
     with header ``filename\\tonset\\toffset\\tevent_labels``, one row per event, integer seconds,
     the event covering 1-s segments ``onset .. offset-1`` (HAN fills ``GT[c, onset:offset] = 1``;
-    rows with ``onset == offset`` therefore mark nothing, and duplicate rows are harmless).
+    rows with ``onset >= offset`` therefore mark nothing -- the real eval CSVs have six such audio rows,
+    one of them ``9 -> 0`` -- and duplicate rows are harmless). The rows are kept as read (no
+    reordering of onset/offset) so that :func:`llp_segment_matrix` reproduces HAN's matrix exactly.
 
     Returns ``{vid: {"labels": [str], "subset": str, "audio": [Segment], "visual": [Segment]}}``
-    for the videos of ``weak_csv``; eval rows of other videos are ignored.
+    for the videos of ``weak_csv``; eval rows of other videos (the real CSVs hold rows of eight files
+    that are in no split) are ignored.
     """
     out: dict[str, dict[str, Any]] = {}
     sub = subset if subset is not None else Path(weak_csv).stem
@@ -139,15 +142,17 @@ def read_llp(
 
 
 def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """An LLP view of UnAV-format (dense AV) annotations, as LLP's four CSVs (the formats of
-    :func:`read_llp`): ``test`` videos -> ``AVVP_test_pd.csv`` plus eval rows, the others ->
+    """An LLP view of UnAV-format (dense AV) annotations, as LLP's five CSVs (the formats of
+    :func:`read_llp`): ``test`` videos -> ``AVVP_test_pd.csv``, ``validation`` videos ->
+    ``AVVP_val_pd.csv`` (both with eval rows, as LLP's validation and test splits have), the others ->
     ``AVVP_train.csv``. UnAV events are audio-visual, so each gives the same audio and visual eval row,
     ``onset = floor(start)``, ``offset = ceil(end)`` (HAN's segments ``onset .. offset-1``)."""
     out = Path(out_dir)
     bad = sorted({sg.label for a in annotations.values() for sg in a.segments if {",", "\t", "\n"} & set(sg.label)})
     if bad:  # LLP's CSVs separate labels with commas and columns with tabs
         raise ValueError(f"labels {bad} contain a comma, tab or newline and cannot be written as LLP CSVs")
-    split = {"train": [v for v, a in annotations.items() if a.subset != "test"],
+    split = {"train": [v for v, a in annotations.items() if a.subset not in ("test", "validation")],
+             "val": [v for v, a in annotations.items() if a.subset == "validation"],
              "test": [v for v, a in annotations.items() if a.subset == "test"]}
 
     def weak(vids: list[str]) -> str:
@@ -155,8 +160,9 @@ def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.
             f"{v}\t{','.join(sorted({sg.label for sg in annotations[v].segments}))}\n" for v in vids)
 
     rows = "".join(f"{v}\t{math.floor(sg.start)}\t{math.ceil(sg.end)}\t{sg.label}\n"
-                   for v in split["test"] for sg in annotations[v].segments)
-    texts = {"AVVP_train.csv": weak(split["train"]), "AVVP_test_pd.csv": weak(split["test"])}
+                   for v in split["val"] + split["test"] for sg in annotations[v].segments)
+    texts = {"AVVP_train.csv": weak(split["train"]), "AVVP_val_pd.csv": weak(split["val"]),
+             "AVVP_test_pd.csv": weak(split["test"])}
     for mod in ("audio", "visual"):
         texts[f"AVVP_eval_{mod}.csv"] = "filename\tonset\toffset\tevent_labels\n" + rows
     paths = {}

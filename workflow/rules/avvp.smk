@@ -1,12 +1,15 @@
 # EAR for weakly supervised audio-visual video parsing (LLP), one rule per stage (models/avvp/train.py):
 #   ear_stage1  label migration + pseudo-label generator pre-training on dense AV data
-#   ear_stage2  the frozen generator labels the LLP training split (real labels, or shuffled: the control)
+#   ear_stage2  the frozen generator labels the LLP training split (real labels, or shuffled: the control), and
+#               the validation/test splits, whose pseudo-labels are scored (the paper's Table III)
 #   ear_stage3  the AVVP model (AMDF + ERM) trained with pseudo-labels ("pseudo"), video-level labels only
-#               ("video") or shuffled labels ("shuffled"), then evaluated on the test split
+#               ("video") or shuffled labels ("shuffled"), scored on the validation split every epoch; the
+#               best epoch (segment-level Type@AV, as HAN/VALOR) is evaluated on the test split
 #   avvp_summary  one HTML page per benchmark: metrics of every mode, pseudo-label quality, curves, parses
 # Data per benchmark (config `avvp:`): `planted: true` writes the planted benchmark (avvp_planted); otherwise
-# `dense`, `train`, `test` are .npz files (layout in models/avvp/train.py), or `llp:` assembles train/test
-# from raw LLP clips (workflow/rules/llp.smk).
+# `dense`, `train`, `val`, `test` are .npz files (layout in models/avvp/train.py), or `llp:` assembles
+# train/val/test from raw LLP clips (workflow/rules/llp.smk). Without a validation split, stage 3 needs
+# `ear: {select: last}` (keep the last epoch).
 
 
 def check_avvp_sources(avvp):
@@ -26,9 +29,22 @@ def avvp_spec(name):
     return config["avvp"][name]
 
 
-def avvp_data(name, split):
-    """The .npz of `split` (dense, train, test) for benchmark `name`."""
+def avvp_selects_on_val(name):
+    """Stage 3 picks its epoch on the validation split (EARConfig.select, default best_val)."""
+    return avvp_spec(name).get("ear", {}).get("select", "best_val") == "best_val"
+
+
+def avvp_has_val(name):
     spec = avvp_spec(name)
+    return bool(spec.get("planted") or "llp" in spec or spec.get("val"))
+
+
+def avvp_data(name, split):
+    """The .npz of `split` (dense, train, val, test) for benchmark `name`."""
+    spec = avvp_spec(name)
+    if split == "val" and not avvp_has_val(name):
+        raise WorkflowError(f"avvp.{name}: stage 3 selects its epoch on a validation split, and none is configured "
+                            "(give `val: <.npz>` with gt_a/gt_v, or `ear: {{select: last}}`)")
     if spec.get("planted") or (split != "dense" and "llp" in spec) or (split == "dense" and "dense_from" in spec):
         return f"data/avvp/{name}/{split}.npz"
     if split not in spec:
@@ -62,6 +78,7 @@ rule avvp_planted:
     output:
         dense="data/avvp/{name}/dense.npz",
         train="data/avvp/{name}/train.npz",
+        val="data/avvp/{name}/val.npz",
         test="data/avvp/{name}/test.npz",
     wildcard_constraints:
         name="|".join(n for n, s in config.get("avvp", {}).items() if s.get("planted")) or "^$",
@@ -100,8 +117,17 @@ rule ear_stage1:
         "{params.migration} --gen {params.gen} --seed {params.seed} > {log:q} 2>&1"
 
 
+def stage2_eval_inputs(wc):
+    """The splits with segment ground truth whose pseudo-labels stage 2 scores (Table III)."""
+    files = {"test": avvp_data(wc.name, "test")}
+    if avvp_has_val(wc.name):
+        files["val"] = avvp_data(wc.name, "val")
+    return files
+
+
 rule ear_stage2:
     input:
+        unpack(stage2_eval_inputs),
         generator="results/avvp/{name}/stage1/generator.pt",
         train=lambda wc: avvp_data(wc.name, "train"),
     output:
@@ -112,17 +138,20 @@ rule ear_stage2:
     params:
         shuffle=lambda wc: "--shuffle-labels" if wc.labels == "shuffled" else "",
         seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+        evals=lambda wc: " ".join(f"--{k} {shlex.quote(v)}" for k, v in sorted(stage2_eval_inputs(wc).items())),
     log:
         "logs/avvp/{name}/stage2_{labels}.log",
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "python -m models.avvp.train stage2 --generator {input.generator:q} --train {input.train:q} "
+        "python -m models.avvp.train stage2 --generator {input.generator:q} --train {input.train:q} {params.evals} "
         "--out {output.labels:q} {params.shuffle} --seed {params.seed} > {log:q} 2>&1"
 
 
 def stage3_inputs(wc):
     files = {"train": avvp_data(wc.name, "train"), "test": avvp_data(wc.name, "test")}
+    if avvp_selects_on_val(wc.name):
+        files["val"] = avvp_data(wc.name, "val")
     if wc.mode != "video":
         labels = "shuffled" if wc.mode == "shuffled" else "real"
         files["pseudo"] = f"results/avvp/{wc.name}/stage2/{labels}/pseudo_labels.npz"
@@ -142,6 +171,7 @@ rule ear_stage3:
         mode="pseudo|video|shuffled",
     params:
         pseudo=lambda wc: f"--pseudo {shlex.quote(stage3_inputs(wc)['pseudo'])}" if wc.mode != "video" else "",
+        val=lambda wc: f"--val {shlex.quote(stage3_inputs(wc)['val'])}" if avvp_selects_on_val(wc.name) else "",
         shuffle=lambda wc: "--shuffle-labels" if wc.mode == "shuffled" else "",
         ear=lambda wc: avvp_json(wc.name, "ear"),
         preset=lambda wc: avvp_preset(wc.name),
@@ -158,7 +188,7 @@ rule ear_stage3:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "python -m models.avvp.train stage3 --train {input.train:q} --test {input.test:q} {params.pseudo} "
+        "python -m models.avvp.train stage3 --train {input.train:q} {params.val} --test {input.test:q} {params.pseudo} "
         "{params.shuffle} --out {params.out} --ear {params.ear} {params.preset} {params.banner} "
         "--seed {params.seed} > {log:q} 2>&1"
 

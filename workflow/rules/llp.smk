@@ -1,4 +1,4 @@
-# Raw LLP clips -> per-second features -> data/avvp/<name>/{train,test}.npz for EAR's stages (avvp.smk), for
+# Raw LLP clips -> per-second features -> data/avvp/<name>/{train,val,test}.npz for EAR's stages (avvp.smk), for
 # benchmarks configured with `llp:` (features: extractors/llp/extract.py; EAR inputs: models/avvp/inputs.py). Clips are probed when the DAG is built (as the
 # UnAV datasets are): undecodable ones are listed in logs/avvp/<name>/rejected_videos.tsv; CSV rows without
 # a usable clip (LLP's YouTube downloads are never complete) are skipped by the split job and counted in
@@ -18,7 +18,7 @@ def llp_spec(name):
     return config["avvp"][name].get("llp", {})
 
 
-LLP_CSVS = {"train_csv": "AVVP_train.csv", "test_csv": "AVVP_test_pd.csv",
+LLP_CSVS = {"train_csv": "AVVP_train.csv", "val_csv": "AVVP_val_pd.csv", "test_csv": "AVVP_test_pd.csv",
             "eval_audio_csv": "AVVP_eval_audio.csv", "eval_visual_csv": "AVVP_eval_visual.csv"}
 
 
@@ -60,17 +60,24 @@ def llp_split_videos(name, split):
     ds = llp_source_dataset(name)
     if ds:  # the CSVs are made by a job; the split is known from the annotations already
         clips = videos(ds)  # first: waits for the demo generator
-        ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items() if (a.subset == "test") == (split == "test")]
+        named = {"test": "test", "val": "validation"}  # the others are train (models.data.dataset.unav_to_llp_csvs)
+        ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items()
+               if a.subset == named.get(split) or (split == "train" and a.subset not in named.values())]
         return [v for v in ids if v in clips]
     ids = read_llp(llp_csv(name, f"{split}_csv"))
     clips = llp_videos(name)
     return [v for v in ids if v in clips]
 
 
+def llp_splits(name):
+    """The splits a benchmark reads: val only where stage 3 selects its epoch on it."""
+    return ["train", "val", "test"] if avvp_selects_on_val(name) else ["train", "test"]
+
+
 def llp_clips(name):
-    """{id: path} of the clips of the train and test CSVs (other files in the folder are not extracted)."""
+    """{id: path} of the clips of the split CSVs (other files in the folder are not extracted)."""
     clips = llp_videos(name)
-    return {v: clips[v] for split in ("train", "test") for v in llp_split_videos(name, split)}
+    return {v: clips[v] for split in llp_splits(name) for v in llp_split_videos(name, split)}
 
 
 def llp_needs_generator(name):
@@ -146,7 +153,7 @@ rule llp_features:
 
 rule llp_text:
     input:
-        csvs=lambda wc: [llp_csv(wc.llp, "train_csv"), llp_csv(wc.llp, "test_csv")],
+        csvs=lambda wc: [llp_csv(wc.llp, f"{split}_csv") for split in llp_splits(wc.llp)],
         weights=lambda wc: llp_weight_files(wc.llp, text=True),
     output:
         "data/avvp/{llp}/text.npz",
@@ -178,15 +185,15 @@ rule llp_split:
         text="data/avvp/{llp}/text.npz",
         weak=lambda wc: llp_csv(wc.llp, f"{wc.split}_csv"),
         evals=lambda wc: [llp_csv(wc.llp, "eval_audio_csv"), llp_csv(wc.llp, "eval_visual_csv")]
-        if wc.split == "test" else [],
+        if wc.split != "train" else [],
     output:
         "data/avvp/{llp}/{split}.npz",
     wildcard_constraints:
-        split="train|test",
+        split="train|val|test",
     params:
         evals=lambda wc: (f"--eval-audio-csv {shlex.quote(llp_csv(wc.llp, 'eval_audio_csv'))} "
                           f"--eval-visual-csv {shlex.quote(llp_csv(wc.llp, 'eval_visual_csv'))}")
-        if wc.split == "test" else "",
+        if wc.split != "train" else "",
         visual=lambda wc: llp_spec(wc.llp).get("visual", "resnet152_r21d"),
         audio=lambda wc: llp_spec(wc.llp).get("audio", "vggish"),
         generator=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-generator",
