@@ -45,3 +45,6 @@ class ModelConfig:
     audio_dim: int = 128
     visual_dim: int = 2048
     t_max: int = 224
+    # 'none' (the references) | 'standardize': per-dimension z-score fitted on the training split
+    # (models.localizers.input_norm; the demo's random-weight features need it)
+    input_norm: str = "none"

@@ -14,6 +14,7 @@ from torch import nn
 
 from models.localizers.base import ModelConfig
 from models.localizers.clasp import CLASP, CLASPConfig
+from models.localizers.input_norm import attach_input_norm
 from models.localizers.mil import MILBaseline, MILConfig
 
 MODELS: dict[str, tuple[type[ModelConfig], type[nn.Module]]] = {
@@ -61,4 +62,5 @@ def make_config(name: str, **overrides: Any) -> ModelConfig:
 def build_model(name: str, **overrides: Any) -> nn.Module:
     """Instantiate model ``name`` with config overrides, e.g. ``build_model('clasp', num_classes=6)``."""
     _, model_cls = get_entry(name)
-    return model_cls(make_config(name, **overrides))
+    cfg = make_config(name, **overrides)
+    return attach_input_norm(model_cls(cfg), cfg)

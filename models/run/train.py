@@ -48,6 +48,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from extractors.io import write_text
+from models.localizers.input_norm import fit_input_norm
 from models.localizers.registry import build_model, get_entry, make_config
 from models.run.evaluate import compute_dataset_metrics
 from models.run.runtime import (
@@ -233,7 +234,10 @@ def train(
     title = f"{model_name}{' (shuffled labels)' if shuffle_labels else ''}"
     classes = [str(c) for c in train_ds.classes] if hasattr(train_ds, "classes") else None
     _seed_everything(seed)
-    model = build_model(model_name, **dataclasses.asdict(cfg)).to(dev)
+    model = build_model(model_name, **dataclasses.asdict(cfg))
+    if fit_input_norm(model, train_ds):  # input_norm='standardize': training-split statistics
+        print(f"{title}: input features standardised with statistics of {len(train_ds)} training videos")
+    model = model.to(dev)
     supervision = getattr(model, "supervision", "weak")
     fit_ds = ShuffledLabels(train_ds, seed, with_segments=supervision == "full") if shuffle_labels else train_ds
     steps_per_epoch = math.ceil(len(fit_ds) / batch_size)
