@@ -34,8 +34,23 @@ Audio recipe (VALOR's ``get_audio_embedding``, per 1 s segment):
    non-fusion models use their in-network torchlibrosa front end (``spectrogram_extractor``, slaney
    ``logmel_extractor.melW``). Both: 1024-point periodic-Hann STFT, hop 480, centre reflect padding,
    64 bins 50-14,000 Hz, ``10 log10(max(x, 1e-10))``. For clips <= 10 s the fusion model's local branch
-   (``mel_conv2d``/``fusion_model``) is never used (``longer`` is False), as in VALOR; longer inputs are
-   refused here.
+   (``mel_conv2d``/``fusion_model``) is never used (``longer`` is False), as in VALOR.
+
+Inputs longer than 10 s (laion_clap ``training/data.py:get_audio_features`` with ``data_truncating='fusion'``,
+as ``hook.py:get_audio_embedding_from_data`` calls it; :meth:`HTSAT.prepare`, :meth:`CLAP.audio_embedding_from_data`):
+a fusion checkpoint gets ``mel_fusion`` = [whole mel shrunk to 1001 frames, three random 1001-frame crops, one
+from each third] and ``longer=True``, and its patch embedding fuses the crops into the global patches
+(``aff_2d``: ``mel_conv2d`` + :class:`AFF`, laion_clap ``htsat.py:PatchEmbed``); a non-fusion checkpoint reads a
+random 10 s crop of the waveform. The random draws come from a caller-seeded ``numpy`` generator (laion_clap
+uses numpy's global state). The LLP recipes never feed CLAP more than 10 s (1 s segments; 10 s windows).
+
+Frame-level feature maps (VALOR ``utils/clap_preprocess.py:get_audio_feature_maps`` + ``utils/clap_utils.py``,
+the audio features of VALOR++/UWAV's AVVP model): the whole 10 s clip in one pass, index-resampled to
+exactly 480,000 samples, ``feat_maps`` ``(64, 768)`` = the last Swin stage's normed tokens as
+``(768, 2 frequency bins, 32 time steps)`` (token ``f * 32 + t``; ``t`` covers ``[t, t + 1) * 0.3125`` s), not
+projected, not normalised; their mean is the pooled ``embedding`` that ``audio_projection`` maps to the joint
+space. :func:`clap_feature_maps` stores them per second, ``(S, 768)``, by VALOR's own model-side resampling
+(:func:`maps_to_seconds`), which is exact for any linear input layer.
 
 Checked (random weights, tests/test_clap.py; the last test needs ``transformers`` and is skipped here):
 against Hugging Face's independent ports in transformers 4.57.6, audio embeddings of ``ClapModel``
@@ -43,6 +58,9 @@ against Hugging Face's independent ports in transformers 4.57.6, audio embedding
 slaney, ``frequency_min=50`` as laion_clap; HF's default is 0) to ~5e-4 dB, ``RobertaModel``'s
 ``pooler_output`` to ~1e-6, and the slow ``RobertaTokenizer`` ids are identical. Not checked here: the
 real checkpoint files (no network), so numbers against laion_clap's released embeddings are unverified.
+The fusion branch is checked against a hand computation of the ``aff_2d`` patch embedding (patches as matrix
+products, AFF in eval mode) and the chunk choice against the whole mel; the optional test also compares it
+with HF's ``is_longer`` path, which has not been run here (no ``transformers``).
 
 Text (VALOR ``get_text_embedding``): RoBERTa byte-level BPE (``vocab.json`` + ``merges.txt`` of
 ``roberta-base``), ``<s> ... </s>`` padded to 77 tokens with ``<pad>`` (id 1) and an attention mask;
@@ -551,7 +569,8 @@ class HTSAT(nn.Module):
         if self.enable_fusion:
             mel = torch.stack([d["mel_fusion"] for d in inputs])
             longer_idx = torch.where(torch.stack([d["longer"] for d in inputs]))[0].to(mel.device)
-            return self._from_mel(mel, longer_idx)
+            # without longer rows only channel 0 is read: skip resampling the three copies
+            return self._from_mel(mel if len(longer_idx) else mel[:, :1], longer_idx)
         return self._from_mel(self.logmel(torch.stack([d["waveform"] for d in inputs]), "slaney"))
 
 
