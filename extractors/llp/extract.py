@@ -36,14 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
-from extractors.llp.features import N_SEGMENTS, WeightsMode
+from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
 from extractors.weights import DEFAULT_ROOT, WeightsError
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
 AUDIO_KINDS = ("vggish", "clap", "clap_maps")
-# stage-3 feature names of the config -> the per-video kinds they are built from (concatenated in this order)
-COMBINED = {"resnet152_r21d": ("resnet152", "r21d"), "clip_r21d": ("clip", "r21d")}
 
 
 def base_kinds(name: str) -> tuple[str, ...]:

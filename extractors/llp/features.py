@@ -78,6 +78,8 @@ CLIP_WEIGHTS = {"ViT-L-14": "clip_vit_l14_openai", "ViT-B-32": "clip_vit_b32_ope
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WeightsMode = Literal["pretrained", "random"]
+# stage-3 feature names of the config -> the per-second kinds they concatenate, in this order (set 1, set 2)
+COMBINED = {"resnet152_r21d": ("resnet152", "r21d"), "clip_r21d": ("clip", "r21d")}
 
 
 # ----------------------------------------------------------------------------- frames
@@ -248,9 +250,9 @@ def extract_llp_visual(video_path: Path | str, mode: WeightsMode = "pretrained",
         else:
             raise ValueError(f"unknown LLP visual feature kind {kind!r}; use resnet152, r21d or clip")
         prov["weights"][kind] = p
-    for combined, (a, b) in (("resnet152_r21d", ("resnet152", "r21d")), ("clip_r21d", ("clip", "r21d"))):
-        if a in feats and b in feats:
-            feats[combined] = np.concatenate([feats[a], feats[b]], axis=1)
+    for combined, parts in COMBINED.items():
+        if all(k in feats for k in parts):
+            feats[combined] = np.concatenate([feats[k] for k in parts], axis=1)
     return feats, prov
 
 
