@@ -13,6 +13,11 @@ synthetic 10 s clips (ffmpeg):
 
 It prints seconds per clip for both and their ratio. Run:
 ``python bench/llp_bench.py --n-clips 6 --kinds clip,clap,r21d,vggish`` (random weights, CPU by default).
+
+``--vs KINDS`` also times another kind set as a bucket in the same process (after the reference) and prints
+its cost relative to ``--kinds``, e.g. feature set 2 as VALOR (``clip,r21d,clap_maps`` plus the generator's
+``clap``) against the cheaper ``clip,clap``:
+``python bench/llp_bench.py --n-clips 3 --kinds clip,clap --vs clip,r21d,clap_maps,clap``.
 """
 
 from __future__ import annotations
@@ -49,21 +54,29 @@ def main() -> None:
     ap.add_argument("--clip-model", default="ViT-B-32")
     ap.add_argument("--weights", choices=["random", "pretrained"], default="random")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--vs", default="", help="another comma-separated kind set, timed as a bucket")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per synthetic clip")
     a = ap.parse_args()
     kinds = [k for k in a.kinds.split(",") if k]
     kw = {"mode": a.weights, "device": a.device, "clip_model": a.clip_model}
     with tempfile.TemporaryDirectory() as tmp:
-        make_demo_dataset(tmp, n_videos=a.n_clips, duration_s=10.0, seed=0, size=(320, 240))
+        make_demo_dataset(tmp, n_videos=a.n_clips, duration_s=a.duration, seed=0, size=(320, 240))
         clips = sorted((Path(tmp) / "videos").glob("*.mp4"))
         extract_video(clips[0], kinds, **kw)  # warm-up: imports, ffmpeg, allocator
         per_clip = run(clips, kinds, per_clip_rebuild=True, **kw)
         bucket = run(clips, kinds, per_clip_rebuild=False, **kw)
+        vs = [k for k in a.vs.split(",") if k]
+        if vs:
+            extract_video(clips[0], vs, **kw)  # warm-up of the other networks
+            other = run(clips, vs, per_clip_rebuild=False, **kw)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"kinds={','.join(kinds)} clip_model={a.clip_model} weights={a.weights} device={a.device} "
-          f"clips={len(clips)} x 10 s")
+          f"clips={len(clips)} x {a.duration:g} s")
     print(f"a job per clip (networks rebuilt): {per_clip:6.2f} s/clip")
     print(f"a bucket (networks built once):    {bucket:6.2f} s/clip")
     print(f"ratio per-clip / bucket: {per_clip / bucket:.2f}x   peak RSS {rss:.2f} GiB")
+    if vs:
+        print(f"bucket of {','.join(vs)}: {other:6.2f} s/clip = {other / bucket:.2f}x the bucket of {','.join(kinds)}")
 
 
 if __name__ == "__main__":

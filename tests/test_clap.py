@@ -195,8 +195,189 @@ def test_segmentation_quantisation_and_padding_rules() -> None:
     assert (p[420000:] == 0).all()
     with pytest.raises(ValueError, match="longer than"):
         clap.repeatpad(np.zeros(480001, np.float32))
-    with pytest.raises(ValueError, match="larger than the HTSAT input|not implemented"):
+    with pytest.raises(ValueError, match="go through HTSAT.prepare"):
         clap.HTSAT(clap.HTSAT_CONFIGS["HTSAT-tiny"])(torch.zeros(1, 480001))
+
+
+# ------------------------------------------------------------------------- (d2) fusion branch (> 10 s)
+def _bn_eval(x: torch.Tensor, bn: torch.nn.BatchNorm2d) -> torch.Tensor:
+    shape = (1, -1, 1, 1)
+    return (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) * \
+        bn.weight.view(shape) + bn.bias.view(shape)
+
+
+def _conv_by_patches(img: torch.Tensor, conv: torch.nn.Conv2d) -> torch.Tensor:
+    """A stride == kernel Conv2d written as patch extraction + matrix product: ``(1, H, W)`` -> ``(E, H', W')``."""
+    kh, kw = conv.kernel_size
+    h, w = img.shape[-2] // kh, img.shape[-1] // kw
+    patches = img[0, : h * kh, : w * kw].reshape(h, kh, w, kw).permute(0, 2, 1, 3).reshape(h, w, kh * kw)
+    return (patches @ conv.weight.reshape(conv.out_channels, -1).T + conv.bias).permute(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def fusion_model() -> clap.CLAP:
+    """A random fusion CLAP whose AFF batch norms have non-trivial running statistics."""
+    model, _, _ = clap.build_clap("random", seed=4)
+    g = torch.Generator().manual_seed(0)
+    for m in model.audio_branch.patch_embed.fusion_model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+    return model
+
+
+def test_fusion_branch_is_used_exactly_for_inputs_longer_than_10s(fusion_model) -> None:
+    model, branch = fusion_model, fusion_model.audio_branch
+    rng = np.random.default_rng(3)
+    x10 = (0.1 * rng.standard_normal(480000)).astype(np.float32)
+    x12 = (0.1 * rng.standard_normal(12 * 48000)).astype(np.float32)
+    edge = (0.1 * rng.standard_normal(480000 + 100)).astype(np.float32)  # 1001 mel frames, like 10 s
+    with torch.no_grad():
+        p10, p12, pedge = (branch.prepare(torch.from_numpy(v), np.random.default_rng(0)) for v in (x10, x12, edge))
+        assert not p10["longer"] and not pedge["longer"] and p12["longer"]
+        for p in (p10, pedge):
+            assert p["mel_fusion"].shape == (4, 1001, 64) and all(torch.equal(p["mel_fusion"][0], c)
+                                                                  for c in p["mel_fusion"][1:])
+        torch.testing.assert_close(p10["mel_fusion"][0], branch.logmel(torch.from_numpy(x10)[None], "htk")[0, 0])
+        # > 10 s: channel 0 = the whole mel shrunk to 1001 frames, channels 1-3 = 1001-frame crops, one
+        # starting in each third of the possible starts (np.array_split)
+        mel = branch.logmel(torch.from_numpy(x12)[None], "htk")[0, 0]
+        assert mel.shape == (1201, 64) and p12["mel_fusion"].shape == (4, 1001, 64)
+        shrunk = F.interpolate(mel[None, None], size=(1001, 64), mode="bilinear", align_corners=False,
+                               antialias=True)[0, 0]
+        torch.testing.assert_close(p12["mel_fusion"][0], shrunk)
+        thirds = np.array_split(np.arange(1201 - 1001 + 1), 3)
+        for third, ch in zip(thirds, p12["mel_fusion"][1:], strict=True):
+            assert any(torch.equal(mel[s:s + 1001], ch) for s in third)
+        assert p12["waveform"].shape == (480000,)
+        # the local branch changes exactly the longer input's embedding
+        clips = [x10, x12, edge]
+        before = model.audio_embedding_from_data(clips, np.random.default_rng(0))
+        torch.testing.assert_close(before[0], model.encode_audio(torch.from_numpy(clap.quantize_int16(x10))[None])[0])
+        saved = branch.patch_embed.mel_conv2d.weight.clone()
+        torch.nn.init.normal_(branch.patch_embed.mel_conv2d.weight)
+        after = model.audio_embedding_from_data(clips, np.random.default_rng(0))
+        branch.patch_embed.mel_conv2d.weight.copy_(saved)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[2], after[2])
+    assert (before[1] - after[1]).abs().max() > 1e-3
+    # seeded: the same rng gives the same chunks; the non-fusion model crops 10 s instead
+    with torch.no_grad():
+        again = model.audio_embedding_from_data(clips, np.random.default_rng(0))
+        plain = clap.CLAP(enable_fusion=False).eval()
+        pq = plain.audio_branch.prepare(torch.from_numpy(x12), np.random.default_rng(1))
+    torch.testing.assert_close(before, again)
+    assert pq["longer"] and "mel_fusion" not in pq and pq["waveform"].shape == (480000,)
+    off = int(np.flatnonzero(x12 == pq["waveform"][0].item())[0])
+    np.testing.assert_array_equal(pq["waveform"].numpy(), x12[off:off + 480000])
+
+
+def test_fusion_patch_embedding_matches_an_independent_computation(fusion_model) -> None:
+    """aff_2d fusion (laion_clap htsat.py PatchEmbed + feature_fusion.py AFF) recomputed by hand: patches as
+    matrix products, the 3 chunk maps side by side along time, zero-padded, attentional fusion in eval mode."""
+    branch = fusion_model.audio_branch
+    pe, aff = branch.patch_embed, branch.patch_embed.fusion_model
+    x = (0.1 * np.random.default_rng(5).standard_normal(15 * 48000)).astype(np.float32)
+    with torch.no_grad():
+        p = branch.prepare(torch.from_numpy(x), np.random.default_rng(2))
+        img = branch.reshape_wav2img(branch.bn0(p["mel_fusion"][None].transpose(1, 3)).transpose(1, 3))
+        got = pe(img, torch.tensor([0]))[0]  # (4096, 96)
+        glob = _conv_by_patches(img[0, :1], pe.proj)  # (96, 64, 64)
+        chunks = [_conv_by_patches(img[0, c:c + 1], pe.mel_conv2d) for c in (1, 2, 3)]
+        assert chunks[0].shape == (96, 64, 21)
+        loc = torch.cat([*chunks, torch.zeros(96, 64, 1)], dim=-1)
+        xa = (glob + loc)[None]
+
+        def att(t: torch.Tensor, seq: torch.nn.Sequential) -> torch.Tensor:
+            convs = [m for m in seq if isinstance(m, torch.nn.Conv2d)]
+            bns = [m for m in seq if isinstance(m, torch.nn.BatchNorm2d)]
+            h = torch.einsum("oi,bihw->bohw", convs[0].weight[:, :, 0, 0], t) + convs[0].bias.view(1, -1, 1, 1)
+            h = torch.relu(_bn_eval(h, bns[0]))
+            h = torch.einsum("oi,bihw->bohw", convs[1].weight[:, :, 0, 0], h) + convs[1].bias.view(1, -1, 1, 1)
+            return _bn_eval(h, bns[1])
+
+        w = torch.sigmoid(att(xa, aff.local_att) + att(xa.mean((2, 3), keepdim=True), aff.global_att))[0]
+        fused = 2 * glob * w + 2 * loc * (1 - w)
+        want = F.layer_norm(fused.flatten(1).T, (96,), pe.norm.weight, pe.norm.bias, pe.norm.eps)
+        plain = pe(img, torch.tensor([], dtype=torch.long))[0]
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got - plain).abs().max() > 1e-2  # the fusion changed the patches
+
+
+# ------------------------------------------------------------------------- (d3) frame-level feature maps
+def test_token_layout_of_the_feature_maps() -> None:
+    """Image rows are chunk * 64 + mel bin (reshape_wav2img), token (r, c) of the 8x8 grid covers rows
+    [32r, 32r + 32) and columns [32c, 32c + 32); feat_maps token f * 32 + t is grid (2 (t // 8) + f, t % 8),
+    so t runs through the 10 s in order (VALOR clap_utils.py / laion_clap forward_features)."""
+    branch = clap.HTSAT(clap.HTSAT_CONFIGS["HTSAT-tiny"])
+    mel = torch.arange(1024.0)[None, None, :, None] + 1000.0 * torch.arange(64.0)[None, None, None, :]
+    img = branch.reshape_wav2img(mel)
+    assert img.shape == (1, 1, 256, 256)
+    for j, f, w in ((0, 0, 0), (1, 5, 7), (3, 63, 255), (2, 40, 100)):
+        assert img[0, 0, j * 64 + f, w] == 256 * j + w + 1000 * f
+
+    class Grid(torch.nn.Module):  # stands in for patch embedding + Swin stages: token n carries (r, c)
+        def forward(self, x: torch.Tensor, longer_idx: object = None) -> torch.Tensor:
+            r, c = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+            tok = torch.zeros(1, 64, 768)
+            tok[0, :, 0], tok[0, :, 1] = r.flatten(), c.flatten()
+            return tok
+
+    branch.patch_embed, branch.layers, branch.norm = Grid(), torch.nn.ModuleList(), torch.nn.Identity()
+    maps = branch.forward_features(torch.zeros(1, 1, 256, 256))["feat_maps"][0]
+    assert maps.shape == (64, 768)
+    for f in (0, 1):
+        for t in range(32):
+            assert maps[f * 32 + t, :2].tolist() == [2 * (t // 8) + f, t % 8]
+
+
+def test_feature_maps_pool_to_the_embedding_and_per_second_as_valor(random_clap) -> None:
+    model = random_clap[0]
+    x = (0.1 * np.random.default_rng(7).standard_normal(480000)).astype(np.float32)
+    x[240000:288000] += 0.4 * np.sin(2 * np.pi * 3000 * np.arange(48000) / 48000).astype(np.float32)
+    with torch.no_grad():
+        out = model.audio_branch(torch.from_numpy(clap.valor_window(x, 10))[None])
+        maps = out["feat_maps"]
+        assert maps.shape == (1, 64, 768)
+        # the 64 frame-level tokens average to the pooled pre-projection embedding of the clip
+        torch.testing.assert_close(maps.mean(1), out["embedding"], rtol=1e-5, atol=1e-6)
+        emb = F.normalize(model.audio_projection(maps.mean(1)), dim=-1)
+        torch.testing.assert_close(emb, model.encode_audio(torch.from_numpy(clap.quantize_int16(x))[None]),
+                                   rtol=1e-5, atol=1e-6)
+        sec = clap.clap_feature_maps(model, x)
+        assert sec.shape == (10, 768) and sec.dtype == np.float32
+        np.testing.assert_allclose(sec, clap.maps_to_seconds(maps)[0].numpy(), rtol=1e-5, atol=1e-6)
+        # VALOR's MMIL_Net on the maps: (768, 2, 32) -> bicubic (2, 1024) -> fc_a -> freq mean -> 10 segments
+        fc = torch.nn.Linear(768, 16)
+        x1 = maps.permute(0, 2, 1).reshape(-1, 768, 2, 32)
+        up = F.interpolate(x1, size=(2, 1024), mode="bicubic")
+        up = fc(up.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).mean(dim=2)
+        valor = F.adaptive_avg_pool1d(up, 10).permute(0, 2, 1)[0]
+        torch.testing.assert_close(fc(torch.from_numpy(sec)), valor, rtol=1e-4, atol=1e-5)
+    # time layout: maps whose tokens hold their own centre time pool to the centre of each second
+    t = torch.arange(32.0)
+    ramp = ((t + 0.5) * 10 / 32).repeat(2)[None, :, None].expand(1, 64, 3)
+    centres = clap.maps_to_seconds(ramp)[0, :, 0]
+    np.testing.assert_allclose(centres.numpy(), np.arange(10) + 0.5, atol=0.06)
+
+
+def test_windows_of_long_and_short_audio(random_clap) -> None:
+    model = random_clap[0]
+    assert clap.window_bounds(23 * 48000, 23) == [(0, 480000, 10), (480000, 960000, 10), (960000, 1104000, 3)]
+    assert clap.window_bounds(479040, 10) == [(0, 479040, 10)]
+    short = np.linspace(-0.5, 0.5, 479040, dtype=np.float32)  # 9.98 s: VALOR index-resamples it to 10 s
+    w = clap.valor_window(short, 10)
+    idx = np.round(np.linspace(0, 479039, 480000)).astype(np.int64)
+    np.testing.assert_array_equal(w, clap.quantize_int16(short[idx]))
+    two = np.random.default_rng(0).uniform(-0.5, 0.5, 96000).astype(np.float32)
+    np.testing.assert_array_equal(clap.valor_window(two, 2), np.tile(clap.quantize_int16(two), 5))
+    with pytest.raises(ValueError, match="1..10 seconds"):
+        clap.valor_window(two, 11)
+    x = (0.1 * np.random.default_rng(8).standard_normal(23 * 48000)).astype(np.float32)
+    sec = clap.clap_feature_maps(model, x, n_segments=23, batch=2)
+    assert sec.shape == (23, 768)
+    np.testing.assert_allclose(sec[10:20], clap.clap_feature_maps(model, x[480000:960000]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sec[20:], clap.clap_feature_maps(model, x[960000:], n_segments=3), rtol=1e-4,
+                               atol=1e-5)
 
 
 # ------------------------------------------------------------------------- (e) weights modes
@@ -264,10 +445,17 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
     assert abs(wave.size - 2.5 * 48000) < 0.05 * 48000 and np.abs(wave).max() > 0.05
     from extractors.llp import features as llp
 
-    feats, prov = llp.extract_llp_clap(vid, mode="random", seed=2, checkpoint="clap_630k")
+    out, prov = llp.extract_llp_clap(vid, mode="random", seed=2, checkpoint="clap_630k", kinds=("clap", "clap_maps"))
+    feats, maps = out["clap"], out["clap_maps"]
     assert feats.shape == (2, 512) and prov["T"] == 2 and prov["weights"]["weights"] == "random"
     assert prov["recipe"]["frontend"] == "slaney" and prov["audio"]["source_sample_rate"] == 44100
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    # the maps of the 2 whole seconds: one HTSAT pass over the clip (2 s -> repeat-padded 10 s)
+    assert maps.shape == (2, 768) and maps.dtype == np.float32 and np.isfinite(maps).all()
+    model, _, _ = llp.built_once(clap.build_clap, "random", W.DEFAULT_ROOT, 2, "clap_630k")
+    np.testing.assert_allclose(maps, clap.clap_feature_maps(model, wave, n_segments=2), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="non-empty subset"):
+        llp.extract_llp_clap(vid, mode="random", kinds=("vggish",))
 
 
 # ------------------------------------------------------------------------- independent port (optional)
@@ -305,6 +493,15 @@ def test_matches_transformers_clap_and_roberta_when_available() -> None:
         ref = F.normalize(hf.get_audio_features(input_features=mel.repeat(1, 4, 1, 1),
                                                 is_longer=torch.tensor([[False]])), dim=-1)
         torch.testing.assert_close(mine.encode_audio(x), ref, rtol=1e-4, atol=1e-5)
+        # > 10 s: HF's fused patch embedding (is_longer) against the port's fusion branch, same mel_fusion
+        long_in = mine.audio_branch.prepare(torch.from_numpy(np.tile(x[0].numpy(), 2)[:700000]),
+                                            np.random.default_rng(0))
+        assert long_in["longer"]
+        ref_long = F.normalize(hf.get_audio_features(input_features=long_in["mel_fusion"][None],
+                                                     is_longer=torch.tensor([[True]])), dim=-1)
+        got_long = F.normalize(mine.audio_projection(mine.audio_branch.forward_inputs([long_in])["embedding"]),
+                               dim=-1)
+        torch.testing.assert_close(got_long, ref_long, rtol=1e-4, atol=1e-5)
     fe = tr.ClapFeatureExtractor(frequency_min=50, frequency_max=14000)  # laion_clap's fmin (HF default: 0)
     seg = x[0, :70000].numpy()
     want = fe(seg, sampling_rate=48000, truncation="fusion", padding="repeatpad", return_tensors="pt")

@@ -102,8 +102,9 @@ def test_vggish_per_second_random_weights(tmp_path: Path) -> None:
 
 
 def test_clap_audio_of_a_video_without_audio_is_labelled_silence(clip2s: Path) -> None:
-    feats, prov = llp.extract_llp_clap(clip2s, mode="random", seed=1)
-    assert feats.shape == (2, 512) and feats.dtype == np.float32 and prov["T"] == 2
+    out, prov = llp.extract_llp_clap(clip2s, mode="random", seed=1)
+    feats = out["clap"]
+    assert list(out) == ["clap"] and feats.shape == (2, 512) and feats.dtype == np.float32 and prov["T"] == 2
     assert prov["has_audio"] is False and abs(prov["audio"]["n_samples"] - 2.5 * 48000) < 0.05 * 48000
     assert prov["weights"]["weights"] == "random" and prov["weights"]["tokenizer"] == "byte-fallback (random weights)"
     np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-6)  # two seconds of the same silence
@@ -128,3 +129,31 @@ def test_bucket_job_reports_a_failing_clip_and_completes_the_others(tmp_path):
     assert list(meta["videos"]) == ["demo_000"] and meta["failed"] == failed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket_0.json", "bucket_0.npz", "d", "it's broken.mp4"]
     assert bucket_of("demo_000", 64) == bucket_of("demo_000", 64) and 0 <= bucket_of("x", 3) < 3
+
+
+def test_feature_set_2_as_valor_clip_r21d_and_clap_maps(tmp_path: Path) -> None:
+    """Feature set 2 of one clip through the bucket CLI's entry: CLIP + R(2+1)D-18 per second, concatenated
+    for stage 3 as VALOR's visual stream, CLAP frame-level maps per second for the audio stream, every kind
+    with the same T (seconds); the generator's clip/clap kinds beside them."""
+    from extractors.llp import extract as E
+    from extractors.synthetic_videos import make_demo_dataset
+    from models.avvp.inputs import _stack
+
+    assert E.base_kinds("clip_r21d") == ("clip", "r21d") and E.base_kinds("clap_maps") == ("clap_maps",)
+    assert E.weights_needed(["clap_maps"]) == E.weights_needed(["clap"])
+    assert "r2plus1d_18" in E.weights_needed(E.base_kinds("clip_r21d"))
+    make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=3.0, seed=5)
+    video = tmp_path / "d" / "videos" / "demo_000.mp4"
+    kinds = ["clip", "r21d", "clap_maps", "clap"]
+    feats, prov = E.extract_video(video, kinds, mode="random", seed=0, clip_model="ViT-B-32")
+    assert {k: v.shape for k, v in feats.items()} == {"clip": (3, 512), "r21d": (3, 512), "clap_maps": (3, 768),
+                                                      "clap": (3, 512)}
+    assert prov["weights"]["clap_maps"]["recipe"]["clap_maps"].startswith("VALOR get_audio_feature_maps")
+    assert prov["weights"]["clap_maps"]["weights"]["weights"] == "random"
+    # the CLAP maps are not L2-normalised joint-space vectors: a different quantity than `clap`
+    assert not np.allclose(np.linalg.norm(feats["clap_maps"], axis=1), 1.0, atol=1e-3)
+    stacked = _stack([feats], "clip_r21d", 10)
+    assert stacked.shape == (1, 10, 1024) and not stacked[0, 3:].any()
+    np.testing.assert_array_equal(stacked[0, :3], np.concatenate([feats["clip"], feats["r21d"]], axis=1))
+    vis, _ = llp.extract_llp_visual(video, mode="random", seed=0, kinds=("clip", "r21d"), clip_model="ViT-B-32")
+    np.testing.assert_allclose(vis["clip_r21d"], stacked[0, :3], rtol=1e-5, atol=1e-6)

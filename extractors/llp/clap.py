@@ -34,8 +34,23 @@ Audio recipe (VALOR's ``get_audio_embedding``, per 1 s segment):
    non-fusion models use their in-network torchlibrosa front end (``spectrogram_extractor``, slaney
    ``logmel_extractor.melW``). Both: 1024-point periodic-Hann STFT, hop 480, centre reflect padding,
    64 bins 50-14,000 Hz, ``10 log10(max(x, 1e-10))``. For clips <= 10 s the fusion model's local branch
-   (``mel_conv2d``/``fusion_model``) is never used (``longer`` is False), as in VALOR; longer inputs are
-   refused here.
+   (``mel_conv2d``/``fusion_model``) is never used (``longer`` is False), as in VALOR.
+
+Inputs longer than 10 s (laion_clap ``training/data.py:get_audio_features`` with ``data_truncating='fusion'``,
+as ``hook.py:get_audio_embedding_from_data`` calls it; :meth:`HTSAT.prepare`, :meth:`CLAP.audio_embedding_from_data`):
+a fusion checkpoint gets ``mel_fusion`` = [whole mel shrunk to 1001 frames, three random 1001-frame crops, one
+from each third] and ``longer=True``, and its patch embedding fuses the crops into the global patches
+(``aff_2d``: ``mel_conv2d`` + :class:`AFF`, laion_clap ``htsat.py:PatchEmbed``); a non-fusion checkpoint reads a
+random 10 s crop of the waveform. The random draws come from a caller-seeded ``numpy`` generator (laion_clap
+uses numpy's global state). The LLP recipes never feed CLAP more than 10 s (1 s segments; 10 s windows).
+
+Frame-level feature maps (VALOR ``utils/clap_preprocess.py:get_audio_feature_maps`` + ``utils/clap_utils.py``,
+the audio features of VALOR++/UWAV's AVVP model): the whole 10 s clip in one pass, index-resampled to
+exactly 480,000 samples, ``feat_maps`` ``(64, 768)`` = the last Swin stage's normed tokens as
+``(768, 2 frequency bins, 32 time steps)`` (token ``f * 32 + t``; ``t`` covers ``[t, t + 1) * 0.3125`` s), not
+projected, not normalised; their mean is the pooled ``embedding`` that ``audio_projection`` maps to the joint
+space. :func:`clap_feature_maps` stores them per second, ``(S, 768)``, by VALOR's own model-side resampling
+(:func:`maps_to_seconds`), which is exact for any linear input layer.
 
 Checked (random weights, tests/test_clap.py; the last test needs ``transformers`` and is skipped here):
 against Hugging Face's independent ports in transformers 4.57.6, audio embeddings of ``ClapModel``
@@ -43,6 +58,9 @@ against Hugging Face's independent ports in transformers 4.57.6, audio embedding
 slaney, ``frequency_min=50`` as laion_clap; HF's default is 0) to ~5e-4 dB, ``RobertaModel``'s
 ``pooler_output`` to ~1e-6, and the slow ``RobertaTokenizer`` ids are identical. Not checked here: the
 real checkpoint files (no network), so numbers against laion_clap's released embeddings are unverified.
+The fusion branch is checked against a hand computation of the ``aff_2d`` patch embedding (patches as matrix
+products, AFF in eval mode) and the chunk choice against the whole mel; the optional test also compares it
+with HF's ``is_longer`` path, which has not been run here (no ``transformers``).
 
 Text (VALOR ``get_text_embedding``): RoBERTa byte-level BPE (``vocab.json`` + ``merges.txt`` of
 ``roberta-base``), ``<s> ... </s>`` padded to 77 tokens with ``<pad>`` (id 1) and an attention mask;
@@ -380,17 +398,39 @@ class AFF(nn.Module):
 
 
 class PatchEmbed(nn.Module):
+    """4x4 patches of the (B, C, 256, 256) HTSAT image; fusion models also fuse the 3 local chunks.
+
+    laion_clap ``htsat.py:PatchEmbed`` with ``fusion_type='aff_2d'``: the global patches come from channel 0
+    (the whole clip's mel, shrunk to 10 s when longer); for the ``longer_idx`` rows, channels 1-3 (three 10 s
+    chunks) each go through ``mel_conv2d`` (kernel/stride 4x12, i.e. a third of the time resolution), are laid
+    side by side along time (3 x 21 = 63 columns), zero-padded to the 64 global columns and fused with the
+    global patches by :class:`AFF`. Rows not in ``longer_idx`` use channel 0 only.
+    """
+
     def __init__(self, cfg: HTSATConfig, enable_fusion: bool) -> None:
         super().__init__()
         p = cfg.patch_size
+        self.enable_fusion = enable_fusion
         self.proj = nn.Conv2d(1, cfg.embed_dim, p, stride=p)
         self.norm = nn.LayerNorm(cfg.embed_dim)
         if enable_fusion:  # 'aff_2d' (laion_clap hook.py): local branch over 3 chunk mels
             self.mel_conv2d = nn.Conv2d(1, cfg.embed_dim, (p, 3 * p), stride=(p, 3 * p))
             self.fusion_model = AFF(cfg.embed_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+    def forward(self, x: torch.Tensor, longer_idx: torch.Tensor | None = None) -> torch.Tensor:
+        g = self.proj(x[:, :1])  # (B, E, 64, 64)
+        if longer_idx is not None and len(longer_idx) > 0:
+            if not self.enable_fusion or x.shape[1] != 4:
+                raise ValueError("inputs longer than 10 s need a fusion model and 4-channel mel_fusion")
+            local = x[longer_idx, 1:]
+            b, c, h, w = local.shape
+            local = self.mel_conv2d(local.reshape(b * c, 1, h, w))  # (B' * 3, E, 64, 21)
+            local = local.view(b, c, *local.shape[1:]).permute(0, 2, 3, 1, 4).flatten(3)  # (B', E, 64, 63)
+            tw = g.shape[-1]
+            local = F.pad(local, (0, tw - local.shape[-1])) if local.shape[-1] < tw else local[..., :tw]
+            g = g.clone()
+            g[longer_idx] = self.fusion_model(g[longer_idx], local)
+        return self.norm(g.flatten(2).transpose(1, 2))
 
 
 class HTSAT(nn.Module):
@@ -440,8 +480,12 @@ class HTSAT(nn.Module):
         x = x.permute(0, 1, 3, 2).reshape(b, c, s // r, r, s).permute(0, 1, 3, 2, 4)
         return x.reshape(b, c, s, s)
 
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.patch_embed(x)
+    def forward_features(self, x: torch.Tensor, longer_idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``(B, C, 256, 256)`` image -> ``embedding (B, 768)``, ``clipwise_output (B, 527)`` and the frame-level
+        ``feat_maps (B, 64, 768)`` (VALOR ``utils/clap_utils.py``: the last stage's normed tokens regrouped as
+        ``(768, 2 freq bins, 32 time steps)`` and flattened, token ``f * 32 + t``; time step ``t`` covers
+        ``[t, t + 1) * 10 / 32`` s of a 10 s input). ``embedding`` is the mean of the 64 tokens."""
+        x = self.patch_embed(x, longer_idx)
         for layer in self.layers:
             x = layer(x)
         x = self.norm(x)  # (B, N, C), N = (S / 32)^2
@@ -454,14 +498,80 @@ class HTSAT(nn.Module):
         return {"embedding": g.flatten(2).mean(-1), "clipwise_output": torch.sigmoid(cls),
                 "feat_maps": g.flatten(2).transpose(1, 2)}
 
+    def _from_mel(self, mel: torch.Tensor, longer_idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``(B, C, T, mel_bins)`` log-mel (C = 1, or 4 for ``mel_fusion``) -> outputs: ``bn0`` per mel bin,
+        the image reshape, the Swin stages (laion_clap ``HTSAT_Swin_Transformer.forward``)."""
+        x = self.bn0(mel.transpose(1, 3)).transpose(1, 3)
+        return self.forward_features(self.reshape_wav2img(x), longer_idx)
+
     def forward(self, waveform: torch.Tensor, frontend: str | None = None) -> dict[str, torch.Tensor]:
-        """``(B, L <= 480000)`` waveform -> ``embedding (B, C)`` (+ clipwise output, feature maps)."""
+        """``(B, L <= 480000)`` waveform (repeat-padded by the caller) -> outputs. Equal to
+        :meth:`forward_inputs` on :meth:`prepare` d inputs that are not ``longer`` (the fusion model then
+        uses channel 0 of ``mel_fusion``, the clip's own mel); longer inputs must go through :meth:`prepare`."""
         if waveform.shape[-1] > CLIP_SAMPLES:
-            raise ValueError(f"{waveform.shape[-1]} samples > {CLIP_SAMPLES}: the fusion branch for inputs "
-                             "longer than 10 s is not implemented; pass 1 s segments (repeat-padded)")
-        x = self.logmel(waveform, frontend)
-        x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
-        return self.forward_features(self.reshape_wav2img(x))
+            raise ValueError(f"{waveform.shape[-1]} samples > {CLIP_SAMPLES}: inputs longer than 10 s go "
+                             "through HTSAT.prepare / forward_inputs (laion_clap's fusion or rand_trunc path)")
+        return self._from_mel(self.logmel(waveform, frontend))
+
+    @torch.no_grad()
+    def prepare(self, x: torch.Tensor, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One mono 48 kHz clip ``(L,)`` -> ``{"waveform" (480000,), "longer" (), "mel_fusion" (4, 1001, 64)}``
+        (the last for fusion models only): laion_clap ``training/data.py:get_audio_features`` with
+        ``data_truncating='fusion'``, ``data_filling='repeatpad'``, as ``hook.py`` calls it.
+
+        ``L <= 480000``: repeat-pad; ``mel_fusion`` = the mel four times; ``longer`` False. ``L > 480000``
+        (``longer`` True): the mel of the whole clip (``T`` frames, ``chunk = 480000 // hop + 1 = 1001``);
+        ``mel_fusion`` = [whole mel shrunk to ``chunk`` frames (``torchvision`` ``Resize``, bilinear,
+        antialiased: torchvision >= 0.17's default, laion_clap leaves it to the installed version), and three
+        ``chunk``-frame crops starting at one random index from each third of ``range(T - chunk + 1)``
+        (``np.array_split``; an empty third uses 0)]; if ``T == chunk`` the clip counts as not longer. The
+        waveform is cropped to 480,000 samples at a random offset (what non-fusion models read). laion_clap
+        draws from numpy's global state; here ``rng`` (seeded by the caller) makes it reproducible.
+        """
+        x = x.reshape(-1).float()
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("empty audio")
+        out: dict[str, torch.Tensor] = {}
+        longer = False
+        if n > CLIP_SAMPLES:
+            if self.enable_fusion:
+                mel = self.logmel(x[None], "htk")[0, 0]  # (T, 64)
+                chunk = CLIP_SAMPLES // self.cfg.hop + 1
+                total = mel.shape[0]
+                if total == chunk:
+                    out["mel_fusion"] = mel.expand(4, -1, -1).clone()
+                else:
+                    thirds = np.array_split(np.arange(total - chunk + 1), 3)
+                    starts = [int(rng.choice(t)) if len(t) else 0 for t in thirds]
+                    from torchvision.transforms import InterpolationMode
+                    from torchvision.transforms.functional import resize
+
+                    shrunk = resize(mel[None], [chunk, mel.shape[1]], InterpolationMode.BILINEAR, antialias=True)[0]
+                    out["mel_fusion"] = torch.stack([shrunk, *(mel[s:s + chunk] for s in starts)])
+                    longer = True
+            else:
+                longer = True
+            off = int(rng.integers(0, n - CLIP_SAMPLES + 1))
+            x = x[off:off + CLIP_SAMPLES]
+        else:
+            x = torch.from_numpy(repeatpad(x.cpu().numpy())).to(x.device)
+            if self.enable_fusion:
+                out["mel_fusion"] = self.logmel(x[None], "htk")[0, 0].expand(4, -1, -1).clone()
+        out["waveform"] = x
+        out["longer"] = torch.tensor(longer)
+        return out
+
+    def forward_inputs(self, inputs: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """A batch of :meth:`prepare` d clips -> outputs (laion_clap ``HTSAT_Swin_Transformer.forward``, eval):
+        fusion models read ``mel_fusion`` and fuse the local chunks of the ``longer`` rows; non-fusion models
+        read the (cropped) waveform through their in-network front end."""
+        if self.enable_fusion:
+            mel = torch.stack([d["mel_fusion"] for d in inputs])
+            longer_idx = torch.where(torch.stack([d["longer"] for d in inputs]))[0].to(mel.device)
+            # without longer rows only channel 0 is read: skip resampling the three copies
+            return self._from_mel(mel if len(longer_idx) else mel[:, :1], longer_idx)
+        return self._from_mel(self.logmel(torch.stack([d["waveform"] for d in inputs]), "slaney"))
 
 
 # ============================================================================ RoBERTa text branch
@@ -610,6 +720,15 @@ class CLAP(nn.Module):
     def encode_audio(self, waveform: torch.Tensor) -> torch.Tensor:
         """``(B, 480000)`` prepared waveforms -> ``(B, 512)`` L2-normalised (``get_audio_embedding``)."""
         return F.normalize(self.audio_projection(self.audio_branch(waveform)["embedding"]), dim=-1)
+
+    def audio_embedding_from_data(self, clips: Sequence[np.ndarray], rng: np.random.Generator,
+                                  device: str | torch.device = "cpu") -> torch.Tensor:
+        """laion_clap ``hook.py:get_audio_embedding_from_data``: mono 48 kHz clips of any length -> ``(B, 512)``
+        L2-normalised. Each clip: int16 round trip, :meth:`HTSAT.prepare` (clips > 10 s take the fusion
+        branch of a fusion checkpoint, a random 10 s crop otherwise), one batched forward pass."""
+        inputs = [self.audio_branch.prepare(torch.from_numpy(quantize_int16(np.asarray(c, np.float32))).to(device),
+                                            rng) for c in clips]
+        return F.normalize(self.audio_projection(self.audio_branch.forward_inputs(inputs)["embedding"]), dim=-1)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids + mask ``(B, 77)`` -> ``(B, 512)`` L2-normalised (``get_text_embedding``)."""
@@ -787,20 +906,100 @@ def segment_bounds(n_samples: int, n_segments: int) -> list[tuple[int, int]]:
 
 @torch.no_grad()
 def clap_audio_features(model: CLAP, waveform_48k: np.ndarray, n_segments: int | None = None, batch: int = 10,
-                        device: str = "cpu") -> np.ndarray:
-    """``(S, 512)`` float32 L2-normalised CLAP embeddings, one per segment (VALOR's per-second recipe).
+                        device: str = "cpu", seed: int = 0) -> np.ndarray:
+    """``(S, 512)`` float32 L2-normalised CLAP embeddings, one per segment (VALOR's per-second recipe:
+    ``get_audio_embedding_from_data`` on the list of segments, :meth:`CLAP.audio_embedding_from_data`).
 
     ``waveform_48k``: mono float audio at 48 kHz. ``S`` defaults to :func:`default_n_segments`; the
-    first ``S`` seconds (or the whole clip when shorter) are split by :func:`segment_bounds`.
+    first ``S`` seconds (or the whole clip when shorter) are split by :func:`segment_bounds`. ``seed``: the
+    random chunk choice of segments longer than 10 s (fusion branch), none for LLP's 1 s segments.
     """
     x = np.asarray(waveform_48k, dtype=np.float32).reshape(-1)
     s = default_n_segments(len(x)) if n_segments is None else int(n_segments)
     if s < 1:
         raise ValueError(f"audio of {len(x)} samples is shorter than one segment")
     x = x[: s * SAMPLE_RATE]
-    segs = np.stack([repeatpad(quantize_int16(x[a:b])) for a, b in segment_bounds(len(x), s)])
-    out = [model.encode_audio(torch.from_numpy(segs[i:i + batch]).to(device)).float().cpu()
-           for i in range(0, s, batch)]
+    segs = [x[a:b] for a, b in segment_bounds(len(x), s)]
+    rng = np.random.default_rng(seed)
+    out = [model.audio_embedding_from_data(segs[i:i + batch], rng, device).float().cpu() for i in range(0, s, batch)]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+WINDOW_SEGMENTS = 10  # one HTSAT input = 10 s = 10 one-second segments
+
+
+def valor_window(x: np.ndarray, n_seconds: int) -> np.ndarray:
+    """One <= 10 s window -> the 480,000-sample HTSAT input of VALOR's ``get_audio_feature_maps``: the audio
+    is index-resampled to exactly ``n_seconds`` s (``x[round(linspace(0, n - 1, n_seconds * 48000))]``; VALOR
+    does this to every 10 s LLP clip, a no-op for a complete window), int16 round trip, then repeat-padded
+    (laion_clap ``data_filling='repeatpad'``; a no-op for 10 s), so second ``k < n_seconds`` of the input is
+    second ``k`` of the window."""
+    if not 1 <= n_seconds <= WINDOW_SEGMENTS:
+        raise ValueError(f"a window holds 1..{WINDOW_SEGMENTS} seconds, got {n_seconds}")
+    x = np.asarray(x, np.float32).reshape(-1)
+    if len(x) == 0:
+        raise ValueError("empty audio window")
+    target = n_seconds * SAMPLE_RATE
+    if len(x) != target:
+        x = x[np.round(np.linspace(0, len(x) - 1, target)).astype(np.int64)]
+    return repeatpad(quantize_int16(x))
+
+
+def maps_to_seconds(maps: torch.Tensor, n_freq: int = 2, n_frames: int = 1024,
+                    n_seconds: int = WINDOW_SEGMENTS) -> torch.Tensor:
+    """``(B, 64, C)`` HTSAT ``feat_maps`` of 10 s inputs -> ``(B, n_seconds, C)``, one vector per second.
+
+    VALOR's ``main_network.py:MMIL_Net.forward`` reads the maps as ``(C, 2 freq, 32 time)``, bicubic-upsamples
+    them to ``(2, 1024)`` (HTSAT's frame count), applies its input layer ``fc_a``, averages the 2 frequency
+    bins and ``adaptive_avg_pool1d``-s the 1024 frames to 10 segments. Every step but ``fc_a`` is a linear
+    resampling whose weights sum to 1, so it commutes with ``fc_a`` (an affine map): pooling here and applying
+    any linear input layer afterwards (EAR's, HAN's) gives exactly what VALOR's model computes from the maps.
+    """
+    b, n, c = maps.shape
+    x = maps.transpose(1, 2).reshape(b, c, n_freq, n // n_freq)
+    x = F.interpolate(x, size=(n_freq, n_frames), mode="bicubic", align_corners=False).mean(2)
+    return F.adaptive_avg_pool1d(x, n_seconds).transpose(1, 2)
+
+
+def window_bounds(n_samples: int, n_segments: int, window: int = WINDOW_SEGMENTS) -> list[tuple[int, int, int]]:
+    """``(first sample, end sample, seconds)`` of consecutive windows of at most ``window`` segments; sample
+    bounds split the ``n_samples`` in proportion (``round(k / S * N)``), VALOR's equal split of a clip."""
+    out = []
+    for a in range(0, n_segments, window):
+        b = min(n_segments, a + window)
+        out.append((int(round(a / n_segments * n_samples)), int(round(b / n_segments * n_samples)), b - a))
+    return out
+
+
+@torch.no_grad()
+def clap_feature_maps(model: CLAP, waveform_48k: np.ndarray, n_segments: int | None = None, batch: int = 8,
+                      device: str = "cpu") -> np.ndarray:
+    """``(S, 768)`` float32 per-second CLAP HTSAT feature maps (VALOR's audio features for its AVVP model).
+
+    VALOR ``utils/clap_preprocess.py:get_audio_feature_maps`` runs the 630k-fusion HTSAT once on the whole
+    10 s clip and saves its frame-level ``feat_maps`` ``(64, 768)`` (pre-projection tokens, 2 frequency bins
+    x 32 time steps of 0.3125 s, not L2-normalised); :func:`maps_to_seconds` turns them into ``(10, 768)``.
+    Clips longer than 10 s (whole UnAV videos) are cut into 10 s windows (:func:`window_bounds`), each run
+    the same way, so every vector stays aligned with its second; the fusion branch is not used for them, as
+    it maps a long clip onto one 10 s time axis. A window of ``n < 10`` seconds (a short clip, a video's
+    tail) is repeat-padded (:func:`valor_window`) and its first ``n`` seconds are kept. ``S`` as in
+    :func:`clap_audio_features`.
+    """
+    x = np.asarray(waveform_48k, dtype=np.float32).reshape(-1)
+    s = default_n_segments(len(x)) if n_segments is None else int(n_segments)
+    if s < 1:
+        raise ValueError(f"audio of {len(x)} samples is shorter than one segment")
+    x = x[: s * SAMPLE_RATE]
+    wins = window_bounds(len(x), s)
+    inputs = np.stack([valor_window(x[a:b], n) for a, b, n in wins])
+    branch = model.audio_branch
+    cfg = branch.cfg
+    n_freq = cfg.spec_size // 2 ** (len(cfg.depths) - 1) // cfg.patch_size // branch.freq_ratio
+    out = []
+    for i in range(0, len(wins), batch):
+        maps = branch(torch.from_numpy(inputs[i:i + batch]).to(device))["feat_maps"]
+        sec = maps_to_seconds(maps.float(), n_freq, cfg.spec_size * branch.freq_ratio).cpu()
+        out += [sec[j, :n] for j, (_, _, n) in enumerate(wins[i:i + batch])]
     return torch.cat(out).numpy().astype(np.float32)
 
 
@@ -848,6 +1047,7 @@ def decode_audio_48k(video_path: Path | str, max_seconds: float | None = 10.0) -
 
 __all__ = [
     "CLAP", "CLAP_CHECKPOINTS", "DEFAULT_CHECKPOINT", "HTSAT", "ByteFallbackTokenizer", "RobertaBPETokenizer",
-    "build_clap", "clap_audio_features", "clap_text_embeddings", "convert_laion_clap",
-    "decode_audio_48k", "default_n_segments", "quantize_int16", "repeatpad", "segment_bounds",
+    "build_clap", "clap_audio_features", "clap_feature_maps", "clap_text_embeddings", "convert_laion_clap",
+    "decode_audio_48k", "default_n_segments", "maps_to_seconds", "quantize_int16", "repeatpad", "segment_bounds",
+    "valor_window", "window_bounds",
 ]

@@ -1,18 +1,22 @@
 """Raw LLP clips -> per-second features, one bucket ``.npz`` per job (``python -m extractors.llp.extract videos``).
 
-- ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind
-  (``resnet152``, ``r21d``, ``clip``, ``vggish``, ``clap``; :mod:`extractors.llp.features`, :mod:`extractors.llp.clap`),
-  keys ``<id>::<kind>``, and a provenance ``.json`` beside it. Why buckets: building the networks (or
-  loading multi-GB checkpoints) costs more than embedding a 10 s clip, so one job per clip would spend
-  LLP's 11,849 clips mostly on start-up. Clips go to buckets by a hash of their id, so a new clip reruns
-  only its bucket. A clip that fails is listed under ``failed`` in the ``.json`` and the others complete. Audio for VGGish is the reference chain of :mod:`extractors.media`
-  (int16 at the source rate, channel mean, resampy to 16 kHz); a clip without an audio track gets
-  10 s of silence and ``has_aud
+- ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind,
+  keys ``<id>::<kind>`` (``S`` = seconds, 10 for an LLP clip), and a provenance ``.json`` beside it. Kinds
+  (:mod:`extractors.llp.features`, :mod:`extractors.llp.clap`): ``resnet152`` (S, 2048), ``r21d`` (S, 512),
+  ``clip`` (S, 768 for ViT-L/14 | 512 for ViT-B/32), ``vggish`` (S, 128), ``clap`` (S, 512, joint-space
+  embeddings of each second) and ``clap_maps`` (S, 768, HTSAT frame-level maps of the clip per second).
+  Stage-3 combinations (:data:`COMBINED`, concatenated by :mod:`models.avvp.inputs`): ``resnet152_r21d``
+  (S, 2560; feature set 1) and ``clip_r21d`` (S, 1280 for ViT-L/14; feature set 2 with ``clap_maps``).
+  Why buckets: building the networks (or loading multi-GB checkpoints) costs more than embedding a 10 s
+  clip, so one job per clip would spend LLP's 11,849 clips mostly on start-up. Clips go to buckets by a
+  hash of their id, so a new clip reruns only its bucket. A clip that fails is listed under ``failed`` in
+  the ``.json`` and the others complete. Audio for VGGish is the reference chain of :mod:`extractors.media`
+  (int16 at the source rate, channel mean, resampy to 16 kHz); a clip without an audio track gets silence
+  as long as the clip (at most 10 s) and ``has_audio: false``.
+
 The class prompts' text embeddings (:func:`text_embeddings`) are computed here too; reading the
 class lists from the LLP CSVs / UnAV annotations and assembling EAR's ``.npz`` inputs is the training
 side's job: :mod:`models.avvp.inputs` (``text``, ``split``, ``dense``, ``csvs``).
-
-xactly 10).
 
 Every output is written to a temporary file and renamed.
 """
@@ -32,14 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
-from extractors.llp.features import N_SEGMENTS, WeightsMode
+from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
 from extractors.weights import DEFAULT_ROOT, WeightsError
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
-AUDIO_KINDS = ("vggish", "clap")
-# stage-3 feature names of the config -> the per-video kinds they are built from
-COMBINED = {"resnet152_r21d": ("resnet152", "r21d")}
+AUDIO_KINDS = ("vggish", "clap", "clap_maps")
 
 
 def base_kinds(name: str) -> tuple[str, ...]:
@@ -61,7 +63,8 @@ def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: Wei
     from extractors.llp.features import CLIP_WEIGHTS
 
     needs = {"resnet152": ["resnet152"], "r21d": ["r2plus1d_18"], "vggish": ["vggish"],
-             "clip": [CLIP_WEIGHTS[clip_model]], "clap": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES]}
+             "clip": [CLIP_WEIGHTS[clip_model]], "clap": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES],
+             "clap_maps": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES]}
     return sorted({n for k in kinds for n in needs[k]} - ({"vggish"} if text else set()))
 
 
@@ -89,7 +92,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
         raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
     if max_seconds is None and "vggish" in kinds:
         raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
-                         f"{VISUAL_KINDS + ('clap',)}")
+                         f"{VISUAL_KINDS + ('clap', 'clap_maps')}")
     feats: dict[str, np.ndarray] = {}
     prov: dict[str, Any] = {"video": str(video), "weights_mode": mode, "kinds": list(kinds), "weights": {},
                             "max_seconds": max_seconds}
@@ -111,7 +114,8 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
             _write_wav(wav, wave, TARGET_SR)
             feats["vggish"], p = extract_llp_vggish(wav, mode, root, seed, device)
         prov["weights"]["vggish"] = p.get("weights", p)
-    if "clap" in kinds:
+    clap_kinds = [k for k in kinds if k in ("clap", "clap_maps")]
+    if clap_kinds:
         from extractors.llp.features import extract_llp_clap
 
         n_seg = next(iter(feats.values())).shape[0] if visual else None
@@ -119,9 +123,11 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
             from extractors.media import probe
 
             n_seg = int(probe(video).duration_s)
-        feats["clap"], p = extract_llp_clap(video, mode, root, seed, device, n_segments=n_seg,
-                                            max_seconds=max_seconds)
-        prov["weights"]["clap"] = p
+        cf, p = extract_llp_clap(video, mode, root, seed, device, n_segments=n_seg, max_seconds=max_seconds,
+                                 kinds=clap_kinds)
+        feats.update(cf)
+        for k in clap_kinds:
+            prov["weights"][k] = p
     return {k: np.asarray(v, np.float32) for k, v in feats.items()}, prov
 
 

@@ -1,10 +1,20 @@
 """LLP (AVVP) feature extractors: 10 s clips, one feature per 1 s segment (docs/recipes.md, "LLP").
 
-Feature set 1 (HAN / most AVVP work): ResNet-152 frame features averaged per second (2048-D),
-R(2+1)D-18 clip features per second (512-D), VGGish per second (128-D, :mod:`extractors.vggish`).
-Feature set 2 (VALOR / UWAV / EAR's generator): CLIP image features per second plus CLIP text
-embeddings of "A photo of <event>"; CLAP audio embeddings per second plus CLAP text embeddings of
-"This is the sound of <event>" (:func:`extract_llp_clap`, model and recipe in :mod:`extractors.llp.clap`).
+Feature sets of the stage-3 (AVVP) model, per 10 s clip (``S = 10``; ``D_clip`` = 768 for ViT-L/14, 512
+for ViT-B/32); docs/recipes.md, "LLP", has the table:
+
+- Set 1 (HAN / most AVVP work): visual ``resnet152_r21d`` = ResNet-152 frame features averaged per second
+  ``(S, 2048)`` + R(2+1)D-18 per second ``(S, 512)`` -> ``(S, 2560)``; audio ``vggish`` ``(S, 128)``.
+- Set 2 (VALOR++ ``scripts/train_valor++.sh``, reused by UWAV and EAR): visual ``clip_r21d`` = CLIP image
+  embeddings ``(S, D_clip)`` + the same R(2+1)D-18 ``(S, 512)`` -> ``(S, D_clip + 512)`` (VALOR's
+  ``MMIL_Net`` projects both with linear layers and fuses them with a third, all linear, so one linear
+  layer on the concatenation spans it); audio ``clap_maps`` = the CLAP HTSAT frame-level feature maps
+  ``(64, 768)`` of the whole clip, averaged per second -> ``(S, 768)``
+  (:func:`extractors.llp.clap.clap_feature_maps`, exact for a linear input layer).
+- EAR's pseudo-label generator (stages 1-2) reads ``clip`` ``(S, D_clip)`` and ``clap`` ``(S, 512)``: CLAP
+  joint-space embeddings of each 1 s segment (VALOR's pseudo-label recipe), scored against the CLIP / CLAP
+  text embeddings of "A photo of <event>" / "This is the sound of <event>". ``visual: clip`` /
+  ``audio: clap`` for stage 3 are kept as a cheaper, non-reference option.
 
 Recipe (the AVVP-ECCV20 release describes frames sampled at 8 fps; the code that produced its
 features is not public, so the choices below are ours and are recorded in every provenance dict):
@@ -29,10 +39,13 @@ features is not public, so the choices below are ours and are recorded in every 
 - CLAP (:mod:`extractors.llp.clap`, a port of LAION-CLAP without the ``laion_clap`` package), following
   VALOR's ``utils/clap_preprocess.py``: checkpoint ``630k-fusion-best.pt`` (HTSAT-tiny + RoBERTa,
   ``enable_fusion=True``, laion_clap ``model_id=2``) by default; audio decoded from the source video at
-  48 kHz mono (ffmpeg, soxr); ``S`` equal segments (VALOR's ``round(linspace(0, N, S + 1))`` starts,
-  ``N // S`` long; ``S`` = the 8 fps visual count, 10 for a 10 s clip), **each segment embedded on its
-  own** (int16 round trip, repeat-pad to 10 s, HTK log-mel of the fusion input) -> ``(S, 512)``
-  L2-normalised audio embeddings.
+  48 kHz mono (ffmpeg, soxr). ``clap``: ``S`` equal segments (VALOR's ``round(linspace(0, N, S + 1))``
+  starts, ``N // S`` long; ``S`` = the 8 fps visual count, 10 for a 10 s clip), **each segment embedded on
+  its own** (int16 round trip, repeat-pad to 10 s, HTK log-mel of the fusion input) -> ``(S, 512)``
+  L2-normalised audio embeddings. ``clap_maps``: the whole clip in one HTSAT pass (index-resampled to
+  exactly 480,000 samples as VALOR does) -> ``feat_maps (64, 768)`` -> per second ``(S, 768)``. Inputs
+  longer than 10 s take laion_clap's fusion branch (:meth:`extractors.llp.clap.HTSAT.prepare`); LLP's
+  inputs never are, and long videos are cut into 10 s windows for ``clap_maps`` to stay time-aligned.
 - Class prompts: ``"A photo of <event>"`` / ``"This is the sound of <event>"`` (EAR §III-B) with
   LLP's underscores turned into spaces ("Violin_fiddle" -> "A photo of Violin fiddle"), case kept
   unless ``lowercase=True`` (VALOR lower-cases its CLAP captions, and
@@ -65,6 +78,8 @@ CLIP_WEIGHTS = {"ViT-L-14": "clip_vit_l14_openai", "ViT-B-32": "clip_vit_b32_ope
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 WeightsMode = Literal["pretrained", "random"]
+# stage-3 feature names of the config -> the per-second kinds they concatenate, in this order (set 1, set 2)
+COMBINED = {"resnet152_r21d": ("resnet152", "r21d"), "clip_r21d": ("clip", "r21d")}
 
 
 # ----------------------------------------------------------------------------- frames
@@ -235,8 +250,9 @@ def extract_llp_visual(video_path: Path | str, mode: WeightsMode = "pretrained",
         else:
             raise ValueError(f"unknown LLP visual feature kind {kind!r}; use resnet152, r21d or clip")
         prov["weights"][kind] = p
-    if "resnet152" in feats and "r21d" in feats:
-        feats["resnet152_r21d"] = np.concatenate([feats["resnet152"], feats["r21d"]], axis=1)
+    for combined, parts in COMBINED.items():
+        if all(k in feats for k in parts):
+            feats[combined] = np.concatenate([feats[k] for k in parts], axis=1)
     return feats, prov
 
 
@@ -252,12 +268,19 @@ def extract_llp_vggish(wav_path: Path | str, mode: WeightsMode = "pretrained", r
     return feats[:N_SEGMENTS], prov
 
 
+CLAP_KINDS = ("clap", "clap_maps")
+
+
 def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT,
                      seed: int = 0, device: str = "cpu", checkpoint: str | None = None,
-                     n_segments: int | None = None,
-                     max_seconds: int | None = N_SEGMENTS) -> tuple[np.ndarray, dict[str, Any]]:
-    """Per-second CLAP audio embeddings ``(S, 512)`` (L2-normalised) of one LLP clip and provenance.
+                     n_segments: int | None = None, max_seconds: int | None = N_SEGMENTS,
+                     kinds: Sequence[str] = ("clap",)) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Per-second CLAP features of one LLP clip, ``{kind: (S, D)}``, and provenance.
 
+    ``clap``: ``(S, 512)`` L2-normalised joint-space embeddings, each 1 s segment embedded alone (VALOR's
+    pseudo-label recipe; what EAR's generator compares with the CLAP text embeddings). ``clap_maps``:
+    ``(S, 768)`` HTSAT frame-level feature maps of the whole clip in one pass, averaged per second
+    (VALOR's audio features for its AVVP model, :func:`extractors.llp.clap.clap_feature_maps`).
     Audio comes from the source video at 48 kHz (not the pipeline's 16 kHz wav, which has nothing above
     8 kHz while CLAP's mel bank reaches 14 kHz). ``n_segments`` overrides ``S`` (e.g. the visual ``T``).
     ``max_seconds`` None reads the whole audio (then give ``n_segments``; the default counts at most 10).
@@ -265,14 +288,26 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     """
     from extractors.llp import clap
 
+    unknown = set(kinds) - set(CLAP_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"CLAP feature kinds must be a non-empty subset of {CLAP_KINDS}, got {list(kinds)}")
     wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
     model, _, wprov = built_once(clap.build_clap, mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)
-    feats = clap.clap_audio_features(model.to(device), wave, n_segments=n_segments, device=device)
+    model = model.to(device)
+    feats: dict[str, np.ndarray] = {}
+    recipe: dict[str, Any] = {"sample_rate": clap.SAMPLE_RATE, "frontend": wprov["frontend"],
+                              "max_seconds": max_seconds, "int16_roundtrip": True}
+    if "clap" in kinds:
+        feats["clap"] = clap.clap_audio_features(model, wave, n_segments=n_segments, device=device, seed=seed)
+        recipe["clap"] = ("VALOR get_audio_embedding: round(linspace(0, N, S + 1)) starts, N // S samples each, "
+                          "each segment embedded alone, repeatpad to 480000, projected + L2-normalised (S, 512)")
+    if "clap_maps" in kinds:
+        feats["clap_maps"] = clap.clap_feature_maps(model, wave, n_segments=n_segments, device=device)
+        recipe["clap_maps"] = ("VALOR get_audio_feature_maps: 10 s windows index-resampled to 480000 samples "
+                               "(repeatpad if shorter), HTSAT feat_maps (64, 768) = 2 freq x 32 time tokens, "
+                               "bicubic to 1024 frames, freq mean, adaptive_avg_pool1d to 10 s -> (S, 768)")
     prov: dict[str, Any] = {
-        "recipe": {"sample_rate": clap.SAMPLE_RATE, "segment": "VALOR: round(linspace(0, N, S + 1)) starts, N // S "
-                   "samples each, each segment embedded alone", "int16_roundtrip": True,
-                   "fill": "repeatpad to 480000", "frontend": wprov["frontend"], "max_seconds": max_seconds},
-        "audio": {**meta, "n_samples": int(wave.shape[0])}, "T": int(feats.shape[0]), "weights": dict(wprov),
-        "has_audio": meta["has_audio"],
+        "recipe": recipe, "audio": {**meta, "n_samples": int(wave.shape[0])},
+        "T": int(next(iter(feats.values())).shape[0]), "weights": dict(wprov), "has_audio": meta["has_audio"],
     }
     return feats, prov

@@ -2,8 +2,10 @@
 # benchmarks configured with `llp:` (features: extractors/llp/extract.py; EAR inputs: models/avvp/inputs.py). Clips are probed when the DAG is built (as the
 # UnAV datasets are): undecodable ones are listed in logs/avvp/<name>/rejected_videos.tsv; CSV rows without
 # a usable clip (LLP's YouTube downloads are never complete) are skipped by the split job and counted in
-# its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default) and `audio` (VGGish); the
-# generator's CLIP + CLAP features are extracted only when a mode needs pseudo-labels.
+# its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default; `clip_r21d` = CLIP + R(2+1)D-18 for
+# feature set 2) and `audio` (VGGish; `clap_maps` = CLAP HTSAT feature maps per second for set 2); shapes in
+# docs/recipes.md, "LLP feature shapes". The generator's CLIP + CLAP embeddings are extracted only when a mode
+# needs pseudo-labels; a bucket job extracts every kind of its clips in one pass (shared decoding, networks once).
 # `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains
 # its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
