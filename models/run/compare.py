@@ -208,7 +208,8 @@ RECIPE_FIELDS = ("seed", "epochs", "batch_size", "lr", "n_train", "n_val", "devi
 
 def reproduce_frame(table: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """One row per published row of ``table`` (config/published.yaml) and, below each row with a ``model``,
-    one ``ours`` row from ``metrics[model]`` (a ``metrics.json``); columns in percent as the papers."""
+    one ``ours`` row from ``metrics[model]`` (a ``metrics.json``; models not run, see ``reproduce.models``,
+    have none); columns in percent as the papers."""
     rows: list[dict[str, Any]] = []
     for r in table["rows"]:
         if len(r["mAP"]) != len(PUBLISHED_COLUMNS):
@@ -216,7 +217,7 @@ def reproduce_frame(table: dict[str, Any], metrics: dict[str, dict[str, Any]]) -
         base = {"paper": r["paper"], "table": r["table"], "method": r["method"], "supervision": r["supervision"],
                 "features": r.get("features", ""), "model": r.get("model") or ""}
         rows.append({**base, "source": "published", **dict(zip(PUBLISHED_COLUMNS, map(float, r["mAP"]), strict=True))})
-        if r.get("model"):
+        if r.get("model") and r["model"] in metrics:
             m = metrics_row(metrics[r["model"]])
             ours = {t: m[f"mAP@{t}"] for t in THETAS} | {"Avg": m["Avg"]}
             rows.append({**base, "source": "ours", **ours})
@@ -238,6 +239,8 @@ def write_reproduce(out_md: str | os.PathLike[str], out_csv: str | os.PathLike[s
     for _, r in df.iterrows():
         method = r["method"] + (f" ({r['features']} features)" if r["features"] else "")
         src = "ours: `" + r["model"] + "`" if r["source"] == "ours" else "published"
+        if r["source"] == "published" and r["model"] and r["model"] not in metrics:
+            src += f" (`{r['model']}` not run)"
         vals = " | ".join(f"{r[c]:.1f}" for c in PUBLISHED_COLUMNS)
         lines.append(f"| {r['paper']} {r['table']} | {method} | {r['supervision']} | {src} | {vals} |")
     lines += ["", "## Runs (seed and recipe of every model above)", "",

@@ -22,8 +22,6 @@ from snakemake.exceptions import WorkflowError
 
 from extractors import discovery
 from extractors.recipes import get_recipe
-from models.data.dataset import feature_paths, find_features
-from models.run.pipeline import read_annotations
 
 wildcard_constraints:
     ds="[A-Za-z0-9_-]+",
@@ -68,6 +66,8 @@ def features_source(ds):
 
 
 def source_feature_paths(ds, vid):
+    from models.data.dataset import feature_paths  # imported on use: it loads torch, which demo-only DAGs skip
+
     src = features_source(ds)
     return feature_paths(vid, src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
 
@@ -75,6 +75,9 @@ def source_feature_paths(ds, vid):
 def discover_features(ds):
     """Accepted (every feature file present) and missing annotated videos of a features-only dataset;
     one directory listing per feature folder, so 10k videos cost milliseconds."""
+    from models.data.dataset import find_features
+    from models.run.pipeline import read_annotations
+
     src = features_source(ds)
     ann = read_annotations(DATASETS[ds]["annotations"], recipe(ds))
     if not Path(src["from"]).is_dir() or (src["layout"] == "ours" and not Path(src["from"], "features").is_dir()):

@@ -12,8 +12,14 @@ PUBLISHED_FILE = Path(workflow.basedir) / "config" / "published.yaml"
 PUBLISHED = yaml.safe_load(PUBLISHED_FILE.read_text())
 
 
+def reproduce_spec(ds):
+    """``reproduce: <table>`` or ``reproduce: {table: <table>, models: [...]}`` (a subset of its models)."""
+    spec = DATASETS[ds]["reproduce"]
+    return {"table": spec, "models": None} if isinstance(spec, str) else {"models": None, **spec}
+
+
 def reproduce_table(ds):
-    name = DATASETS[ds]["reproduce"]
+    name = reproduce_spec(ds)["table"]
     if name not in PUBLISHED["tables"]:
         raise WorkflowError(f"dataset {ds!r}: reproduce: {name!r} is not a table of {PUBLISHED_FILE} "
                             f"(tables: {sorted(PUBLISHED['tables'])})")
@@ -30,16 +36,24 @@ def reproduce_datasets(table=None):
 
 
 def reproduce_models(ds):
-    """The table's models in row order, each once."""
+    """The table's models in row order, each once (only those listed in ``reproduce.models``, if given)."""
     rows = PUBLISHED["tables"][reproduce_table(ds)]["rows"]
-    return list(dict.fromkeys(r["model"] for r in rows if r.get("model")))
+    models = list(dict.fromkeys(r["model"] for r in rows if r.get("model")))
+    only = reproduce_spec(ds)["models"]
+    if only is None:
+        return models
+    unknown = sorted(set(only) - set(models))
+    if unknown:
+        raise WorkflowError(f"dataset {ds!r}: reproduce.models {unknown} are not models of table "
+                            f"{reproduce_table(ds)!r} ({models})")
+    return [m for m in models if m in only]
 
 
 # The table's training fields go under the dataset's own overrides (the dataset's win), before any job
 # reads them (models.smk train_spec), so the train rule's params, and hence reruns, see the merged values.
 for _ds, _spec in DATASETS.items():
-    if "reproduce" in _spec and _spec["reproduce"] in PUBLISHED["tables"]:
-        _table_train = PUBLISHED["tables"][_spec["reproduce"]].get("train") or {}
+    if "reproduce" in _spec and reproduce_spec(_ds)["table"] in PUBLISHED["tables"]:
+        _table_train = PUBLISHED["tables"][reproduce_spec(_ds)["table"]].get("train") or {}
         _own = _spec.setdefault("model_overrides", {})
         for _model, _fields in _table_train.items():
             _own[_model] = {**_fields, **_own.get(_model, {})}
@@ -47,6 +61,8 @@ for _ds, _spec in DATASETS.items():
 
 @functools.cache
 def has_label_ids(ds):
+    from models.run.pipeline import read_annotations
+
     ann = read_annotations(DATASETS[ds]["annotations"], recipe(ds))
     return any(s.label_id is not None for a in ann.values() for s in a.segments)
 
