@@ -185,8 +185,10 @@ def test_published_tables_transcribed_and_their_models_exist():
     assert rows[("activitynet", "CLASP (ours)", "")]["mAP"] == [34.6, 29.0, 23.6, 17.6, 9.8, 21.3]
     assert rows[("unav100", "CCNet (ours)", "")]["mAP"] == [51.9, 47.2, 41.5, 34.1, 23.0, 49.2]
     assert len(pub["tables"]["unav100"]["rows"]) == 7 + 8 and len(pub["tables"]["activitynet"]["rows"]) == 4
+    assert ("unav100", "PPAE (Gao, Chen, and Xu 2025)", "") in rows  # commas inside a name survive YAML
     for t in pub["tables"].values():
         for r in t["rows"]:
+            assert set(r) <= {"paper", "table", "method", "task", "supervision", "features", "model", "mAP"}, r
             assert len(r["mAP"]) == 6 and r["paper"] in pub["papers"]
             if r["model"]:
                 name, sup = model_overrides(r["model"])
