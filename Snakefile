@@ -27,6 +27,7 @@ include: "workflow/rules/models.smk"  # train, evaluate, compare, predict (model
 include: "workflow/rules/avvp.smk"  # EAR stages 1-3 and AVVP scores (models.avvp)
 include: "workflow/rules/llp.smk"  # LLP clips -> per-second features -> EAR inputs (extractors.llp, models.avvp.inputs)
 include: "workflow/rules/report.smk"  # HTML summaries (models.report)
+include: "workflow/rules/reproduce.smk"  # one target per published table (config/published.yaml)
 
 
 rule all:

@@ -44,7 +44,9 @@ def test_read_unav_fixture():
     assert len(a.segments) == 3  # duplicates are kept by the reader (the metric removes them)
     assert a.labels == ["dog barking", "people shouting"]
     assert anns["-0Hw1a2F0Zs"].subset == "validation"
-    assert class_list(anns) == ["car passing by", "dog barking", "people shouting", "playing cello"]
+    assert a.segments[1].label_id == 71
+    # label_id order (8, 12, 58, 71), not sorted names: the reference code indexes classes by label_id
+    assert class_list(anns) == ["car passing by", "dog barking", "playing cello", "people shouting"]
 
 
 def test_write_unav_round_trip(tmp_path):
@@ -55,13 +57,17 @@ def test_write_unav_round_trip(tmp_path):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp files left
     import json
     db = json.loads(out.read_text())["database"]
-    assert db["-1Pp1mz_z4Q"]["annotations"][0]["label_id"] == 0  # index in sorted class list
+    assert db["-1Pp1mz_z4Q"]["annotations"][0]["label_id"] == 8  # the file's own id survives
+    write_unav(anns, out, classes=class_list(anns))
+    assert json.loads(out.read_text())["database"]["-1Pp1mz_z4Q"]["annotations"][0]["label_id"] == 0  # explicit list
 
 
 def test_read_activitynet_fixture(tmp_path):
     anns = read_activitynet(FIX / "activitynet13_small.json")
     assert set(anns) == {"sJFgo9H6zNo", "V1zhqaGFY2A", "JDg--pjY5gg"}  # ids without the v_ prefix
-    assert anns["JDg--pjY5gg"].segments == [] and anns["JDg--pjY5gg"].subset == "testing"
+    # ActivityNet's training/validation/testing are mapped to the splits everything else uses
+    assert anns["JDg--pjY5gg"].segments == [] and anns["JDg--pjY5gg"].subset == "test"
+    assert anns["sJFgo9H6zNo"].subset == "train" and anns["V1zhqaGFY2A"].subset == "validation"
     assert anns["V1zhqaGFY2A"].segments[1] == Segment(50.1, 98.2, "Ballet")
     assert class_list(anns) == ["Ballet", "Fun sliding down"]
     with pytest.raises(ValueError, match="no 'database' key"):

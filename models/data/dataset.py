@@ -54,6 +54,7 @@ class Segment:
     start: float
     end: float
     label: str
+    label_id: int | None = field(default=None, compare=False)  # the annotation file's id, if it has one
 
 
 @dataclass
@@ -77,19 +78,36 @@ def _read_database(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data["database"]
 
 
+# ActivityNet 1.3 names its subsets ``training`` / ``validation`` / ``testing``; everything downstream (the
+# splits of ``models.run.pipeline.load_splits``, the workflow) uses UnAV-100's ``train`` / ``validation`` / ``test``.
+SUBSET_ALIASES = {"training": "train", "testing": "test", "val": "validation"}
+
+
+def _subset(name: Any) -> str:
+    s = str(name or "").lower()
+    return SUBSET_ALIASES.get(s, s)
+
+
 def read_unav(path: str | os.PathLike[str]) -> dict[str, VideoAnnotation]:
     """Read the UnAV-100 annotation JSON (``{"database": {vid: {"subset", "duration",
     "annotations": [{"segment": [s, e], "label", "label_id"}]}}}``).
 
-    ``label_id`` is not kept: the class order is :func:`class_list` (sorted names), which keeps
-    indices stable across datasets that have no ids (ActivityNet, the synthetic benchmark).
+    ``label_id`` is kept on each :class:`Segment`: it decides the class order (:func:`label_ids`,
+    :func:`class_list`) and the ids written for the reference evaluator (``models.run.interchange``).
+    A file whose ``label_id`` disagrees with its labels (one name with two ids, one id for two names)
+    is rejected here, naming the pair, rather than training on a silently merged class. Subset names
+    are mapped to ``train`` / ``validation`` / ``test`` (:data:`SUBSET_ALIASES`).
     """
     out: dict[str, VideoAnnotation] = {}
     for vid, v in _read_database(path).items():
-        segs = [Segment(float(a["segment"][0]), float(a["segment"][1]), str(a["label"]))
+        segs = [Segment(float(a["segment"][0]), float(a["segment"][1]), str(a["label"]),
+                        int(a["label_id"]) if a.get("label_id") is not None else None)
                 for a in v.get("annotations", [])]
-        out[vid] = VideoAnnotation(str(vid), str(v.get("subset", "")).lower(),
-                                   float(v.get("duration", 0.0)), segs)
+        out[vid] = VideoAnnotation(str(vid), _subset(v.get("subset")), float(v.get("duration", 0.0)), segs)
+    try:
+        label_ids(out)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return out
 
 
@@ -97,9 +115,11 @@ def read_activitynet(path: str | os.PathLike[str]) -> dict[str, VideoAnnotation]
     """Read ActivityNet 1.3 (``activity_net.v1-3.min.json``: ``{"version", "taxonomy", "database":
     {vid: {"subset", "duration", "annotations": [{"segment", "label"}], "url", "resolution"}}}``).
 
-    The database keys are YouTube ids *without* the ``v_`` prefix that many feature releases put
-    on file names (``v_<id>.npy``); we keep the JSON ids (the official evaluator does too) and let
-    the feature loader add a prefix if needed. Test-subset videos have no annotations.
+    Subsets ``training`` / ``validation`` / ``testing`` become ``train`` / ``validation`` / ``test``.
+    The file has no ``label_id``, so classes are ordered by name (:func:`class_list`). The database keys
+    are YouTube ids *without* the ``v_`` prefix that many feature releases put on file names
+    (``v_<id>.npy``); we keep the JSON ids (the official evaluator does too) and the feature loader adds
+    a prefix if needed. Test-subset videos have no annotations.
     """
     return read_unav(path)
 
@@ -187,17 +207,53 @@ def llp_segment_matrix(segments: Sequence[Segment], classes: Sequence[str], t_le
     return m
 
 
-def class_list(annotations: dict[str, VideoAnnotation] | Iterable[VideoAnnotation]) -> list[str]:
-    """Sorted unique labels over all videos (the class index order used everywhere)."""
+def label_ids(annotations: dict[str, VideoAnnotation] | Iterable[VideoAnnotation]) -> dict[str, int]:
+    """``{label: class index}``: the annotation file's ``label_id`` when its segments carry one (UnAV-100:
+    ids 0..99, which the reference code uses as class indices), else the index in the sorted names
+    (ActivityNet, LLP, the synthetic benchmark). Raises on a name with two ids, an id shared by two names,
+    or a file where only some segments have an id."""
     anns = annotations.values() if isinstance(annotations, dict) else annotations
-    return sorted({s.label for a in anns for s in a.segments})
+    by_name: dict[str, int | None] = {}
+    where: dict[str, str] = {}
+    for a in anns:
+        for s in a.segments:
+            if s.label in by_name and by_name[s.label] != s.label_id:
+                raise ValueError(f"label {s.label!r} has label_id {by_name[s.label]} in video {where[s.label]!r} "
+                                 f"but {s.label_id} in video {a.video_id!r}")
+            by_name.setdefault(s.label, s.label_id)
+            where.setdefault(s.label, a.video_id)
+    with_id = {n: i for n, i in by_name.items() if i is not None}
+    if not with_id:
+        return {n: i for i, n in enumerate(sorted(by_name))}
+    if len(with_id) != len(by_name):
+        raise ValueError(f"labels {sorted(set(by_name) - set(with_id))[:5]} have no label_id while others do")
+    names_of: dict[int, str] = {}
+    for n, i in with_id.items():
+        if i in names_of:
+            raise ValueError(f"label_id {i} names two labels: {names_of[i]!r} and {n!r}")
+        names_of[i] = n
+    return with_id
+
+
+def class_list(annotations: dict[str, VideoAnnotation] | Iterable[VideoAnnotation]) -> list[str]:
+    """The class index order used everywhere: labels ordered by :func:`label_ids`.
+
+    With ``label_id`` in the file, class ``i`` is the label with the ``i``-th smallest id, so on the full
+    UnAV-100 file (ids 0..99, contiguous, checked) index == ``label_id``. A slice of that file lacks some
+    ids; its classes keep the id order but are numbered compactly, and anything that must speak the
+    file's ids (the reference evaluator's input, ``models.run.interchange``) maps names through
+    :func:`label_ids`, never through the index. Checkpoints store this list, so a model always decodes
+    with the order it was trained with.
+    """
+    ids = label_ids(annotations)
+    return sorted(ids, key=ids.__getitem__)
 
 
 def write_unav(annotations: dict[str, VideoAnnotation], path: str | os.PathLike[str],
                classes: Sequence[str] | None = None) -> None:
-    """Write annotations as UnAV-100 JSON (``label_id`` = index in ``classes``, default sorted)."""
-    classes = list(classes) if classes is not None else class_list(annotations)
-    cidx = {c: i for i, c in enumerate(classes)}
+    """Write annotations as UnAV-100 JSON. ``label_id``: the index in ``classes`` when given, else the
+    ids of :func:`label_ids` (the file's own ids survive a read/write round trip)."""
+    cidx = {c: i for i, c in enumerate(classes)} if classes is not None else label_ids(annotations)
     db = {}
     for vid, a in annotations.items():
         db[vid] = {
@@ -238,36 +294,81 @@ def render_segments(segments: np.ndarray | torch.Tensor, t_len: int, num_classes
 # Per-video features
 
 
+FEATURE_LAYOUTS = ("ours", "unav_release")
+
+
+def feature_paths(
+    vid: str, root: str | os.PathLike[str], layout: str = "ours", visual: str = "i3d",
+    audio: str = "vggish", prefix: str = "",
+) -> list[Path]:
+    """The files one video's features are read from (the order :func:`load_video_features` reads them).
+
+    ``layout='ours'``: ``root/features/{visual}/<vid>.npy`` and ``root/features/{audio}/<vid>.npy``
+    (``root`` = ``results/<dataset>`` of this or another run). ``layout='unav_release'``: the public
+    UnAV-100 folder, flat: ``<vid>_rgb.npy``, ``<vid>_flow.npy``, ``<vid>_vggish.npy``. ``prefix`` is
+    prepended to the file names (e.g. ``v_`` for ActivityNet feature releases). The workflow checks
+    these paths to list annotated videos without features.
+    """
+    root = Path(root)
+    name = prefix + vid
+    if layout == "ours":
+        return [root / "features" / visual / f"{name}.npy", root / "features" / audio / f"{name}.npy"]
+    if layout == "unav_release":
+        return [root / f"{name}_{kind}.npy" for kind in ("rgb", "flow", "vggish")]
+    raise ValueError(f"unknown feature layout {layout!r}; expected one of {FEATURE_LAYOUTS}")
+
+
 def load_video_features(
     vid: str, root: str | os.PathLike[str], layout: str = "ours", visual: str = "i3d",
     audio: str = "vggish", prefix: str = "",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one video's (audio (T, Da), visual (T, Dv)) float32 features cut to the common T.
 
-    ``layout='ours'``: ``root/features/{visual}/<vid>.npy`` and ``root/features/{audio}/<vid>.npy``
-    (``root`` = ``results/<dataset>``). ``layout='unav_release'``: the public UnAV-100 folder,
-    flat, ``<vid>_rgb.npy``, ``<vid>_flow.npy``, ``<vid>_vggish.npy``; as ttgeng233/UnAV's loader
-    does, I3D float64 is cast to float32 and RGB|flow concatenated (2048), then audio and visual
-    are cut to the shorter length (the tail is dropped; index t means the same time in both).
-    ``prefix`` is prepended to file names (e.g. ``v_`` for ActivityNet feature releases).
+    Files as :func:`feature_paths`. For ``unav_release``, as ttgeng233/UnAV's loader
+    (``libs/datasets/unav100.py``) does, I3D float64 is cast to float32 and RGB|flow concatenated
+    (2048), then audio and visual are cut to the shorter length (the tail is dropped; index t means
+    the same time in both).
     """
-    root = Path(root)
-    name = prefix + vid
+    paths = feature_paths(vid, root, layout, visual, audio, prefix)
     if layout == "ours":
-        v = np.load(root / "features" / visual / f"{name}.npy").astype(np.float32, copy=False)
-        a = np.load(root / "features" / audio / f"{name}.npy").astype(np.float32, copy=False)
-    elif layout == "unav_release":
-        rgb = np.load(root / f"{name}_rgb.npy").astype(np.float32)
-        flow = np.load(root / f"{name}_flow.npy").astype(np.float32)
+        v = np.load(paths[0]).astype(np.float32, copy=False)
+        a = np.load(paths[1]).astype(np.float32, copy=False)
+    else:
+        rgb = np.load(paths[0]).astype(np.float32)
+        flow = np.load(paths[1]).astype(np.float32)
         n = min(len(rgb), len(flow))
         v = np.concatenate([rgb[:n], flow[:n]], axis=1)
-        a = np.load(root / f"{name}_vggish.npy").astype(np.float32)
-    else:
-        raise ValueError(f"unknown feature layout {layout!r}; expected 'ours' or 'unav_release'")
+        a = np.load(paths[2]).astype(np.float32)
     if a.ndim != 2 or v.ndim != 2:
         raise ValueError(f"{vid}: expected 2-D features, got audio {a.shape} visual {v.shape}")
     t = min(len(a), len(v))
     return np.ascontiguousarray(a[:t]), np.ascontiguousarray(v[:t])
+
+
+def find_features(
+    video_ids: Iterable[str], root: str | os.PathLike[str], layout: str = "ours", visual: str = "i3d",
+    audio: str = "vggish", prefix: str = "",
+) -> tuple[list[str], dict[str, str]]:
+    """(ids with every feature file, {id: reason} for the others) under ``root``.
+
+    Lists each folder once (a release has ~32k files; one ``stat`` per file would cost seconds on a
+    network file system) instead of probing file by file.
+    """
+    listed: dict[Path, set[str]] = {}
+
+    def exists(p: Path) -> bool:
+        if p.parent not in listed:
+            listed[p.parent] = set(os.listdir(p.parent)) if p.parent.is_dir() else set()
+        return p.name in listed[p.parent]
+
+    found, missing = [], {}
+    for vid in video_ids:
+        absent = [p for p in feature_paths(vid, root, layout, visual, audio, prefix) if not exists(p)]
+        if absent:
+            missing[vid] = "no feature file " + ", ".join(str(p) for p in absent)
+        else:
+            found.append(vid)
+    return found, missing
 
 
 # ----------------------------------------------------------------------------------------------
@@ -453,13 +554,18 @@ class FeatureDataset(Dataset):
     ``t_max`` are dropped (those not overlapping the kept cells ``[-0.5, t_max - 0.5)``) and ends are clamped to ``t_max - 0.5`` (the last kept cell's edge).
     ``labels`` is the video-level multi-hot of the full annotation, unless ``clip_labels`` is
     True, in which case it counts only classes with a segment inside the clipped window.
-    Videos of the subset that are missing from the store raise, rather than silently vanish.
+    Videos of the subset that are missing from the store raise, rather than silently vanish; annotated
+    videos known to have no features are passed as ``without_features`` instead (kept, not loaded):
+    evaluation counts their ground truth as missed, as the reference evaluator does.
     """
 
     def __init__(
         self, store: FeatureStore, annotations: dict[str, VideoAnnotation], classes: list[str],
         recipe: Recipe, subset: str | None = None, t_max: int | None = None, clip_labels: bool = False,
+        without_features: dict[str, VideoAnnotation] | None = None,
     ):
+        self.without_features = {v: a for v, a in (without_features or {}).items()
+                                 if subset is None or a.subset == subset}
         self.store = store
         self.classes = list(classes)
         self.cidx = {c: i for i, c in enumerate(self.classes)}

@@ -197,3 +197,59 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ----------------------------------------------------------------------------------------------
+# Our numbers beside the published ones (workflow/rules/reproduce.smk, config/published.yaml)
+
+PUBLISHED_COLUMNS = ("0.5", "0.6", "0.7", "0.8", "0.9", "Avg")
+RECIPE_FIELDS = ("seed", "epochs", "batch_size", "lr", "n_train", "n_val", "device", "amp_dtype", "torch")
+
+
+def reproduce_frame(table: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per published row of ``table`` (config/published.yaml) and, below each row with a ``model``,
+    one ``ours`` row from ``metrics[model]`` (a ``metrics.json``; models not run, see ``reproduce.models``,
+    have none); columns in percent as the papers."""
+    rows: list[dict[str, Any]] = []
+    for r in table["rows"]:
+        if len(r["mAP"]) != len(PUBLISHED_COLUMNS):
+            raise ValueError(f"published row {r['method']!r}: expected {len(PUBLISHED_COLUMNS)} values, got {r['mAP']}")
+        base = {"paper": r["paper"], "table": r["table"], "method": r["method"], "supervision": r["supervision"],
+                "features": r.get("features", ""), "model": r.get("model") or ""}
+        rows.append({**base, "source": "published", **dict(zip(PUBLISHED_COLUMNS, map(float, r["mAP"]), strict=True))})
+        if r.get("model") and r["model"] in metrics:
+            m = metrics_row(metrics[r["model"]])
+            ours = {t: m[f"mAP@{t}"] for t in THETAS} | {"Avg": m["Avg"]}
+            rows.append({**base, "source": "ours", **ours})
+    return pd.DataFrame(rows)
+
+
+def write_reproduce(out_md: str | os.PathLike[str], out_csv: str | os.PathLike[str], name: str, dataset: str,
+                    table: dict[str, Any], papers: dict[str, str], metrics: dict[str, dict[str, Any]],
+                    runs: dict[str, dict[str, Any]], context: dict[str, Any]) -> pd.DataFrame:
+    """``reproduce.md`` (published rows with ours beneath, then the recipe of every run: seed, epochs, batch,
+    lr, config overrides) and ``reproduce.csv`` (the same rows, long format)."""
+    df = reproduce_frame(table, metrics)
+    write_text(out_csv, df.to_csv(index=False, float_format="%.2f"))
+    cols = " | ".join(PUBLISHED_COLUMNS)
+    lines = [f"# Reproduction of `{name}` on dataset `{dataset}`", "", " ".join(str(table.get("description", "")).split()), ""]
+    lines += [f"- {k}: {v}" for k, v in context.items()]
+    lines += ["", "Papers: " + "; ".join(f"**{k}**: {' '.join(v.split())}" for k, v in papers.items()), ""]
+    lines += [f"| Paper | Method | Supervision | Source | {cols} |", "|---|---|---|---|" + "---:|" * len(PUBLISHED_COLUMNS)]
+    for _, r in df.iterrows():
+        method = r["method"] + (f" ({r['features']} features)" if r["features"] else "")
+        src = "ours: `" + r["model"] + "`" if r["source"] == "ours" else "published"
+        if r["source"] == "published" and r["model"] and r["model"] not in metrics:
+            src += f" (`{r['model']}` not run)"
+        vals = " | ".join(f"{r[c]:.1f}" for c in PUBLISHED_COLUMNS)
+        lines.append(f"| {r['paper']} {r['table']} | {method} | {r['supervision']} | {src} | {vals} |")
+    lines += ["", "## Runs (seed and recipe of every model above)", "",
+              "| Model | " + " | ".join(RECIPE_FIELDS) + " | config overrides | test videos (without features) |",
+              "|---|" + "---|" * (len(RECIPE_FIELDS) + 2)]
+    for model, run in runs.items():
+        vals = " | ".join(str(run.get("info", {}).get(k, "")) for k in RECIPE_FIELDS)
+        m = metrics[model]
+        lines.append(f"| `{model}` | {vals} | `{json.dumps(run.get('overrides', {}), sort_keys=True)}` | "
+                     f"{m.get('n_videos', '?')} ({m.get('n_videos_without_features', 0)}) |")
+    write_text(out_md, "\n".join(lines) + "\n")
+    return df

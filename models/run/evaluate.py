@@ -71,13 +71,16 @@ def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None 
                             device: str | torch.device = "auto", batch_size: int = 16, amp: bool = True,
                             progress: bool = False) -> tuple[dict[str, Any], dict[str, list[tuple]]]:
     """(metrics, predictions with class *names*) of ``model`` on ``ds`` (no files written)."""
-    from models.run.metrics import compute_map
+    from models.run.metrics import compute_map, tious_for
 
     preds = predict_dataset(model, ds, recipe, device, batch_size, amp, progress)
     named = {vid: [(s, e, ds.classes[c], sc) for s, e, c, sc in evs] for vid, evs in preds.items()}
     gt = {vid: ds.annotations[vid] for vid in ds.video_ids}
-    metrics = compute_map(gt, named)
+    missing = getattr(ds, "without_features", {})  # annotated, no features: missed, as in the reference evaluator
+    gt.update(missing)
+    metrics = compute_map(gt, named, tious=tious_for(recipe if recipe is not None else ds.recipe))
     metrics["n_videos"] = len(preds)
+    metrics["n_videos_without_features"] = len(missing)
     metrics["n_predictions"] = sum(len(v) for v in preds.values())
     return metrics, named
 

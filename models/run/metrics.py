@@ -19,7 +19,9 @@ ActivityNet's ``eval_detection.py``). The rules it follows, checked against that
 4. precision/recall from cumulative TP/FP (recall denominator = number of GT of the class), then
    ActivityNet's ``interpolated_prec_rec`` (VOC 2011 all-points interpolation). A class without
    predictions scores AP 0.
-5. Avg = mean of the per-θ mAP over ``np.linspace(0.1, 0.9, 9)``; papers report θ 0.5 ... 0.9.
+5. Avg = mean of the per-θ mAP over the dataset's tIoU set (:func:`tious_for`): UnAV-100
+   ``np.linspace(0.1, 0.9, 9)`` (its loader's ``tiou_thresholds``), ActivityNet 1.3
+   ``np.linspace(0.5, 0.95, 10)`` (the ActivityNet protocol, ``0.5:0.05:0.95``); papers report θ 0.5 ... 0.9.
 
 Deliberate difference: predictions whose label is absent from the ground truth are ignored. The
 reference remaps label ids with ``DataFrame.replace`` and leaves unknown ids unmapped, so such a
@@ -40,6 +42,20 @@ from extractors.io import write_text
 
 DEFAULT_TIOUS = np.linspace(0.1, 0.9, 9)
 REPORTED_TIOUS = (0.5, 0.6, 0.7, 0.8, 0.9)
+# The tIoU set whose mean is a dataset's "Avg" (keyed by recipe name). CLASP Table 2 (ActivityNet) reports
+# Avg below the mean of its 0.5..0.9 columns, as a mean over 0.5:0.05:0.95 must be; its Table 1 (UnAV-100)
+# and the CCNet paper report Avg above it: the mean over 0.1:0.9.
+TIOUS_BY_RECIPE: dict[str, np.ndarray] = {
+    "unav100": DEFAULT_TIOUS,
+    "activitynet": np.linspace(0.5, 0.95, 10),
+}
+
+
+def tious_for(recipe: Any) -> np.ndarray:
+    """The tIoU thresholds of a dataset (a :class:`extractors.recipes.Recipe` or its name); recipes
+    without their own protocol (the demo, LLP) use UnAV-100's."""
+    name = recipe if isinstance(recipe, str) else getattr(recipe, "name", None)
+    return TIOUS_BY_RECIPE.get(str(name), DEFAULT_TIOUS)
 
 
 def segment_iou(target: np.ndarray, candidates: np.ndarray) -> np.ndarray:

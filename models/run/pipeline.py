@@ -67,23 +67,57 @@ def read_annotations(path: Path | str, recipe: Recipe) -> dict[str, VideoAnnotat
 
 
 def load_splits(store_dir: Path | str, annotations: Path | str, recipe: Recipe,
-                subsets: tuple[str, ...] = ("train", "validation", "test")) -> dict[str, FeatureDataset]:
-    """One FeatureDataset per subset over the store. The class list comes from *all* annotations, so
-    every split (and every checkpoint) agrees on class indices. Annotated videos that are not in the
-    store (rejected as undecodable) are logged and left out instead of failing the whole dataset."""
+                subsets: tuple[str, ...] = ("train", "validation", "test"),
+                classes: list[str] | None = None) -> dict[str, FeatureDataset]:
+    """One FeatureDataset per subset over the store. The class list comes from *all* annotations
+    (:func:`models.data.dataset.class_list`, ``label_id`` order where the file has ids), so every split
+    and every checkpoint agrees on class indices; ``classes`` overrides it (a checkpoint's own list,
+    :func:`checkpoint_classes`). Annotated videos that are not in the store (undecodable, or absent from
+    a feature release) are logged and kept as each split's ``without_features``: they are not loaded,
+    and evaluation counts their ground truth as missed, as the reference evaluator (ground truth read
+    from the annotation file, whatever was predicted) does. A subset without a single annotated event
+    (ActivityNet's ``testing``) is left out: nothing can be trained or scored on it."""
     store = FeatureStore(store_dir)
     ann = read_annotations(annotations, recipe)
-    classes = class_list(ann)
+    classes = list(classes) if classes is not None else class_list(ann)
     missing = sorted(v for v in ann if v not in store)
     if missing:
-        log.warning("%d annotated video(s) have no features and are left out: %s", len(missing), missing[:10])
+        log.warning("%d annotated video(s) have no features and are left out (their ground truth counts as "
+                    "missed at evaluation): %s", len(missing), missing[:10])
     present = {v: a for v, a in ann.items() if v in store}
+    absent = {v: ann[v] for v in missing}
     out = {}
     for subset in subsets:
-        ds = FeatureDataset(store, present, classes, recipe, subset=subset)
+        if not any(a.segments for a in ann.values() if a.subset == subset):
+            continue
+        ds = FeatureDataset(store, present, classes, recipe, subset=subset, without_features=absent)
         if len(ds):
             out[subset] = ds
     return out
+
+
+def checkpoint_classes(checkpoint: Path | str, annotations: Path | str, recipe: Recipe) -> list[str]:
+    """The class list to evaluate ``checkpoint`` with: its own, stored at training time.
+
+    A checkpoint written before classes followed ``label_id`` holds the same names in sorted order; scores
+    are computed on names, so evaluating it in its own order gives the same metrics and it stays usable.
+    A checkpoint whose names differ from the annotation file's fails here, naming the difference.
+    """
+    from models.run.runtime import load_checkpoint
+
+    ck = load_checkpoint(checkpoint).get("classes")
+    ann_classes = class_list(read_annotations(annotations, recipe))
+    if ck is None:
+        return ann_classes
+    ck = [str(c) for c in ck]
+    if set(ck) != set(ann_classes):
+        only_ck, only_ann = sorted(set(ck) - set(ann_classes)), sorted(set(ann_classes) - set(ck))
+        raise ValueError(f"{checkpoint} was trained on other classes than {annotations}: only in the checkpoint "
+                         f"{only_ck[:5]}, only in the annotations {only_ann[:5]}")
+    if ck != ann_classes:
+        log.info("%s: classes in its training order (sorted names, before label_id order); evaluated as stored",
+                 checkpoint)
+    return ck
 
 
 def input_fingerprint(store_dir: Path | str, *parts: str) -> str:

@@ -157,10 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     recipe = get_recipe(args.recipe, **({"weights": args.weights} if args.weights else {}))
     if args.classes.suffix == ".json":
-        from models.data.dataset import class_list
-        from models.run.pipeline import read_annotations
+        from models.run.pipeline import checkpoint_classes
 
-        classes = class_list(read_annotations(args.classes, recipe))
+        classes = checkpoint_classes(args.checkpoint, args.classes, recipe)  # the order it was trained with
     else:
         classes = [c for c in args.classes.read_text().splitlines() if c.strip()]
     failed = predict_videos(args.videos, args.checkpoint, recipe, classes, args.out_dir, args.weights_root,

@@ -3,12 +3,19 @@
 # (zero-byte, text renamed .mp4, truncated, audio-only, shorter than one window) are left out of the DAG
 # and listed with their reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything
 # else (including videos without audio) goes through the per-video rules.
+#
+# A dataset can instead say where its features already are (`features: {from: <folder>, layout:
+# unav_release | ours, prefix: ""}`): no video, no media or feature job; the annotated videos whose feature
+# files are all there go straight into the store (models.data.dataset.find_features), the others are listed
+# with the missing files in logs/<ds>/missing_features.tsv and the summary, and at evaluation their ground
+# truth counts as missed (models.run.pipeline.load_splits), as in the reference evaluator.
 
 import functools
 import json
 import re
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -45,6 +52,47 @@ def videos_dir(ds):
     return discovery.resolve_videos_dir(DATASETS[ds]["videos"])
 
 
+def features_source(ds):
+    """``{from, layout, prefix}`` of a dataset whose features already exist (a release folder or another
+    run's ``results/<ds>``), else None."""
+    src = DATASETS[ds].get("features")
+    if src is None:
+        return None
+    if "annotations" not in DATASETS[ds]:
+        raise WorkflowError(f"dataset {ds!r}: `features:` needs `annotations:` (the videos are the annotated ones)")
+    if "predict_with" in DATASETS[ds]:
+        raise WorkflowError(f"dataset {ds!r}: `predict_with` needs videos (their media manifests give durations)")
+    return {"from": src["from"], "layout": src.get("layout", "ours"), "prefix": src.get("prefix", "")}
+
+
+def source_feature_paths(ds, vid):
+    from models.data.dataset import feature_paths  # imported on use: it loads torch, which demo-only DAGs skip
+
+    src = features_source(ds)
+    return feature_paths(vid, src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
+
+
+def discover_features(ds):
+    """Accepted (every feature file present) and missing annotated videos of a features-only dataset;
+    one directory listing per feature folder, so 10k videos cost milliseconds."""
+    from models.data.dataset import find_features
+    from models.run.pipeline import read_annotations
+
+    src = features_source(ds)
+    ann = read_annotations(DATASETS[ds]["annotations"], recipe(ds))
+    if not Path(src["from"]).is_dir() or (src["layout"] == "ours" and not Path(src["from"], "features").is_dir()):
+        raise WorkflowError(f"dataset {ds!r}: feature folder {src['from']} (layout {src['layout']}) not found")
+    found, missing = find_features(sorted(ann), src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
+    if not found:
+        raise WorkflowError(f"dataset {ds!r}: none of the {len(ann)} annotated videos has features under "
+                            f"{src['from']} (layout {src['layout']}); first missing: {next(iter(missing.values()), '')}")
+    if missing:
+        print(f"[avloc] {ds}: {len(missing)} of {len(ann)} annotated videos have no features "
+              f"(logs/{ds}/missing_features.tsv); their ground truth counts as missed", file=sys.stderr)
+    discovery.write_rejections(missing, Path("logs") / ds / "missing_features.tsv")
+    return discovery.Discovery(accepted={v: source_feature_paths(ds, v)[0] for v in found}, rejected=missing)
+
+
 _DISCOVERED = {}
 
 
@@ -52,6 +100,8 @@ def discover(ds):
     """Accepted and rejected videos of ``ds``, found once per invocation (memoised: every per-video
     input function calls this, so scanning the folder per call would make the DAG quadratic). Waits for
     the demo generator; the rejection log is written here, once."""
+    if ds not in _DISCOVERED and features_source(ds) is not None:
+        _DISCOVERED[ds] = discover_features(ds)
     if ds not in _DISCOVERED:
         if "generate_demo" in DATASETS[ds]:
             checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
@@ -63,7 +113,8 @@ def discover(ds):
 
 
 def videos(ds):
-    """{video_id: source path} of the decodable videos of ``ds``."""
+    """{video_id: source path} of the decodable videos of ``ds`` (of a features-only dataset: the annotated
+    videos with features, each with its first feature file)."""
     return discover(ds).accepted
 
 
@@ -92,6 +143,8 @@ def prediction_datasets():
 
 
 def feature_files(ds):
+    if features_source(ds) is not None:
+        return [str(p) for vid in videos(ds) for p in source_feature_paths(ds, vid)]
     return [f"results/{ds}/features/{kind}/{vid}.npy" for vid in videos(ds) for kind in feature_kinds(ds)]
 
 
@@ -111,4 +164,6 @@ def all_targets(wildcards):
         targets.append(f"results/{ds}/summary.html")
     for name, spec in config.get("avvp", {}).items():
         targets.append(f"results/avvp/{name}/summary.html")
+    for ds in reproduce_datasets():  # workflow/rules/reproduce.smk
+        targets += [f"results/{ds}/reproduce.md", f"results/{ds}/reproduce.csv"]
     return targets

@@ -1,5 +1,16 @@
 # All features of a dataset in one memory-mapped fp16 store (audio and visual cut to the same T), the
-# input of every training / evaluation job. Reruns when the set of videos changes.
+# input of every training / evaluation job. Reruns when the set of videos changes. The features come from
+# this run's features/ folder, or, for a dataset with `features: {from, layout, prefix}`, straight from that
+# folder (the public UnAV-100 release: flat <vid>_rgb/_flow/_vggish.npy, float64 I3D; or another run's
+# results/<ds>), with no video and no extraction job.
+
+
+def store_source(ds):
+    """(root, layout, prefix) the store reads each video's features from."""
+    src = features_source(ds)
+    if src is None:
+        return f"results/{ds}", "ours", ""
+    return src["from"], src["layout"], src["prefix"]
 
 
 rule feature_store:
@@ -10,6 +21,8 @@ rule feature_store:
     params:
         visual=lambda wc: visual_kind(wc.ds),
         videos=lambda wc: sorted(videos(wc.ds)),
+        source=lambda wc: dict(zip(("root", "layout", "prefix"), store_source(wc.ds))),
+        missing=lambda wc: sorted(rejected(wc.ds)) if features_source(wc.ds) is not None else [],
     log:
         "logs/{ds}/feature_store.log",
     benchmark:

@@ -11,8 +11,9 @@ KEEP_FLOW = config.get("keep_flow", False)
 
 def datasets_with_visual(kind):
     """Wildcard constraint: the datasets whose recipe uses ``kind`` (a regex matching nothing if none),
-    so features/vggish/<vid>.npy has exactly one producing rule per dataset."""
-    names = [ds for ds in DATASETS if visual_kind(ds) == kind]
+    so features/vggish/<vid>.npy has exactly one producing rule per dataset. A dataset whose features
+    already exist (``features: {from: ...}``) has none: nothing may try to extract them."""
+    names = [ds for ds in DATASETS if visual_kind(ds) == kind and "features" not in DATASETS[ds]]
     return "|".join(re.escape(ds) for ds in names) if names else "(?!)"
 
 

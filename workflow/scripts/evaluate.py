@@ -6,13 +6,14 @@ from pathlib import Path
 
 from extractors.recipes import Recipe
 from models.run.evaluate import evaluate
-from models.run.pipeline import load_splits, log_to_file, parse_model_name
+from models.run.pipeline import checkpoint_classes, load_splits, log_to_file, parse_model_name
 from models.run.predict import plot_dataset_timelines
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
-splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
+classes = checkpoint_classes(snakemake.input.checkpoint, snakemake.input.annotations, recipe)
+splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe, classes=classes)
 test = splits.get("test") or splits.get("validation")
 out_dir = Path(snakemake.output.metrics).parent
 name, _ = parse_model_name(snakemake.wildcards.model)

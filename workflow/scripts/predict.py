@@ -6,15 +6,14 @@ from pathlib import Path
 import numpy as np
 
 from extractors.recipes import Recipe
-from models.data.dataset import class_list
-from models.run.pipeline import log_to_file, read_annotations
+from models.run.pipeline import checkpoint_classes, log_to_file
 from models.run.predict import manifest_duration, predict_features, write_prediction
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
 visual_path, audio_path = snakemake.input.features
-classes = class_list(read_annotations(snakemake.input.annotations, recipe))
+classes = checkpoint_classes(snakemake.input.checkpoint, snakemake.input.annotations, recipe)
 audio, visual = np.load(audio_path), np.load(visual_path)
 duration = manifest_duration(snakemake.input.manifest)
 events = predict_features(snakemake.input.checkpoint, audio, visual, recipe, classes, duration,
