@@ -71,6 +71,7 @@ from models.localizers.registry import build_model, get_entry, make_config
 from models.run.evaluate import compute_dataset_metrics
 from models.run.runtime import (
     CKPT_FORMAT,
+    VideoSubset,
     amp_settings,
     atomic_torch_save,
     dataset_model_fields,
@@ -131,28 +132,6 @@ class ShuffledLabels(Dataset):
 # --------------------------------------------------------------------------------------------
 # held-out selection split, random crop, EMA
 # --------------------------------------------------------------------------------------------
-class VideoSubset(Dataset):
-    """Items ``indices`` of a dataset, exposing the subset's ``video_ids``/``annotations`` (what
-    evaluation reads) and every other attribute of the wrapped set."""
-
-    def __init__(self, ds: Any, indices: Sequence[int]) -> None:
-        self.ds = ds
-        self.indices = [int(i) for i in indices]
-        self.video_ids = [ds.video_ids[i] for i in self.indices]
-        self.annotations = {v: ds.annotations[v] for v in self.video_ids}
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.ds[self.indices[i]]
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("ds", "indices", "video_ids", "annotations"):
-            raise AttributeError(name)
-        return getattr(self.ds, name)
-
-
 def holdout_split(ds: Any, frac: float, seed: int) -> tuple[VideoSubset, VideoSubset]:
     """(fit, held-out) subsets of ``ds``: ``max(1, round(frac * n))`` videos drawn by a generator seeded
     with ``seed`` (deterministic; independent of the global RNG, so resuming draws the same split)."""
