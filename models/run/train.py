@@ -373,6 +373,9 @@ def train(
         if ck["run"].get("selection") != selection:
             raise ValueError(f"{last_path}: the checkpoint-selection split differs from the stored run")
         model.load_state_dict(ck["model"])
+        if ck.get("loss_state") is not None:  # e.g. the pyramid models' EMA loss normaliser (not a tensor)
+            for k, v in ck["loss_state"].items():
+                setattr(model.loss_state, k, v)
         if ema is not None:
             ema.load_state_dict(ck["ema"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -440,6 +443,7 @@ def train(
             "run": {k: run_info[k] for k in ("seed", "shuffle_labels", "epochs", "batch_size", "lr", "selection")},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,
+            "loss_state": dataclasses.asdict(model.loss_state) if hasattr(model, "loss_state") else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "rng": _rng_state(), "history": history, "best": best, "epoch": epoch,
