@@ -52,6 +52,12 @@ RUNS: list[tuple[str, str, dict[str, Any], dict[str, Any], bool, tuple[str, ...]
     ("ccnet (full, shuffled labels)", "ccnet", {**PYR, "supervision": "full"}, {}, True, ("today", "new")),
     ("clasp (weak, shuffled labels)", "clasp", CLASP, {}, True, ("today", "new")),
 ]
+# --ablate: CCNet in the new tree with one recipe change reverted at a time (today's value)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no EMA": {"ema_decay": None}, "no crop": {"crop_ratio": None}, "no clipping": {"grad_clip": None},
+    "no LayerNorm": {"with_ln": False}, "no warm-up/cosine": {"warmup_epochs": 0},
+    "Adam, decay on all": {"optimizer": "adam", "decay_1d": True},
+}
 PLANTED = dict(num_classes=4, n_videos=120, t_len=(32, 48), audio_dim=32, visual_dim=64, signal=3.0, seed=0)
 T_MAX = 48
 
@@ -135,6 +141,7 @@ def summarise(results: list[dict[str, Any]], seeds: list[int]) -> tuple[str, dic
 
 def ordering(m: dict[str, float]) -> tuple[bool, str]:
     """CCNet-full > DAVE-full > every weak model > every shuffled control (on the seed means)."""
+    m = {k: v for k, v in m.items() if " - " not in k}
     weak = {k: v for k, v in m.items() if "(weak" in k and "shuffled" not in k}
     ctrl = {k: v for k, v in m.items() if "shuffled" in k}
     cc, dv = m.get("ccnet (full)", float("nan")), m.get("dave (full)", float("nan"))
@@ -151,11 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--rows", nargs="*", default=None, help="only these row labels (default: all)")
+    ap.add_argument("--ablate", action="store_true", help="also CCNet (new) with each change reverted alone")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     if args.worker:
         worker(json.loads(args.worker))
         return 0
+    if args.ablate:
+        RUNS.extend((f"ccnet (full), new - {name}", "ccnet", {**PYR, "supervision": "full", **over}, {}, False, ("new",))
+                    for name, over in ABLATIONS.items())
     base = args.base or subprocess.run(["git", "-C", str(REPO), "merge-base", "HEAD", "main"], check=True,
                                        capture_output=True, text=True).stdout.strip()
     t0 = time.perf_counter()
