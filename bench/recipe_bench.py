@@ -13,14 +13,18 @@ Two code trees train the same models on the same planted data (``models.data.syn
   paper's max MIL pooling (``pooling=max``) against the top-k default.
 
 Every run: same data, same small width (``d_model = 32``: width 512 is the new default but is not
-measurable on one CPU core in minutes -- the bench overrides it in *both* trees), same epochs,
-batch size and learning rate, selection on the planted validation split, Avg mAP (tIoU 0.1:0.9) on the
-test split.  Each tree runs in its own process (``--worker``), so the two never share imported code.
+measurable on one CPU core in minutes -- the bench overrides it in *both* trees), same epochs (10),
+batch size (16) and learning rate (1e-3), selection on the planted validation split, Avg mAP (tIoU
+0.1:0.9) on the test split.  Warm-up: the recipe's 5 epochs are 1/8 of UnAV's 40, so a 10-epoch bench
+warms up for ``round(10 / 8) = 1`` epoch (today's DAVE, which had the same 5-epoch warm-up, too);
+``--literal-warmup`` keeps 5 epochs.  ``--ablate`` adds CCNet rows in the new tree with one change
+reverted at a time.  Each tree runs in its own process (``--worker``), so the two never share imported code.
 Prints one table (mean +- sd over seeds, and the per-seed values) and the ordering check
 ``CCNet-full > DAVE-full > every weak model > every label-shuffled control`` for each tree.
 
-    python bench/recipe_bench.py                 # ~15 min on one core
-    python bench/recipe_bench.py --seeds 0 --epochs 5 --quick   # smoke run
+    python bench/recipe_bench.py                 # ~13 min on one core
+    python bench/recipe_bench.py --seeds 0 --epochs 12 --literal-warmup --ablate --rows \
+        "ccnet (full), new - no EMA" "ccnet (full), new - no warm-up/cosine"   # one-change ablations
 """
 
 from __future__ import annotations

@@ -163,6 +163,11 @@ def test_clasp_heads_stay_float32_under_bf16_autocast():
     for k in ("p_av", "P_a", "P_v", "video_p", "w_bar"):
         assert out[k].dtype == torch.float32, k
     assert out["p_av"].unique().numel() > 500  # bf16 sigmoids give a few hundred distinct values at most
+    pyr = CCNet(CCNetConfig(num_classes=3, audio_dim=8, visual_dim=8, t_max=32, **TINY)).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pyr({"audio": torch.randn(2, 32, 8), "visual": torch.randn(2, 32, 8),
+                   "mask": torch.ones(2, 32, dtype=torch.bool)})
+    assert all(lg.dtype == torch.float32 for lg in out["cls_logits"] + out["offsets"])
 
 
 class _ChannelOracle(nn.Module):

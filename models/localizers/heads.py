@@ -213,6 +213,7 @@ class PointHeads(nn.Module):
     ends in logits (sigmoid at use) with the RetinaNet prior-probability bias; the regression head ends
     in ``2*C`` channels (start/end distance per class, class-aware as UnAV/CCNet), a per-level
     :class:`Scale` and a ReLU.  ``with_reg=False`` builds the class head only (weak supervision).
+    The two output convolutions run in float32 even under AMP, so scores are not bf16-quantised.
     """
 
     def __init__(
@@ -246,12 +247,14 @@ class PointHeads(nn.Module):
             h = x
             for conv, norm in zip(self.cls_convs, self.cls_norms, strict=True):
                 h = F.relu(norm(conv(h, m))) * mf
-            cls_logits.append(self.cls_out(h, m))
+            with torch.autocast(device_type=h.device.type, enabled=False):  # output layers in fp32 under AMP
+                cls_logits.append(self.cls_out(h.float(), m))
             if self.with_reg:
                 h = x
                 for conv, norm in zip(self.reg_convs, self.reg_norms, strict=True):
                     h = F.relu(norm(conv(h, m))) * mf
-                o = F.relu(self.scales[lvl](self.reg_out(h, m)))
+                with torch.autocast(device_type=h.device.type, enabled=False):
+                    o = F.relu(self.scales[lvl](self.reg_out(h.float(), m)))
                 offsets.append(o.view(o.shape[0], o.shape[1], self.c, 2))
         out: dict[str, list[torch.Tensor]] = {"cls_logits": cls_logits}
         if self.with_reg:
