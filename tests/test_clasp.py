@@ -228,9 +228,12 @@ def test_detect_keeps_only_confident_classes_and_uses_cell_edges():
     mask = torch.arange(T)[None] < 7
     dets = detect_from_probs(p, mask, threshold=0.5, video_probs=video, by_score=True)[0]
     assert sorted(dets) == sorted([(1.5, 4.5, 0, pytest.approx(0.7)), (5.5, 6.5, 0, pytest.approx(0.9))])
-    model = MILBaseline(MILConfig(num_classes=3))
+    model = MILBaseline(MILConfig(num_classes=3, gate_pool="train"))  # gate on the training pool
     out = {"p_av": p, "video_p": video, "mask": mask}
     assert model.detect(out, {}) == [dets]
+    # the default gate pools by max, decoupled from the training pool: class 1 (every step 0.95) passes
+    default = MILBaseline(MILConfig(num_classes=3)).detect(out, {})[0]
+    assert sorted(default) == sorted(dets + [(-0.5, 6.5, 1, pytest.approx(0.95))])
 
 
 def test_clasp_loss_is_sum_of_three_bce_terms():

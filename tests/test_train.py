@@ -15,7 +15,7 @@ from models.data.synthetic import PlantedConfig, make_planted
 from models.run.evaluate import evaluate
 from models.run.evaluate import main as evaluate_main
 from models.run.runtime import load_checkpoint
-from models.run.train import ShuffledLabels, train
+from models.run.train import ShuffledLabels, VideoSubset, train
 from models.run.train import main as train_main
 
 RECIPE = get_recipe("unav100")
@@ -79,8 +79,7 @@ def test_clasp_learns_beats_shuffled_control_and_mil(planted):
 def test_resume_reproduces_uninterrupted_training(planted, tmp_path):
     _, sets = planted
     small = {"hidden_dim": 16, "n_heads": 2}
-    sub = torch.utils.data.Subset(sets["train"], range(40))
-    sub.classes, sub.store, sub.t_max = sets["train"].classes, sets["train"].store, T_MAX
+    sub = VideoSubset(sets["train"], range(40))
     kw = dict(epochs=3, batch_size=8, lr=1e-3, seed=3, progress=False, plot_every=0)
     train("clasp", sub, None, tmp_path / "a", small, **kw)
     kw2 = dict(kw, epochs=2)

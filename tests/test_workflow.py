@@ -259,12 +259,13 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
 
 
 def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str]]:
-    """LLP's four CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train and test ids."""
+    """LLP's CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train and test ids
+    (validation clips go to ``AVVP_val_pd.csv``)."""
     from models.data.dataset import read_unav, unav_to_llp_csvs
 
     anns = read_unav(annotations)
     unav_to_llp_csvs(anns, out)
-    return [v for v, a in anns.items() if a.subset != "test"], [v for v, a in anns.items() if a.subset == "test"]
+    return [v for v, a in anns.items() if a.subset == "train"], [v for v, a in anns.items() if a.subset == "test"]
 
 
 def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):

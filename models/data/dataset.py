@@ -557,6 +557,14 @@ class FeatureDataset(Dataset):
     Videos of the subset that are missing from the store raise, rather than silently vanish; annotated
     videos known to have no features are passed as ``without_features`` instead (kept, not loaded):
     evaluation counts their ground truth as missed, as the reference evaluator does.
+
+    ``crop_ratio=(lo, hi)`` (training only; :func:`models.run.train.with_crop` sets it): each read takes a
+    random window, UnAV/ActionFormer's ``truncate_feats`` (ttgeng233/UnAV ``libs/datasets/data_utils.py``):
+    a video of ``n <= t_max`` steps keeps a random ``randint(round(lo n), round(hi n))``-step window, a
+    longer one a random ``t_max``-step window; a segment survives when more than ``trunc_thresh`` of
+    its length is inside (clipped to the window's cells), the draw is repeated (up to 20 times) until
+    one survives when the video has any, and ``labels`` are then the surviving segments' classes.
+    Draws use NumPy's global RNG, which :mod:`models.run.train` seeds and checkpoints.
     """
 
     def __init__(
@@ -572,6 +580,8 @@ class FeatureDataset(Dataset):
         self.recipe = recipe
         self.t_max = int(t_max if t_max is not None else recipe.t_max)
         self.clip_labels = clip_labels
+        self.crop_ratio: tuple[float, float] | None = None
+        self.trunc_thresh = 0.5
         ids = [v for v, a in annotations.items() if subset is None or a.subset == subset]
         missing = [v for v in ids if v not in store]
         if missing:
@@ -591,23 +601,47 @@ class FeatureDataset(Dataset):
             rows.append((a, b, self.cidx[s.label]))
         return np.asarray(rows, dtype=np.float32).reshape(-1, 3)
 
+    def _random_window(self, n: int, segs: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """(start, length, surviving segments shifted to the window) of a random crop (class docstring)."""
+        lo, hi = self.crop_ratio  # type: ignore[misc]
+        for _ in range(20):
+            if n <= self.t_max:
+                length = int(np.random.randint(max(1, round(lo * n)), max(1, min(round(hi * n), n)) + 1))
+            else:
+                length = self.t_max
+            st = int(np.random.randint(0, n - length + 1))
+            if not len(segs):
+                return st, length, segs
+            s = segs.copy()
+            s[:, :2] -= st
+            a, b = np.maximum(s[:, 0], -0.5), np.minimum(s[:, 1], length - 0.5)
+            keep = (b - a) > self.trunc_thresh * (s[:, 1] - s[:, 0])
+            if keep.any():
+                s[:, 0], s[:, 1] = a, b
+                return st, length, s[keep]
+        return st, length, s[keep]
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         vid = self.video_ids[i]
         a16, v16 = self.store.read(vid)
-        t = min(len(a16), self.t_max)
+        segs = self.segments_in_steps(vid)
+        cropped = self.crop_ratio is not None
+        if cropped:
+            st, t, segs = self._random_window(len(a16), segs)
+        else:
+            st, t = 0, min(len(a16), self.t_max)
         audio = np.zeros((self.t_max, self.store.audio_dim), np.float32)
         visual = np.zeros((self.t_max, self.store.visual_dim), np.float32)
-        audio[:t] = a16[:t]
-        visual[:t] = v16[:t]
+        audio[:t] = a16[st:st + t]
+        visual[:t] = v16[st:st + t]
         mask = np.zeros(self.t_max, dtype=bool)
         mask[:t] = True
-        segs = self.segments_in_steps(vid)
-        if len(segs):
+        if len(segs) and not cropped:
             # keep segments overlapping the kept cells [-0.5, t_max - 0.5)
             segs = segs[(segs[:, 0] < self.t_max - 0.5) & (segs[:, 1] > -0.5)]
             segs[:, 1] = np.minimum(segs[:, 1], self.t_max - 0.5)
         labels = np.zeros(len(self.classes), np.float32)
-        if self.clip_labels:
+        if self.clip_labels or cropped:
             labels[segs[:, 2].astype(np.int64)] = 1.0
         else:
             for s in self.annotations[vid].segments:

@@ -46,6 +46,20 @@ Supervision:
   (``models.localizers.postprocess.probs_to_step_events``; a run ``a..b`` -> ``[a - 0.5, b + 0.5]`` steps).
   ``weak_inference="fuse"`` averages all levels repeated to stride 1 instead; on the planted benchmark
   its maps were blocky (the coarse levels dominate the average), hence the default.
+
+Training recipe (:class:`models.localizers.heads.PyramidConfig`, shared with DAVE so the two are trained
+alike): the paper gives Adam, lr 1e-4, weight decay 1e-4, 40 epochs, batch 16, ``T = 224``, and is
+silent on the rest; CCNet builds on UnAV's code, so the rest follows the baseline's official code
+(ttgeng233/UnAV ``configs/avel_unav100.yaml``, ``libs/core/config.py``, ``train.py``,
+``libs/utils/train_utils.py``, itself ActionFormer's happyharrycn/actionformer_release
+``libs/utils/train_utils.py``): AdamW with no decay on biases/norm weights/scales, 5 linear warm-up
+epochs then per-iteration cosine decay, gradient clipping at L2 norm 1.0, evaluation and checkpoint
+selection on EMA(0.999) weights (``ModelEma``), a random crop of each training video (90-100 % of its
+length, or a random ``t_max`` window of a longer one; segments kept when more than half of them
+survives), width 512 and LayerNorm after the embedding and head convs (``embd_with_ln``,
+``head_with_ln``). AdamW rather than the paper's Adam: with no decay on the 1-D parameters the two
+differ only in how the decay is applied, and one optimizer for both pyramid models keeps the
+comparison about the backbones. Not reproduced: UnAV's drop-path (0.1).
 """
 
 from __future__ import annotations
@@ -151,8 +165,6 @@ class F2CBlock(nn.Module):
 class CCNet(PyramidLocalizer):
     """CCNet localizer following the ``models.localizers.base`` contract (see module docstring)."""
 
-    optimizer_kind = "adam"  # CCNet: Adam with weight decay 1e-4 (paper); constant lr unless ``warmup_epochs`` > 0.
-
     def __init__(self, cfg: CCNetConfig) -> None:
         super().__init__()
         if cfg.supervision not in ("full", "weak"):
@@ -163,8 +175,8 @@ class CCNet(PyramidLocalizer):
         d, d2, L = cfg.d_model, 2 * cfg.d_model, cfg.l_c
         self.max_stride = 2 ** (L - 1)
         self.t_pad = -(-cfg.t_max // self.max_stride) * self.max_stride
-        self.embed_a = ConvEmbedding(cfg.audio_dim, d)
-        self.embed_v = ConvEmbedding(cfg.visual_dim, d)
+        self.embed_a = ConvEmbedding(cfg.audio_dim, d, with_ln=cfg.with_ln)
+        self.embed_v = ConvEmbedding(cfg.visual_dim, d, with_ln=cfg.with_ln)
         self.register_buffer("pe", sinusoid_encoding(self.t_pad, d) / d**0.5, persistent=False)
         self.uni_a = nn.ModuleList([TransformerBlock(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.l_s)])
         self.uni_v = nn.ModuleList([TransformerBlock(d, cfg.n_heads, cfg.dropout) for _ in range(cfg.l_s)])
@@ -177,7 +189,7 @@ class CCNet(PyramidLocalizer):
         self.f2c = nn.ModuleList([F2CBlock(d2, cfg.n_heads, cfg.dropout) for _ in range(L - 1)])
         self.heads = PointHeads(
             d2, cfg.head_dim, cfg.num_classes, L, cfg.head_layers, prior_prob=cfg.cls_prior_prob,
-            with_reg=cfg.supervision == "full",
+            with_reg=cfg.supervision == "full", with_ln=cfg.with_ln,
         )
         self.loss_state = DenseLossState(normalizer=cfg.init_loss_norm)
 

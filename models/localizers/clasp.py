@@ -58,8 +58,13 @@ Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps
    per-step output and never pooled.
 
 Inference (the paper: "threshold 0.5 to identify confident event classes"): classes whose
-video-level ``p_hat >= threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
-positive steps merged into events (:func:`models.localizers.pooling.detect_from_probs`).
+video-level score reaches ``threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
+positive steps merged into events (:func:`models.localizers.pooling.detect_from_probs`).  The gate's
+video-level score is pooled by ``gate_pool`` (default ``"max"``), not by the training ``pooling``:
+with top-k training the top-k mean of a 4-step event in a 224-step video (k = 28) stays far below 0.5
+however well the event is predicted, and the gate dropped it (``gate_pool="train"`` restores that).
+The classifier heads and their sigmoids run in float32 even under AMP
+(:func:`models.localizers.mil.fp32_head`).
 
 Values the paper does not give and we chose: ``d = 512``, 4 attention heads, transformer
 feed-forward ``2d``, dropout 0.1, projection kernel 3.
@@ -75,7 +80,7 @@ import torch
 from torch import nn
 
 from models.localizers.base import Detection
-from models.localizers.mil import MILConfig, Projection, check_mask, weak_bce
+from models.localizers.mil import MILConfig, Projection, check_mask, fp32_head, gate_probs, weak_bce
 from models.localizers.pooling import detect_from_probs, mil_pool
 
 _LN2 = math.log(2.0)
@@ -230,8 +235,8 @@ class CLASP(nn.Module):
 
         # MEAE
         src_a, src_v = (a, v) if cfg.meae_on == "raw" else (f_a, f_v)
-        P_a = torch.sigmoid(self.meae_a(src_a)).masked_fill(pad.unsqueeze(-1), 0.0)
-        P_v = torch.sigmoid(self.meae_v(src_v)).masked_fill(pad.unsqueeze(-1), 0.0)
+        P_a = fp32_head(self.meae_a, src_a).masked_fill(pad.unsqueeze(-1), 0.0)
+        P_v = fp32_head(self.meae_v, src_v).masked_fill(pad.unsqueeze(-1), 0.0)
         score = agreement_score(P_a.detach(), P_v.detach()).masked_fill(pad, 0.0)
 
         out: dict[str, Any] = {"P_a": P_a, "P_v": P_v, "score": score, "mask": mask}
@@ -257,10 +262,10 @@ class CLASP(nn.Module):
             h_a, h_v = f_a, f_v
 
         # classification
-        w_a = torch.sigmoid(self.fg_a(h_a)).squeeze(-1)
-        w_v = torch.sigmoid(self.fg_v(h_v)).squeeze(-1)
+        w_a = fp32_head(self.fg_a, h_a).squeeze(-1)
+        w_v = fp32_head(self.fg_v, h_v).squeeze(-1)
         w_bar = 0.5 * (w_a + w_v)
-        p_raw = torch.sigmoid(self.classifier(self.drop(torch.cat([h_a, h_v], dim=-1))))
+        p_raw = fp32_head(self.classifier, self.drop(torch.cat([h_a, h_v], dim=-1)))
         p_av = (p_raw * w_bar.unsqueeze(-1)).masked_fill(pad.unsqueeze(-1), 0.0)
         out.update(
             p_av=p_av,
@@ -280,7 +285,8 @@ class CLASP(nn.Module):
         return l_av + self.cfg.lambda_uni * (l_a + l_v)
 
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)
+        gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)
 
 
 __all__ = ["CLASP", "CLASPConfig", "agreement_score", "topk_eligible", "local_windows"]

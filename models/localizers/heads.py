@@ -69,16 +69,21 @@ class MaskedConv1d(nn.Module):
 
 
 class ConvEmbedding(nn.Module):
-    """``n`` masked conv + ReLU layers projecting one modality to ``d`` (UnAV/CCNet 'two conv layers')."""
+    """``n`` masked conv (+ LayerNorm) + ReLU layers projecting one modality to ``d`` (UnAV/CCNet 'two
+    conv layers'). ``with_ln``: a LayerNorm after each conv, as UnAV's ``embd_with_ln: True`` default
+    (ttgeng233/UnAV ``libs/core/config.py``, ``libs/modeling/multimodal_backbones.py``)."""
 
-    def __init__(self, d_in: int, d: int, n: int = 2, kernel: int = 3) -> None:
+    def __init__(self, d_in: int, d: int, n: int = 2, kernel: int = 3, with_ln: bool = False) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([MaskedConv1d(d_in if i == 0 else d, d, kernel) for i in range(n)])
+        self.layers = nn.ModuleList([MaskedConv1d(d_in if i == 0 else d, d, kernel, bias=not with_ln)
+                                     for i in range(n)])
+        self.norms = nn.ModuleList([nn.LayerNorm(d) if with_ln else nn.Identity() for _ in range(n)])
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x * mask[..., None].to(x.dtype)
-        for layer in self.layers:
-            x = F.relu(layer(x, mask))
+        mf = mask[..., None].to(x.dtype)
+        x = x * mf
+        for layer, norm in zip(self.layers, self.norms, strict=True):
+            x = F.relu(norm(layer(x, mask))) * mf
         return x
 
 
@@ -208,39 +213,48 @@ class PointHeads(nn.Module):
     ends in logits (sigmoid at use) with the RetinaNet prior-probability bias; the regression head ends
     in ``2*C`` channels (start/end distance per class, class-aware as UnAV/CCNet), a per-level
     :class:`Scale` and a ReLU.  ``with_reg=False`` builds the class head only (weak supervision).
+    The two output convolutions run in float32 even under AMP, so scores are not bf16-quantised.
     """
 
     def __init__(
         self, d_in: int, d_head: int, num_classes: int, num_levels: int, num_layers: int = 3,
-        kernel: int = 3, prior_prob: float = 0.01, with_reg: bool = True,
+        kernel: int = 3, prior_prob: float = 0.01, with_reg: bool = True, with_ln: bool = False,
     ) -> None:
         super().__init__()
         self.c = num_classes
+        n_hidden = num_layers - 1
         self.cls_convs = nn.ModuleList(
-            [MaskedConv1d(d_in if i == 0 else d_head, d_head, kernel) for i in range(num_layers - 1)]
+            [MaskedConv1d(d_in if i == 0 else d_head, d_head, kernel, bias=not with_ln) for i in range(n_hidden)]
         )
+        # UnAV/ActionFormer ``head_with_ln: True``: a LayerNorm after each hidden head conv
+        self.cls_norms = nn.ModuleList([nn.LayerNorm(d_head) if with_ln else nn.Identity() for _ in range(n_hidden)])
         self.cls_out = MaskedConv1d(d_head if num_layers > 1 else d_in, num_classes, kernel)
         nn.init.constant_(self.cls_out.conv.bias, -math.log((1 - prior_prob) / prior_prob))
         self.with_reg = with_reg
         if with_reg:
             self.reg_convs = nn.ModuleList(
-                [MaskedConv1d(d_in if i == 0 else d_head, d_head, kernel) for i in range(num_layers - 1)]
+                [MaskedConv1d(d_in if i == 0 else d_head, d_head, kernel, bias=not with_ln) for i in range(n_hidden)]
             )
+            self.reg_norms = nn.ModuleList(
+                [nn.LayerNorm(d_head) if with_ln else nn.Identity() for _ in range(n_hidden)])
             self.reg_out = MaskedConv1d(d_head if num_layers > 1 else d_in, 2 * num_classes, kernel)
             self.scales = nn.ModuleList([Scale() for _ in range(num_levels)])
 
     def forward(self, feats: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
         cls_logits, offsets = [], []
         for lvl, (x, m) in enumerate(zip(feats, masks, strict=True)):
+            mf = m[..., None].to(x.dtype)
             h = x
-            for conv in self.cls_convs:
-                h = F.relu(conv(h, m))
-            cls_logits.append(self.cls_out(h, m))
+            for conv, norm in zip(self.cls_convs, self.cls_norms, strict=True):
+                h = F.relu(norm(conv(h, m))) * mf
+            with torch.autocast(device_type=h.device.type, enabled=False):  # output layers in fp32 under AMP
+                cls_logits.append(self.cls_out(h.float(), m))
             if self.with_reg:
                 h = x
-                for conv in self.reg_convs:
-                    h = F.relu(conv(h, m))
-                o = F.relu(self.scales[lvl](self.reg_out(h, m)))
+                for conv, norm in zip(self.reg_convs, self.reg_norms, strict=True):
+                    h = F.relu(norm(conv(h, m))) * mf
+                with torch.autocast(device_type=h.device.type, enabled=False):
+                    o = F.relu(self.scales[lvl](self.reg_out(h.float(), m)))
                 offsets.append(o.view(o.shape[0], o.shape[1], self.c, 2))
         out: dict[str, list[torch.Tensor]] = {"cls_logits": cls_logits}
         if self.with_reg:
@@ -450,15 +464,29 @@ def pyramid_weak_loss(level_logits: list[torch.Tensor], level_masks: list[torch.
 
 
 # ----------------------------------------------------------------------------------- optimisation
+def param_groups(model: nn.Module, weight_decay: float, decay_1d: bool = False) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices/kernels only; biases, norm weights and per-level scales (every
+    parameter with ``ndim <= 1``) get none, as ActionFormer's ``make_optimizer``
+    (happyharrycn/actionformer_release ``libs/utils/train_utils.py``, the code UnAV's
+    ``libs/utils/train_utils.py`` reuses). ``decay_1d=True`` decays everything (one group)."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if decay_1d:
+        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
+    decay = [p for _, p in params if p.ndim > 1]
+    no_decay = [p for _, p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, warmup_epochs: int, epochs: int,
-                   steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
-    """Adam/AdamW; with ``warmup_epochs > 0`` a per-step linear warm-up then cosine decay to 0 (the
-    ActionFormer/UnAV schedule), else a constant learning rate (scheduler ``None``)."""
-    params = [p for p in model.parameters() if p.requires_grad]
+                   steps_per_epoch: int, decay_1d: bool = False) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam/AdamW over :func:`param_groups`; with ``warmup_epochs > 0`` a per-step linear warm-up then
+    cosine decay to 0 over the remaining epochs (UnAV/ActionFormer ``LinearWarmupCosineAnnealingLR``,
+    stepped every iteration), else a constant learning rate (scheduler ``None``)."""
+    groups = param_groups(model, weight_decay, decay_1d)
     if kind == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=lr)
     elif kind == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.Adam(groups, lr=lr)
     else:
         raise ValueError(f"unknown optimizer {kind!r}")
     if warmup_epochs <= 0:
@@ -474,20 +502,20 @@ def make_optimizer(model: nn.Module, kind: str, lr: float, weight_decay: float, 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-
 @dataclass
 class PyramidConfig(ModelConfig):
     """Fields shared by the point-based pyramid localizers (CCNet, DAVE): width, TDM, heads, target
     assignment, UnAV-100 decoding, weak-supervision MIL and optimisation."""
 
     supervision: str = "full"  # "full" | "weak"
-    d_model: int = 256
+    d_model: int = 512  # UnAV-100 ``embd_dim`` / ``head_dim`` 512 (ttgeng233/UnAV libs/core/config.py)
     n_heads: int = 4
     dropout: float = 0.1
     use_abs_pe: bool = True
     use_tdm: bool = True
     tdm_dim: int = 128
-    head_dim: int = 256
+    head_dim: int = 512
+    with_ln: bool = True  # LayerNorm after the embedding and hidden head convs (UnAV embd/head_with_ln)
     head_layers: int = 3
     cls_prior_prob: float = 0.01
     reg_ranges: tuple[tuple[float, float], ...] = DEFAULT_REG_RANGES
@@ -506,9 +534,20 @@ class PyramidConfig(ModelConfig):
     mil_topk_ratio: int = 8
     weak_threshold: float = 0.5
     weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
-    # optimisation (used by models.run.train through configure_optimizers)
+    # training recipe, the same for CCNet and DAVE so their comparison is fair (models.run.train reads
+    # these; sources: ttgeng233/UnAV configs/avel_unav100.yaml, libs/core/config.py, train.py,
+    # libs/utils/train_utils.py; happyharrycn/actionformer_release libs/utils/train_utils.py)
+    optimizer: str = "adamw"  # "adamw" | "adam"
+    lr: float = 1e-4
+    epochs: int = 40
+    batch_size: int = 16
     weight_decay: float = 1e-4
-    warmup_epochs: int = 0
+    decay_1d: bool = False  # False: no decay on biases / norm weights / scales (ActionFormer make_optimizer)
+    warmup_epochs: int = 5  # linear warm-up, then cosine to 0 (per iteration)
+    grad_clip: float | None = 1.0  # clip_grad_l2norm
+    ema_decay: float | None = 0.999  # evaluation / selection / best.pt on EMA weights (ModelEma); None: off
+    crop_ratio: tuple[float, float] | None = (0.9, 1.0)  # random crop of training videos (UnAV/ActionFormer)
+    trunc_thresh: float = 0.5  # a cropped segment survives if more than this fraction of it is kept
 
 class PyramidLocalizer(nn.Module):
     """``loss`` / ``detect`` / optimizer shared by the point-based pyramid localizers (CCNet, DAVE).
@@ -516,11 +555,9 @@ class PyramidLocalizer(nn.Module):
     Full supervision: focal + GIoU on the pyramid points (:func:`dense_loss`), Soft-NMS decoding.
     Weak supervision: MIL over each level's class probabilities to the video label
     (:func:`pyramid_weak_loss`), then thresholded per-step probabilities of the classes whose
-    video-level score passes (:func:`detect_from_probs`). Subclasses set ``optimizer_kind`` and
-    have ``cfg`` and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
+    video-level score passes (:func:`detect_from_probs`). Subclasses have ``cfg`` (a
+    :class:`PyramidConfig`, whose recipe fields choose the optimizer) and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
     """
-
-    optimizer_kind = "adam"
 
     def _weak_step_probs(self, out: dict[str, Any], length: int) -> torch.Tensor:
         probs = [torch.sigmoid(lg.float()) for lg in out["cls_logits"]]
@@ -529,8 +566,8 @@ class PyramidLocalizer(nn.Module):
         return fuse_level_probs(probs, length)
 
     def configure_optimizers(self, lr: float, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
-        return make_optimizer(self, self.optimizer_kind, lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs,
-                              steps_per_epoch)
+        return make_optimizer(self, self.cfg.optimizer, lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs,
+                              steps_per_epoch, self.cfg.decay_1d)
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         if self.supervision == "weak":

@@ -17,6 +17,14 @@ says they do):
   :func:`models.localizers.pooling.detect_from_probs`, the same two functions every weak model uses.
 - :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
   probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
+- :func:`fp32_head` -- a classifier head and its sigmoid in float32 even under AMP: in bf16 the
+  sigmoid outputs take only a few hundred distinct values near 0 and 1 (8 mantissa bits), which ties
+  the scores the mAP ranks and zeroes the gradient of saturated classes.
+- The inference class gate (``gate_pool``) is decoupled from the training pool (``pooling``): by
+  default a class is kept when its *highest* step probability reaches ``threshold`` (``"max"``), so a
+  short event the model predicts well is not dropped because a top-k mean over ``ceil(L / 8)`` steps
+  (the training pool) dilutes it; ``"train"`` gates on the training pool as before, ``"none"`` keeps
+  every class.
 """
 
 from __future__ import annotations
@@ -75,6 +83,21 @@ def weak_bce(p: torch.Tensor, y: torch.Tensor, eps: float = 1e-6) -> torch.Tenso
         return -(y * torch.log(q) + (1.0 - y) * torch.log1p(-q)).mean()
 
 
+def fp32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``sigmoid(head(x))`` computed in float32 with autocast off (see the module docstring)."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return torch.sigmoid(head(x.float()))
+
+
+def gate_probs(cfg: MILConfig, out: dict[str, Any], step_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """Video-level probabilities the inference class gate compares with ``threshold`` (``None``: no gate)."""
+    if cfg.gate_pool == "none":
+        return None
+    if cfg.gate_pool == "train":
+        return out["video_p"]
+    return mil_pool(step_probs, mask, cfg.gate_pool, cfg.topk_div)
+
+
 # --------------------------------------------------------------------------------------------
 # the baseline
 # --------------------------------------------------------------------------------------------
@@ -87,9 +110,10 @@ class MILConfig(ModelConfig):
     hidden_dim: int = 512
     proj_kernel: int = 3
     dropout: float = 0.1
-    pooling: str = "topk"
+    pooling: str = "topk"  # training MIL pool: "topk" | "max" (Tian et al. 2018, the paper's) | "mean"
     topk_div: int = 8
     threshold: float = 0.5
+    gate_pool: str = "max"  # inference class gate: "max" | "topk" | "mean" | "train" (= pooling) | "none"
     lr: float = 1e-4
     epochs: int = 40
     batch_size: int = 16
@@ -113,7 +137,7 @@ class MILBaseline(nn.Module):
         mask = check_mask(batch["mask"])
         a = self.proj_a(batch["audio"], mask)
         v = self.proj_v(batch["visual"], mask)
-        p = torch.sigmoid(self.classifier(self.drop(torch.cat([a, v], dim=-1))))
+        p = fp32_head(self.classifier, self.drop(torch.cat([a, v], dim=-1)))
         p = p.masked_fill(~mask.unsqueeze(-1), 0.0)
         return {"p_av": p, "video_p": mil_pool(p, mask, self.cfg.pooling, self.cfg.topk_div), "mask": mask}
 
@@ -123,4 +147,5 @@ class MILBaseline(nn.Module):
         return loss
 
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, out["video_p"], by_score=True)
+        gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
+        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)

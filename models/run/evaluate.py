@@ -5,8 +5,16 @@ Per batch the model's ``detect(out, batch)`` gives events in continuous feature-
 the recipe (``center_offset_s + x * step_s``, cells extended to 0 s at the start and, for videos
 that were not clipped to ``t_max``, to the duration at the end; clipped to ``[0, duration]``).
 Scores are ranked by ``models.run.metrics.compute_map`` (UnAV/ActionFormer rules, docs/recipes.md "Evaluation")
-against the dataset's *full* annotations: ground truth beyond ``t_max`` of a clipped video stays
-in the ground truth (and is missed), as for any model trained at a fixed length.
+against the dataset's *full* annotations.
+
+Full length (``full_length=True``, the default, also for validation during training): every video is
+evaluated over its whole length, never clipped at the training ``t_max``.  Each localizer here takes
+any length natively (masks, resampled position codes and CCNet's resampled ``W_u``; UnAV/ActionFormer
+likewise run whole test videos at once, interpolating their position embedding), so a video longer
+than ``t_max`` is one input of its own length; videos are batched in order of length and each batch
+is padded only to ``max(t_max, longest video in it)``, so videos up to ``t_max`` are seen exactly as
+in training.  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
+missed).
 
 Outputs in ``out_dir``: ``predictions.json`` (ActivityNet results format, seconds, class names)
 and ``metrics.json`` (mAP per tIoU, ``avg`` over 0.1:0.9, the papers' 0.5:0.9 columns, per-class
@@ -16,6 +24,7 @@ AP, model name, checkpoint, number of videos and predictions).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -27,6 +36,7 @@ from tqdm import tqdm
 
 from extractors.io import write_text
 from models.run.runtime import (
+    VideoSubset,
     amp_settings,
     load_checkpoint,
     model_from_checkpoint,
@@ -36,22 +46,63 @@ from models.run.runtime import (
 )
 
 
+def full_length_view(ds: Any) -> tuple[Any, int]:
+    """(a view of ``ds`` whose items are unclipped, sorted by length, longest first; the training ``t_max``).
+
+    ``ds`` is a :class:`models.data.dataset.FeatureDataset` or a :class:`VideoSubset` of one."""
+    if isinstance(ds, VideoSubset):
+        inner, t_max = full_length_view(ds.ds)
+        base = inner.ds  # the unclipped copy under the sorted view
+        order = sorted(ds.indices, key=lambda i: -_video_length(base, base.video_ids[i]))
+        return VideoSubset(base, order), t_max
+    if not (hasattr(ds, "store") and hasattr(ds, "t_max") and hasattr(ds, "crop_ratio")):
+        raise TypeError(f"full-length evaluation needs a FeatureDataset (or a subset of one), got "
+                        f"{type(ds).__name__}; pass full_length=False to clip at t_max")
+    full = copy.copy(ds)
+    full.crop_ratio = None
+    lengths = [_video_length(ds, v) for v in ds.video_ids]
+    full.t_max = max([int(ds.t_max), *lengths])
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return VideoSubset(full, order), int(ds.t_max)
+
+
+def _video_length(ds: Any, vid: str) -> int:
+    lengths = getattr(ds, "_lengths_by_id", None)
+    if lengths is None:
+        lengths = dict(zip(ds.store.video_ids, (int(n) for n in ds.store.lengths), strict=True))
+        ds._lengths_by_id = lengths
+    return lengths[vid]
+
+
+def _trim(batch: dict[str, Any], length: int) -> dict[str, Any]:
+    """The batch cut to its first ``length`` steps (padding beyond the longest video dropped)."""
+    out = dict(batch)
+    for k in ("audio", "visual", "mask"):
+        out[k] = batch[k][:, :length]
+    return out
+
+
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
-                    batch_size: int = 16, amp: bool = True, progress: bool = False,
+                    batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
                     ) -> dict[str, list[tuple[float, float, int, float]]]:
-    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds``."""
+    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
     from models.data.dataset import make_loader
     from models.localizers.postprocess import step_events_to_seconds
 
     recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
     amp_on, amp_dtype = amp_settings(dev, amp)
+    t_min = None
+    if full_length:
+        ds, t_min = full_length_view(ds)
     was_training = model.training
     model.eval()
     preds: dict[str, list[tuple[float, float, int, float]]] = {}
     try:
         for batch in tqdm(make_loader(ds, batch_size, shuffle=False), disable=not progress, desc="predict"):
+            if t_min is not None:
+                batch = _trim(batch, max(t_min, int(batch["mask"].sum(dim=1).max())))
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
@@ -69,11 +120,12 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
 
 def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None = None,
                             device: str | torch.device = "auto", batch_size: int = 16, amp: bool = True,
-                            progress: bool = False) -> tuple[dict[str, Any], dict[str, list[tuple]]]:
+                            progress: bool = False, full_length: bool = True,
+                            ) -> tuple[dict[str, Any], dict[str, list[tuple]]]:
     """(metrics, predictions with class *names*) of ``model`` on ``ds`` (no files written)."""
     from models.run.metrics import compute_map, tious_for
 
-    preds = predict_dataset(model, ds, recipe, device, batch_size, amp, progress)
+    preds = predict_dataset(model, ds, recipe, device, batch_size, amp, progress, full_length)
     named = {vid: [(s, e, ds.classes[c], sc) for s, e, c, sc in evs] for vid, evs in preds.items()}
     gt = {vid: ds.annotations[vid] for vid in ds.video_ids}
     missing = getattr(ds, "without_features", {})  # annotated, no features: missed, as in the reference evaluator
@@ -82,23 +134,28 @@ def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None 
     metrics["n_videos"] = len(preds)
     metrics["n_videos_without_features"] = len(missing)
     metrics["n_predictions"] = sum(len(v) for v in preds.values())
+    metrics["full_length"] = bool(full_length)
     return metrics, named
 
 
 def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, recipe: Any | None,
              out_dir: str | os.PathLike[str], batch_size: int = 16, device: str | torch.device = "auto",
-             amp: bool = True, progress: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON."""
+             amp: bool = True, progress: bool = False, full_length: bool = True) -> dict[str, Any]:
+    """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON
+    (with the checkpoint's ``selection``: which held-out videos chose it)."""
     from models.run.metrics import write_predictions_json
 
     out_dir = Path(out_dir)
     model = model_from_checkpoint(checkpoint, model_name, device=resolve_device(device))
-    ck_classes = load_checkpoint(checkpoint).get("classes")
+    ck = load_checkpoint(checkpoint)
+    ck_classes = ck.get("classes")
     if ck_classes is not None and list(ck_classes) != list(dataset.classes):
         raise ValueError(f"{checkpoint} was trained with a different class list than the dataset's")
-    metrics, named = compute_dataset_metrics(model, dataset, recipe, device, batch_size, amp, progress)
+    metrics, named = compute_dataset_metrics(model, dataset, recipe, device, batch_size, amp, progress,
+                                             full_length)
     rec = recipe if recipe is not None else dataset.recipe
-    info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec))}
+    info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec)),
+            "selection": ck.get("selection"), "ema_weights": bool(ck.get("ema", False))}
     write_predictions_json(named, out_dir / "predictions.json", extra=info)
     metrics = {**info, **metrics}
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))
@@ -122,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-amp", action="store_true")
+    ap.add_argument("--clip-to-t-max", action="store_true",
+                    help="clip test videos at t_max instead of evaluating them whole")
     args = ap.parse_args(argv)
     recipe = get_recipe(args.recipe)
     ann = read_unav(args.annotations)
@@ -130,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = FeatureDataset(FeatureStore(args.store), ann, classes, recipe, subset=args.subset or None,
                         t_max=args.t_max or recipe.t_max)
     m = evaluate(args.model, args.checkpoint, ds, recipe, args.out, args.batch_size, args.device,
-                 not args.no_amp, progress=True)
+                 not args.no_amp, progress=True, full_length=not args.clip_to_t_max)
     print(json.dumps({"avg": m["avg"], **m["reported"]}, indent=1))
     return 0
 

@@ -1,9 +1,9 @@
 """The one predict entry: event timelines (start, end, class, score) for new videos.
 
 Raw videos go through the extractors (``extractors.extract.extract_videos``) with the recipe the
-model was trained on; cached features (the Snakemake ``predict`` rule) skip that step. Videos longer
-than the model's ``t_max`` are cut into consecutive chunks of ``t_max`` steps, each chunk run on its
-own, and the events shifted back (an event crossing a chunk edge comes out as two events).
+model was trained on; cached features (the Snakemake ``predict`` rule) skip that step. A video is one
+input over its whole length, padded to the model's ``t_max`` when shorter -- the same any-length path
+as :mod:`models.run.evaluate`'s full-length evaluation (no chunks, so no event is cut in two).
 Outputs per video: ``<vid>.json`` (events + provenance), ``<vid>.csv`` (start_s, end_s, label,
 score) and ``<vid>.png`` (timeline).
 """
@@ -49,16 +49,13 @@ def _batch(audio: np.ndarray, visual: np.ndarray, t_max: int, num_classes: int, 
 @torch.no_grad()
 def detect_steps(model: torch.nn.Module, audio: np.ndarray, visual: np.ndarray, t_max: int,
                  num_classes: int, duration: float, vid: str = "video") -> list[Detection]:
-    """Model detections in feature steps of the whole video (chunks of ``t_max`` steps)."""
+    """Model detections in feature steps of the whole video (one input of ``max(t_max, T)`` steps)."""
     model.eval()
     device = next(model.parameters()).device
-    events: list[Detection] = []
-    for c0 in range(0, max(len(audio), 1), t_max):
-        batch = _batch(audio[c0:c0 + t_max], visual[c0:c0 + t_max], t_max, num_classes, duration, vid)
-        batch = {k: (x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()}
-        out = model(batch)
-        events += [(s + c0, e + c0, int(c), float(sc)) for s, e, c, sc in model.detect(out, batch)[0]]
-    return events
+    batch = _batch(audio, visual, max(t_max, len(audio)), num_classes, duration, vid)
+    batch = {k: (x.to(device) if torch.is_tensor(x) else x) for k, x in batch.items()}
+    out = model(batch)
+    return [(float(s), float(e), int(c), float(sc)) for s, e, c, sc in model.detect(out, batch)[0]]
 
 
 def predict_features(checkpoint: Path | str, audio: np.ndarray, visual: np.ndarray, recipe: Recipe,

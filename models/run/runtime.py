@@ -14,11 +14,36 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from extractors.io import atomic_path
 from models.localizers.registry import build_model
 
 CKPT_FORMAT = "avloc-ckpt-v1"
+
+
+class VideoSubset(Dataset):
+    """Items ``indices`` (in that order) of a dataset, exposing the subset's ``video_ids`` and
+    ``annotations`` (what evaluation reads) and every other attribute of the wrapped set.  Used for the
+    held-out selection slice of train (:mod:`models.run.train`) and the length-sorted full-length
+    evaluation order (:mod:`models.run.evaluate`)."""
+
+    def __init__(self, ds: Any, indices: Any) -> None:
+        self.ds = ds
+        self.indices = [int(i) for i in indices]
+        self.video_ids = [ds.video_ids[i] for i in self.indices]
+        self.annotations = {v: ds.annotations[v] for v in self.video_ids}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.ds[self.indices[i]]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("ds", "indices", "video_ids", "annotations"):
+            raise AttributeError(name)
+        return getattr(self.ds, name)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

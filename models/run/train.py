@@ -5,6 +5,24 @@ Adam (or the model's own ``configure_optimizers(lr, epochs, steps_per_epoch)`` i
 one), evaluates on ``val_ds`` after each epoch with the same code as :mod:`models.run.evaluate`, and
 keeps the best epoch by validation ``avg`` mAP (mean over tIoU 0.1:0.9).
 
+Checkpoint selection: always on held-out videos, never on the test split (refused) and never on the
+training loss.  With a validation split (UnAV-100 has one) that split is used; without one
+(``val_ds=None`` or empty) a deterministic slice of ``holdout_frac`` of the training videos, drawn
+with a generator seeded by ``seed``, is held out of training and used instead.  Which one was used
+is recorded as ``selection: {split: 'validation' | 'train-holdout', n: ..., video_ids: [...]}`` in
+``config.json``, ``best.pt``/``last.pt`` and (through the checkpoint) ``metrics.json``.
+
+Recipe fields read from the model config when it has them (the pyramid models' recipe,
+:class:`models.localizers.heads.PyramidConfig`; other models keep their own defaults):
+``grad_clip`` (L2 norm clipping; the ``grad_clip`` argument overrides it), ``ema_decay``
+(an exponential moving average of the weights, updated after every optimizer step, is what is
+validated, selected and written to ``best.pt``, as UnAV/ActionFormer's ``ModelEma``: ttgeng233/UnAV
+``train.py`` + ``libs/utils/train_utils.py``; the decay is capped by ``(1 + n) / (10 + n)`` after
+``n`` updates, timm's EMA warm-up, so short runs do not evaluate near-initial weights -- at UnAV's
+~15k steps the cap is above 0.999 after 9k steps and the final averages coincide), ``crop_ratio`` /
+``trunc_thresh`` (random crop of every training video, see
+:class:`models.data.dataset.FeatureDataset`; validation is never cropped).
+
 Reproducibility and restarts
 ----------------------------
 - Seeds: ``random``, NumPy and torch are seeded from ``seed``; each epoch's shuffling uses its
@@ -12,7 +30,7 @@ Reproducibility and restarts
   on whether the run was resumed.  The torch/NumPy/Python (and CUDA) RNG states are stored in
   every checkpoint and restored on resume, so dropout draws continue exactly; a resumed CPU run
   reproduces the uninterrupted one bit for bit (tested).
-- ``out_dir/last.pt``: full state (model, optimizer, scheduler, grad scaler, RNG, history,
+- ``out_dir/last.pt``: full state (model, EMA weights, optimizer, scheduler, grad scaler, RNG, history,
   best-so-far), written atomically after every epoch; ``resume=True`` continues from it (the
   stored model name and config must match, otherwise it refuses).  ``out_dir/best.pt``: weights
   and config of the best epoch (the returned path).  Both load with ``weights_only=True``.
@@ -31,6 +49,7 @@ then fall to chance level.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -53,6 +72,7 @@ from models.localizers.registry import build_model, get_entry, make_config
 from models.run.evaluate import compute_dataset_metrics
 from models.run.runtime import (
     CKPT_FORMAT,
+    VideoSubset,
     amp_settings,
     atomic_torch_save,
     dataset_model_fields,
@@ -108,6 +128,78 @@ class ShuffledLabels(Dataset):
         if name in ("ds", "perm", "labels", "with_segments"):
             raise AttributeError(name)
         return getattr(self.ds, name)
+
+
+# --------------------------------------------------------------------------------------------
+# held-out selection split, random crop, EMA
+# --------------------------------------------------------------------------------------------
+def holdout_split(ds: Any, frac: float, seed: int) -> tuple[VideoSubset, VideoSubset]:
+    """(fit, held-out) subsets of ``ds``: ``max(1, round(frac * n))`` videos drawn by a generator seeded
+    with ``seed`` (deterministic; independent of the global RNG, so resuming draws the same split)."""
+    n = len(ds)
+    if not 0.0 < frac < 1.0:
+        raise ValueError(f"holdout_frac must be in (0, 1), got {frac}")
+    k = max(1, int(round(frac * n)))
+    if k >= n:
+        raise ValueError(f"cannot hold out {k} of {n} training videos and still train")
+    g = torch.Generator().manual_seed(int(seed) + 104_729)
+    perm = torch.randperm(n, generator=g).tolist()
+    held = sorted(perm[:k])
+    fit = sorted(perm[k:])
+    return VideoSubset(ds, fit), VideoSubset(ds, held)
+
+
+def _check_not_test(ds: Any) -> None:
+    anns = getattr(ds, "annotations", None)
+    if not anns:
+        return
+    test = [v for v, a in anns.items() if getattr(a, "subset", None) == "test"]
+    if test:
+        raise ValueError(f"refusing to select checkpoints on the test split ({len(test)} test video(s) in the "
+                         f"selection set, e.g. {test[:3]}); give a validation split or use holdout_frac")
+
+
+def with_crop(ds: Any, crop_ratio: Sequence[float] | None, trunc_thresh: float) -> Any:
+    """A shallow copy of a :class:`~models.data.dataset.FeatureDataset` whose items are randomly cropped."""
+    if crop_ratio is None:
+        return ds
+    if not hasattr(ds, "crop_ratio"):
+        raise TypeError(f"the model config asks for random cropping (crop_ratio={tuple(crop_ratio)}) but "
+                        f"{type(ds).__name__} does not crop; pass crop_ratio=None in the model config")
+    out = copy.copy(ds)
+    out.crop_ratio = (float(crop_ratio[0]), float(crop_ratio[1]))
+    out.trunc_thresh = float(trunc_thresh)
+    return out
+
+
+class ModelEma:
+    """Exponential moving average of every floating-point entry of a model's ``state_dict`` (integer
+    buffers are copied), as UnAV/ActionFormer's ``ModelEma``, with timm's warm-up cap (module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.updates = 0
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        src = model.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(src[k].detach(), alpha=1.0 - d)
+            else:
+                v.copy_(src[k])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "model": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
+        self.module.load_state_dict(state["model"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,13 +301,15 @@ def train(
     eval_batch_size: int | None = None,
     progress: bool = True,
     plot_every: int = 10,
+    holdout_frac: float = 0.1,
 ) -> Path:
     """Train ``model_name`` and return the path of the best checkpoint (see module docstring).
 
     ``curve.png`` is redrawn every ``plot_every`` epochs and at the end (0: never; drawing costs
     ~0.5 s).  ``epochs``/``batch_size``/``lr`` default to the model config's ``epochs``/``batch_size``/``lr``
     (the paper's values for CLASP).  ``num_classes``/``audio_dim``/``visual_dim``/``t_max`` are
-    taken from ``train_ds`` unless given in ``cfg_overrides``.
+    taken from ``train_ds`` unless given in ``cfg_overrides``.  ``holdout_frac``: the share of the
+    training videos held out for checkpoint selection when there is no validation set.
     """
     from models.data.dataset import make_loader
 
@@ -231,15 +325,29 @@ def train(
     dev = resolve_device(device)
     amp_on, amp_dtype = amp_settings(dev, amp)
 
+    clip = grad_clip if grad_clip is not None else getattr(cfg, "grad_clip", None)
+    ema_decay = getattr(cfg, "ema_decay", None)
+
     title = f"{model_name}{' (shuffled labels)' if shuffle_labels else ''}"
     classes = [str(c) for c in train_ds.classes] if hasattr(train_ds, "classes") else None
+    if val_ds is not None and len(val_ds):
+        _check_not_test(val_ds)
+        sel_ds, base_ds = val_ds, train_ds
+        selection = {"split": "validation", "n": len(val_ds)}
+    else:
+        base_ds, sel_ds = holdout_split(train_ds, holdout_frac, seed)
+        selection = {"split": "train-holdout", "n": len(sel_ds), "frac": float(holdout_frac),
+                     "video_ids": list(sel_ds.video_ids)}
+    uncropped = base_ds
+    base_ds = with_crop(base_ds, getattr(cfg, "crop_ratio", None), getattr(cfg, "trunc_thresh", 0.5))
     _seed_everything(seed)
     model = build_model(model_name, **dataclasses.asdict(cfg))
-    if fit_input_norm(model, train_ds):  # input_norm='standardize': training-split statistics
-        print(f"{title}: input features standardised with statistics of {len(train_ds)} training videos")
+    if fit_input_norm(model, uncropped):  # input_norm='standardize': statistics of the training videos
+        print(f"{title}: input features standardised with statistics of {len(uncropped)} training videos")
     model = model.to(dev)
+    ema = ModelEma(model, ema_decay) if ema_decay else None
     supervision = getattr(model, "supervision", "weak")
-    fit_ds = ShuffledLabels(train_ds, seed, with_segments=supervision == "full") if shuffle_labels else train_ds
+    fit_ds = ShuffledLabels(base_ds, seed, with_segments=supervision == "full") if shuffle_labels else base_ds
     steps_per_epoch = math.ceil(len(fit_ds) / batch_size)
     if hasattr(model, "configure_optimizers"):
         optimizer, scheduler = model.configure_optimizers(lr, epochs, steps_per_epoch)
@@ -251,8 +359,8 @@ def train(
         "model_name": model_name, "config": dataclasses.asdict(cfg), "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "seed": seed, "shuffle_labels": shuffle_labels,
         "amp": bool(amp_on), "amp_dtype": str(amp_dtype).replace("torch.", ""), "device": str(dev),
-        "n_train": len(train_ds), "n_val": len(val_ds) if val_ds is not None else 0,
-        "torch": torch.__version__,
+        "n_train": len(base_ds), "n_val": len(sel_ds), "selection": selection, "grad_clip": clip,
+        "ema_decay": ema_decay, "torch": torch.__version__,
     }
     write_text(out_dir / "config.json", json.dumps(run_info, indent=1, sort_keys=True))
 
@@ -267,7 +375,14 @@ def train(
                              f"another out_dir (stored {ck['model_name']!r}, {ck['config']})")
         if ck["run"]["seed"] != seed or ck["run"]["shuffle_labels"] != shuffle_labels:
             raise ValueError(f"{last_path}: seed/shuffle_labels differ from the stored run")
+        if ck["run"].get("selection") != selection:
+            raise ValueError(f"{last_path}: the checkpoint-selection split differs from the stored run")
         model.load_state_dict(ck["model"])
+        if ck.get("loss_state") is not None:  # e.g. the pyramid models' EMA loss normaliser (not a tensor)
+            for k, v in ck["loss_state"].items():
+                setattr(model.loss_state, k, v)
+        if ema is not None:
+            ema.load_state_dict(ck["ema"])
         optimizer.load_state_dict(ck["optimizer"])
         if scheduler is not None and ck.get("scheduler") is not None:
             scheduler.load_state_dict(ck["scheduler"])
@@ -294,13 +409,15 @@ def train(
                 raise FloatingPointError(f"non-finite loss {float(loss.detach())} at epoch {epoch + 1}, batch {it}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if grad_clip:
+            if clip:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             scaler.step(optimizer)
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
+            if ema is not None:
+                ema.update(model)
             bs = int(batch["labels"].shape[0])
             tot += float(loss.detach()) * bs
             n_seen += bs
@@ -313,24 +430,25 @@ def train(
             "loss_terms": {k: v / max(n_seen, 1) for k, v in terms_sum.items()},
             "lr": float(optimizer.param_groups[0]["lr"]), "train_seconds": train_s,
         }
-        if val_ds is not None and len(val_ds):
-            t1 = time.perf_counter()
-            m = validate(model, val_ds, dev, eval_bs, amp)
-            rec["val"] = {"avg": m["avg"], **{f"mAP@{k}": v for k, v in m["reported"].items() if k != "avg"}}
-            rec["val_seconds"] = time.perf_counter() - t1
-            score = m["avg"]
-        else:
-            score = -rec["train_loss"]  # no validation set: keep the lowest training loss
+        eval_model = ema.module if ema is not None else model
+        t1 = time.perf_counter()
+        m = validate(eval_model, sel_ds, dev, eval_bs, amp)
+        rec["val"] = {"avg": m["avg"], **{f"mAP@{k}": v for k, v in m["reported"].items() if k != "avg"}}
+        rec["val_split"] = selection["split"]
+        rec["val_seconds"] = time.perf_counter() - t1
+        score = m["avg"]
         history.append(rec)
         if score > best["score"]:
             best = {"epoch": epoch + 1, "score": float(score)}
             atomic_torch_save({"format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"],
-                               "classes": classes, "model": model.state_dict(), "epoch": epoch,
-                               "metrics": rec}, best_path)
+                               "classes": classes, "model": eval_model.state_dict(), "epoch": epoch,
+                               "metrics": rec, "selection": selection, "ema": ema is not None}, best_path)
         atomic_torch_save({
             "format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"], "classes": classes,
-            "run": {k: run_info[k] for k in ("seed", "shuffle_labels", "epochs", "batch_size", "lr")},
+            "run": {k: run_info[k] for k in ("seed", "shuffle_labels", "epochs", "batch_size", "lr", "selection")},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "loss_state": dataclasses.asdict(model.loss_state) if hasattr(model, "loss_state") else None,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
             "rng": _rng_state(), "history": history, "best": best, "epoch": epoch,
@@ -404,7 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--shuffle-labels", action="store_true", help="label-shuffled control run")
     ap.add_argument("--num-workers", type=int, default=0)
-    ap.add_argument("--grad-clip", type=float, default=None)
+    ap.add_argument("--grad-clip", type=float, default=None, help="default: the model config's grad_clip")
+    ap.add_argument("--holdout-frac", type=float, default=0.1,
+                    help="share of train held out for checkpoint selection when there is no validation split")
     ap.add_argument("--cfg", nargs="*", default=[], help="model config overrides key=value")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
@@ -412,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     best = train(args.model, train_ds, val_ds, Path(args.out), parse_kv(args.cfg), epochs=args.epochs,
                  batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
                  amp=not args.no_amp, resume=not args.no_resume, shuffle_labels=args.shuffle_labels,
-                 num_workers=args.num_workers, grad_clip=args.grad_clip, progress=not args.no_progress)
+                 num_workers=args.num_workers, grad_clip=args.grad_clip, progress=not args.no_progress,
+                 holdout_frac=args.holdout_frac)
     print(best)
     return 0
 

@@ -1,5 +1,6 @@
-"""Snakemake script: train one localizer on a dataset's train split, select on validation (a
-``<model>_shuffled`` job trains the label-shuffled control)."""
+"""Snakemake script: train one localizer on a dataset's train split, select on validation or, without
+one, on a seeded holdout of train (``train.holdout_frac``); a ``<model>_shuffled`` job trains the
+label-shuffled control."""
 
 import json
 import logging
@@ -30,5 +31,5 @@ overrides = {**spec.get("model_overrides", {}), **overrides}
 best = train(name, splits["train"], splits.get("validation"), run_dir, cfg_overrides=overrides,
              epochs=spec.get("epochs"), batch_size=spec.get("batch_size"), lr=spec.get("lr"),
              seed=spec.get("seed", 0), device=snakemake.config.get("device", "auto"), progress=False,
-             shuffle_labels=control)
+             shuffle_labels=control, holdout_frac=spec.get("holdout_frac", 0.1))
 logging.info("best checkpoint %s", best)
