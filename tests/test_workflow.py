@@ -258,14 +258,14 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
     assert "avvp.planted: dense data from both planted and dense_from; keep one" in bad.stdout + bad.stderr
 
 
-def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str]]:
-    """LLP's CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train and test ids
-    (validation clips go to ``AVVP_val_pd.csv``)."""
+def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
+    """LLP's CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train, validation and
+    test ids (validation clips go to ``AVVP_val_pd.csv``)."""
     from models.data.dataset import read_unav, unav_to_llp_csvs
 
     anns = read_unav(annotations)
     unav_to_llp_csvs(anns, out)
-    return [v for v, a in anns.items() if a.subset == "train"], [v for v, a in anns.items() if a.subset == "test"]
+    return tuple([v for v, a in anns.items() if a.subset == s] for s in ("train", "validation", "test"))
 
 
 def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
@@ -276,7 +276,7 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     videos = tmp_path / "llp videos"
     shutil.copytree(videos_src, videos)
     (videos / "broken clip.mp4").write_bytes(b"not a video")
-    train, test = write_llp_csvs(annotations, tmp_path / "csv")
+    train, val, test = write_llp_csvs(annotations, tmp_path / "csv")
     rng = np.random.default_rng(0)  # stage-1 data in the generator's spaces (CLAP 512, CLIP ViT-B/32 512)
     np.savez(tmp_path / "dense.npz", audio=rng.standard_normal((6, 10, 512)).astype(np.float32),
              visual=rng.standard_normal((6, 10, 512)).astype(np.float32),
@@ -316,7 +316,7 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     provs = {}
     for b in buckets:
         provs.update(json.loads(b.read_text())["videos"])
-    assert sorted(provs) == sorted(train + test)
+    assert sorted(provs) == sorted(train + val + test)  # the val clips are extracted too
     prov = provs[train[0]]
     assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True
     assert prov["weights"]["clap"]["weights"]["weights"] == "random"
