@@ -192,3 +192,18 @@ def test_weak_loss_is_mean_of_per_level_topk_bce() -> None:
     assert torch.allclose(model.loss(out, b), torch.stack(want).mean(), atol=1e-6)
     # inference reads the stride-1 level
     assert torch.allclose(out["step_probs"], torch.sigmoid(out["cls_logits"][0]), atol=1e-7)
+
+
+def test_weak_gate_is_decoupled_from_the_training_pool() -> None:
+    """A short event predicted at 0.95 on 2 of 32 steps: its top-k training pool (k = 4) is below 0.5,
+    so gating on the training pool drops it; the default max gate keeps it (models.localizers.pooling)."""
+    T = 32
+    p = torch.full((1, T, 3), 0.01)
+    p[0, 10:12, 2] = 0.95
+    mask = torch.ones(1, T, dtype=torch.bool)
+    out, batch = {"step_probs": p}, {"mask": mask}
+    assert mil_pool(p, mask, "topk")[0, 2] < 0.5
+    kept = CCNet(small_cfg(supervision="weak")).detect(out, batch)[0]
+    assert kept == [(9.5, 11.5, 2, pytest.approx(0.95))]
+    assert CCNet(small_cfg(supervision="weak", gate_pool="train")).detect(out, batch) == [[]]
+    assert len(CCNet(small_cfg(supervision="weak", gate_pool="none")).detect(out, batch)[0]) == 1

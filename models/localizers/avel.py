@@ -36,7 +36,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.localizers.base import ModelConfig
 from models.localizers.heads import weak_loss
-from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.pooling import class_gate, detect_from_probs
 
 
 @dataclass
@@ -51,6 +51,7 @@ class AVELConfig(ModelConfig):
     mil_pool: str = "topk"  # as this project's CLASP; Tian's code max-pools ("max")
     mil_topk_ratio: int = 8
     threshold: float = 0.5
+    gate_pool: str = "max"  # weak inference class gate, decoupled from mil_pool (models.localizers.pooling.class_gate)
 
 
 class AudioGuidedAttention(nn.Module):
@@ -122,8 +123,9 @@ class AVEL(nn.Module):
     @torch.no_grad()
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
         m = batch["mask"].bool()
-        video = mil_pool(out["step_probs"], m, self.cfg.mil_pool, self.cfg.mil_topk_ratio) if self.supervision == "weak" else None
-        return detect_from_probs(out["step_probs"], m, self.cfg.threshold, video)
+        gate = (class_gate(out["step_probs"], m, self.cfg.gate_pool, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
+                if self.supervision == "weak" else None)
+        return detect_from_probs(out["step_probs"], m, self.cfg.threshold, gate)
 
 
 def step_targets(segments: list[torch.Tensor], T: int, num_classes: int, device: torch.device | str = "cpu"

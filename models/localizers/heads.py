@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from models.localizers.base import ModelConfig
 from models.localizers.losses import giou_loss_1d, masked_mil_bce, sigmoid_focal_loss
-from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
 
 # ActionFormer / UnAV-100 default regression ranges (feature steps) for a 6-level, stride-2 pyramid.
 DEFAULT_REG_RANGES: tuple[tuple[float, float], ...] = (
@@ -533,6 +533,7 @@ class PyramidConfig(ModelConfig):
     mil_pool: str = "topk"  # as this project's CLASP; Tian's weak AVEL code max-pools ("max")
     mil_topk_ratio: int = 8
     weak_threshold: float = 0.5
+    gate_pool: str = "max"  # weak inference class gate, decoupled from mil_pool (models.localizers.pooling.class_gate)
     weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
     # training recipe, the same for CCNet and DAVE so their comparison is fair (models.run.train reads
     # these; sources: ttgeng233/UnAV configs/avel_unav100.yaml, libs/core/config.py, train.py,
@@ -586,6 +587,6 @@ class PyramidLocalizer(nn.Module):
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
         if self.supervision == "weak":
             m = batch["mask"].bool()
-            video = mil_pool(out["step_probs"], m, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
-            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, video)
+            gate = class_gate(out["step_probs"], m, self.cfg.gate_pool, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
+            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, gate)
         return decode_dense(out, decode_config(self.cfg))

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
-from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,11 +91,9 @@ def fp32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def gate_probs(cfg: MILConfig, out: dict[str, Any], step_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
     """Video-level probabilities the inference class gate compares with ``threshold`` (``None``: no gate)."""
-    if cfg.gate_pool == "none":
-        return None
-    if cfg.gate_pool == "train":
+    if cfg.gate_pool == "train":  # the pooled score forward already computed for the loss
         return out["video_p"]
-    return mil_pool(step_probs, mask, cfg.gate_pool, cfg.topk_div)
+    return class_gate(step_probs, mask, cfg.gate_pool, cfg.pooling, cfg.topk_div)
 
 
 # --------------------------------------------------------------------------------------------

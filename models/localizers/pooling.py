@@ -6,6 +6,11 @@ per-step probabilities -> events (CLASP, MIL, CCNet, DAVE and AVEL all call thes
   valid steps per class, W-TALC-style k-max MIL; why it is the default is measured and explained in
   :mod:`models.localizers.clasp`), ``"max"`` (Tian et al. 2018's weak AVEL: max over time, the pooling
   CLASP's W-DAVEL comparison cites) and ``"mean"``. Padded steps never contribute.
+- :func:`class_gate` -- the video-level scores the inference class gate compares with the threshold,
+  pooled by the model's ``gate_pool`` and decoupled from its training pool: ``"max"`` (the default of
+  every weak model) keeps a class when its highest step probability reaches the threshold, so a short
+  event the model predicts well is not dropped because a top-k mean over ``ceil(L / 8)`` steps dilutes
+  it; ``"train"`` gates on the training pool, ``"none"`` keeps every class.
 - :func:`detect_from_probs` -- the paper's inference (docs/recipes.md "Evaluation"): keep only classes
   whose video-level score is ``>= threshold`` (when video-level probabilities are given); within those,
   threshold the per-step probability at ``threshold`` and merge runs of consecutive positive valid steps
@@ -49,6 +54,15 @@ def mil_pool(probs: torch.Tensor, mask: torch.Tensor, mode: PoolMode | str = "me
         sel = (ranks < k[:, None, None]).to(probs.dtype)
         return (srt.clamp(min=0.0) * sel).sum(1) / k[:, None].to(probs.dtype)
     raise ValueError(f"unknown MIL pooling {mode!r}; expected 'mean', 'max' or 'topk'")
+
+
+def class_gate(step_probs: torch.Tensor, mask: torch.Tensor, gate_pool: str, train_pool: str,
+               topk_div: int = 8) -> torch.Tensor | None:
+    """Video-level probabilities ``(B, C)`` for the inference class gate (``None``: no gate); see the
+    module docstring for ``gate_pool`` (``"max" | "topk" | "mean" | "train" | "none"``)."""
+    if gate_pool == "none":
+        return None
+    return mil_pool(step_probs, mask, train_pool if gate_pool == "train" else gate_pool, topk_div)
 
 
 def detect_from_probs(step_probs: torch.Tensor, mask: torch.Tensor, threshold: float = 0.5,
