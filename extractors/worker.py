@@ -12,7 +12,8 @@ per slot, so one job per worker at a time and as many workers as jobs run at onc
 slot's worker over a Unix socket, or starts it when none is listening, and hands it the job's
 arguments, working directory, thread count and its own stdout/stderr file descriptors (so everything
 the job prints lands in the job's Snakemake log, as before). The worker runs
-:func:`extractors.extract.main` in-process with :func:`extractors.weights.keep_networks_resident` on,
+:func:`extractors.extract.main` in-process (``-- llp clip ...`` there dispatches to LLP's per-clip
+extractor, :mod:`extractors.llp.extract`, whose networks are memoised the same way) with :func:`extractors.weights.keep_networks_resident` on,
 replies with the exit code, and waits for the next job. It exits after ``AVLOC_WORKER_IDLE_S``
 seconds without work (default 120; only when no client holds its slot, so no job can be lost to the
 exit), after any failed job (a fresh process for the next one), and never serves a job of other
@@ -246,6 +247,8 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
         import extractors.i3d  # noqa: F401
         import extractors.r21d  # noqa: F401
         import extractors.vggish  # noqa: F401
+        if pool == "llp":
+            import extractors.llp.extract  # noqa: F401 - LLP's per-clip jobs (extract llp clip ...)
         from extractors.weights import keep_networks_resident
 
         keep_networks_resident(True)
