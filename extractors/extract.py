@@ -5,8 +5,6 @@ Used two ways:
   ``flow``/``i3d``/``vggish``/``r21d`` stay available), one video per job so Snakemake owns skipping,
   retries and parallelism; the jobs run on resident workers (:mod:`extractors.worker`) so the networks
   are built once per worker, not once per video;
-- ``llp ARGS...``: LLP's per-second features of one raw clip (``python -m extractors.llp.extract ARGS``),
-  so the per-clip LLP jobs run on the same resident workers;
 - in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
   --kinds i3d,vggish``) with a tqdm bar, e.g. for ``models.run.predict`` on new videos.
 
@@ -172,11 +170,6 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["llp"]:  # LLP's per-clip features (extractors.llp.extract), e.g. on a resident worker
-        from extractors.llp.extract import main as llp_main
-
-        return llp_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -208,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mp4", type=Path, required=True)
     p.add_argument("--wav", type=Path, required=True)
     p.add_argument("--fps", type=float, default=25.0)
-    sub.add_parser("llp", help="LLP per-second features of one raw clip: python -m extractors.llp.extract ARGS",
-                   add_help=False)
     p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
     common(p)
     p.add_argument("videos", type=Path, nargs="+")

@@ -139,7 +139,7 @@ def test_clip_job_reports_a_failing_clip_and_the_reader_counts_it(tmp_path):
 
 
 def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
-    """A missing checkpoint is not a bad clip: the job raises WeightsError and writes nothing."""
+    """A missing checkpoint or an unknown kind is not a bad clip: the job raises and writes nothing."""
     from extractors.llp.extract import main
     from extractors.synthetic_videos import make_demo_dataset
     from extractors.weights import WeightsError
@@ -149,6 +149,9 @@ def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
     with pytest.raises(WeightsError):
         main(["clip", "--video", str(video), "--out", str(tmp_path / "o" / "demo_000.npz"), "--kinds", "r21d",
               "--weights", "pretrained", "--weights-root", str(tmp_path / "no weights"), "--device", "cpu"])
+    with pytest.raises(ValueError, match="unknown LLP feature kinds"):  # a configuration error, not a bad clip
+        main(["clip", "--video", str(video), "--out", str(tmp_path / "o" / "demo_000.npz"), "--kinds", "r3d",
+              "--weights", "random", "--device", "cpu"])
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 

@@ -8,7 +8,7 @@
   (:data:`COMBINED`, concatenated by :mod:`models.avvp.inputs`): ``resnet152_r21d`` (S, 2560; feature set 1)
   and ``clip_r21d`` (S, 1280 for ViT-L/14; feature set 2 with ``clap_maps``).
   Why one job per clip: a new clip costs only its own extraction. The jobs run on resident extraction
-  workers (``python -m extractors.worker llp -- llp clip ...``, :mod:`extractors.worker`), which keep the
+  workers (``python -m extractors.worker llp --entry extractors.llp.extract -- clip ...``, :mod:`extractors.worker`), which keep the
   networks loaded across clips (:func:`extractors.llp.features.built_once`), since building them (or
   loading multi-GB checkpoints) costs more than embedding a 10 s clip. A clip that fails to decode or
   extract still gets its two files, an empty ``.npz`` and ``failed: <reason>`` in the ``.json``, and the
@@ -81,6 +81,16 @@ def decode_audio_16k(video: Path | str, seconds: float = float(N_SEGMENTS)) -> t
     return wave[: int(round(seconds * TARGET_SR))], True
 
 
+def check_kinds(kinds: Sequence[str], max_seconds: int | None = N_SEGMENTS) -> None:
+    """A ValueError for kinds that cannot be extracted (a configuration error, not a bad clip)."""
+    unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
+    if unknown:
+        raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
+    if max_seconds is None and "vggish" in kinds:
+        raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
+                         f"{VISUAL_KINDS + ('clap', 'clap_maps')}")
+
+
 def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "pretrained",
                   root: Path | str = DEFAULT_ROOT, seed: int = 0, device: str = "cpu",
                   clip_model: str = "ViT-L-14", max_seconds: int | None = N_SEGMENTS
@@ -89,12 +99,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
     None: the whole video (stage-1 CLIP/CLAP features of long UnAV videos), audio segments = visual ones."""
     from extractors.llp.features import extract_llp_visual
 
-    unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
-    if unknown:
-        raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
-    if max_seconds is None and "vggish" in kinds:
-        raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
-                         f"{VISUAL_KINDS + ('clap', 'clap_maps')}")
+    check_kinds(kinds, max_seconds)
     feats: dict[str, np.ndarray] = {}
     prov: dict[str, Any] = {"video": str(video), "weights_mode": mode, "kinds": list(kinds), "weights": {},
                             "max_seconds": max_seconds}
@@ -154,11 +159,13 @@ def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained"
 def extract_clip(video: Path | str, out: Path, kinds: Sequence[str], **kw: Any) -> str | None:
     """Features of one clip into ``out`` (``.npz``, one array per kind) and its provenance ``.json``; the
     failure reason (also in the ``.json``, with an empty ``.npz``) when the clip cannot be extracted, so
-    one bad clip never sinks the others. A weights error is raised: every clip would fail the same way."""
+    one bad clip never sinks the others. Errors every clip would meet (bad kinds, missing or corrupt
+    weights, a missing package, memory) are raised: the job fails loudly."""
     vid = Path(video).stem
+    check_kinds(kinds, kw.get("max_seconds", N_SEGMENTS))
     try:
         feats, prov = extract_video(video, kinds, **kw)
-    except WeightsError:
+    except (WeightsError, ImportError, MemoryError):
         raise
     except Exception as err:  # an undecodable or too-short clip: reported, the job succeeds
         reason = f"{type(err).__name__}: {err}"
