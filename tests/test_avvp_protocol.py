@@ -223,3 +223,30 @@ def test_summary_shows_the_pseudo_label_table(tmp_path) -> None:
     page = (tmp_path / "s.html").read_text()
     assert "Table III" in page and "61.2" in page and "63.4" in page and "epoch 3" in page
     assert "all 5 videos of its CSV scored" in page
+
+
+def test_dense_job_reads_per_clip_files_and_skips_a_failed_one(tmp_path, capsys) -> None:
+    """models.avvp.inputs dense on per-clip files (avvp_dense_features): the videos with features are in
+    the stage-1 data, the one whose extraction failed is named in the log and left out."""
+    from extractors.io import load_npz, save_npz, write_json
+    from models.avvp.inputs import main
+
+    db = {f"v{i}": {"subset": "train", "duration": 4.0,
+                    "annotations": [{"segment": [0.5, 2.5], "label": "dog", "label_id": 0},
+                                    {"segment": [1.0, 3.0], "label": "car", "label_id": 1}]} for i in range(3)}
+    (tmp_path / "ann.json").write_text(json.dumps({"database": db}))
+    rng = np.random.default_rng(0)
+    clips = tmp_path / "clips"
+    for vid in ("v0", "v2"):
+        save_npz(clips / f"{vid}.npz", clip=rng.standard_normal((4, 8)).astype(np.float32),
+                 clap=rng.standard_normal((4, 6)).astype(np.float32))
+        write_json(clips / f"{vid}.json", {"id": vid})
+    save_npz(clips / "v1.npz")
+    write_json(clips / "v1.json", {"id": "v1", "failed": "RuntimeError: bad stream"})
+    save_npz(tmp_path / "text.npz", class_names=np.array(["dog", "car"]),
+             text_a=rng.standard_normal((2, 6)).astype(np.float32), text_v=rng.standard_normal((2, 8)).astype(np.float32))
+    assert main(["dense", "--unav-json", str(tmp_path / "ann.json"), "--features-dir", str(clips), "--text",
+                 str(tmp_path / "text.npz"), "--t-max", "4", "--out", str(tmp_path / "dense.npz")]) == 0
+    assert "v1: no features (RuntimeError: bad stream)" in capsys.readouterr().err
+    dense = load_npz(tmp_path / "dense.npz")
+    assert dense["audio"].shape[:2] == (2, 4) and dense["visual"].shape[:2] == (2, 4)

@@ -203,6 +203,27 @@ def test_slurm_profile_groups_every_per_video_rule():
     assert all(prof["set-resources"][r]["slurm_partition"] == "YOUR_GPU_PARTITION" for r in per_video)
 
 
+def test_llp_and_dense_features_one_job_per_clip_on_the_llp_worker_pool(tmp_path, tiny_data):
+    """A benchmark whose LLP clips and stage-1 dense data both come from a UnAV-format dataset: one LLP and
+    one dense feature job per video, each a per-clip command on the `llp` worker pool, and the consumers
+    read the per-clip folders (a dry run)."""
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["avvp"] = {"x": {"llp": {"from_dataset": "tiny", "visual": "clip", "audio": "clap", "weights": "random",
+                                 "clip_model": "ViT-B-32"}, "dense_from": "tiny", "modes": ["pseudo"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "--printshellcmds").stdout
+    counts = job_counts(out)
+    n = len(list(videos.glob("*.mp4")))
+    assert counts["llp_features"] == counts["avvp_dense_features"] == n, counts
+    shells = [line.strip() for line in out.splitlines() if "extractors.worker llp" in line]
+    assert len(shells) == 2 * n and all("--entry extractors.llp.extract -- clip --video /" in c for c in shells)
+    assert sum("--out results/avvp/x/dense_features/clips/" in c for c in shells) == n
+    assert "--features-dir results/avvp/x/dense_features/clips " in out
+    assert "--features-dir results/avvp/x/features/clips " in out
+
+
 def test_avvp_rules_one_job_per_stage(tmp_path, tiny_data):
     """EAR on the planted benchmark: data, stage 1 once, stage 2 for real and shuffled labels, stage 3 per
     mode (pseudo-label runs read stage 2's file, the video-label run does not), one summary page."""
