@@ -6,9 +6,9 @@
 # feature set 2) and `audio` (VGGish; `clap_maps` = CLAP HTSAT feature maps per second for set 2); shapes in
 # docs/recipes.md, "LLP feature shapes". The generator's CLIP + CLAP embeddings are extracted only when a mode
 # needs pseudo-labels. One job per clip extracts every kind of it in one pass (shared decoding), so a new clip
-# costs only its own extraction; the jobs run on resident extraction workers (extractors/worker.py, pool `llp`, entry extractors.llp.extract)
-# that keep the networks loaded across clips. A clip that fails still gets its files (an empty .npz, `failed`
-# in the .json) and the split job skips and counts it; a weights error fails the job.
+# costs only its own extraction; the jobs run on resident extraction workers (extractors/worker.py, pool `llp`,
+# entry extractors.llp.extract) that keep the networks loaded across clips. A clip that fails still gets its
+# files (an empty .npz, `failed` in the .json) and the split job skips and counts it; a weights error fails the job.
 # `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains
 # its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
@@ -121,8 +121,8 @@ wildcard_constraints:
 
 LLP_FEATURE_SHELL = (
     "python -m extractors.worker llp --threads {threads} --entry extractors.llp.extract -- "
-    "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} {params.common} "
-    "--device {DEVICE} > {log:q} 2>&1"
+    "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
+    "{params.common} --device {DEVICE} > {log:q} 2>&1"
 )
 
 
@@ -137,7 +137,7 @@ rule llp_features:
         vid="[^/]+",
     params:
         kinds=lambda wc: ",".join(llp_kinds(wc.llp)),
-        seconds=10,
+        seconds=10,  # LLP's clips (extractors.llp.features.N_SEGMENTS)
         common=lambda wc: llp_common_args(wc.llp),
     threads: 2
     resources:
@@ -269,7 +269,8 @@ rule avvp_dense_text:
 
 rule avvp_dense:
     input:
-        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/clips/{v}.npz" for v in videos(dense_dataset(wc.dn))],
+        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/clips/{v}.npz"
+                             for v in videos(dense_dataset(wc.dn))],
         text="data/avvp/{dn}/dense_text.npz",
         annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
     output:
