@@ -11,8 +11,10 @@ stdlib-only client (about 50 ms). The client takes the first free *slot* of its 
 per slot, so one job per worker at a time and as many workers as jobs run at once), connects to that
 slot's worker over a Unix socket, or starts it when none is listening, and hands it the job's
 arguments, working directory, thread count and its own stdout/stderr file descriptors (so everything
-the job prints lands in the job's Snakemake log, as before). The worker runs
-:func:`extractors.extract.main` in-process with :func:`extractors.weights.keep_networks_resident` on,
+the job prints lands in the job's Snakemake log, as before). The worker runs the job's *entry*
+in-process: ``main(argv)`` of :mod:`extractors.extract` by default, or of the module ``--entry`` names
+(a module of this package, e.g. ``extractors.llp.extract`` for LLP's per-clip jobs; the rule chooses it,
+so this module depends on no extractor) with :func:`extractors.weights.keep_networks_resident` on,
 replies with the exit code, and waits for the next job. It exits after ``AVLOC_WORKER_IDLE_S``
 seconds without work (default 120; only when no client holds its slot, so no job can be lost to the
 exit), after any failed job (a fresh process for the next one), and never serves a job of other
@@ -51,6 +53,7 @@ IDLE_ENV = "AVLOC_WORKER_IDLE_S"
 DIR_ENV = "AVLOC_WORKER_DIR"
 DEFAULT_IDLE_S = 120.0
 START_TIMEOUT_S = 600.0
+DEFAULT_ENTRY = "extractors.extract"  # the module whose main(argv) runs a job unless --entry names another
 _FINGERPRINT_ENV = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SLURM_STEP_ID", SWITCH_ENV)
 
 
@@ -106,14 +109,14 @@ def _connect(path: Path) -> socket.socket | None:
     return sock
 
 
-def _start_worker(pool: str, slot: int, paths: dict[str, Path]) -> socket.socket:
+def _start_worker(pool: str, slot: int, paths: dict[str, Path], entry: str = DEFAULT_ENTRY) -> socket.socket:
     """Start the slot's worker (a new session, so it outlives this job) and connect once it listens."""
     with contextlib.suppress(FileNotFoundError):
         paths["socket"].unlink()  # stale: nobody listens (we hold the slot's lock)
     with open(paths["log"], "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "extractors.worker", "serve", "--pool", pool, "--slot", str(slot),
-             "--socket", str(paths["socket"]), "--lock", str(paths["lock"])],
+             "--socket", str(paths["socket"]), "--lock", str(paths["lock"]), "--entry", entry],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -140,17 +143,32 @@ def _read_line(sock: socket.socket) -> bytes:
     return buf
 
 
-def submit(pool: str, argv: list[str], threads: int = 1) -> int:
-    """Run ``python -m extractors.extract <argv>`` on a resident worker of ``pool``; its exit code."""
+def check_entry(entry: str) -> str:
+    """``entry`` if it names a module of this package: a worker never runs code its fingerprint does not cover."""
+    if not entry.startswith(PACKAGE_DIR.name + "."):
+        raise ValueError(f"entry {entry!r} is not a module of the {PACKAGE_DIR.name} package")
+    return entry
+
+
+def entry_main(entry: str) -> Any:
+    """``main`` of the entry module (imported once per process)."""
+    import importlib
+
+    return importlib.import_module(check_entry(entry)).main
+
+
+def submit(pool: str, argv: list[str], threads: int = 1, entry: str = DEFAULT_ENTRY) -> int:
+    """Run ``python -m <entry> <argv>`` on a resident worker of ``pool``; its exit code."""
+    check_entry(entry)
     if os.environ.get(SWITCH_ENV, "1") == "0":
-        return run_here(argv, threads)
+        return run_here(argv, threads, entry)
     key = fingerprint()
     slot, lock = _take_slot(pool, key)
     with lock:
         paths = slot_paths(pool, slot, key)
-        sock = _connect(paths["socket"]) or _start_worker(pool, slot, paths)
+        sock = _connect(paths["socket"]) or _start_worker(pool, slot, paths, entry)
         with sock:
-            request = {"argv": argv, "cwd": os.getcwd(), "threads": int(threads)}
+            request = {"argv": argv, "cwd": os.getcwd(), "threads": int(threads), "entry": entry}
             sys.stdout.flush()
             sys.stderr.flush()
             socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [1, 2])
@@ -162,10 +180,9 @@ def submit(pool: str, argv: list[str], threads: int = 1) -> int:
     return int(json.loads(reply)["rc"])
 
 
-def run_here(argv: list[str], threads: int) -> int:
+def run_here(argv: list[str], threads: int, entry: str = DEFAULT_ENTRY) -> int:
     """The per-process path: the job runs in this process (``AVLOC_WORKER=0``)."""
-    from extractors.extract import main
-
+    main = entry_main(entry)
     _set_torch_threads(max(1, threads))
     return main(argv)
 
@@ -203,7 +220,7 @@ def _redirect_stdio(fds: tuple[int, int]) -> None:
         os.close(fd)
 
 
-def _handle(conn: socket.socket, main: Any) -> int:
+def _handle(conn: socket.socket) -> int:
     first, fds, _, _ = socket.recv_fds(conn, 65536, 2)
     request = json.loads(first if first.endswith(b"\n") else first + _read_line(conn))
     saved = os.dup(1), os.dup(2)
@@ -212,7 +229,7 @@ def _handle(conn: socket.socket, main: Any) -> int:
         os.chdir(request["cwd"])
         _set_loaded_torch_threads(max(1, int(request["threads"])))
         try:
-            rc = main(request["argv"])
+            rc = entry_main(request.get("entry", DEFAULT_ENTRY))(request["argv"])
         except SystemExit as exc:  # argparse errors
             rc = exc.code if isinstance(exc.code, int) else 1
         except BaseException:  # noqa: BLE001 - reported in the job's log, the job fails
@@ -234,11 +251,13 @@ def _may_exit(lock_path: Path) -> bool:
         return True
 
 
-def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: float) -> int:
+def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: float,
+          entry: str = DEFAULT_ENTRY) -> int:
     import gc
 
     import extractors.media  # noqa: F401 - everything a job may import, imported before the first job
-    from extractors.extract import main
+
+    entry_main(entry)  # the starting job's entry (later jobs of the pool may name another)
 
     if pool not in TORCH_FREE_POOLS:
         import torch
@@ -268,7 +287,7 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
                 continue
             with conn:
                 conn.settimeout(None)
-                rc = _handle(conn, main)
+                rc = _handle(conn)
             jobs += 1
             gc.collect()
             if rc != 0:
@@ -289,20 +308,27 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--slot", type=int, required=True)
         ap.add_argument("--socket", type=Path, required=True)
         ap.add_argument("--lock", type=Path, required=True)
+        ap.add_argument("--entry", default=DEFAULT_ENTRY)
         args = ap.parse_args(argv[1:])
         idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S))
-        return serve(args.pool, args.slot, args.socket, args.lock, idle)
+        return serve(args.pool, args.slot, args.socket, args.lock, idle, args.entry)
     ap = argparse.ArgumentParser(
         prog="python -m extractors.worker",
-        description="Run one `python -m extractors.extract` job on a resident worker of POOL.",
-        usage="python -m extractors.worker POOL [--threads N] -- EXTRACT_ARGS...")
+        description="Run one `python -m extractors.extract` (or --entry) job on a resident worker of POOL.",
+        usage="python -m extractors.worker POOL [--threads N] [--entry MODULE] -- EXTRACT_ARGS...")
     ap.add_argument("pool", help="worker pool (jobs of one pool share workers), e.g. media or features")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for this job")
+    ap.add_argument("--entry", default=DEFAULT_ENTRY,
+                    help="module of this package whose main(argv) runs the job, e.g. extractors.llp.extract")
     if "--" not in argv:
         ap.error("missing '--' before the extraction arguments")
     split = argv.index("--")
     args = ap.parse_args(argv[:split])
-    return submit(args.pool, argv[split + 1:], args.threads)
+    try:
+        check_entry(args.entry)
+    except ValueError as err:
+        ap.error(str(err))
+    return submit(args.pool, argv[split + 1:], args.threads, args.entry)
 
 
 if __name__ == "__main__":

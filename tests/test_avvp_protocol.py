@@ -169,21 +169,24 @@ def test_split_job_on_real_csvs_counts_a_missing_clip_into_metrics_and_summary(t
     test_ids = [line.split("\t")[0] for line in (LLP / "AVVP_test_pd.csv").read_text().splitlines()[1:]]
     never, failed = test_ids[3], test_ids[7]
     rng = np.random.default_rng(0)
-    feats = {}
+    clips = tmp_path / "clips"  # per-clip files as the llp_features jobs write them
     for vid in test_ids:
-        if vid in (never, failed):
+        if vid == never:
+            continue
+        if vid == failed:
+            save_npz(clips / f"{vid}.npz")
+            write_json(clips / f"{vid}.json", {"id": vid, "failed": "RuntimeError: bad stream"})
             continue
         s = 10 if vid != test_ids[0] else 7  # one short clip: padded, masked
-        feats[f"{vid}::clip"] = rng.standard_normal((s, 8)).astype(np.float32)
-        feats[f"{vid}::clap"] = rng.standard_normal((s, 4)).astype(np.float32)
-    save_npz(tmp_path / "bucket_0.npz", **feats)
-    write_json(tmp_path / "bucket_0.json", {"videos": {}, "failed": {failed: "RuntimeError: bad stream"}})
+        save_npz(clips / f"{vid}.npz", clip=rng.standard_normal((s, 8)).astype(np.float32),
+                 clap=rng.standard_normal((s, 4)).astype(np.float32))
+        write_json(clips / f"{vid}.json", {"id": vid})
     splits = [read_llp(LLP / f) for f in ("AVVP_train.csv", "AVVP_val_pd.csv", "AVVP_test_pd.csv")]
     classes = sorted({lab for s in splits for r in s.values() for lab in r["labels"]})
     save_npz(tmp_path / "text.npz", class_names=np.array(classes))
     assert main(["split", "--weak-csv", str(LLP / "AVVP_test_pd.csv"), "--eval-audio-csv",
                  str(LLP / "AVVP_eval_audio.csv"), "--eval-visual-csv", str(LLP / "AVVP_eval_visual.csv"),
-                 "--features", str(tmp_path / "bucket_0.npz"), "--text", str(tmp_path / "text.npz"),
+                 "--features-dir", str(clips), "--text", str(tmp_path / "text.npz"),
                  "--visual", "clip", "--audio", "clap", "--no-generator", "--out", str(tmp_path / "test.npz")]) == 0
     err = capsys.readouterr().err
     assert "AVVP_test_pd.csv: 16 of 18 videos have features; 2 left out" in err and failed in err
@@ -220,3 +223,30 @@ def test_summary_shows_the_pseudo_label_table(tmp_path) -> None:
     page = (tmp_path / "s.html").read_text()
     assert "Table III" in page and "61.2" in page and "63.4" in page and "epoch 3" in page
     assert "all 5 videos of its CSV scored" in page
+
+
+def test_dense_job_reads_per_clip_files_and_skips_a_failed_one(tmp_path, capsys) -> None:
+    """models.avvp.inputs dense on per-clip files (avvp_dense_features): the videos with features are in
+    the stage-1 data, the one whose extraction failed is named in the log and left out."""
+    from extractors.io import load_npz, save_npz, write_json
+    from models.avvp.inputs import main
+
+    db = {f"v{i}": {"subset": "train", "duration": 4.0,
+                    "annotations": [{"segment": [0.5, 2.5], "label": "dog", "label_id": 0},
+                                    {"segment": [1.0, 3.0], "label": "car", "label_id": 1}]} for i in range(3)}
+    (tmp_path / "ann.json").write_text(json.dumps({"database": db}))
+    rng = np.random.default_rng(0)
+    clips = tmp_path / "clips"
+    for vid in ("v0", "v2"):
+        save_npz(clips / f"{vid}.npz", clip=rng.standard_normal((4, 8)).astype(np.float32),
+                 clap=rng.standard_normal((4, 6)).astype(np.float32))
+        write_json(clips / f"{vid}.json", {"id": vid})
+    save_npz(clips / "v1.npz")
+    write_json(clips / "v1.json", {"id": "v1", "failed": "RuntimeError: bad stream"})
+    save_npz(tmp_path / "text.npz", class_names=np.array(["dog", "car"]),
+             text_a=rng.standard_normal((2, 6)).astype(np.float32), text_v=rng.standard_normal((2, 8)).astype(np.float32))
+    assert main(["dense", "--unav-json", str(tmp_path / "ann.json"), "--features-dir", str(clips), "--text",
+                 str(tmp_path / "text.npz"), "--t-max", "4", "--out", str(tmp_path / "dense.npz")]) == 0
+    assert "v1: no features (RuntimeError: bad stream)" in capsys.readouterr().err
+    dense = load_npz(tmp_path / "dense.npz")
+    assert dense["audio"].shape[:2] == (2, 4) and dense["visual"].shape[:2] == (2, 4)

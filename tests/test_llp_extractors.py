@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -110,29 +111,106 @@ def test_clap_audio_of_a_video_without_audio_is_labelled_silence(clip2s: Path) -
     np.testing.assert_allclose(feats[0], feats[1], rtol=1e-5, atol=1e-6)  # two seconds of the same silence
 
 
-def test_bucket_job_reports_a_failing_clip_and_completes_the_others(tmp_path):
-    """One feature job over several clips: a clip that cannot be read is listed under `failed` with its
-    reason, the good clip's features are written and read back per id, and nothing temporary is left."""
-    from extractors.llp.extract import bucket_of, extract_bucket, read_buckets
+def test_clip_job_reports_a_failing_clip_and_the_reader_counts_it(tmp_path):
+    """One feature job per clip: a clip that cannot be read still gets its two files (an empty .npz and its
+    reason under `failed` in the .json) and the job succeeds; the reader returns the good clip's features
+    per id, the failure apart, ignores ids without a file, and nothing temporary is left."""
+    from extractors.io import load_npz
+    from extractors.llp.extract import main, read_clips
     from extractors.synthetic_videos import make_demo_dataset
 
     make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=3.0, seed=2)
     good = tmp_path / "d" / "videos" / "demo_000.mp4"
     bad = tmp_path / "it's broken.mp4"
     bad.write_bytes(b"not a video at all")
-    out = tmp_path / "bucket_0.npz"
-    failed = extract_bucket([good, bad], out, ["vggish"], mode="random")
-    assert list(failed) == ["it's broken"] and failed["it's broken"]
-    feats = read_buckets([out])
-    assert list(feats) == ["demo_000"] and feats["demo_000"]["vggish"].shape == (3, 128)
-    meta = json.loads(out.with_suffix(".json").read_text())
-    assert list(meta["videos"]) == ["demo_000"] and meta["failed"] == failed
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bucket_0.json", "bucket_0.npz", "d", "it's broken.mp4"]
-    assert bucket_of("demo_000", 64) == bucket_of("demo_000", 64) and 0 <= bucket_of("x", 3) < 3
+    out = tmp_path / "clips"
+    for video in (good, bad):
+        assert main(["clip", "--video", str(video), "--out", str(out / f"{video.stem}.npz"), "--kinds", "vggish",
+                     "--weights", "random", "--device", "cpu"]) == 0
+    meta = json.loads((out / "it's broken.json").read_text())
+    assert meta["id"] == "it's broken" and meta["failed"] and load_npz(out / "it's broken.npz") == {}
+    feats, failed = read_clips(out, ["demo_000", "it's broken", "never downloaded"])
+    assert list(feats) == ["demo_000"] and list(feats["demo_000"]) == ["vggish"]
+    assert feats["demo_000"]["vggish"].shape == (3, 128) and failed == {"it's broken": meta["failed"]}
+    prov = json.loads((out / "demo_000.json").read_text())
+    assert "failed" not in prov and prov["id"] == "demo_000" and prov["shapes"] == {"vggish": [3, 128]}
+    assert sorted(p.name for p in out.iterdir()) == ["demo_000.json", "demo_000.npz", "it's broken.json",
+                                                     "it's broken.npz"]
+
+
+def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
+    """A missing checkpoint or an unknown kind is not a bad clip: the job raises and writes nothing."""
+    from extractors.llp.extract import main
+    from extractors.synthetic_videos import make_demo_dataset
+    from extractors.weights import WeightsError
+
+    make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=2.0, seed=2)
+    video = tmp_path / "d" / "videos" / "demo_000.mp4"
+    with pytest.raises(WeightsError):
+        main(["clip", "--video", str(video), "--out", str(tmp_path / "o" / "demo_000.npz"), "--kinds", "r21d",
+              "--weights", "pretrained", "--weights-root", str(tmp_path / "no weights"), "--device", "cpu"])
+    with pytest.raises(ValueError, match="unknown LLP feature kinds"):  # a configuration error, not a bad clip
+        main(["clip", "--video", str(video), "--out", str(tmp_path / "o" / "demo_000.npz"), "--kinds", "r3d",
+              "--weights", "random", "--device", "cpu"])
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_networks_stay_resident_across_clip_jobs(tmp_path, monkeypatch):
+    """What the extraction worker relies on: with keep_networks_resident on, a second clip job in the same
+    process builds none of LLP's networks again (ResNet-152, R(2+1)D-18, CLIP, VGGish, CLAP: builders
+    counted, modules identical); off (the default for library calls), every call builds its own."""
+    import extractors.vggish as vggish_mod
+    from extractors.llp import clap
+    from extractors.llp.extract import main
+    from extractors.weights import keep_networks_resident
+
+    calls: dict[str, int] = {}
+    built: dict[str, list[object]] = {}
+
+    def counting(name, fn):
+        @functools.wraps(fn)  # the same qualified name: the resident cache's key
+        def wrapper(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            out = fn(*args, **kwargs)
+            built.setdefault(name, []).append(out[0])
+            return out
+        return wrapper
+
+    for name in ("build_resnet152", "build_r2plus1d_18", "build_clip"):
+        monkeypatch.setattr(llp, name, counting(name, getattr(llp, name)))
+    monkeypatch.setattr(clap, "build_clap", counting("build_clap", clap.build_clap))
+    vggish_cls = vggish_mod.VGGish
+    monkeypatch.setattr(vggish_mod, "VGGish", lambda *a, **k: calls.__setitem__("VGGish", calls.get("VGGish", 0) + 1)
+                        or vggish_cls(*a, **k))
+    import imageio_ffmpeg
+
+    videos = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for i, video in enumerate(videos):  # one second each, with audio
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                        "testsrc2=size=64x48:rate=25:duration=1.2", "-f", "lavfi", "-i",
+                        f"sine=frequency={440 * (i + 1)}:sample_rate=16000:duration=1.2", "-c:v", "libx264",
+                        "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-y", str(video)], check=True)
+    args = ["--kinds", "resnet152,r21d,clip,vggish,clap", "--weights", "random", "--clip-model", "ViT-B-32",
+            "--device", "cpu"]
+    names = ["build_resnet152", "build_r2plus1d_18", "build_clip", "build_clap", "VGGish"]
+    keep_networks_resident(True)
+    try:
+        for video in videos:
+            assert main(["clip", "--video", str(video), "--out", str(tmp_path / f"{video.stem}.npz"), *args]) == 0
+    finally:
+        keep_networks_resident(False)
+    assert {n: calls.get(n) for n in names} == dict.fromkeys(names, 1), calls
+    assert all(len(v) == 1 for v in built.values())
+    assert all(json.loads((tmp_path / f"{v.stem}.json").read_text()).get("failed") is None for v in videos)
+    calls.clear()
+    for out in ("again", "and again"):  # the cheap networks are enough to show it
+        assert main(["clip", "--video", str(videos[0]), "--out", str(tmp_path / f"{out}.npz"), "--kinds",
+                     "r21d,vggish", "--weights", "random", "--device", "cpu"]) == 0
+    assert calls == {"build_r2plus1d_18": 2, "VGGish": 2}, "resident off: built afresh every time"
 
 
 def test_feature_set_2_as_valor_clip_r21d_and_clap_maps(tmp_path: Path) -> None:
-    """Feature set 2 of one clip through the bucket CLI's entry: CLIP + R(2+1)D-18 per second, concatenated
+    """Feature set 2 of one clip through the clip CLI's entry: CLIP + R(2+1)D-18 per second, concatenated
     for stage 3 as VALOR's visual stream, CLAP frame-level maps per second for the audio stream, every kind
     with the same T (seconds); the generator's clip/clap kinds beside them."""
     from extractors.llp import extract as E

@@ -36,9 +36,10 @@ def worker_env(tmp_path: Path):
         time.sleep(0.2)
 
 
-def job(env: dict[str, str], cwd: Path, log: Path, pool: str, *args: str) -> int:
+def job(env: dict[str, str], cwd: Path, log: Path, pool: str, *args: str, entry: str | None = None) -> int:
     with open(log, "w") as fh:
-        return subprocess.run([sys.executable, "-m", "extractors.worker", pool, "--threads", "1", "--", *args],
+        head = [pool, "--threads", "1", *(["--entry", entry] if entry else [])]
+        return subprocess.run([sys.executable, "-m", "extractors.worker", *head, "--", *args],
                               stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd).returncode
 
 
@@ -72,6 +73,27 @@ def test_jobs_share_a_resident_worker_and_log_to_their_own_files(clips, worker_e
     starts = [p for p in wdir.glob("*.log") if "listening" in p.read_text()]
     assert len(starts) == 2, "one worker for the media pool, one for the features pool"
     assert all(p.read_text().count("listening") == 1 for p in starts)
+
+
+def test_llp_clip_jobs_share_a_worker_and_a_bad_clip_is_recorded(clips, worker_env, tmp_path):
+    """LLP's per-clip jobs (``--entry extractors.llp.extract -- clip ...``) on the `llp` pool: the second good clip builds no network
+    again, although a clip that cannot be decoded ran in between (recorded with `failed`, the job succeeds
+    and the worker stays)."""
+    env, wdir = worker_env
+    bad = tmp_path / "bad clip.mp4"
+    bad.write_text("this is not a video\n")
+    order = [clips[0], bad, clips[1]]
+    for video in order:
+        assert job(env, tmp_path, tmp_path / f"{video.stem}.log", "llp", "clip", "--video", str(video),
+                   "--out", f"clips/{video.stem}.npz", "--kinds", "r21d,vggish", "--weights", "random",
+                   "--device", "cpu", entry="extractors.llp.extract") == 0, (tmp_path / f"{video.stem}.log").read_text()
+    first, failed, second = ((tmp_path / f"{v.stem}.log").read_text() for v in order)
+    assert "build_r2plus1d_18" in first and "network vggish" in first, first
+    assert "network" not in second, "the second clip reuses the first one's networks"
+    assert json.loads((tmp_path / "clips" / "bad clip.json").read_text())["failed"] and "bad clip" in failed
+    assert np.load(tmp_path / "clips" / f"{clips[1].stem}.npz")["r21d"].shape == (2, 512)
+    logs = list(wdir.glob("*-llp-0.log"))
+    assert len(logs) == 1 and logs[0].read_text().count("listening") == 1, "one worker served all three"
 
 
 def test_a_failing_job_fails_alone_and_the_worker_is_replaced(clips, worker_env, tmp_path):
@@ -111,6 +133,9 @@ def test_client_refuses_missing_separator(worker_env, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "extractors.worker", "media", "media"], capture_output=True,
                           text=True, env=env, cwd=tmp_path)
     assert proc.returncode == 2 and "missing '--' before the extraction arguments" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "extractors.worker", "media", "--entry", "os", "--", "x"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2 and "entry 'os' is not a module of the extractors package" in proc.stderr
 
 
 def test_media_pool_runs_without_torch(clips, worker_env, tmp_path):

@@ -193,6 +193,37 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     assert all("YOUR_GPU_PARTITION" in blk for blk in media_jobs), "grouped with the GPU features jobs"
 
 
+def test_slurm_profile_groups_every_per_video_rule():
+    """Every per-video extraction rule (UnAV media/features, LLP's and the dense data's per-clip features)
+    is in the `extract` group, on the GPU partition: many small jobs per submission, networks loaded once."""
+    prof = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    groups = dict(g.split("=") for g in prof["groups"])
+    per_video = ("media", "features_i3d", "features_r21d", "llp_features", "avvp_dense_features")
+    assert all(groups.get(r) == "extract" for r in per_video), groups
+    assert all(prof["set-resources"][r]["slurm_partition"] == "YOUR_GPU_PARTITION" for r in per_video)
+
+
+def test_llp_and_dense_features_one_job_per_clip_on_the_llp_worker_pool(tmp_path, tiny_data):
+    """A benchmark whose LLP clips and stage-1 dense data both come from a UnAV-format dataset: one LLP and
+    one dense feature job per video, each a per-clip command on the `llp` worker pool, and the consumers
+    read the per-clip folders (a dry run)."""
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    cfg["avvp"] = {"x": {"llp": {"from_dataset": "tiny", "visual": "clip", "audio": "clap", "weights": "random",
+                                 "clip_model": "ViT-B-32"}, "dense_from": "tiny", "modes": ["pseudo"]}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "--printshellcmds").stdout
+    counts = job_counts(out)
+    n = len(list(videos.glob("*.mp4")))
+    assert counts["llp_features"] == counts["avvp_dense_features"] == n, counts
+    shells = [line.strip() for line in out.splitlines() if "extractors.worker llp" in line]
+    assert len(shells) == 2 * n and all("--entry extractors.llp.extract -- clip --video /" in c for c in shells)
+    assert sum("--out results/avvp/x/dense_features/clips/" in c for c in shells) == n
+    assert "--features-dir results/avvp/x/dense_features/clips " in out
+    assert "--features-dir results/avvp/x/features/clips " in out
+
+
 def test_avvp_rules_one_job_per_stage(tmp_path, tiny_data):
     """EAR on the planted benchmark: data, stage 1 once, stage 2 for real and shuffled labels, stage 3 per
     mode (pseudo-label runs read stage 2's file, the video-label run does not), one summary page."""
@@ -286,7 +317,7 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     cfg = {"datasets": {}, "avvp": {"llp": {
         "llp": {"videos": str(videos), "annotations": str(tmp_path / "csv"), "visual": "r21d",
                 "audio": "vggish", "weights": "random", "clip_model": "ViT-B-32"},
-        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"], "buckets": 2,
+        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"],
         "gen": {"epochs": 1, "warmup_epochs": 0, "batch_size": 3},
         "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2, "warmup_epochs": 0}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -311,11 +342,9 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     assert "broken clip.mp4" in rejected
     page = (tmp_path / "results/avvp/llp/summary.html").read_text()
     assert "WEIGHTS: RANDOM" in page
-    buckets = sorted((tmp_path / "results/avvp/llp/features").glob("bucket_*.json"))
-    assert 1 <= len(buckets) <= 2  # buckets: 2 -> at most two feature jobs
-    provs = {}
-    for b in buckets:
-        provs.update(json.loads(b.read_text())["videos"])
+    clip_files = tmp_path / "results/avvp/llp/features/clips"  # one feature job and file pair per clip
+    provs = {p.stem: json.loads(p.read_text()) for p in clip_files.glob("*.json")}
+    assert sorted(provs) == sorted(p.stem for p in clip_files.glob("*.npz"))
     assert sorted(provs) == sorted(train + val + test)  # the val clips are extracted too
     prov = provs[train[0]]
     assert prov["weights"]["r21d"]["weights"] == "random" and prov["has_audio"] is True
@@ -326,3 +355,14 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     assert all(e[1] <= 3 for v in pred["videos"].values() for evs in v.values() for e in evs)
     with np.load(tmp_path / "results/avvp/llp/stage2/real/pseudo_labels.npz") as z:
         assert not z["pseudo_a"][:, 3:].any() and not z["pseudo_v"][:, 3:].any()
+    # two new clips in the train CSV cost their own two feature jobs, none of the others' (plus the jobs
+    # downstream of the CSV and the new features: text, splits, EAR's stages)
+    for i, src in enumerate(sorted(videos_src.glob("*.mp4"))[:2]):
+        shutil.copy(src, videos / f"-new clip {i}.mp4")  # LLP's YouTube ids may start with '-'
+    csv = tmp_path / "csv" / "AVVP_train.csv"
+    label = csv.read_text().splitlines()[1].split("\t")[1]
+    csv.write_text(csv.read_text() + "".join(f"-new clip {i}\t{label}\n" for i in range(2)))
+    dry = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "2").stdout
+    extracted = sorted(re.findall(r"^\s*wildcards: llp=llp, vid=(.+)$", dry, flags=re.M))
+    assert job_counts(dry)["llp_features"] == 2 and extracted == ["-new clip 0", "-new clip 1"], dry[-3000:]
+    assert job_counts(dry)["llp_split"] >= 1 and job_counts(dry)["ear_stage3"] == 2

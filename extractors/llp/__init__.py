@@ -3,7 +3,7 @@
 - :mod:`extractors.llp.prompts` -- the class prompts shared by CLIP and CLAP text embeddings.
 - :mod:`extractors.llp.clap` -- the LAION-CLAP port (audio and text towers, checkpoint converter).
 - :mod:`extractors.llp.features` -- per-second visual/audio features and CLIP.
-- :mod:`extractors.llp.extract` -- the CLI: a bucket of clips -> one ``.npz`` of per-second features.
+- :mod:`extractors.llp.extract` -- the CLI: one clip -> one ``.npz`` of per-second features (a per-clip job).
 
 Assembling these features into EAR's inputs is the training side's job (:mod:`models.avvp.inputs`).
 """

@@ -1,18 +1,22 @@
-"""Raw LLP clips -> per-second features, one bucket ``.npz`` per job (``python -m extractors.llp.extract videos``).
+"""Raw LLP clips -> per-second features, one ``.npz`` per clip and job (``python -m extractors.llp.extract clip``).
 
-- ``videos``: a bucket of clips -> one ``.npz`` with one ``(S, D)`` array per clip and requested kind,
-  keys ``<id>::<kind>`` (``S`` = seconds, 10 for an LLP clip), and a provenance ``.json`` beside it. Kinds
-  (:mod:`extractors.llp.features`, :mod:`extractors.llp.clap`): ``resnet152`` (S, 2048), ``r21d`` (S, 512),
-  ``clip`` (S, 768 for ViT-L/14 | 512 for ViT-B/32), ``vggish`` (S, 128), ``clap`` (S, 512, joint-space
-  embeddings of each second) and ``clap_maps`` (S, 768, HTSAT frame-level maps of the clip per second).
-  Stage-3 combinations (:data:`COMBINED`, concatenated by :mod:`models.avvp.inputs`): ``resnet152_r21d``
-  (S, 2560; feature set 1) and ``clip_r21d`` (S, 1280 for ViT-L/14; feature set 2 with ``clap_maps``).
-  Why buckets: building the networks (or loading multi-GB checkpoints) costs more than embedding a 10 s
-  clip, so one job per clip would spend LLP's 11,849 clips mostly on start-up. Clips go to buckets by a
-  hash of their id, so a new clip reruns only its bucket. A clip that fails is listed under ``failed`` in
-  the ``.json`` and the others complete. Audio for VGGish is the reference chain of :mod:`extractors.media`
-  (int16 at the source rate, channel mean, resampy to 16 kHz); a clip without an audio track gets silence
-  as long as the clip (at most 10 s) and ``has_audio: false``.
+- ``clip``: one clip -> ``<id>.npz`` with one ``(S, D)`` array per requested kind (``S`` = seconds, 10 for an
+  LLP clip) and a provenance ``<id>.json`` beside it. Kinds (:mod:`extractors.llp.features`,
+  :mod:`extractors.llp.clap`): ``resnet152`` (S, 2048), ``r21d`` (S, 512), ``clip`` (S, 768 for ViT-L/14 |
+  512 for ViT-B/32), ``vggish`` (S, 128), ``clap`` (S, 512, joint-space embeddings of each second) and
+  ``clap_maps`` (S, 768, HTSAT frame-level maps of the clip per second). Stage-3 combinations
+  (:data:`COMBINED`, concatenated by :mod:`models.avvp.inputs`): ``resnet152_r21d`` (S, 2560; feature set 1)
+  and ``clip_r21d`` (S, 1280 for ViT-L/14; feature set 2 with ``clap_maps``).
+  Why one job per clip: a new clip costs only its own extraction. The jobs run on resident extraction
+  workers (``python -m extractors.worker llp --entry extractors.llp.extract -- clip ...``, :mod:`extractors.worker`), which keep the
+  networks loaded across clips (:func:`extractors.llp.features.built_once`), since building them (or
+  loading multi-GB checkpoints) costs more than embedding a 10 s clip. A clip that fails to decode or
+  extract still gets its two files, an empty ``.npz`` and ``failed: <reason>`` in the ``.json``, and the
+  job succeeds, so the other clips complete and the split job counts it (:func:`read_clips`); a missing
+  or corrupt checkpoint (:class:`~extractors.weights.WeightsError`) fails the job. Audio for VGGish is
+  the reference chain of :mod:`extractors.media` (int16 at the source rate, channel mean, resampy to
+  16 kHz); a clip without an audio track gets silence as long as the clip (at most 10 s) and
+  ``has_audio: false``.
 
 The class prompts' text embeddings (:func:`text_embeddings`) are computed here too; reading the
 class lists from the LLP CSVs / UnAV annotations and assembling EAR's ``.npz`` inputs is the training
@@ -27,13 +31,11 @@ import argparse
 import json
 import sys
 import tempfile
-import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from extractors.io import load_npz, save_npz, write_json
 from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
@@ -79,6 +81,16 @@ def decode_audio_16k(video: Path | str, seconds: float = float(N_SEGMENTS)) -> t
     return wave[: int(round(seconds * TARGET_SR))], True
 
 
+def check_kinds(kinds: Sequence[str], max_seconds: int | None = N_SEGMENTS) -> None:
+    """A ValueError for kinds that cannot be extracted (a configuration error, not a bad clip)."""
+    unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
+    if unknown:
+        raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
+    if max_seconds is None and "vggish" in kinds:
+        raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
+                         f"{VISUAL_KINDS + ('clap', 'clap_maps')}")
+
+
 def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "pretrained",
                   root: Path | str = DEFAULT_ROOT, seed: int = 0, device: str = "cpu",
                   clip_model: str = "ViT-L-14", max_seconds: int | None = N_SEGMENTS
@@ -87,12 +99,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
     None: the whole video (stage-1 CLIP/CLAP features of long UnAV videos), audio segments = visual ones."""
     from extractors.llp.features import extract_llp_visual
 
-    unknown = set(kinds) - set(VISUAL_KINDS + AUDIO_KINDS)
-    if unknown:
-        raise ValueError(f"unknown LLP feature kinds {sorted(unknown)}; use {VISUAL_KINDS + AUDIO_KINDS}")
-    if max_seconds is None and "vggish" in kinds:
-        raise ValueError("vggish follows LLP's 10 s recipe; whole-video extraction supports "
-                         f"{VISUAL_KINDS + ('clap', 'clap_maps')}")
+    check_kinds(kinds, max_seconds)
     feats: dict[str, np.ndarray] = {}
     prov: dict[str, Any] = {"video": str(video), "weights_mode": mode, "kinds": list(kinds), "weights": {},
                             "max_seconds": max_seconds}
@@ -149,72 +156,73 @@ def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained"
     return out
 
 
-SEP = "::"  # bucket-file keys: "<video id>::<kind>"
+def extract_clip(video: Path | str, out: Path, kinds: Sequence[str], **kw: Any) -> str | None:
+    """Features of one clip into ``out`` (``.npz``, one array per kind) and its provenance ``.json``; the
+    failure reason (also in the ``.json``, with an empty ``.npz``) when the clip cannot be extracted, so
+    one bad clip never sinks the others. Errors every clip would meet (bad kinds, missing or corrupt
+    weights, a missing package, memory) are raised: the job fails loudly."""
+    vid = Path(video).stem
+    check_kinds(kinds, kw.get("max_seconds", N_SEGMENTS))
+    try:
+        feats, prov = extract_video(video, kinds, **kw)
+    except (WeightsError, ImportError, MemoryError):
+        raise
+    except Exception as err:  # an undecodable or too-short clip: reported, the job succeeds
+        reason = f"{type(err).__name__}: {err}"
+        print(f"[llp] {video}: {reason}", file=sys.stderr)
+        write_json(out.with_suffix(".json"), {"id": vid, "video": str(video), "kinds": list(kinds),
+                                              "failed": reason})
+        save_npz(out)
+        return reason
+    write_json(out.with_suffix(".json"), {"id": vid, **prov, "shapes": {k: list(v.shape) for k, v in feats.items()}})
+    save_npz(out, **feats)
+    return None
 
 
-def bucket_of(video_id: str, n_buckets: int) -> int:
-    """Stable bucket of a clip (CRC-32 of its id): a new clip reruns only its own bucket's job."""
-    return zlib.crc32(video_id.encode("utf-8")) % n_buckets
-
-
-def extract_bucket(videos: Sequence[Path], out: Path, kinds: Sequence[str], **kw: Any) -> dict[str, str]:
-    """Features of several clips into one file (networks built once); a clip that fails is reported in
-    the provenance ``.json`` (``failed``: id -> reason) and left out, the others complete."""
-    arrays: dict[str, np.ndarray] = {}
-    provs: dict[str, Any] = {}
+def read_clips(folder: Path | str, ids: Iterable[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """``({video id: {kind: (S, D)}}, {video id: failure reason})`` of the clips of ``ids`` that have a
+    per-clip file in ``folder`` (ids without one have no clip and are simply absent from both)."""
+    feats: dict[str, dict[str, np.ndarray]] = {}
     failed: dict[str, str] = {}
-    for video in tqdm(videos, desc=f"LLP features -> {out.name}", unit="clip"):
-        vid = Path(video).stem
-        try:
-            feats, prov = extract_video(video, kinds, **kw)
-        except WeightsError:  # missing / corrupt checkpoint: every clip would fail the same way
-            raise
-        except Exception as err:  # one bad clip must not sink the others
-            failed[vid] = f"{type(err).__name__}: {err}"
-            print(f"[llp] {video}: {failed[vid]}", file=sys.stderr)
+    folder = Path(folder)
+    for vid in ids:
+        path = folder / f"{vid}.npz"
+        if not path.is_file():
             continue
-        arrays.update({f"{vid}{SEP}{k}": v for k, v in feats.items()})
-        provs[vid] = {**prov, "shapes": {k: list(v.shape) for k, v in feats.items()}}
-    if failed and not provs:
-        raise RuntimeError(f"every clip of {out.name} failed, e.g. {next(iter(failed.items()))}")
-    write_json(out.with_suffix(".json"), {"videos": provs, "failed": failed})
-    save_npz(out, **arrays)
-    return failed
-
-
-def read_buckets(paths: Sequence[Path | str]) -> dict[str, dict[str, np.ndarray]]:
-    """``{video id: {kind: (S, D)}}`` from bucket files."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for path in paths:
-        for key, arr in load_npz(path).items():
-            vid, kind = key.rsplit(SEP, 1)
-            out.setdefault(vid, {})[kind] = arr
-    return out
+        reason = json.loads(path.with_suffix(".json").read_text()).get("failed")
+        if reason:
+            failed[vid] = reason
+        else:
+            feats[vid] = load_npz(path)
+    return feats, failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import logging
+
     from extractors.extract import resolve_device
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    pv = sub.add_parser("videos", help="per-second features of clips, into one bucket file")
-    pv.add_argument("--videos", type=Path, nargs="+", required=True, help="clips (id = file name stem)")
-    pv.add_argument("--out", type=Path, required=True,
-                    help="bucket .npz (keys <id>::<kind>; a .json with provenance and failures beside)")
-    pv.add_argument("--kinds", required=True, help=f"comma-separated subset of {VISUAL_KINDS + AUDIO_KINDS}")
-    pv.add_argument("--device", default="auto")
-    pv.add_argument("--max-seconds", type=int, default=N_SEGMENTS, help="0: the whole video (stage-1 data)")
-    add_weights_args(pv)
+    pc = sub.add_parser("clip", help="per-second features of one clip, into <id>.npz + <id>.json")
+    pc.add_argument("--video", type=Path, required=True, help="the clip (id = file name stem)")
+    pc.add_argument("--out", type=Path, required=True,
+                    help=".npz (one array per kind; a .json with provenance, or the failure, beside)")
+    pc.add_argument("--kinds", required=True, help=f"comma-separated subset of {VISUAL_KINDS + AUDIO_KINDS}")
+    pc.add_argument("--device", default="auto")
+    pc.add_argument("--max-seconds", type=int, default=N_SEGMENTS, help="0: the whole video (stage-1 data)")
+    add_weights_args(pc)
     a = p.parse_args(argv)
-    failed = extract_bucket(a.videos, a.out, [k for k in a.kinds.split(",") if k], mode=a.weights,
-                            root=a.weights_root, seed=a.seed, device=resolve_device(a.device),
-                            clip_model=a.clip_model, max_seconds=a.max_seconds or None)
-    print(json.dumps({"clips": len(a.videos), "failed": failed}))
+    failed = extract_clip(a.video, a.out, [k for k in a.kinds.split(",") if k], mode=a.weights,
+                          root=a.weights_root, seed=a.seed, device=resolve_device(a.device),
+                          clip_model=a.clip_model, max_seconds=a.max_seconds or None)
+    print(json.dumps({"clip": a.video.stem, "failed": failed}))
     return 0
 
 
 def add_weights_args(sp: argparse.ArgumentParser) -> None:
-    """The weights options of every command that builds networks (``videos`` here, ``text`` in
+    """The weights options of every command that builds networks (``clip`` here, ``text`` in
     :mod:`models.avvp.inputs`)."""
     sp.add_argument("--weights", choices=["pretrained", "random"], default="pretrained")
     sp.add_argument("--weights-root", type=Path, default=DEFAULT_ROOT)

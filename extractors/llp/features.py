@@ -67,7 +67,7 @@ from PIL import Image
 from torch import nn
 
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
-from extractors.weights import DEFAULT_ROOT, build_model_weights
+from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network
 
 FPS = 8
 N_SEGMENTS = 10
@@ -121,16 +121,21 @@ def imagenet_transform(frames: np.ndarray, short_side: int = 256, crop: int = 22
 
 
 # ----------------------------------------------------------------------------- models
-_BUILT: dict[tuple[str, ...], Any] = {}
-
-
-def built_once(builder: Any, *args: Any) -> Any:
-    """``builder(*args)``, once per process: a feature job embeds many clips with the same networks, and
-    building (or loading and hashing a checkpoint) costs more than embedding one 10 s clip."""
+def built_once(weights: Sequence[str], mode: WeightsMode, root: Path | str, builder: Any, *args: Any) -> Any:
+    """``builder(*args)`` (a tuple whose last item is the provenance), memoised by
+    :func:`extractors.weights.resident_network`: while :func:`~extractors.weights.keep_networks_resident` is
+    on (the extraction worker serving one per-clip job after another), each network is built once per process
+    and rebuilt only when a checkpoint file of ``weights`` (registry names) changes; off (library calls,
+    tests), every call builds fresh modules. Building (or loading and hashing a checkpoint) costs more than
+    embedding one 10 s clip."""
     key = (f"{builder.__module__}.{builder.__qualname__}", *map(str, args))
-    if key not in _BUILT:
-        _BUILT[key] = builder(*args)
-    return _BUILT[key]
+
+    def build() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        *parts, prov = builder(*args)
+        return tuple(parts), prov
+
+    parts, prov = resident_network(key, list(weights), mode, root, build)
+    return (*parts, prov)
 
 
 def build_resnet152(mode: WeightsMode, root: Path | str = DEFAULT_ROOT, seed: int = 0) -> tuple[nn.Module, dict]:
@@ -239,13 +244,14 @@ def extract_llp_visual(video_path: Path | str, mode: WeightsMode = "pretrained",
                             "n_frames": int(frames.shape[0]), "T": int(segs.shape[0]), "weights": {}}
     for kind in kinds:
         if kind == "resnet152":
-            m, p = built_once(build_resnet152, mode, root, seed)
+            m, p = built_once(["resnet152"], mode, root, build_resnet152, mode, root, seed)
             feats[kind] = resnet_features(m.to(device), segs, device=device)
         elif kind == "r21d":
-            m, p = built_once(build_r2plus1d_18, mode, root, seed)
+            m, p = built_once(["r2plus1d_18"], mode, root, build_r2plus1d_18, mode, root, seed)
             feats[kind] = r21d_features(m.to(device), segs, device=device)
         elif kind == "clip":
-            m, _, _, p = built_once(build_clip, clip_model, mode, root, seed)
+            names = [CLIP_WEIGHTS[clip_model]] if clip_model in CLIP_WEIGHTS else []  # else build_clip says why
+            m, _, _, p = built_once(names, mode, root, build_clip, clip_model, mode, root, seed)
             feats[kind] = clip_image_features(m.to(device), segs, device=device)
         else:
             raise ValueError(f"unknown LLP visual feature kind {kind!r}; use resnet152, r21d or clip")
@@ -284,7 +290,7 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     Audio comes from the source video at 48 kHz (not the pipeline's 16 kHz wav, which has nothing above
     8 kHz while CLAP's mel bank reaches 14 kHz). ``n_segments`` overrides ``S`` (e.g. the visual ``T``).
     ``max_seconds`` None reads the whole audio (then give ``n_segments``; the default counts at most 10).
-    The model is built once per process (:func:`built_once`).
+    The model stays resident in the extraction worker (:func:`built_once`).
     """
     from extractors.llp import clap
 
@@ -292,7 +298,8 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     if unknown or not kinds:
         raise ValueError(f"CLAP feature kinds must be a non-empty subset of {CLAP_KINDS}, got {list(kinds)}")
     wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
-    model, _, wprov = built_once(clap.build_clap, mode, root, seed, checkpoint or clap.DEFAULT_CHECKPOINT)
+    ckpt = checkpoint or clap.DEFAULT_CHECKPOINT
+    model, _, wprov = built_once([ckpt, *clap.TOKENIZER_FILES], mode, root, clap.build_clap, mode, root, seed, ckpt)
     model = model.to(device)
     feats: dict[str, np.ndarray] = {}
     recipe: dict[str, Any] = {"sample_rate": clap.SAMPLE_RATE, "frontend": wprov["frontend"],

@@ -6,9 +6,9 @@
   ``"This is the sound of <event>"`` (``text_a``), for the classes of the LLP CSVs (sorted names) or of
   UnAV-format annotations (encoders: :func:`extractors.llp.extract.text_embeddings`).
 - ``dense``: stage-1 data from a UnAV-format dataset: whole-video per-second CLAP/CLIP features
-  (``extractors.llp.extract videos --max-seconds <dense_t_max>``) and AV labels on 1 s steps, with the
+  (``extractors.llp.extract clip --max-seconds <dense_t_max>``, one file per video) and AV labels on 1 s steps, with the
   text embeddings of its classes.
-- ``split``: the bucket files of one split (:mod:`extractors.llp.extract`) + the CSVs -> ``train.npz`` /
+- ``split``: the per-clip feature files of one split (:mod:`extractors.llp.extract`) + the CSVs -> ``train.npz`` /
   ``test.npz`` in the layout of :mod:`models.avvp.train` (``audio``, ``visual``, ``gen_audio``,
   ``gen_visual``, ``labels``, ``text_*``, ``class_names``, ``video_ids``, and ``gt_a``/``gt_v`` where the
   eval CSVs cover the video). Clips shorter than 10 s are zero-padded to 10 segments (HAN's loader
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from extractors.io import load_npz, save_npz
-from extractors.llp.extract import add_weights_args, base_kinds, read_buckets, text_embeddings
+from extractors.llp.extract import add_weights_args, base_kinds, read_clips, text_embeddings
 from extractors.llp.features import N_SEGMENTS
 
 
@@ -120,8 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ps.add_argument("--weak-csv", type=Path, required=True)
     ps.add_argument("--eval-audio-csv", type=Path)
     ps.add_argument("--eval-visual-csv", type=Path)
-    ps.add_argument("--features", type=Path, nargs="+", required=True,
-                    help="bucket files; the split's videos without features are skipped")
+    ps.add_argument("--features-dir", type=Path, required=True,
+                    help="folder of per-clip <id>.npz/.json; the split's videos without features are skipped")
     ps.add_argument("--text", type=Path, required=True)
     ps.add_argument("--visual", default="resnet152_r21d")
     ps.add_argument("--audio", default="vggish")
@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pc.add_argument("--out-dir", type=Path, required=True)
     pd = sub.add_parser("dense", help="stage-1 dense AV data from UnAV-format annotations + per-second CLAP/CLIP")
     pd.add_argument("--unav-json", type=Path, required=True)
-    pd.add_argument("--features", type=Path, nargs="+", required=True, help="bucket files with clip and clap")
+    pd.add_argument("--features-dir", type=Path, required=True,
+                    help="folder of per-video <id>.npz/.json with clip and clap")
     pd.add_argument("--text", type=Path, required=True, help="text embeddings of the annotation classes")
     pd.add_argument("--t-max", type=int, default=60, help="steps (seconds) per video; longer ones are cut")
     pd.add_argument("--out", type=Path, required=True)
@@ -154,16 +155,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         unav_to_llp_csvs(read_unav(a.unav_json), a.out_dir)
     elif a.cmd == "dense":
-        arrays = assemble_dense(a.unav_json, read_buckets(a.features), load_npz(a.text), a.t_max)
+        from models.data.dataset import read_unav
+
+        features, failed = read_clips(a.features_dir, read_unav(a.unav_json))
+        for vid, why in sorted(failed.items()):
+            print(f"[dense] {vid}: no features ({why})", file=sys.stderr)
+        arrays = assemble_dense(a.unav_json, features, load_npz(a.text), a.t_max)
         save_npz(a.out, **arrays)
         print(json.dumps({k: list(v.shape) for k, v in arrays.items()}))
     else:
         from models.data.dataset import read_llp
 
         ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
-        available = read_buckets(a.features)
-        failed = {v: why for f in a.features for v, why in json.loads(f.with_suffix(".json").read_text())["failed"].items()
-                  if v in ann}
+        available, failed = read_clips(a.features_dir, ann)
         for vid, why in sorted(failed.items()):
             print(f"[llp] {vid}: no features ({why})", file=sys.stderr)
         present, missing = present_videos(ann, available)

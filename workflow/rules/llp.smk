@@ -5,7 +5,10 @@
 # its log. Stage-3 features: `visual` (ResNet-152 + R(2+1)D-18 by default; `clip_r21d` = CLIP + R(2+1)D-18 for
 # feature set 2) and `audio` (VGGish; `clap_maps` = CLAP HTSAT feature maps per second for set 2); shapes in
 # docs/recipes.md, "LLP feature shapes". The generator's CLIP + CLAP embeddings are extracted only when a mode
-# needs pseudo-labels; a bucket job extracts every kind of its clips in one pass (shared decoding, networks once).
+# needs pseudo-labels. One job per clip extracts every kind of it in one pass (shared decoding), so a new clip
+# costs only its own extraction; the jobs run on resident extraction workers (extractors/worker.py, pool `llp`,
+# entry extractors.llp.extract) that keep the networks loaded across clips. A clip that fails still gets its
+# files (an empty .npz, `failed` in the .json) and the split job skips and counts it; a weights error fails the job.
 # `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains
 # its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
@@ -116,41 +119,37 @@ wildcard_constraints:
     dn="|".join(re.escape(n) for n in DENSE_NAMES) or "^$",
 
 
-def llp_buckets(name, clips):
-    """{bucket: [clip paths]} (non-empty buckets only) of `clips` ({id: path})."""
-    from extractors.llp.extract import bucket_of
-
-    n = avvp_spec(name).get("buckets", 64)
-    out = {}
-    for vid, path in sorted(clips.items()):  # absolute: an id may start with '-' (LLP's YouTube ids do)
-        out.setdefault(bucket_of(vid, n), []).append(os.path.abspath(path))
-    return out
+LLP_FEATURE_SHELL = (
+    "python -m extractors.worker llp --threads {threads} --entry extractors.llp.extract -- "
+    "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
+    "{params.common} --device {DEVICE} > {log:q} 2>&1"
+)
 
 
 rule llp_features:
     input:
-        videos=lambda wc: llp_buckets(wc.llp, llp_clips(wc.llp))[int(wc.b)],
+        video=lambda wc: os.path.abspath(llp_clips(wc.llp)[wc.vid]),  # absolute: LLP ids may start with '-'
         weights=lambda wc: llp_weight_files(wc.llp),
     output:
-        features="results/avvp/{llp}/features/bucket_{b}.npz",
-        provenance="results/avvp/{llp}/features/bucket_{b}.json",
+        features="results/avvp/{llp}/features/clips/{vid}.npz",
+        provenance="results/avvp/{llp}/features/clips/{vid}.json",
     wildcard_constraints:
-        b=r"\d+",
+        vid="[^/]+",
     params:
         kinds=lambda wc: ",".join(llp_kinds(wc.llp)),
+        seconds=10,  # LLP's clips (extractors.llp.features.N_SEGMENTS)
         common=lambda wc: llp_common_args(wc.llp),
     threads: 2
     resources:
         gpu=1,
     log:
-        "logs/avvp/{llp}/features/bucket_{b}.log",
+        "logs/avvp/{llp}/features/{vid}.log",
     benchmark:
-        "benchmarks/avvp/{llp}/features/bucket_{b}.tsv"
+        "benchmarks/avvp/{llp}/features/{vid}.tsv"
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
-        "--out {output.features:q} --kinds {params.kinds} {params.common} --device {DEVICE} > {log:q} 2>&1"
+        LLP_FEATURE_SHELL
 
 
 rule llp_text:
@@ -172,13 +171,13 @@ rule llp_text:
 
 
 def llp_split_features(wc):
-    """The bucket files holding the split's clips (known once the clips are: may wait for the demo)."""
-    clips = llp_clips(wc.llp)
-    wanted = {v: clips[v] for v in llp_split_videos(wc.llp, wc.split)}
+    """The per-clip feature files of the split's clips (known once the clips are: may wait for the demo).
+    The job reads them from their folder (--features-dir): LLP's 11,849 paths would not fit a command line."""
+    wanted = llp_split_videos(wc.llp, wc.split)
     if not wanted:
         raise WorkflowError(f"avvp.{wc.llp}: no usable clip for the {wc.split} split (see "
                             f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, wc.split + '_csv')})")
-    return [f"results/avvp/{wc.llp}/features/bucket_{b}.npz" for b in llp_buckets(wc.llp, wanted)]
+    return [f"results/avvp/{wc.llp}/features/clips/{v}.npz" for v in wanted]
 
 
 rule llp_split:
@@ -204,7 +203,8 @@ rule llp_split:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "python -m models.avvp.inputs split --weak-csv {input.weak:q} {params.evals} --features {input.features:q} "
+        "python -m models.avvp.inputs split --weak-csv {input.weak:q} {params.evals} "
+        "--features-dir results/avvp/{wildcards.llp:q}/features/clips "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
         "--out {output:q} > {log:q} 2>&1"
 
@@ -226,29 +226,28 @@ def dense_weight_files(name):
 
 rule avvp_dense_features:
     input:
-        videos=lambda wc: llp_buckets(wc.dn, videos(dense_dataset(wc.dn)))[int(wc.b)],
+        video=lambda wc: os.path.abspath(videos(dense_dataset(wc.dn))[wc.vid]),
         weights=lambda wc: dense_weight_files(wc.dn),
     output:
-        features="results/avvp/{dn}/dense_features/bucket_{b}.npz",
-        provenance="results/avvp/{dn}/dense_features/bucket_{b}.json",
+        features="results/avvp/{dn}/dense_features/clips/{vid}.npz",
+        provenance="results/avvp/{dn}/dense_features/clips/{vid}.json",
     wildcard_constraints:
-        b=r"\d+",
+        vid="[^/]+",
     params:
+        kinds="clip,clap",
         common=lambda wc: llp_common_args(wc.dn),
         seconds=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
     threads: 2
     resources:
         gpu=1,
     log:
-        "logs/avvp/{dn}/dense_features/bucket_{b}.log",
+        "logs/avvp/{dn}/dense_features/{vid}.log",
     benchmark:
-        "benchmarks/avvp/{dn}/dense_features/bucket_{b}.tsv"
+        "benchmarks/avvp/{dn}/dense_features/{vid}.tsv"
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "OMP_NUM_THREADS={threads} python -m extractors.llp.extract videos --videos {input.videos:q} "
-        "--out {output.features:q} --kinds clip,clap --max-seconds {params.seconds} {params.common} --device {DEVICE} "
-        "> {log:q} 2>&1"
+        LLP_FEATURE_SHELL
 
 
 rule avvp_dense_text:
@@ -270,8 +269,8 @@ rule avvp_dense_text:
 
 rule avvp_dense:
     input:
-        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/bucket_{b}.npz"
-                             for b in llp_buckets(wc.dn, videos(dense_dataset(wc.dn)))],
+        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/clips/{v}.npz"
+                             for v in videos(dense_dataset(wc.dn))],
         text="data/avvp/{dn}/dense_text.npz",
         annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
     output:
@@ -283,7 +282,8 @@ rule avvp_dense:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "python -m models.avvp.inputs dense --unav-json {input.annotations:q} --features {input.features:q} "
+        "python -m models.avvp.inputs dense --unav-json {input.annotations:q} "
+        "--features-dir results/avvp/{wildcards.dn:q}/dense_features/clips "
         "--text {input.text:q} --t-max {params.t_max} --out {output:q} > {log:q} 2>&1"
 
 
