@@ -18,12 +18,12 @@ reference recipe's, with its 5 warm-up epochs), batch size (16) and learning rat
 the planted validation split, Avg mAP (tIoU 0.1:0.9) on the test split. A shorter ``--epochs`` keeps
 the warm-up's share (5/40, at least 1 epoch) unless ``--literal-warmup``: at 10 epochs the pyramid
 models are still warming up and the comparison says little. ``--ablate`` adds CCNet rows in the new
-tree with one change reverted at a time. Each tree runs in its own process (``--worker``), so the two never share imported code.
+tree with one change reverted at a time. Each tree runs in its own single-threaded process (``--worker``), the two side by side, so they never share imported code.
 Prints one table (mean +- sd over seeds, and the per-seed values) and the ordering check
 ``CCNet-full > DAVE-full > every weak model > every label-shuffled control`` for each tree (see
 :func:`ordering` for which rows it ranks).
 
-    python bench/recipe_bench.py                 # ~25 min on one core (a 40-epoch pyramid run is ~45 s)
+    python bench/recipe_bench.py                 # ~20 min on two cores (a 40-epoch pyramid run is ~45-90 s)
     python bench/recipe_bench.py --seeds 0 --epochs 12 --literal-warmup --ablate --rows \
         "ccnet (full), new - no EMA" "ccnet (full), new - no warm-up/cosine"   # one-change ablations
 """
@@ -112,14 +112,25 @@ def export_tree(rev: str, dest: Path) -> Path:
     return root
 
 
-def run_tree(name: str, root: Path, runs: list[dict[str, Any]], epochs: int, lr: float, tmp: Path) -> list[dict]:
+def start_tree(name: str, root: Path, runs: list[dict[str, Any]], epochs: int, lr: float,
+               tmp: Path) -> subprocess.Popen:
+    """Start the worker process of one tree (one thread each, so the two trees run side by side)."""
     spec = {"runs": runs, "epochs": epochs, "lr": lr, "tmp": str(tmp / name)}
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "bench" / "recipe_bench.py"), "--worker", json.dumps(spec)]
-    proc = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True)
+    # output to files, not pipes: a full stderr pipe of one tree would stall it while we wait on the other
+    (tmp / name).mkdir(parents=True, exist_ok=True)
+    out, err = open(tmp / name / "stdout.txt", "w"), open(tmp / name / "stderr.txt", "w")
+    return subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=err, text=True)
+
+
+def finish_tree(name: str, proc: subprocess.Popen, tmp: Path) -> list[dict]:
+    """Wait for a tree's worker and parse its JSON result lines."""
+    proc.wait()
+    stdout, stderr = ((tmp / name / f).read_text() for f in ("stdout.txt", "stderr.txt"))
     if proc.returncode:
-        raise RuntimeError(f"{name} worker failed:\n{proc.stderr[-4000:]}")
-    rows = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        raise RuntimeError(f"{name} worker failed:\n{stderr[-4000:]}")
+    rows = [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
     for r in rows:
         r["tree"] = name
     return rows
@@ -187,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="recipe_bench.") as td:
         tmp = Path(td)
         trees = {"today": export_tree(base, tmp), "new": REPO}
+        procs: dict[str, tuple[subprocess.Popen, int]] = {}
         for tree, root in trees.items():
             runs = []
             for row, model, cfg, new_only, control, in_trees in RUNS:
@@ -200,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                 runs += [{"row": row, "key": row.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
                           .replace("=", "-"), "model": model, "cfg": full, "control": control, "seed": s}
                          for s in args.seeds]
-            t1 = time.perf_counter()
-            results += run_tree(tree, root, runs, args.epochs, args.lr, tmp)
-            print(f"[{tree}] {len(runs)} runs in {time.perf_counter() - t1:.0f} s", flush=True)
+            if runs:
+                procs[tree] = (start_tree(tree, root, runs, args.epochs, args.lr, tmp), len(runs))
+        for tree, (proc, n) in procs.items():
+            results += finish_tree(tree, proc, tmp)
+            print(f"[{tree}] {n} runs done after {time.perf_counter() - t0:.0f} s", flush=True)
     table, means = summarise(results, args.seeds)
     print(f"\nplanted benchmark, Avg mAP % (tIoU 0.1:0.9), seeds {args.seeds}, {args.epochs} epochs, "
           f"warm-up {'5 epochs' if args.literal_warmup else f'{warm} epoch(s)'}, today = {base[:10]}\n")

@@ -207,3 +207,23 @@ def test_weak_gate_is_decoupled_from_the_training_pool() -> None:
     assert kept == [(9.5, 11.5, 2, pytest.approx(0.95))]
     assert CCNet(small_cfg(supervision="weak", gate_pool="train")).detect(out, batch) == [[]]
     assert len(CCNet(small_cfg(supervision="weak", gate_pool="none")).detect(out, batch)[0]) == 1
+
+
+def test_class_head_prior_follows_the_supervision() -> None:
+    """The focal loss's RetinaNet prior (0.01) for full supervision, a zero bias (0.5) for the weak MIL BCE,
+    an explicit ``cls_prior_prob`` over both, for CCNet and DAVE alike (models.localizers.heads.class_head_prior)."""
+    import math
+
+    from models.localizers.dave import DAVE, DAVEConfig
+
+    def out_bias(model: torch.nn.Module) -> torch.Tensor:
+        return model.heads.cls_out.conv.bias.detach()
+
+    for build, cfg_cls in ((CCNet, CCNetConfig), (DAVE, DAVEConfig)):
+        base = dict(num_classes=C, audio_dim=DA, visual_dim=DV, t_max=T, d_model=16, n_heads=2, tdm_dim=4,
+                    head_dim=16)
+        full = out_bias(build(cfg_cls(**base, supervision="full")))
+        torch.testing.assert_close(full, torch.full((C,), -math.log(99.0)))
+        assert out_bias(build(cfg_cls(**base, supervision="weak"))).abs().max() == 0.0
+        weak_set = out_bias(build(cfg_cls(**base, supervision="weak", cls_prior_prob=0.01)))
+        torch.testing.assert_close(weak_set, full)

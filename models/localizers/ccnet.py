@@ -82,6 +82,7 @@ from models.localizers.heads import (
     TemporalDependency,
     TransformerBlock,
     add_position,
+    class_head_prior,
     downsample_mask,
     maxpool_downsample,
     sinusoid_encoding,
@@ -188,7 +189,7 @@ class CCNet(PyramidLocalizer):
         self.tdm = TemporalDependency(d2, cfg.tdm_dim, cfg.num_classes) if cfg.use_tdm else None
         self.f2c = nn.ModuleList([F2CBlock(d2, cfg.n_heads, cfg.dropout) for _ in range(L - 1)])
         self.heads = PointHeads(
-            d2, cfg.head_dim, cfg.num_classes, L, cfg.head_layers, prior_prob=cfg.cls_prior_prob,
+            d2, cfg.head_dim, cfg.num_classes, L, cfg.head_layers, prior_prob=class_head_prior(cfg),
             with_reg=cfg.supervision == "full", with_ln=cfg.with_ln,
         )
         self.loss_state = DenseLossState(normalizer=cfg.init_loss_norm)

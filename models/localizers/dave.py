@@ -51,6 +51,7 @@ from models.localizers.heads import (
     PyramidLocalizer,
     TemporalDependency,
     add_position,
+    class_head_prior,
     maxpool_downsample,
     sinusoid_encoding,
 )
@@ -125,7 +126,7 @@ class DAVE(PyramidLocalizer):
         self.cross_a = nn.ModuleList([MHCABlock(d, cfg.n_heads, cfg.dropout, stride=2) for _ in range(L - 1)])
         self.tdm = TemporalDependency(2 * d, cfg.tdm_dim, cfg.num_classes) if cfg.use_tdm else None
         self.heads = PointHeads(
-            2 * d, cfg.head_dim, cfg.num_classes, L, cfg.head_layers, prior_prob=cfg.cls_prior_prob,
+            2 * d, cfg.head_dim, cfg.num_classes, L, cfg.head_layers, prior_prob=class_head_prior(cfg),
             with_reg=cfg.supervision == "full", with_ln=cfg.with_ln,
         )
         self.loss_state = DenseLossState(normalizer=cfg.init_loss_norm)

@@ -517,7 +517,7 @@ class PyramidConfig(ModelConfig):
     head_dim: int = 512
     with_ln: bool = True  # LayerNorm after the embedding and hidden head convs (UnAV embd/head_with_ln)
     head_layers: int = 3
-    cls_prior_prob: float = 0.01
+    cls_prior_prob: float | None = None  # None: class_head_prior's per-supervision default
     reg_ranges: tuple[tuple[float, float], ...] = DEFAULT_REG_RANGES
     center_sample_radius: float | None = None
     reg_weight: float = 1.0
@@ -549,6 +549,22 @@ class PyramidConfig(ModelConfig):
     ema_decay: float | None = 0.999  # evaluation / selection / best.pt on EMA weights (ModelEma); None: off
     crop_ratio: tuple[float, float] | None = (0.9, 1.0)  # random crop of training videos (UnAV/ActionFormer)
     trunc_thresh: float = 0.5  # a cropped segment survives if more than this fraction of it is kept
+
+def class_head_prior(cfg: PyramidConfig) -> float:
+    """Initial probability of the class head (its output bias is ``-log((1 - p) / p)``).
+
+    Full supervision keeps RetinaNet's 0.01 (Lin et al. 2017 §4.1, ActionFormer/UnAV ``cls_prior_prob``):
+    it exists for the dense focal loss, where background points outnumber positives a hundredfold.
+    The weak MIL BCE has no such imbalance (one pooled score per class and video), and there the prior
+    only starts every pooled positive at ``-log 0.01 = 4.6`` nats behind, so the head spends the
+    short warm-up climbing out of it: weak DAVE's validation mAP stayed at 0 for half of the planted
+    bench's 40 epochs (docs/recipes.md). Weak heads therefore start at 0.5 (zero bias), the default
+    ``nn.Linear`` initialisation of the weak MIL heads of Tian et al.'s AVEL and of HAN. An explicit
+    ``cls_prior_prob`` wins."""
+    if cfg.cls_prior_prob is not None:
+        return float(cfg.cls_prior_prob)
+    return 0.5 if cfg.supervision == "weak" else 0.01
+
 
 class PyramidLocalizer(nn.Module):
     """``loss`` / ``detect`` / optimizer shared by the point-based pyramid localizers (CCNet, DAVE).
