@@ -9,6 +9,12 @@ linear DAG gives about 1.
 
     python bench/dag_bench.py --annotations path/to/unav100_annotations.json --sizes 1000,4000,10790
     python bench/dag_bench.py --sizes 500,2000          # generated ids, no annotation file needed
+    python bench/dag_bench.py --llp path/to/llp_csvs --sizes 1000,11849   # LLP's per-clip DAG (EAR)
+
+``--llp`` takes a folder with LLP's five CSVs (``AVVP_train.csv``, ``AVVP_val_pd.csv``,
+``AVVP_test_pd.csv``, ``AVVP_eval_audio.csv``, ``AVVP_eval_visual.csv``) and measures an ``avvp``
+benchmark instead: ``N`` clips taken from the three splits in proportion, CSVs restricted to them,
+random weights, EAR with pseudo-labels and video labels (one feature job per clip).
 """
 
 from __future__ import annotations
@@ -68,6 +74,49 @@ def make_workdir(root: Path, ids: list[str], clip: Path, annotations: Path | Non
     return work
 
 
+LLP_SPLIT_CSVS = ("AVVP_train.csv", "AVVP_val_pd.csv", "AVVP_test_pd.csv")
+LLP_EVAL_CSVS = ("AVVP_eval_audio.csv", "AVVP_eval_visual.csv")
+
+
+def llp_ids(csv_dir: Path, n: int) -> dict[str, list[str]]:
+    """``n`` clip ids from LLP's split CSVs, each split in proportion to its size (CSV order)."""
+    rows = {f: [ln.split("\t")[0] for ln in (csv_dir / f).read_text().splitlines()[1:] if ln.strip()]
+            for f in LLP_SPLIT_CSVS}
+    total = sum(len(r) for r in rows.values())
+    if n > total:
+        raise SystemExit(f"{csv_dir} lists {total} clips, fewer than {n}")
+    return {f: r[: max(1, round(n * len(r) / total))] for f, r in rows.items()}
+
+
+def make_llp_workdir(root: Path, csv_dir: Path, n: int, clip: Path) -> Path:
+    """Symlinked clips + the CSVs restricted to them + an ``avvp`` config (random weights, EAR)."""
+    import numpy as np
+
+    ids = llp_ids(csv_dir, n)
+    work = root / f"llp{n}"
+    videos, csvs = work / "videos", work / "csv"
+    videos.mkdir(parents=True)
+    csvs.mkdir()
+    keep = {v for split in ids.values() for v in split}
+    for vid in sorted(keep):
+        os.symlink(clip, videos / f"{vid}.mp4")
+    for f in (*LLP_SPLIT_CSVS, *LLP_EVAL_CSVS):
+        lines = (csv_dir / f).read_text().splitlines()
+        (csvs / f).write_text("\n".join([lines[0], *(ln for ln in lines[1:] if ln.split("\t")[0] in keep)]) + "\n")
+    rng = np.random.default_rng(0)  # stage-1 dense data (the generator's 512-D spaces, 3 classes)
+    np.savez(work / "dense.npz", audio=rng.standard_normal((6, 10, 512)).astype(np.float32),
+             visual=rng.standard_normal((6, 10, 512)).astype(np.float32),
+             av_labels=(rng.random((6, 10, 3)) < 0.3).astype(np.float32),
+             text_a=rng.standard_normal((3, 512)).astype(np.float32),
+             text_v=rng.standard_normal((3, 512)).astype(np.float32))
+    cfg = {"datasets": {}, "avvp": {"llp": {
+        "llp": {"videos": str(videos), "annotations": str(csvs), "visual": "r21d", "audio": "vggish",
+                "weights": "random", "clip_model": "ViT-B-32"},
+        "dense": str(work / "dense.npz"), "modes": ["pseudo", "video"]}}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return work
+
+
 def dry_run(work: Path) -> tuple[float, int]:
     """(wall seconds, number of jobs) of one ``snakemake -n``."""
     cmd = [sys.executable, "-m", "snakemake", "-n", "-q", "rules", "--workflow-profile", "none",
@@ -91,6 +140,7 @@ def main() -> int:
     ap.add_argument("--sizes", default="500,1000,2000", help="comma-separated numbers of videos")
     ap.add_argument("--clip", type=Path, default=None, help="clip every symlink points to (default: generated)")
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    ap.add_argument("--llp", type=Path, default=None, help="folder with LLP's CSVs: measure the avvp DAG instead")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     root = args.keep or Path(tempfile.mkdtemp(prefix="dag_bench_"))
@@ -102,7 +152,10 @@ def main() -> int:
     clip = clip.resolve()
     rows = []
     for n in sizes:
-        work = make_workdir(root, video_ids(args.annotations, n), clip, args.annotations)
+        if args.llp is not None:
+            work = make_llp_workdir(root, args.llp, n, clip)
+        else:
+            work = make_workdir(root, video_ids(args.annotations, n), clip, args.annotations)
         cold, jobs = dry_run(work)
         warm, _ = dry_run(work)
         rows.append((n, jobs, cold, warm))

@@ -59,7 +59,19 @@ def llp_videos(name):
     return _LLP_FOUND[name]
 
 
+_LLP_SPLITS = {}
+
+
 def llp_split_videos(name, split):
+    """The usable clips of one split, in CSV order. Memoised per Snakemake run: every llp_features job's
+    input function reaches this, and re-reading the CSVs (or UnAV's JSON) per job made the DAG quadratic."""
+    key = (name, split)
+    if key not in _LLP_SPLITS:
+        _LLP_SPLITS[key] = _read_llp_split(name, split)
+    return _LLP_SPLITS[key]
+
+
+def _read_llp_split(name, split):
     from models.data.dataset import read_llp, read_unav
 
     ds = llp_source_dataset(name)
@@ -79,10 +91,16 @@ def llp_splits(name):
     return ["train", "val", "test"] if avvp_selects_on_val(name) else ["train", "test"]
 
 
+_LLP_CLIPS = {}
+
+
 def llp_clips(name):
-    """{id: path} of the clips of the split CSVs (other files in the folder are not extracted)."""
-    clips = llp_videos(name)
-    return {v: clips[v] for split in llp_splits(name) for v in llp_split_videos(name, split)}
+    """{id: path} of the clips of the split CSVs (other files in the folder are not extracted); memoised
+    as llp_split_videos."""
+    if name not in _LLP_CLIPS:
+        clips = llp_videos(name)
+        _LLP_CLIPS[name] = {v: clips[v] for split in llp_splits(name) for v in llp_split_videos(name, split)}
+    return _LLP_CLIPS[name]
 
 
 def llp_needs_generator(name):
