@@ -39,8 +39,10 @@ Supervision:
   (``mil_pool``, default ``topk``: the mean of the ``ceil(T/8)`` highest points, the pooling this
   project's CLASP uses, so the weak rows of the table differ only in architecture; Tian's weak AVEL
   code max-pools, ``max``) and trained with BCE against
-  ``batch['labels']``; the loss is the mean over levels.  Inference (``weak_inference="finest"``): classes
-  whose pooled stride-1 probability is below 0.5 are dropped (as CLASP's inference); the stride-1
+  ``batch['labels']``; the loss is the mean over levels.  The class head starts at probability 0.5 (zero
+  bias), not at the focal loss's 0.01 prior (``models.localizers.heads.class_head_prior``).  Inference
+  (``weak_inference="finest"``): classes whose stride-1 gate score (``gate_pool``, default the highest step
+  probability; ``models.localizers.pooling.class_gate``) is below 0.5 are dropped (as CLASP's inference); the stride-1
   level's probabilities (its features already carry coarse context through C2F) are
   thresholded at 0.5 and runs of positive steps merged into events scored by their mean probability
   (``models.localizers.postprocess.probs_to_step_events``; a run ``a..b`` -> ``[a - 0.5, b + 0.5]`` steps).
