@@ -120,8 +120,8 @@ def start_tree(name: str, root: Path, runs: list[dict[str, Any]], epochs: int, l
     cmd = [sys.executable, str(REPO / "bench" / "recipe_bench.py"), "--worker", json.dumps(spec)]
     # output to files, not pipes: a full stderr pipe of one tree would stall it while we wait on the other
     (tmp / name).mkdir(parents=True, exist_ok=True)
-    out, err = open(tmp / name / "stdout.txt", "w"), open(tmp / name / "stderr.txt", "w")
-    return subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=err, text=True)
+    with open(tmp / name / "stdout.txt", "w") as out, open(tmp / name / "stderr.txt", "w") as err:
+        return subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=err, text=True)  # the child keeps its copies
 
 
 def finish_tree(name: str, proc: subprocess.Popen, tmp: Path) -> list[dict]:

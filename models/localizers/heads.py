@@ -550,6 +550,7 @@ class PyramidConfig(ModelConfig):
     crop_ratio: tuple[float, float] | None = (0.9, 1.0)  # random crop of training videos (UnAV/ActionFormer)
     trunc_thresh: float = 0.5  # a cropped segment survives if more than this fraction of it is kept
 
+
 def class_head_prior(cfg: PyramidConfig) -> float:
     """Initial probability of the class head (its output bias is ``-log((1 - p) / p)``).
 
