@@ -76,6 +76,7 @@ from typing import Any
 
 import numpy as np
 
+from extractors.errors import ContentError
 from extractors.io import sha256_file
 
 TARGET_SR = 16000
@@ -84,13 +85,8 @@ MIN_DURATION_S = 0.96
 MIN_DECODED_FRACTION = 0.9
 
 
-class MediaError(Exception):
-    """A video that cannot be normalized; ``str()`` names the file and the reason."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+class MediaError(ContentError):
+    """A video that cannot be normalized (the input's own fault); ``str()`` names the file and the reason."""
 
 
 @dataclass(frozen=True)
