@@ -28,6 +28,7 @@ pages being charged to the training process's RSS (bench/data_bench.py measures 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import os
@@ -71,7 +72,9 @@ class VideoAnnotation:
 
 
 def _read_database(path: str | os.PathLike[str]) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
+    """The ``database`` of an annotation JSON, plain or gzipped (``.gz``)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         data = json.load(fh)
     if "database" not in data:
         raise ValueError(f"{path}: not an ActivityNet/UnAV-style annotation file (no 'database' key)")

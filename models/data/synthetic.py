@@ -193,8 +193,17 @@ def make_planted(cfg: PlantedConfig, out_dir: str | os.PathLike[str], recipe: Re
     """Write the benchmark in our layout under ``out_dir``: ``features/i3d/<vid>.npy`` (T, Dv),
     ``features/vggish/<vid>.npy`` (T, Da) float32, ``annotations.json`` (UnAV-100 format), and a
     FeatureStore at ``store/`` built from those files (all splits; filter with ``subset``)."""
-    out = Path(out_dir)
     feats, anns, classes = make_planted_arrays(cfg, recipe)
+    store = write_planted(feats, anns, classes, out_dir, {"source": "planted", "seed": cfg.seed,
+                                                          "recipe": recipe.name})
+    return store, anns, classes
+
+
+def write_planted(feats: dict[str, tuple[np.ndarray, np.ndarray]], anns: dict[str, VideoAnnotation],
+                  classes: list[str], out_dir: str | os.PathLike[str], meta: dict) -> FeatureStore:
+    """The one writer of every planted benchmark: per-video ``.npy`` files in our layout (atomic),
+    ``annotations.json`` and the store built from the files (what a user's run reads)."""
+    out = Path(out_dir)
     for kind in ("i3d", "vggish"):
         (out / "features" / kind).mkdir(parents=True, exist_ok=True)
     for vid, (a, v) in feats.items():
@@ -204,10 +213,8 @@ def make_planted(cfg: PlantedConfig, out_dir: str | os.PathLike[str], recipe: Re
             np.save(tmp, arr)
             os.replace(tmp, dst)
     write_unav(anns, out / "annotations.json", classes)
-    store = FeatureStore.build(out / "store", list(feats),
-                               lambda v: load_video_features(v, out, layout="ours"),
-                               meta={"source": "planted", "seed": cfg.seed, "recipe": recipe.name})
-    return store, anns, classes
+    return FeatureStore.build(out / "store", list(feats), lambda v: load_video_features(v, out, layout="ours"),
+                              meta=meta)
 
 
 def make_planted_avvp(cfg: PlantedConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -1,0 +1,145 @@
+"""Do the weak localizers learn at UnAV-100's real structure? (issue #27; docs/recipes.md "Weak models at
+UnAV-100's structure").
+
+Builds the real-structure planted benchmark (:mod:`models.data.planted_real`: every video, length, subset,
+class and segment of the real annotation file, or a seeded fraction of each subset; features planted per
+segment), then trains each weak model with its recipe (CLASP and MIL: Adam 1e-4, batch 16, 40 epochs; the
+weak pyramid models and AVEL with theirs) and its label-shuffled control, selects on validation, and
+reports per epoch the loss terms and validation Avg mAP, and at the end:
+
+    model | epoch leaving the prior | test Avg mAP | shuffled control | matched-filter oracle
+
+"Leaving the prior": the first epoch whose video-level BCE (CLASP's audio-visual term, the others' only
+term) is below 95 % of the label prior's BCE, the loss of predicting each class's frequency for every
+video. ``--legacy`` adds each model with the defaults before #27 (no LayerNorm in the projection, class
+heads at 0.5) beside today's. Widths are a CPU-sized override (``--width``, default 128) in every row.
+
+    python bench/unav_structure_bench.py --fraction 0.25                  # a quarter: 1,622 train videos
+    python bench/unav_structure_bench.py --fraction 0.1 --epochs 12 --models clasp mil --legacy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_ANNOTATIONS = REPO / "tests" / "data" / "unav100_annotations.json.gz"
+LEGACY = {"proj_ln": False, "class_prior": "none"}
+PYRAMID_LEGACY = {"class_prior": "none"}
+
+
+def model_rows(width: int) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """``{row: (registry name, overrides, loss term that is the video-level BCE)}``."""
+    pyr = {"supervision": "weak", "d_model": width, "head_dim": width, "n_heads": 4}
+    return {
+        "clasp": ("clasp", {"hidden_dim": width}, "av"),
+        "mil": ("mil", {"hidden_dim": width}, "video"),
+        "avel-weak": ("avel", {"supervision": "weak"}, "mil_bce"),  # Tian's sizes are already CPU-sized
+        "dave-weak": ("dave", pyr, "mil_bce"),
+        "ccnet-weak": ("ccnet", pyr, "mil_bce"),
+    }
+
+
+def left_prior(history: list[dict[str, Any]], term: str, prior: float) -> int | None:
+    """First epoch whose video-level BCE is below 95 % of the label prior's (None: never)."""
+    for rec in history:
+        value = rec["loss_terms"].get(term, rec["train_loss"])
+        if value < 0.95 * prior:
+            return int(rec["epoch"])
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--annotations", type=Path, default=DEFAULT_ANNOTATIONS)
+    ap.add_argument("--fraction", type=float, default=0.25)
+    ap.add_argument("--epochs", type=int, default=None, help="default: each model's recipe (40)")
+    ap.add_argument("--models", nargs="+", default=["clasp", "mil", "avel-weak", "dave-weak", "ccnet-weak"])
+    ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--signal", type=float, default=2.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--legacy", action="store_true", help="also train each model with the pre-#27 defaults")
+    ap.add_argument("--no-control", action="store_true")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=None, help="keep the data and runs here (default: a temp dir)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from extractors.recipes import get_recipe
+    from models.data.dataset import FeatureDataset, read_unav
+    from models.data.planted_real import (
+        MatchedFilter,
+        RealPlantedConfig,
+        label_prior_bce,
+        make_real_planted,
+        planted_patterns,
+            video_labels,
+    )
+    from models.run.evaluate import compute_dataset_metrics
+    from models.run.runtime import model_from_checkpoint
+    from models.run.train import train
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="unav_structure_"))
+    recipe = get_recipe("unav100")
+    cfg = RealPlantedConfig(fraction=args.fraction, signal=args.signal, seed=args.seed)
+    t0 = time.perf_counter()
+    store, anns, classes = make_real_planted(read_unav(args.annotations), cfg, work / "data", recipe)
+    ds = {s: FeatureDataset(store, anns, classes, recipe, subset=s) for s in ("train", "validation", "test")}
+    prior = label_prior_bce(video_labels(anns, classes, "train"))
+    print(f"benchmark: {args.fraction:g} of {args.annotations.name}: "
+          + ", ".join(f"{s} {len(d)}" for s, d in ds.items())
+          + f" videos, {len(classes)} classes; label-prior BCE {prior:.4f}; built in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    pa, pv = planted_patterns(cfg, len(classes))
+    oracle_model = MatchedFilter(pa, pv, cfg.signal).fit_background(ds["train"])
+    oracle = 100 * compute_dataset_metrics(oracle_model, ds["test"], recipe, device="cpu", amp=False)[0]["avg"]
+    print(f"matched-filter oracle: test Avg mAP {oracle:.1f}", flush=True)
+
+    rows = model_rows(args.width)
+    results = []
+    for row in args.models:
+        name, over, term = rows[row]
+        variants = [("", {})] + ([(" (pre-#27 defaults)", PYRAMID_LEGACY if name in ("dave", "ccnet") else LEGACY)]
+                                 if args.legacy else [])
+        for suffix, extra in variants:
+            res: dict[str, Any] = {"row": row + suffix}
+            for control in (False, True) if not args.no_control else (False,):
+                out = work / "runs" / f"{row}{suffix.replace(' ', '_')}{'_shuffled' if control else ''}"
+                t1 = time.perf_counter()
+                best = train(name, ds["train"], ds["validation"], out, {**over, **extra}, epochs=args.epochs,
+                             seed=args.seed, device="cpu", amp=False, resume=False, shuffle_labels=control,
+                             progress=True, plot_every=0)
+                history = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
+                model = model_from_checkpoint(best, name)
+                test = 100 * compute_dataset_metrics(model, ds["test"], recipe, device="cpu", amp=False)[0]["avg"]
+                key = "control" if control else "test"
+                res[key] = test
+                if not control:
+                    res["left_prior"] = left_prior(history, term, prior)
+                    res["best_epoch"] = max(history, key=lambda r: r["val"]["avg"])["epoch"]
+                print(f"== {row}{suffix}{' shuffled' if control else ''}: test Avg mAP {test:.1f} "
+                      f"({time.perf_counter() - t1:.0f} s)", flush=True)
+            results.append(res)
+
+    print(f"\nreal-structure planted UnAV-100, fraction {args.fraction:g} ({len(ds['train'])} train videos), "
+          f"width {args.width}, signal {args.signal:g}, label-prior BCE {prior:.4f}")
+    print("| model | leaves the prior (epoch) | test Avg mAP | shuffled control | oracle |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        ctrl = f"{r['control']:.1f}" if "control" in r else "–"
+        print(f"| {r['row']} | {r['left_prior'] or 'never'} | {r['test']:.1f} | {ctrl} | {oracle:.1f} |")
+    print(json.dumps({"oracle": oracle, "prior_bce": prior, "rows": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,197 @@
+"""Planted features on the real structure of UnAV-100: does a weak localizer learn at 100 classes?
+
+The small planted benchmark (:mod:`models.data.synthetic`) has a handful of classes and short videos.
+The papers' tables are on UnAV-100: 100 classes with long-tailed frequencies, videos of 10-60 s (up to
+185 feature steps), 1.6 classes and 2.8 segments per video, most classes absent from any one video.
+This generator keeps all of that from a real annotation file (videos, durations, subsets, classes,
+``label_id`` order and every segment) and replaces only the pixels:
+
+- **Background** as the real features look: non-negative (I3D and VGGish end in a ReLU), a common
+  offset ``background``, a per-video "scene" vector (constant over time, a nuisance), and temporally
+  correlated noise (overlapping windows; :func:`models.data.synthetic._noise`), clipped at 0.
+- **Events**: each class has a fixed sparse non-negative unit pattern per stream (``nnz_audio`` of the
+  128 audio dims, ``nnz_visual`` of the 2048 visual dims). Every annotated segment adds ``signal *
+  pattern`` to both streams on the steps whose window centre lies inside it (the rule the targets use,
+  :func:`models.data.dataset.covered_steps`), so overlapping segments of different classes add up.
+- **Lengths** as the extractor would give them: ``1 + floor((duration - window - 1/fps) / step)`` steps
+  (the flow stream needs ``stack + 1`` frames), 185 for a 60 s UnAV-100 video.
+
+The upper bound printed beside a model is :class:`MatchedFilter`: it knows the patterns, scores each
+step by its projection on every class pattern minus the background's, scaled by ``signal``, and goes
+through the same gate, thresholds, event merging and evaluation as the models.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from extractors.recipes import Recipe
+from models.data.dataset import (
+    FeatureStore,
+    VideoAnnotation,
+    class_list,
+    covered_steps,
+    seconds_to_steps,
+)
+from models.data.synthetic import PlantedConfig, _noise, write_planted
+from models.localizers.base import Detection
+from models.localizers.pooling import detect_from_probs
+
+
+@dataclass
+class RealPlantedConfig:
+    """How the features are planted; the structure comes from the annotation file."""
+
+    fraction: float = 1.0  # share of each subset kept (seeded), e.g. 0.25 for a quarter of UnAV-100
+    audio_dim: int = 128
+    visual_dim: int = 2048
+    nnz_audio: int = 8
+    nnz_visual: int = 64
+    signal: float = 2.5  # event amplitude along its unit pattern, in background-noise stds
+    noise: float = 1.0
+    background: float = 1.0  # common offset of the non-negative background
+    scene: float = 0.5
+    noise_window: int = 3
+    seed: int = 0
+
+
+def select_fraction(annotations: dict[str, VideoAnnotation], fraction: float, seed: int) -> dict[str, VideoAnnotation]:
+    """A seeded ``fraction`` of every subset (at least one video each), in the file's order."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return dict(annotations)
+    rng = np.random.default_rng(seed)
+    keep: set[str] = set()
+    for subset in sorted({a.subset for a in annotations.values()}):
+        ids = sorted(v for v, a in annotations.items() if a.subset == subset)
+        n = max(1, round(fraction * len(ids)))
+        keep.update(rng.choice(ids, size=n, replace=False).tolist())
+    return {v: a for v, a in annotations.items() if v in keep}
+
+
+def steps_for_duration(duration: float, recipe: Recipe) -> int:
+    """Feature steps the extractor gives a video of ``duration`` seconds (module docstring)."""
+    return max(1, 1 + math.floor((duration - recipe.window_s - 1.0 / recipe.fps) / recipe.step_s + 1e-9))
+
+
+def class_patterns(num_classes: int, dim: int, nnz: int, rng: np.random.Generator) -> np.ndarray:
+    """``(C, dim)`` sparse non-negative unit patterns (``nnz`` random dims each, weights in [0.5, 1])."""
+    out = np.zeros((num_classes, dim))
+    for c in range(num_classes):
+        idx = rng.choice(dim, size=min(nnz, dim), replace=False)
+        out[c, idx] = rng.uniform(0.5, 1.0, size=len(idx))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def planted_patterns(cfg: RealPlantedConfig, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(C, Da)`` audio and ``(C, Dv)`` visual patterns of ``cfg`` (the same draws as the generator)."""
+    rng = np.random.default_rng(cfg.seed)
+    return (class_patterns(num_classes, cfg.audio_dim, cfg.nnz_audio, rng),
+            class_patterns(num_classes, cfg.visual_dim, cfg.nnz_visual, rng))
+
+
+def event_steps(ann: VideoAnnotation, cidx: dict[str, int], t_len: int, recipe: Recipe) -> np.ndarray:
+    """``(T, C)`` 0/1: class ``c`` is on at step ``t`` when a segment of ``c`` covers its window centre."""
+    on = np.zeros((t_len, len(cidx)), np.float32)
+    for s in ann.segments:
+        a, b = covered_steps(*seconds_to_steps(s.start, s.end, recipe), t_len)
+        on[a:b, cidx[s.label]] = 1.0
+    return on
+
+
+def _background(rng: np.random.Generator, t_len: int, dim: int, cfg: RealPlantedConfig) -> np.ndarray:
+    noise_cfg = PlantedConfig(noise=cfg.noise, noise_window=cfg.noise_window)
+    scene = cfg.scene * np.abs(rng.standard_normal(dim))
+    return np.maximum(0.0, cfg.background + scene + _noise(rng, t_len, dim, noise_cfg))
+
+
+def make_real_planted_arrays(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, recipe: Recipe,
+                             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, VideoAnnotation], list[str]]:
+    """``({vid: (audio (T, Da), visual (T, Dv))}, annotations kept, classes in label_id order)``."""
+    classes = class_list(annotations)  # label_id order of the full file, also for a fraction
+    cidx = {c: i for i, c in enumerate(classes)}
+    anns = select_fraction(annotations, cfg.fraction, cfg.seed)
+    pa, pv = planted_patterns(cfg, len(classes))
+    feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for i, (vid, ann) in enumerate(anns.items()):
+        rng = np.random.default_rng([cfg.seed, i])  # per video: a fraction is a subset of the full release
+        t_len = steps_for_duration(ann.duration, recipe)
+        on = cfg.signal * event_steps(ann, cidx, t_len, recipe)
+        audio = _background(rng, t_len, cfg.audio_dim, cfg) + on @ pa
+        visual = _background(rng, t_len, cfg.visual_dim, cfg) + on @ pv
+        feats[vid] = (audio.astype(np.float32), visual.astype(np.float32))
+    return feats, anns, classes
+
+
+def make_real_planted(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, out_dir: str | os.PathLike[str],
+                      recipe: Recipe) -> tuple[FeatureStore, dict[str, VideoAnnotation], list[str]]:
+    """Write the benchmark under ``out_dir`` (layout of :func:`models.data.synthetic.write_planted`)."""
+    feats, anns, classes = make_real_planted_arrays(annotations, cfg, recipe)
+    meta = {"source": "planted_real", "recipe": recipe.name, **asdict(cfg)}
+    return write_planted(feats, anns, classes, out_dir, meta), anns, classes
+
+
+class MatchedFilter(nn.Module):
+    """The oracle: per step and class, ``(<x_t, pattern_c> - background_c) / signal`` of each stream,
+    averaged over the two streams and clipped to [0, 1], then the weak models' inference (max gate,
+    threshold 0.5, runs of steps). ``background_c`` is the projection's median over the training steps
+    (events are rare, so the median is the background's)."""
+
+    supervision = "weak"
+
+    def __init__(self, pa: np.ndarray, pv: np.ndarray, signal: float, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.register_buffer("pa", torch.as_tensor(pa, dtype=torch.float32))
+        self.register_buffer("pv", torch.as_tensor(pv, dtype=torch.float32))
+        self.register_buffer("bg_a", torch.zeros(len(pa)))
+        self.register_buffer("bg_v", torch.zeros(len(pv)))
+        self.signal = float(signal)
+        self.threshold = float(threshold)
+
+    def fit_background(self, ds: Any, max_videos: int = 500) -> MatchedFilter:
+        proj_a, proj_v = [], []
+        for i in range(min(len(ds), max_videos)):
+            item = ds[i]
+            n = int(item["mask"].sum())
+            proj_a.append(item["audio"][:n] @ self.pa.T)
+            proj_v.append(item["visual"][:n] @ self.pv.T)
+        self.bg_a = torch.cat(proj_a).median(dim=0).values
+        self.bg_v = torch.cat(proj_v).median(dim=0).values
+        return self
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        mask = batch["mask"].bool()
+        za = (batch["audio"].float() @ self.pa.T - self.bg_a) / self.signal
+        zv = (batch["visual"].float() @ self.pv.T - self.bg_v) / self.signal
+        p = (0.5 * (za + zv)).clamp(0.0, 1.0).masked_fill(~mask.unsqueeze(-1), 0.0)
+        return {"p_av": p, "mask": mask}
+
+    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
+        gate = out["p_av"].amax(dim=1)
+        return detect_from_probs(out["p_av"], out["mask"], self.threshold, gate, by_score=True)
+
+
+def label_prior_bce(labels: np.ndarray) -> float:
+    """The BCE of predicting each class's frequency in ``labels (N, C)`` for every video: the loss a weak
+    model sits at when it has learned the label prior and nothing else (the entropy of the multi-hot labels)."""
+    y = np.asarray(labels, dtype=np.float64)
+    q = np.clip(y.mean(axis=0), 1e-6, 1 - 1e-6)
+    return float(-(y * np.log(q) + (1 - y) * np.log1p(-q)).mean())
+
+
+def video_labels(annotations: dict[str, VideoAnnotation], classes: list[str], subset: str) -> np.ndarray:
+    """``(N, C)`` multi-hot video-level labels of one subset, in the file's order."""
+    cidx = {c: i for i, c in enumerate(classes)}
+    rows = [a for a in annotations.values() if a.subset == subset]
+    y = np.zeros((len(rows), len(classes)), np.float32)
+    for i, a in enumerate(rows):
+        y[i, [cidx[s.label] for s in a.segments]] = 1.0
+    return y
