@@ -28,9 +28,16 @@ def log_to_file(path: str | Path) -> None:
     import sys
 
     fh = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the job
+    console = sys.__stderr__
     sys.stdout = sys.stderr = fh
     logging.basicConfig(stream=fh, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         force=True)
+    # progress lines (training epochs, heartbeats) also go to the console Snakemake prints to, so a long
+    # job shows signs of life where the user is looking (and in the SLURM job's output on a cluster)
+    if console is not None:
+        to_console = logging.StreamHandler(console)
+        to_console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logging.getLogger("avloc.progress").addHandler(to_console)
 
 
 CONTROL_SUFFIX = "_shuffled"

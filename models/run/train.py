@@ -52,6 +52,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -67,6 +68,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from extractors.io import write_text
+from models.localizers.class_prior import fit_class_prior, mean_prior
 from models.localizers.input_norm import fit_input_norm
 from models.localizers.registry import build_model, get_entry, make_config
 from models.run.evaluate import compute_dataset_metrics
@@ -82,10 +84,26 @@ from models.run.runtime import (
     to_device,
 )
 
+#: per-epoch lines and in-epoch heartbeats: the rule's log and the console (models.run.pipeline.log_to_file)
+progress_log = logging.getLogger("avloc.progress")
+HEARTBEAT_S = 60.0  # a line at least this often inside a long epoch, so a full-size run never looks hung
+
 
 # --------------------------------------------------------------------------------------------
 # label-shuffled control
 # --------------------------------------------------------------------------------------------
+def video_labels(ds: Any) -> torch.Tensor:
+    """``(N, C)`` video-level multi-hot labels of ``ds`` in item order, from its annotations when it exposes
+    them (no feature I/O), else from its items."""
+    if all(hasattr(ds, a) for a in ("annotations", "video_ids", "cidx")) and not getattr(ds, "clip_labels", False):
+        y = torch.zeros(len(ds.video_ids), len(ds.cidx), dtype=torch.float32)
+        for i, vid in enumerate(ds.video_ids):
+            for s in ds.annotations[vid].segments:
+                y[i, ds.cidx[s.label]] = 1.0
+        return y
+    return torch.stack([torch.as_tensor(ds[i]["labels"], dtype=torch.float32) for i in range(len(ds))])
+
+
 class ShuffledLabels(Dataset):
     """Training control: item ``i`` keeps its features but gets video ``perm[i]``'s labels.
 
@@ -99,19 +117,7 @@ class ShuffledLabels(Dataset):
         g = torch.Generator().manual_seed(int(seed) + 7919)
         self.perm = torch.randperm(n, generator=g).tolist()
         self.with_segments = with_segments
-        self.labels = self._all_labels()
-
-    def _all_labels(self) -> list[torch.Tensor]:
-        ds = self.ds
-        if all(hasattr(ds, a) for a in ("annotations", "video_ids", "cidx")) and not getattr(ds, "clip_labels", False):
-            out = []
-            for vid in ds.video_ids:
-                y = torch.zeros(len(ds.cidx), dtype=torch.float32)
-                for s in ds.annotations[vid].segments:
-                    y[ds.cidx[s.label]] = 1.0
-                out.append(y)
-            return out
-        return [ds[i]["labels"] for i in range(len(ds))]
+        self.labels = list(video_labels(ds))
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -246,6 +252,25 @@ def validate(model: torch.nn.Module, ds: Any, device: torch.device, batch_size: 
 # --------------------------------------------------------------------------------------------
 # plotting / logging
 # --------------------------------------------------------------------------------------------
+def _say(line: str, progress: bool) -> None:
+    """A progress line: above the tqdm bar when interactive, else to the progress log (rule log + console)."""
+    if progress:
+        tqdm.write(line)
+    else:
+        progress_log.info(line)
+
+
+def epoch_line(title: str, rec: dict[str, Any], epochs: int, best: dict[str, Any], selection: dict[str, Any],
+               elapsed_s: float, done_here: int) -> str:
+    """One epoch as a user reads it: loss and its terms, validation score, best so far, seconds and ETA."""
+    terms = " ".join(f"{k} {v:.4f}" for k, v in rec["loss_terms"].items())
+    eta = elapsed_s / max(done_here, 1) * (epochs - rec["epoch"])
+    return (f"[{title}] epoch {rec['epoch']}/{epochs} loss {rec['train_loss']:.4f}"
+            + (f" ({terms})" if terms else "")
+            + f" | {selection['split']} avg mAP {100 * rec['val']['avg']:.2f} (best {100 * best['score']:.2f} at epoch "
+            f"{best['epoch']}) | {rec['train_seconds']:.0f} s train + {rec['val_seconds']:.0f} s val | ETA {eta:.0f} s")
+
+
 def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
     write_text(out_dir / "log.jsonl", "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
 
@@ -344,6 +369,10 @@ def train(
     model = build_model(model_name, **dataclasses.asdict(cfg))
     if fit_input_norm(model, uncropped):  # input_norm='standardize': statistics of the training videos
         print(f"{title}: input features standardised with statistics of {len(uncropped)} training videos")
+    train_labels = video_labels(uncropped)
+    if fit_class_prior(model, train_labels):  # class_prior='label': weak class heads start at the label prior
+        print(f"{title}: class heads start at the label prior of {len(uncropped)} training videos "
+              f"(mean class frequency {mean_prior(train_labels):.4f})")
     model = model.to(dev)
     ema = ModelEma(model, ema_decay) if ema_decay else None
     supervision = getattr(model, "supervision", "weak")
@@ -393,6 +422,10 @@ def train(
         best = dict(ck["best"])
         start_epoch = int(ck["epoch"]) + 1
 
+    _say(f"[{title}] training on {len(fit_ds)} videos, selecting on {selection['split']} ({len(sel_ds)} videos), "
+         f"epochs {start_epoch + 1}-{epochs} of {epochs}, {steps_per_epoch} batches of {batch_size}, lr {lr:g}, {dev}",
+         progress)
+    run_t0 = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         model.train()
@@ -400,7 +433,14 @@ def train(
                              num_workers=num_workers)
         tot, n_seen, terms_sum = 0.0, 0, {}
         bar = tqdm(loader, desc=f"{model_name} epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        beat = t0
         for it, batch in enumerate(bar):
+            if time.perf_counter() - beat >= HEARTBEAT_S and n_seen:
+                beat = time.perf_counter()
+                done = (beat - t0) / it
+                progress_log.info("[%s] epoch %d/%d batch %d/%d loss %.4f, %.0f s in, epoch ETA %.0f s", title,
+                                  epoch + 1, epochs, it, steps_per_epoch, tot / n_seen, beat - t0,
+                                  done * (steps_per_epoch - it))
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
@@ -456,10 +496,8 @@ def train(
         _write_log(out_dir, history)
         if plot_every and (epoch + 1) % plot_every == 0 and epoch + 1 < epochs:
             _plot_curve(out_dir, history, title)
-        if progress:
-            val_txt = f" val avg mAP {100 * rec['val']['avg']:.2f}" if "val" in rec else ""
-            tqdm.write(f"[{model_name}] epoch {epoch + 1}/{epochs} loss {rec['train_loss']:.4f}{val_txt} "
-                       f"({train_s:.1f} s)")
+        _say(epoch_line(title, rec, epochs, best, selection, time.perf_counter() - run_t0, epoch + 1 - start_epoch),
+             progress)
     if plot_every and history:
         _plot_curve(out_dir, history, title)
     if not best_path.exists():
