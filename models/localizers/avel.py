@@ -108,6 +108,10 @@ class AVEL(nn.Module):
         probs = torch.sigmoid(logits) * mf
         return {"logits": logits, "step_probs": probs, "attention": w}
 
+    def class_prior_heads(self) -> list[tuple[torch.Tensor, float]]:
+        """The last classifier layer's bias (models.localizers.class_prior)."""
+        return [(self.cls[-1].bias, 1.0)]
+
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
         m = batch["mask"].bool()
         if self.supervision == "weak":

@@ -48,3 +48,6 @@ class ModelConfig:
     # 'none' (the references) | 'standardize': per-dimension z-score fitted on the training split
     # (models.localizers.input_norm; the demo's random-weight features need it)
     input_norm: str = "none"
+    # weak models: 'label' starts each class head at its class's training frequency, 'none' at the layer's
+    # own init (models.localizers.class_prior; full supervision keeps its own prior)
+    class_prior: str = "label"

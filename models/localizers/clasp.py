@@ -182,8 +182,8 @@ class CLASP(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, C = cfg.hidden_dim, cfg.num_classes
-        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel)
-        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel)
+        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel, cfg.proj_ln)
+        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel, cfg.proj_ln)
         self.drop = nn.Dropout(cfg.dropout)
         # MEAE
         self.meae_a = _meae_head(d, C)
@@ -204,6 +204,11 @@ class CLASP(nn.Module):
         self.fg_a = nn.Linear(d, 1)
         self.fg_v = nn.Linear(d, 1)
         self.classifier = nn.Linear(2 * d, C)
+
+    def class_prior_heads(self) -> list[tuple[torch.Tensor, float]]:
+        """MEAE's two classifiers at the prior; the AV classifier at twice it, since ``p_av`` is its
+        output times ``w_bar`` (0.5 at the start) (models.localizers.class_prior)."""
+        return [(self.meae_a[-1].bias, 1.0), (self.meae_v[-1].bias, 1.0), (self.classifier.bias, 2.0)]
 
     def _encoder_layer(self) -> nn.TransformerEncoderLayer:
         c = self.cfg

@@ -561,7 +561,8 @@ def class_head_prior(cfg: PyramidConfig) -> float:
     short warm-up climbing out of it: weak DAVE's validation mAP stayed at 0 for half of the planted
     bench's 40 epochs (docs/recipes.md). Weak heads therefore start at 0.5 (zero bias), the default
     ``nn.Linear`` initialisation of the weak MIL heads of Tian et al.'s AVEL and of HAN. An explicit
-    ``cls_prior_prob`` wins."""
+    ``cls_prior_prob`` wins. Weak models then move this start to the training label prior
+    (``class_prior: label``, :mod:`models.localizers.class_prior`); 0.5 is where ``class_prior: none`` leaves it."""
     if cfg.cls_prior_prob is not None:
         return float(cfg.cls_prior_prob)
     return 0.5 if cfg.supervision == "weak" else 0.01
@@ -582,6 +583,10 @@ class PyramidLocalizer(nn.Module):
         if self.cfg.weak_inference == "finest":
             return probs[0]
         return fuse_level_probs(probs, length)
+
+    def class_prior_heads(self) -> list[tuple[torch.Tensor, float]]:
+        """The point heads' class output bias, shared by every level (models.localizers.class_prior)."""
+        return [(self.heads.cls_out.conv.bias, 1.0)]
 
     def configure_optimizers(self, lr: float, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
         return make_optimizer(self, self.cfg.optimizer, lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs,

@@ -44,22 +44,33 @@ from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
 # shared helpers
 # --------------------------------------------------------------------------------------------
 class Projection(nn.Module):
-    """Two ``Conv1d`` + ReLU layers ``(B, T, D) -> (B, T, d)``, masked so padding cannot leak."""
+    """Two ``Conv1d`` (+ LayerNorm) + ReLU layers ``(B, T, D) -> (B, T, d)``, masked so padding cannot leak.
 
-    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3) -> None:
+    ``with_ln`` (the default of every weak model, ``proj_ln``): each convolution is followed by a
+    LayerNorm over the channels of each step before the ReLU, and has no bias, as the embedding of the
+    UnAV backbone CLASP says it follows ("two convolutional layers with ReLU", after Geng et al. 2023:
+    ttgeng233/UnAV ``libs/modeling/multimodal_backbones.py``, ``MaskedConv1D(bias=not with_ln)`` +
+    ``LayerNorm`` + ReLU). Why it matters: I3D and VGGish features are non-negative with a large common
+    offset, so Adam's first updates shift every pre-activation of a 2048 x 3 fan-in together; without
+    the norm 91 % of the visual units were dead after two epochs at UnAV-100's structure (docs/recipes.md).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3, with_ln: bool = False) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"projection kernel_size must be odd, got {kernel_size}")
         pad = kernel_size // 2
-        self.conv1 = nn.Conv1d(in_dim, out_dim, kernel_size, padding=pad)
-        self.conv2 = nn.Conv1d(out_dim, out_dim, kernel_size, padding=pad)
+        self.conv1 = nn.Conv1d(in_dim, out_dim, kernel_size, padding=pad, bias=not with_ln)
+        self.conv2 = nn.Conv1d(out_dim, out_dim, kernel_size, padding=pad, bias=not with_ln)
+        self.norm1 = nn.LayerNorm(out_dim) if with_ln else nn.Identity()
+        self.norm2 = nn.LayerNorm(out_dim) if with_ln else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        h = x.transpose(1, 2) * m
-        h = F.relu(self.conv1(h)) * m
-        h = F.relu(self.conv2(h)) * m
-        return h.transpose(1, 2)
+        m = mask.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        h = x * m
+        for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2)):
+            h = F.relu(norm(conv(h.transpose(1, 2)).transpose(1, 2))) * m
+        return h
 
 
 def check_mask(mask: torch.Tensor) -> torch.Tensor:
@@ -107,6 +118,7 @@ class MILConfig(ModelConfig):
 
     hidden_dim: int = 512
     proj_kernel: int = 3
+    proj_ln: bool = True  # LayerNorm in the projection, as UnAV's embedding (Projection's docstring)
     dropout: float = 0.1
     pooling: str = "topk"  # training MIL pool: "topk" | "max" (Tian et al. 2018, the paper's) | "mean"
     topk_div: int = 8
@@ -126,10 +138,14 @@ class MILBaseline(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden_dim
-        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel)
-        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel)
+        self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel, cfg.proj_ln)
+        self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel, cfg.proj_ln)
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(2 * d, cfg.num_classes)
+
+    def class_prior_heads(self) -> list[tuple[torch.Tensor, float]]:
+        """The step classifier's bias (models.localizers.class_prior)."""
+        return [(self.classifier.bias, 1.0)]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         mask = check_mask(batch["mask"])

@@ -8,6 +8,7 @@ an import cycle.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from extractors.io import atomic_path
-from models.localizers.registry import build_model
+from models.localizers.registry import build_model, make_config
 
 CKPT_FORMAT = "avloc-ckpt-v1"
 
@@ -111,9 +112,19 @@ def model_from_checkpoint(path: str | os.PathLike[str], model_name: str | None =
     name = ckpt["model_name"]
     if model_name is not None and model_name != name:
         raise ValueError(f"{path} holds a {name!r} model, not {model_name!r}")
-    model = build_model(name, **ckpt["config"])
+    model = build_model(name, **stored_config(name, ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(resolve_device(device))
+
+
+#: config fields added after checkpoints were written, with the value that rebuilds those checkpoints' models
+LEGACY_FIELDS: dict[str, Any] = {"proj_ln": False}
+
+
+def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's stored config, with :data:`LEGACY_FIELDS` filled in where an older checkpoint lacks them."""
+    known = {f.name for f in dataclasses.fields(make_config(name))}
+    return {**{k: v for k, v in LEGACY_FIELDS.items() if k in known and k not in config}, **config}
 
 
 def read_classes(path: str | None, annotations: dict[str, Any]) -> list[str]:
