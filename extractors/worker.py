@@ -658,13 +658,19 @@ class _Server:
         if uid != os.getuid():
             print(f"[worker] refused a connection from uid {uid} (pid {pid}): not this worker's user", flush=True)
             return 0, True
-        first, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
-        data = first
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(1 << 20)
-            if not chunk:
-                break
-            data += chunk
+        fds: list[int] = []
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+        except OSError as err:  # the client went away before its request arrived: nothing to run
+            for fd in fds:
+                os.close(fd)
+            print(f"[worker] no request from pid {pid}: {err}", flush=True)
+            return 0, True
         try:
             request = json.loads(data)
         except ValueError:
@@ -675,7 +681,12 @@ class _Server:
                 os.close(fd)
             print(f"[worker] refused a request from pid {pid}: {why}", flush=True)
             return 0, True
-        conn.sendall(json.dumps({"accepted": True, "pid": os.getpid()}).encode() + b"\n")
+        try:
+            conn.sendall(json.dumps({"accepted": True, "pid": os.getpid()}).encode() + b"\n")
+        except OSError:  # the client went away before the job started
+            for fd in fds:
+                os.close(fd)
+            return 0, True
         self.jobs += 1
         rc, job = 1, None
         try:
@@ -773,13 +784,14 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
         if torch.cuda.is_available():
             torch.cuda.set_device(slot % torch.cuda.device_count())
     server = _Server(pool, slot, socket_path, lock_path, notes_fd)
-    print(f"[worker] pool {pool} slot {slot} pid {os.getpid()} listening on {socket_path}", flush=True)
-    if ready_fd is not None:
-        os.write(ready_fd, b"ready\n")
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, ready_fd)  # the number stays taken: a later error report goes nowhere, not into a job's fd
-        os.close(devnull)
     try:
+        server.note({"socket_ino": server.ino})
+        print(f"[worker] pool {pool} slot {slot} pid {os.getpid()} listening on {socket_path}", flush=True)
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, ready_fd)  # the number stays taken: a later error report goes nowhere, not a job's fd
+            os.close(devnull)
         while True:
             cuda = _cuda()
             server.srv.settimeout(min(idle_s, gpu_idle_s) if cuda is not None else idle_s)
@@ -841,13 +853,20 @@ def supervise(args: argparse.Namespace, idle_s: float, gpu_idle_s: float) -> int
 
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, forward)
-    job, buf = None, b""
+    job, socket_ino, buf = None, None, b""
     while chunk := os.read(notes_r, 65536):  # EOF: the worker is gone
         buf += chunk
         *lines, buf = buf.split(b"\n")
         for line in lines:
-            job = json.loads(line)
+            note = json.loads(line)
+            if isinstance(note, dict) and "socket_ino" in note:
+                socket_ino = note["socket_ino"]
+            else:
+                job = note
     _, status = os.waitpid(pid, 0)
+    with contextlib.suppress(OSError):  # a killed worker's socket, if still its own (no successor's)
+        if os.stat(args.socket).st_ino == socket_ino:
+            args.socket.unlink()
     killed: set[int] = set()
     for _ in range(2):  # the worker's orphans are our children now (subreaper); then theirs
         for kid in kill_descendants(os.getpid()):
@@ -858,9 +877,6 @@ def supervise(args: argparse.Namespace, idle_s: float, gpu_idle_s: float) -> int
         removed = remove_job_temp_files(job) if job else []
         print(f"[worker] worker {pid} ended ({_describe(status)}) during a job: killed {len(killed)} leftover process(es), "
               f"removed {len(removed)} temporary file(s)/folder(s)", flush=True)
-        with contextlib.suppress(OSError):
-            if os.stat(args.socket).st_ino and _connect(args.socket) is None:
-                args.socket.unlink()
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
 
 
