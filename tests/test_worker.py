@@ -1,6 +1,9 @@
 """Resident extraction workers (extractors/worker.py): jobs of one pool share a worker that keeps its
 networks loaded, each job's output lands in that job's own log, a failing job fails alone (and the
-worker is replaced), idle workers exit, and AVLOC_WORKER=0 runs the job in its own process."""
+worker is replaced), idle workers exit, and AVLOC_WORKER=0 runs the job in its own process. Issue 22:
+each job runs in its own environment, a stopped job stops and publishes nothing, a killed worker leaves
+nothing running, the worker folder/sockets are owner-only and both ends check the other's uid, and each
+job's own resources are recorded."""
 
 from __future__ import annotations
 
