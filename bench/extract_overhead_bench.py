@@ -9,7 +9,7 @@ so it runs on CPU in minutes), each from scratch:
    the resident extraction workers (the default; fresh workers, so their start-up is counted);
 3. the same with ``AVLOC_WORKER=0``: one Python process per job (the per-process design).
 
-It prints each wall time and its ratio to the reference (target: workers <= 1.3x).
+It prints each wall time and its ratio to the reference (target: workers <= 1.15x).
 
     python bench/extract_overhead_bench.py [--n-clips 40] [--duration 3] [--cores 2] [--recipe demo]
 """

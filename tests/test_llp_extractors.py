@@ -138,6 +138,26 @@ def test_clip_job_reports_a_failing_clip_and_the_reader_counts_it(tmp_path):
                                                      "it's broken.npz"]
 
 
+def test_only_the_clips_own_fault_is_a_failed_clip(tmp_path, monkeypatch):
+    """ContentError (undecodable, too short) is recorded as a failed clip; an environment fault (here: no
+    ffmpeg binary) fails the job and writes nothing, so a good clip is never recorded as bad."""
+    from extractors.llp.extract import main
+    from extractors.media import ffmpeg_exe
+
+    short = tmp_path / "short.mp4"  # 0.5 s: less than one 1 s segment
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.5",
+                    "-c:v", "mpeg4", str(short)], check=True)
+    out = tmp_path / "clips"
+    args = ["--kinds", "r21d", "--weights", "random", "--device", "cpu"]
+    assert main(["clip", "--video", str(short), "--out", str(out / "short.npz"), *args]) == 0
+    assert json.loads((out / "short.json").read_text())["failed"] == (
+        f"ContentError: {short}: too short: 4 frames at 8 fps is less than one 1 s segment")
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-ffmpeg"))
+    with pytest.raises(FileNotFoundError, match="no-ffmpeg"):
+        main(["clip", "--video", str(short), "--out", str(out / "env.npz"), *args])
+    assert sorted(p.name for p in out.iterdir()) == ["short.json", "short.npz"]
+
+
 def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
     """A missing checkpoint or an unknown kind is not a bad clip: the job raises and writes nothing."""
     from extractors.llp.extract import main

@@ -121,6 +121,9 @@ def test_real_run_features_metrics_and_report(finished_run):
         assert 36 <= n <= 38 and x.shape[0] == (n - 13) // 12 + 1
     for f in vgg:
         assert np.load(f).shape[1] == 128
+    for stage, min_rss in (("media", 30), ("features", 150)):  # the worker's numbers, not the ~20 MB client's
+        recs = [json.loads((work / "benchmarks" / "tiny" / stage / f"{f.stem}.worker.json").read_text()) for f in i3d]
+        assert all(r["rc"] == 0 and r["max_rss_mb"] > min_rss and r["wall_s"] > 0 for r in recs), recs
     metrics = json.loads((res / "models" / "mil" / "metrics.json").read_text())
     assert 0.0 <= metrics["avg"] <= 1.0
     assert (res / "compare.md").read_text().count("|") > 10
@@ -220,6 +223,9 @@ def test_llp_and_dense_features_one_job_per_clip_on_the_llp_worker_pool(tmp_path
     shells = [line.strip() for line in out.splitlines() if "extractors.worker llp" in line]
     assert len(shells) == 2 * n and all("--entry extractors.llp.extract -- clip --video /" in c for c in shells)
     assert sum("--out results/avvp/x/dense_features/clips/" in c for c in shells) == n
+    # the worker's own per-job resources, beside Snakemake's benchmark file (which measures the client)
+    assert sum("--record benchmarks/avvp/x/dense_features/" in c for c in shells) == n
+    assert sum("--record benchmarks/avvp/x/features/" in c for c in shells) == n
     assert "--features-dir results/avvp/x/dense_features/clips " in out
     assert "--features-dir results/avvp/x/features/clips " in out
 

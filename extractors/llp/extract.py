@@ -11,9 +11,10 @@
   workers (``python -m extractors.worker llp --entry extractors.llp.extract -- clip ...``, :mod:`extractors.worker`), which keep the
   networks loaded across clips (:func:`extractors.llp.features.built_once`), since building them (or
   loading multi-GB checkpoints) costs more than embedding a 10 s clip. A clip that fails to decode or
-  extract still gets its two files, an empty ``.npz`` and ``failed: <reason>`` in the ``.json``, and the
-  job succeeds, so the other clips complete and the split job counts it (:func:`read_clips`); a missing
-  or corrupt checkpoint (:class:`~extractors.weights.WeightsError`) fails the job. Audio for VGGish is
+  extract (:class:`~extractors.errors.ContentError`, the clip's own fault) still gets its two files, an
+  empty ``.npz`` and ``failed: <reason>`` in the ``.json``, and the job succeeds, so the other clips
+  complete and the split job counts it (:func:`read_clips`); any other error (missing or corrupt
+  checkpoint, missing temp dir, full disk, CUDA) fails the job. Audio for VGGish is
   the reference chain of :mod:`extractors.media` (int16 at the source rate, channel mean, resampy to
   16 kHz); a clip without an audio track gets silence as long as the clip (at most 10 s) and
   ``has_audio: false``.
@@ -37,10 +38,11 @@ from typing import Any
 
 import numpy as np
 
+from extractors.errors import ContentError
 from extractors.io import load_npz, save_npz, write_json
 from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
-from extractors.weights import DEFAULT_ROOT, WeightsError
+from extractors.weights import DEFAULT_ROOT
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
 AUDIO_KINDS = ("vggish", "clap", "clap_maps")
@@ -158,16 +160,16 @@ def text_embeddings(class_names: Sequence[str], mode: WeightsMode = "pretrained"
 
 def extract_clip(video: Path | str, out: Path, kinds: Sequence[str], **kw: Any) -> str | None:
     """Features of one clip into ``out`` (``.npz``, one array per kind) and its provenance ``.json``; the
-    failure reason (also in the ``.json``, with an empty ``.npz``) when the clip cannot be extracted, so
-    one bad clip never sinks the others. Errors every clip would meet (bad kinds, missing or corrupt
-    weights, a missing package, memory) are raised: the job fails loudly."""
+    failure reason (also in the ``.json``, with an empty ``.npz``) when the clip itself cannot give
+    features (:class:`~extractors.errors.ContentError`: undecodable, no usable stream, too short), so one
+    bad clip never sinks the others. Everything else (bad kinds, missing or corrupt weights, a missing
+    package or temp dir, a full disk, a CUDA error, memory) is raised: the job fails loudly and a good
+    clip is never recorded as bad."""
     vid = Path(video).stem
     check_kinds(kinds, kw.get("max_seconds", N_SEGMENTS))
     try:
         feats, prov = extract_video(video, kinds, **kw)
-    except (WeightsError, ImportError, MemoryError):
-        raise
-    except Exception as err:  # an undecodable or too-short clip: reported, the job succeeds
+    except ContentError as err:  # the clip's own fault (undecodable, no usable stream, too short): recorded
         reason = f"{type(err).__name__}: {err}"
         print(f"[llp] {video}: {reason}", file=sys.stderr)
         write_json(out.with_suffix(".json"), {"id": vid, "video": str(video), "kinds": list(kinds),

@@ -66,6 +66,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from extractors.errors import ContentError
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
 from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network
 
@@ -84,16 +85,29 @@ COMBINED = {"resnet152_r21d": ("resnet152", "r21d"), "clip_r21d": ("clip", "r21d
 
 # ----------------------------------------------------------------------------- frames
 def decode_frames(video_path: Path | str, fps: float = FPS, max_seconds: int | None = N_SEGMENTS) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s (None: all)."""
+    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s (None: all).
+
+    A file that is no usable video, or that ffmpeg cannot decode, raises :class:`ContentError` (a
+    failed clip); a missing ffmpeg or any other OS error is not the clip's fault and propagates."""
     import imageio_ffmpeg
 
+    from extractors.media import probe
+
+    probe(video_path)  # MediaError (a ContentError) names why a file is not usable video
     limit = [] if max_seconds is None else ["-t", str(max_seconds)]
     gen = imageio_ffmpeg.read_frames(str(video_path), pix_fmt="rgb24", output_params=["-vf", f"fps={fps}", *limit])
-    meta = next(gen)
-    w, h = meta["size"]
-    frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in gen]
+    try:
+        meta = next(gen)
+        w, h = meta["size"]
+        frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in gen]
+    except (RuntimeError, OSError) as err:
+        if isinstance(err, OSError) and err.errno is not None:  # an OS fault (no ffmpeg binary, ...), not the clip's
+            raise
+        raise ContentError(video_path, f"ffmpeg could not decode its frames: {str(err).strip().splitlines()[0]}") from err
+    finally:
+        gen.close()
     if not frames:
-        raise ValueError(f"no frames decoded from {str(video_path)!r}")
+        raise ContentError(video_path, "no frames decoded")
     out = np.stack(frames)
     return out if max_seconds is None else out[: int(round(fps * max_seconds))]
 
@@ -238,6 +252,8 @@ def extract_llp_visual(video_path: Path | str, mode: WeightsMode = "pretrained",
     "clip": (S, D)}`` (the kinds asked for) and a provenance dict (weights per kind). ``max_seconds``:
     LLP's 10 s; None reads the whole video (stage-1 features of long UnAV videos)."""
     frames = decode_frames(video_path, max_seconds=max_seconds)
+    if frames.shape[0] < FPS:
+        raise ContentError(video_path, f"too short: {frames.shape[0]} frames at {FPS} fps is less than one 1 s segment")
     segs = segment_frames(frames, n_segments=max_seconds)
     feats: dict[str, np.ndarray] = {}
     prov: dict[str, Any] = {"recipe": {"fps": FPS, "segment_s": 1.0, "n_segments": max_seconds},
@@ -298,6 +314,9 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     if unknown or not kinds:
         raise ValueError(f"CLAP feature kinds must be a non-empty subset of {CLAP_KINDS}, got {list(kinds)}")
     wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
+    if n_segments is None and clap.default_n_segments(wave.shape[0]) < 1:
+        raise ContentError(video_path, f"too short: {wave.shape[0] / clap.SAMPLE_RATE:.2f} s of audio is less than "
+                                       "one 1 s segment")
     ckpt = checkpoint or clap.DEFAULT_CHECKPOINT
     model, _, wprov = built_once([ckpt, *clap.TOKENIZER_FILES], mode, root, clap.build_clap, mode, root, seed, ckpt)
     model = model.to(device)

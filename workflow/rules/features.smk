@@ -23,7 +23,8 @@ def feature_weights(wc):
 
 
 FEATURE_SHELL = (
-    "python -m extractors.worker features --threads {threads} -- features --visual {params.visual} "
+    "python -m extractors.worker features --threads {threads} "
+    "--record benchmarks/{wildcards.ds:q}/features/{wildcards.vid:q}.worker.json -- features --visual {params.visual} "
     "--mp4 {input.mp4:q} --wav {input.wav:q} --out-visual {output.visual:q} --out-audio {output.audio:q} "
     "{params.flow_out} --recipe-json {params.recipe:q} --device {DEVICE} --weights-root {WEIGHTS_ROOT:q} "
     "> {log:q} 2>&1"

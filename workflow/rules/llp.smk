@@ -137,11 +137,14 @@ wildcard_constraints:
     dn="|".join(re.escape(n) for n in DENSE_NAMES) or "^$",
 
 
-LLP_FEATURE_SHELL = (
-    "python -m extractors.worker llp --threads {threads} --entry extractors.llp.extract -- "
-    "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
-    "{params.common} --device {DEVICE} > {log:q} 2>&1"
-)
+def llp_feature_shell(bench_dir):
+    """The per-clip job; the worker writes the job's own resources beside Snakemake's benchmark file."""
+    return (
+        f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
+        "--entry extractors.llp.extract -- "
+        "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
+        "{params.common} --device {DEVICE} > {log:q} 2>&1"
+    )
 
 
 rule llp_features:
@@ -167,7 +170,7 @@ rule llp_features:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        LLP_FEATURE_SHELL
+        llp_feature_shell("benchmarks/avvp/{wildcards.llp:q}/features")
 
 
 rule llp_text:
@@ -265,7 +268,7 @@ rule avvp_dense_features:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        LLP_FEATURE_SHELL
+        llp_feature_shell("benchmarks/avvp/{wildcards.dn:q}/dense_features")
 
 
 rule avvp_dense_text:

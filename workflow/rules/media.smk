@@ -20,5 +20,6 @@ rule media:
     conda:
         "../../envs/media.yaml"
     shell:
-        "python -m extractors.worker media -- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
+        "python -m extractors.worker media --record benchmarks/{wildcards.ds:q}/media/{wildcards.vid:q}.worker.json "
+        "-- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
         "--fps {params.fps} > {log:q} 2>&1"
