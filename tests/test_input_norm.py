@@ -66,7 +66,7 @@ def test_unfitted_and_unknown_settings_fail_clearly():
     batch = {k: torch.stack([it[k] for it in _Toy().items]) for k in ("audio", "visual", "mask")}
     with pytest.raises(RuntimeError, match="never fitted"):
         model(batch)
-    assert fit_input_norm(build_model("mil", num_classes=2, audio_dim=4, visual_dim=6), _Toy()) is False
+    assert fit_input_norm(build_model("mil", num_classes=2, audio_dim=4, visual_dim=6, input_norm="none"), _Toy()) is False
 
 
 def test_statistics_travel_in_the_checkpoint(tmp_path):
@@ -82,7 +82,7 @@ def test_statistics_travel_in_the_checkpoint(tmp_path):
     valid = np.concatenate([it["visual"].numpy()[it["mask"].numpy()] for it in items])
     np.testing.assert_allclose(state["input_standardizer.mean_visual"].numpy(), valid.mean(0), rtol=1e-4)
     model = model_from_checkpoint(best, "mil").eval()
-    raw = build_model("mil", num_classes=3, audio_dim=4, visual_dim=6, t_max=32, hidden_dim=8).eval()
+    raw = build_model("mil", num_classes=3, audio_dim=4, visual_dim=6, t_max=32, hidden_dim=8, input_norm="none").eval()
     raw.load_state_dict({k: v for k, v in state.items() if not k.startswith("input_standardizer.")})
     batch = {k: torch.stack([it[k] for it in items]) for k in ("audio", "visual", "mask")}
     # the restored model standardises: the plain model fed standardised inputs gives the same outputs
@@ -92,3 +92,14 @@ def test_statistics_travel_in_the_checkpoint(tmp_path):
         c = raw(batch)["video_p"]
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
+
+
+def test_auto_standardizes_weak_models_only():
+    weak = build_model("mil", num_classes=2, audio_dim=4, visual_dim=6, hidden_dim=8)
+    assert weak.cfg.input_norm == "auto" and hasattr(weak, "input_standardizer")
+    full = build_model("ccnet", num_classes=2, audio_dim=4, visual_dim=6, d_model=16, head_dim=16, n_heads=2,
+                       supervision="full")
+    assert not hasattr(full, "input_standardizer")  # the references' recipe: features as released
+    assert hasattr(build_model("ccnet", num_classes=2, audio_dim=4, visual_dim=6, d_model=16, head_dim=16,
+                               n_heads=2, supervision="weak"), "input_standardizer")
+    assert not hasattr(build_model("ear"), "input_standardizer")  # LLP's trainer fits no statistics

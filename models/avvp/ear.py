@@ -87,6 +87,7 @@ class EARConfig(ModelConfig):
     audio_dim: int = 128
     visual_dim: int = 2048 + 512
     t_max: int = 10
+    input_norm: str = "none"  # the LLP features as released (models.avvp.train fits no input statistics)
     d_model: int = 512
     n_heads: int = 4
     d_event: int = 64

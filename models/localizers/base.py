@@ -45,9 +45,10 @@ class ModelConfig:
     audio_dim: int = 128
     visual_dim: int = 2048
     t_max: int = 224
-    # 'none' (the references) | 'standardize': per-dimension z-score fitted on the training split
-    # (models.localizers.input_norm; the demo's random-weight features need it)
-    input_norm: str = "none"
+    # 'auto' (standardize when weakly supervised, none when fully) | 'none' (the references) |
+    # 'standardize': per-dimension z-score fitted on the training split (models.localizers.input_norm says
+    # why weak models need it)
+    input_norm: str = "auto"
     # weak models: 'label' starts each class head at its class's training frequency, 'none' at the layer's
     # own init (models.localizers.class_prior; full supervision keeps its own prior)
     class_prior: str = "label"

@@ -1,9 +1,20 @@
 """Optional per-dimension standardisation of the input features, fitted on the training split.
 
-Why: the reference localizers read the released features as they are (``input_norm: none``, the default
-for every model). Features from *random-initialised* extractors (the offline demo) have a large common
-offset and tiny per-dimension spread — e.g. He-initialised VGGish gives mean 1.75 / std 0.45 per
-dimension — so the informative differences drown and a small model trained on ten clips barely moves.
+Why: the reference localizers read the released features as they are (``input_norm: none``). Two
+measurements made the weak models' default ``auto`` (= ``standardize`` for weak supervision, ``none`` for
+full supervision, which keeps the references' recipe):
+
+* Features from *random-initialised* extractors (the offline demo) have a large common offset and tiny
+  per-dimension spread — e.g. He-initialised VGGish gives mean 1.75 / std 0.45 per dimension — so the
+  informative differences drown and a small model trained on ten clips barely moves.
+* At UnAV-100's structure (100 classes, about three present per video; #27, docs/recipes.md "Weak models
+  at UnAV-100's structure"), the released I3D/VGGish features are post-ReLU averages: non-negative, with a
+  common offset. The weak models' first layer is a ReLU projection of a 2048-D input; Adam's coherent
+  updates over that fan-in drove most of its units dead within three epochs (19.5 % of MIL's visual units
+  alive; 8.6 % once the heads start at the label prior), and every loss term then sat at the label prior
+  for epochs (CLASP's audio-visual term for 17 of 40 epochs at the paper's lr). Standardised inputs keep
+  every unit alive (100 %) and the same models leave the prior from the first epochs.
+
 ``input_norm: standardize`` subtracts each dimension's training mean and divides by its training
 standard deviation (valid steps only, padding stays zero). The statistics are buffers of an
 :class:`InputStandardizer` attached to the model, so they travel in every checkpoint and evaluation /
@@ -21,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-INPUT_NORMS = ("none", "standardize")
+INPUT_NORMS = ("auto", "none", "standardize")
 _STREAMS = ("audio", "visual")
 
 
@@ -75,11 +86,18 @@ def _pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | Non
     return None
 
 
-def attach_input_norm(model: nn.Module, cfg: Any) -> nn.Module:
-    """Attach the standardiser named by ``cfg.input_norm`` (no-op for ``'none'``); returns ``model``."""
-    kind = getattr(cfg, "input_norm", "none")
+def resolve_input_norm(kind: str, supervision: str) -> str:
+    """``auto`` is ``standardize`` for a weakly supervised model and ``none`` for a fully supervised one."""
     if kind not in INPUT_NORMS:
         raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {kind!r}")
+    if kind == "auto":
+        return "standardize" if supervision == "weak" else "none"
+    return kind
+
+
+def attach_input_norm(model: nn.Module, cfg: Any) -> nn.Module:
+    """Attach the standardiser named by ``cfg.input_norm`` (no-op for ``'none'``); returns ``model``."""
+    kind = resolve_input_norm(getattr(cfg, "input_norm", "none"), getattr(model, "supervision", "full"))
     if kind == "standardize":
         model.input_standardizer = InputStandardizer(cfg.audio_dim, cfg.visual_dim)
         model.register_forward_pre_hook(_pre_hook)
@@ -95,4 +113,4 @@ def fit_input_norm(model: nn.Module, dataset: Any) -> bool:
     return True
 
 
-__all__ = ["INPUT_NORMS", "InputStandardizer", "attach_input_norm", "fit_input_norm"]
+__all__ = ["INPUT_NORMS", "InputStandardizer", "attach_input_norm", "fit_input_norm", "resolve_input_norm"]

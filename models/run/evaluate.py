@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -116,6 +117,49 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
     finally:
         model.train(was_training)
     return preds
+
+
+def video_scores(out: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
+    """``(B, C)`` video-level class probabilities of a weak model's output: its MIL-pooled ``video_p`` when
+    it has one (CLASP, MIL), else the highest valid step probability (AVEL, the weak pyramid models)."""
+    if "video_p" in out:
+        return out["video_p"].float()
+    steps = out["step_probs"] if "step_probs" in out else out["p_av"]
+    m = mask[:, : steps.shape[1]].bool().unsqueeze(-1)
+    return steps.float().masked_fill(~m, 0.0).amax(dim=1)
+
+
+@torch.no_grad()
+def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device = "auto",
+                    batch_size: int = 16) -> float:
+    """Mean over the classes present in ``ds`` of the average precision of ranking its videos by the model's
+    video-level score (:func:`video_scores`), in [0, 1].
+
+    Why beside the detection mAP: it asks only "which classes are in this video", so it shows whether a weak
+    model has learnt the classes at all when its segments do not yet reach a tIoU of 0.5 (docs/recipes.md,
+    "Weak models at UnAV-100's structure"). Non-interpolated AP over all videos, ties broken by video order.
+    """
+    from models.data.dataset import make_loader
+
+    dev = resolve_device(device)
+    was_training = model.training
+    model.eval()
+    scores, labels = [], []
+    try:
+        for batch in make_loader(ds, batch_size, shuffle=False):
+            labels.append(batch["labels"].float())
+            batch = to_device(batch, dev)
+            scores.append(video_scores(model(batch), batch["mask"]).cpu())
+    finally:
+        model.train(was_training)
+    y, p = torch.cat(labels).numpy(), torch.cat(scores).numpy()
+    aps = []
+    for c in np.nonzero(y.any(axis=0))[0]:
+        order = np.argsort(-p[:, c], kind="stable")
+        hits = y[order, c] > 0
+        precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        aps.append(float(precision[hits].mean()))
+    return float(np.mean(aps)) if aps else 0.0
 
 
 def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None = None,
