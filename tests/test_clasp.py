@@ -8,6 +8,7 @@ import torch
 from scipy.spatial.distance import jensenshannon
 
 from models.localizers.clasp import CLASP, CLASPConfig, agreement_score, local_windows, topk_eligible
+from models.localizers.input_norm import fit_input_norm
 from models.localizers.mil import MILBaseline, MILConfig
 from models.localizers.pooling import detect_from_probs, mil_pool
 from models.localizers.registry import MODELS, build_model, make_config, register
@@ -131,12 +132,19 @@ def test_output_shapes_and_padding_zeroed():
     assert torch.all((out["p_av"] >= 0) & (out["p_av"] <= 1))
 
 
+def _fit_default_input_norm(model, batch) -> None:
+    """Weak models standardise their inputs by default (input_norm: auto); fit it as training would."""
+    items = [{k: batch[k][i] for k in ("audio", "visual", "mask")} for i in range(len(batch["mask"]))]
+    assert fit_input_norm(model, items)
+
+
 @pytest.mark.parametrize("name", ["clasp", "mil"])
 def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = build_model(name, num_classes=C, audio_dim=DA, visual_dim=DV, hidden_dim=16,
                         **({"n_heads": 2, "n_global": 4, "n_local": 2, "n_windows": 5} if name == "clasp" else {}))
     batch = _batch([32, 20, 7], 32)
+    _fit_default_input_norm(model, batch)
     loss = model.loss(model(batch), batch)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
@@ -151,6 +159,7 @@ def test_padding_content_and_length_do_not_change_valid_outputs(name):
     model.eval()
     lengths = [20, 11]
     b1 = _batch(lengths, 24, pad_value=0.0)
+    _fit_default_input_norm(model, b1)  # the default standardiser must keep the padding out too
     b2 = _batch(lengths, 24, pad_value=0.0)
     g = torch.Generator().manual_seed(5)
     for k in ("audio", "visual"):  # garbage in the padding
