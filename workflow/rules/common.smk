@@ -1,8 +1,10 @@
 # Config access, recipe per dataset, and video discovery. Discovery runs at DAG-build time: every video
 # file in a dataset's folder is probed once (PyAV, cached by size+mtime); files that cannot be decoded
-# (zero-byte, text renamed .mp4, truncated, audio-only, shorter than one window) are left out of the DAG
-# and listed with their reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything
-# else (including videos without audio) goes through the per-video rules.
+# (zero-byte, text renamed .mp4, truncated, audio-only, shorter than the recipe's min_duration_s, a name
+# with braces or control characters, a dangling symlink) are left out of the DAG and listed with their
+# reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything else (including videos
+# without audio) goes through the per-video rules; one that fails there on its own content gets a failure
+# record (extractors/extract.py), is left out of the store and listed in logs/<ds>/failed_videos.tsv.
 #
 # A dataset can instead say where its features already are (`features: {from: <folder>, layout:
 # unav_release | ours, prefix: ""}`): no video, no media or feature job; the annotated videos whose feature
@@ -105,7 +107,7 @@ def discover(ds):
     if ds not in _DISCOVERED:
         if "generate_demo" in DATASETS[ds]:
             checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
-        found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
+        found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).min_duration_s,
                                    cache=Path("results") / ds / "probe_cache.json")
         discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
         _DISCOVERED[ds] = found
