@@ -92,6 +92,8 @@ TARGET_SR = 16000
 MIN_DURATION_S = 0.96
 #: An output with fewer frames than this fraction of ``round(duration * fps)`` is treated as truncated.
 MIN_DECODED_FRACTION = 0.9
+#: Audio padded by at least this much (s) gets a manifest warning; any padding is in ``audio_padded_s``.
+PAD_WARN_S = 0.1
 
 
 class MediaError(ContentError):
@@ -501,8 +503,9 @@ def normalize(
         video_samples = int(round(n_frames / fps * TARGET_SR))
         if has_audio and short_audio == "pad" and wav.shape[0] < video_samples:
             padded_s = (video_samples - wav.shape[0]) / TARGET_SR
-            warnings.append(f"audio track ({wav.shape[0] / TARGET_SR:.2f} s) shorter than the video "
-                            f"({n_frames / fps:.2f} s): padded with {padded_s:.2f} s of silence")
+            if padded_s >= PAD_WARN_S:  # AAC tracks often end a frame or two early: recorded, not warned
+                warnings.append(f"audio track ({wav.shape[0] / TARGET_SR:.2f} s) shorter than the video "
+                                f"({n_frames / fps:.2f} s): padded with {padded_s:.2f} s of silence")
             wav = np.concatenate([wav, np.zeros(video_samples - wav.shape[0], dtype=wav.dtype)])
         _write_wav(tmp_wav, wav, TARGET_SR)
         seconds["audio"] = time.perf_counter() - t0

@@ -132,12 +132,17 @@ def test_worker_client_exits_0_only_after_publishing(clips, tmp_path):
     short = Path(tempfile.mkdtemp(prefix="w", dir="/tmp"))
     env = {**os.environ, "AVLOC_WORKER_DIR": str(short), "AVLOC_WORKER_IDLE_S": "2", "OMP_NUM_THREADS": "1"}
 
-    def job(src: Path, out: Path) -> int:
+    def job(src: Path, out: Path, cwd: Path = tmp_path) -> int:
         return subprocess.run([sys.executable, "-m", "extractors.worker", "media", "--", "media", "--src", str(src),
                                "--mp4", str(out / f"{src.stem}.mp4"), "--wav", str(out / f"{src.stem}.wav")],
-                              env=env, cwd=tmp_path, capture_output=True).returncode
+                              env=env, cwd=cwd, capture_output=True).returncode
 
     try:
+        # the worker starts in the first job's folder; that folder going away must not fail the next job
+        first = tmp_path / "first"
+        first.mkdir()
+        assert job(clips["good"], tmp_path / "media", cwd=first) == 0
+        first.rmdir()
         assert job(clips["truncated"], tmp_path / "media") == 0
         assert extract.read_failure(tmp_path / "media" / "truncated.json")["stage"] == "media"
         (tmp_path / "blocker").write_text("a file where the output folder should be\n")

@@ -154,16 +154,28 @@ def threads_for_torch(wildcards, threads):
     return threads
 
 
+def record_files(ds):
+    """Each video's media manifest and feature provenance: the files that hold a failure record when the
+    video failed in its own job. Targets of `all` so that deleting one retries the video (Snakemake does not
+    rerun a missing intermediate file whose consumers are up to date)."""
+    if features_source(ds) is not None:
+        return []
+    return [f"results/{ds}/media/{vid}.json" for vid in videos(ds)] + [
+        f"results/{ds}/features/{kind}/{vid}.json" for vid in videos(ds) for kind in feature_kinds(ds)]
+
+
 def all_targets(wildcards):
     targets = []
     for ds in training_datasets():
         targets += expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=DATASETS[ds]["models"])
         targets.append(f"results/{ds}/compare.md")
         targets.append(f"results/{ds}/summary.html")
+        targets += record_files(ds)
     for ds in prediction_datasets():
         model = DATASETS[ds]["predict_with"]["model"]
         targets += [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]
         targets.append(f"results/{ds}/summary.html")
+        targets += record_files(ds)
     for name, spec in config.get("avvp", {}).items():
         targets.append(f"results/avvp/{name}/summary.html")
     for ds in reproduce_datasets():  # workflow/rules/reproduce.smk

@@ -37,6 +37,7 @@ rule features_i3d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
         wav="results/{ds}/media/{vid}.wav",
+        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
         weights=feature_weights,
     output:
         visual="results/{ds}/features/i3d/{vid}.npy",
@@ -68,6 +69,7 @@ rule features_r21d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
         wav="results/{ds}/media/{vid}.wav",
+        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
         weights=feature_weights,
     output:
         visual="results/{ds}/features/r21d/{vid}.npy",
