@@ -20,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 from extractors import discovery
 from extractors.recipes import get_recipe
@@ -160,8 +160,12 @@ def record_files(ds):
     rerun a missing intermediate file whose consumers are up to date)."""
     if features_source(ds) is not None:
         return []
-    return [f"results/{ds}/media/{vid}.json" for vid in videos(ds)] + [
-        f"results/{ds}/features/{kind}/{vid}.json" for vid in videos(ds) for kind in feature_kinds(ds)]
+    try:
+        vids = videos(ds)
+    except IncompleteCheckpointException:  # demo data not generated yet: no record exists yet either, and
+        return []  # raising here would hold back every other target of `all` until the checkpoint has run
+    return [f"results/{ds}/media/{vid}.json" for vid in vids] + [
+        f"results/{ds}/features/{kind}/{vid}.json" for vid in vids for kind in feature_kinds(ds)]
 
 
 def all_targets(wildcards):
