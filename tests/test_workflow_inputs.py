@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from extractors.discovery import read_rejections, read_tsv
 from extractors.media import ffmpeg_exe
@@ -46,6 +47,14 @@ def run_with_a_bad_video(tmp_path_factory) -> tuple[Path, str]:
                     "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
                     f"file:{videos / 'short_audio.mp4'}"], check=True)
     write_config(work, videos, work / "annotations.json")
+    new = work / "new_videos"  # new videos, one of them the truncated one, predicted with the trained model
+    new.mkdir()
+    shutil.copy(videos / f"{bad}.mp4", new / "cut.mp4")
+    shutil.copy(good, new / "fine.mp4")
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["datasets"]["new"] = {"videos": str(new), "recipe": "demo", "recipe_overrides": {"t_max": 16},
+                              "predict_with": {"dataset": "tiny", "model": "mil"}}
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
     smk(work, "--cores", "2", "--workflow-profile", "none", "--resources", "gpu=1")  # no --keep-going
     return work, bad
 
@@ -103,3 +112,14 @@ def test_audio_shorter_than_the_video_keeps_every_visual_step(run_with_a_bad_vid
     assert audio_prov["audio_padded_s"] == manifest["audio_padded_s"] and audio_prov["T"] >= visual.shape[0]
     index = json.loads((res / "store" / "index.json").read_text())
     assert index["lengths"][index["video_ids"].index("short_audio")] == visual.shape[0]
+
+
+def test_prediction_of_a_failed_video_is_a_record(run_with_a_bad_video):
+    work, _ = run_with_a_bad_video
+    pred = work / "results" / "new" / "predictions" / "mil"
+    cut = json.loads((pred / "cut.json").read_text())
+    assert cut["events"] == [] and cut["stage"] == "media" and "truncated or corrupt video" in cut["failed"]
+    fine = json.loads((pred / "fine.json").read_text())
+    assert "failed" not in fine and fine["duration"] > 2.9
+    html = (work / "results" / "new" / "summary.html").read_text()
+    assert "<td>cut</td><td>media</td>" in html
