@@ -95,7 +95,7 @@ def write_failure(records: list[Path], empties: list[Path], *, stage: str, reaso
             with atomic_path(path) as tmp:
                 tmp.write_bytes(b"")
     for path in records:
-        write_json(path, {"failed": reason, "stage": stage, "input": str(source)})
+        write_json(path, {"id": Path(source).stem, "failed": reason, "stage": stage, "input": str(source)})
     log.error("%s failed at the %s stage (recorded, the job succeeds): %s", source, stage, reason)
 
 
