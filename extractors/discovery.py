@@ -1,8 +1,10 @@
 """Find a dataset's videos and decide, before any job is scheduled, which ones can be decoded.
 
 Snakemake builds its DAG from this: a file rejected here (zero-byte, text renamed ``.mp4``, truncated,
-audio-only, shorter than one feature window) never becomes a job, so one bad file can't block the
-dataset-level rules; its reason is logged and shown in the report. Probing is cached by
+audio-only, shorter than one feature window, a name with braces or control characters, a dangling
+symlink, an unreadable file) never becomes a job, so one bad file can't block the dataset-level rules;
+its reason is logged (a TSV whose cells are quoted when they hold a tab, newline or quote, so every row
+parses back with :func:`read_tsv`) and shown in the report. Probing is cached by
 (size, mtime) so re-running the workflow after new videos arrive only probes the new files.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import unicodedata
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,27 @@ def resolve_videos_dir(spec: str) -> Path:
 class Discovery:
     accepted: dict[str, Path] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)  # file name -> reason
+
+
+def name_reason(entry: os.DirEntry[str]) -> str | None:
+    """Why a directory entry cannot become a job before anything is probed (None: it may), so that every
+    file the folder holds is either processed or listed with a reason.
+
+    - braces: Snakemake reads ``{...}`` in a path as a wildcard, so one such name would break the DAG of
+      the whole dataset (``WildcardError``) instead of being one rejected file;
+    - control characters (tab, newline, ...): they end up in shell commands, logs and TSV rows; accepted
+      names stay printable;
+    - a symlink whose target is missing (dangling) or a file this user cannot read."""
+    name = entry.name
+    if "{" in name or "}" in name:
+        return "braces { } in the file name would be read as a Snakemake wildcard; rename the file"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "control character (tab, newline, ...) in the file name; rename the file"
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return f"dangling symlink (its target {os.readlink(entry.path)} does not exist)"
+    if entry.is_file() and not os.access(entry.path, os.R_OK):
+        return "not readable by this user (permission denied)"
+    return None
 
 
 def _probe_reason(path: Path, min_duration_s: float) -> str | None:
@@ -84,16 +109,22 @@ def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: 
         except json.JSONDecodeError:
             cached = {}
     candidates: list[tuple[Path, str]] = []
+    found = Discovery()
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
-        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in exts or not entry.is_file():
+        if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in exts:
             continue
+        reason = name_reason(entry)
+        if reason is not None:
+            found.rejected[entry.name] = reason
+            continue
+        if not entry.is_file():
+            continue  # a folder named like a video
         stat = entry.stat()  # follows symlinks: a re-pointed link is probed again
         candidates.append((Path(entry.path), f"{entry.name}|{stat.st_size}|{stat.st_mtime_ns}|{min_duration_s}"))
     new = [path for path, key in candidates if key not in cached]
     probed = dict(zip(new, _probe_all(new, min_duration_s, workers), strict=True))
-    found = Discovery()
     fresh: dict[str, Any] = {}
     stems: dict[str, Path] = {}
     for path, key in candidates:
@@ -112,20 +143,38 @@ def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: 
     return found
 
 
+def tsv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Tab-separated text that :func:`read_tsv` parses back to the same cells, whatever they hold.
+
+    Why: a file name may contain a tab, a newline or a quote (the filesystem allows all but ``/`` and
+    NUL); csv quoting (a cell with one of them is quoted, quotes doubled) keeps such a row one row."""
+    def cell(value: Any) -> str:
+        # csv.writer's QUOTE_MINIMAL leaves a lone "\r" unquoted with a "\n" line end; the reader would split there
+        text = str(value)
+        return '"' + text.replace('"', '""') + '"' if any(c in text for c in '\t\n\r"') else text
+
+    return "".join("\t".join(cell(c) for c in row) + "\n" for row in [header, *rows])
+
+
+def read_tsv(path: Path | str) -> list[dict[str, str]]:
+    """The rows of a TSV written by :func:`tsv_text` (or :func:`write_rejections`), as dicts."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
 def write_rejections(rejected: dict[str, str], path: Path) -> None:
     """TSV (file, reason) of the videos left out; rewritten only when its content changes."""
-    rows = sorted(rejected.items())
-    text = "file\treason\n" + "".join(f"{name}\t{reason}\n" for name, reason in rows)
-    if path.exists() and path.read_text() == text:
+    text = tsv_text(["file", "reason"], sorted(rejected.items()))
+    if path.exists() and path.read_text(encoding="utf-8") == text:
         return
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def read_rejections(path: Path) -> list[dict[str, str]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
+    return read_tsv(path)
 
 

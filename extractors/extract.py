@@ -10,8 +10,16 @@ Used two ways:
 
 Every ``.npy`` gets a provenance ``.json`` beside it (recipe, weights, package version, input hash, T,
 seconds per step). Errors are not swallowed (unlike the reference extractor): Snakemake decides what to
-skip. The media stage's ``MediaError`` is the one exception to loudness in ``run``: a bad video is
-reported and the other videos still complete.
+skip. The one exception is an error that is the video's own fault (:class:`~extractors.errors.ContentError`,
+of which the media stage's ``MediaError`` is one): the per-video ``media`` and ``features`` jobs then
+publish a *failure record* as their outputs and exit 0, as LLP's per-clip jobs do
+(:func:`extractors.llp.extract.extract_clip`): every ``.json`` output holds ``failed: <reason>`` and
+``stage: media | features``, every data output is empty (0-byte mp4/wav, a ``(0, 0)`` ``.npy``). The
+feature job of a video whose media job failed passes the media record on; the store leaves the video
+out and the summary, ``logs/<ds>/failed_videos.tsv`` and ``metrics.json`` count it
+(:func:`read_failure`). Deleting the record (the ``.json``) retries the video. Anything else (a full
+disk, a missing temp dir, a CUDA error, missing weights, a bug) fails the job loudly. In ``run`` a bad
+video is reported and the other videos still complete.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from extractors.io import package_version, save_npy, sha256_file, write_json
+from extractors.errors import ContentError
+from extractors.io import atomic_path, package_version, save_npy, sha256_file, write_json
 from extractors.recipes import Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
 
 log = logging.getLogger("extractors")
@@ -69,6 +78,56 @@ def write_features(out: Path, feats: np.ndarray, provenance: dict[str, Any], rec
     save_npy(out, feats)
 
 
+def failure_reason(err: ContentError) -> str:
+    """The reason a failure record stores (the same text as LLP's per-clip records)."""
+    return f"{type(err).__name__}: {err}"
+
+
+def write_failure(records: list[Path], empties: list[Path], *, stage: str, reason: str,
+                  source: Path | str) -> None:
+    """Publish a failure record in place of a job's outputs: each data file empty, each ``.json`` with
+    ``failed`` and ``stage``. Data files first and records last, each atomically, so a finished record
+    always sits beside its (empty) data files."""
+    for path in empties:
+        if path.suffix == ".npy":
+            save_npy(path, np.zeros((0, 0), dtype=np.float32))
+        else:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"")
+    for path in records:
+        write_json(path, {"id": Path(source).stem, "failed": reason, "stage": stage, "input": str(source)})
+    log.error("%s failed at the %s stage (recorded, the job succeeds): %s", source, stage, reason)
+
+
+def read_failure(record: Path | str) -> dict[str, str] | None:
+    """``{"failed": reason, "stage": stage}`` when ``record`` (a media manifest or a feature provenance
+    ``.json``) is a failure record, else None (also when it does not exist)."""
+    record = Path(record)
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data.get("failed"):
+        return None
+    return {"failed": str(data["failed"]), "stage": str(data.get("stage", "features"))}
+
+
+def media_info(wav: Path | None) -> dict[str, Any]:
+    """What the audio provenance carries over from the media manifest beside ``wav`` (same stem, ``.json``):
+    whether the source had audio and how much silence was appended, so a padded or silent track is
+    visible beside the features it gave."""
+    manifest = wav.with_suffix(".json") if wav is not None else None
+    if manifest is None or not manifest.is_file():
+        return {}
+    try:
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+    return {"has_audio": m.get("has_audio"), "audio_padded_s": m.get("audio_padded_s", 0.0)}
+
+
 def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | None, out: Path,
               recipe: Recipe, weights_root: Path, device: str, batch_size: int, bf16: bool = False) -> None:
     """Extract one kind of feature for one normalized video (the Snakemake per-job entry)."""
@@ -96,6 +155,7 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
 
         feats, prov = extract_vggish(wav, recipe, weights_root=weights_root, device=device,
                                      batch_size=batch_size)
+        prov = {**prov, **media_info(wav)}
         source = wav
     elif kind == "r21d":
         from extractors.r21d import extract_r21d
@@ -105,6 +165,8 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
         source = mp4
     else:
         raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
+    if np.shape(feats)[0] == 0:  # shorter than one window: discovery's minimum (Recipe.min_duration_s) prevents it
+        raise ContentError(source, f"too short: no complete {kind} window (0 feature steps)")
     write_features(out, feats, prov, recipe, source)
     log.info("%s: %s -> %s %s on %s in %.1f s", kind, source, out, tuple(np.shape(feats)), device,
              time.perf_counter() - t0)
@@ -133,6 +195,46 @@ def run_features(*, mp4: Path, wav: Path, visual: str, out_visual: Path, out_aud
               device=device, batch_size=max(batch_size, 64))
 
 
+def features_job(*, mp4: Path, wav: Path, visual: str, out_visual: Path, out_audio: Path,
+                 flow_out: Path | None = None, **kw: Any) -> str | None:
+    """The per-video ``features`` job: :func:`run_features`, or a failure record when the video's media
+    job recorded one (passed on, ``stage: media``) or the video's content fails here (``stage:
+    features``). Returns the failure reason (None on success); other errors propagate."""
+    records = [out_visual.with_suffix(".json"), out_audio.with_suffix(".json")]
+    empties = [out_visual, out_audio]
+    if flow_out is not None:
+        records.append(flow_out.with_name(flow_out.name + ".json"))
+        empties.append(flow_out)
+    media = read_failure(mp4.with_suffix(".json"))
+    if media is not None:
+        write_failure(records, empties, stage=media["stage"], reason=media["failed"], source=mp4)
+        return media["failed"]
+    try:
+        run_features(mp4=mp4, wav=wav, visual=visual, out_visual=out_visual, out_audio=out_audio,
+                     flow_out=flow_out, **kw)
+    except ContentError as err:
+        reason = failure_reason(err)
+        write_failure(records, empties, stage="features", reason=reason, source=mp4)
+        return reason
+    return None
+
+
+def media_job(src: Path, mp4: Path, wav: Path, **kw: Any) -> str | None:
+    """The per-video ``media`` job: :func:`extractors.media.normalize`, or a failure record (``stage:
+    media``) when the source cannot be normalized (``MediaError``). Returns the failure reason."""
+    from extractors.media import normalize
+
+    try:
+        manifest = normalize(src, mp4, wav, **kw)
+    except ContentError as err:
+        reason = failure_reason(err)
+        write_failure([mp4.with_suffix(".json")], [mp4, wav], stage="media", reason=reason, source=src)
+        return reason
+    log.info("%s -> %s (%d frames, has_audio=%s, audio padded %.2f s)", src, mp4, manifest.n_frames,
+             manifest.has_audio, manifest.audio_padded_s)
+    return None
+
+
 def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: list[str],
                    weights_root: Path = Path("resources/weights"), device: str = "auto",
                    batch_size: int = 8, bf16: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
@@ -152,7 +254,8 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
         vid = video.stem
         mp4, wav = out_dir / "media" / f"{vid}.mp4", out_dir / "media" / f"{vid}.wav"
         try:
-            normalize(video, mp4, wav, fps=recipe.fps)
+            normalize(video, mp4, wav, fps=recipe.fps, min_duration_s=recipe.min_duration_s,
+                      short_audio=recipe.short_audio)
         except MediaError as err:
             log.error("%s", err)
             failed.append((str(video), str(err)))
@@ -162,9 +265,14 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
             flow = out_dir / "flow" / f"{vid}.npz"
             run_stage("flow", mp4=mp4, wav=wav, flow=None, out=flow, recipe=recipe,
                       weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
-        for kind in (k for k in kinds if k != "flow"):
-            run_stage(kind, mp4=mp4, wav=wav, flow=flow, out=out_dir / kind / f"{vid}.npy", recipe=recipe,
-                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+        try:
+            for kind in (k for k in kinds if k != "flow"):
+                run_stage(kind, mp4=mp4, wav=wav, flow=flow, out=out_dir / kind / f"{vid}.npy", recipe=recipe,
+                          weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+        except ContentError as err:
+            log.error("%s", err)
+            failed.append((str(video), str(err)))
+            continue
         done.append(vid)
     return done, failed
 
@@ -201,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mp4", type=Path, required=True)
     p.add_argument("--wav", type=Path, required=True)
     p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--min-duration", type=float, default=None,
+                   help="shortest usable video in s (the recipe's min_duration_s; default: the media stage's)")
+    p.add_argument("--short-audio", choices=("pad", "cut"), default="pad",
+                   help="audio shorter than the video: pad with silence (default) or keep it (the reference's cut)")
     p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
     common(p)
     p.add_argument("videos", type=Path, nargs="+")
@@ -209,14 +321,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "media":
-        from extractors.media import normalize
-
-        manifest = normalize(args.src, args.mp4, args.wav, fps=args.fps)
-        log.info("%s -> %s (%d frames, has_audio=%s)", args.src, args.mp4, manifest.n_frames, manifest.has_audio)
-        return 0
+        extra = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
+        media_job(args.src, args.mp4, args.wav, fps=args.fps, short_audio=args.short_audio, **extra)
+        return 0  # published: the outputs or the failure record
     recipe = recipe_from_args(args)
     if args.command == "features":
-        run_features(mp4=args.mp4, wav=args.wav, visual=args.visual, out_visual=args.out_visual,
+        features_job(mp4=args.mp4, wav=args.wav, visual=args.visual, out_visual=args.out_visual,
                      out_audio=args.out_audio, recipe=recipe, weights_root=args.weights_root, device=args.device,
                      batch_size=args.batch_size, flow_out=args.flow_out, bf16=args.bf16)
         return 0

@@ -44,8 +44,16 @@ Policies where the reference is silent or crashes (each recorded in the manifest
   row cropped (``crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0``, top-left anchored) and warn. Even sizes such
   as 176x144 or 144x176 are never touched.
 * **Variable frame rate** input: works as any other (the fps filter makes it CFR); warned.
-* **Clips shorter than ``min_duration_s``** (default 0.96 s = one feature window): rejected, since
-  they can produce no feature at all.
+* **Clips shorter than ``min_duration_s``** (default 0.96 s; the workflow passes the recipe's
+  :attr:`~extractors.recipes.Recipe.min_duration_s`: ``stack + 1`` frames at its FPS and one VGGish
+  example): rejected, since they can produce no feature at all.
+* **Audio shorter than the video**: padded with silence to the video's length (``short_audio="pad"``,
+  the default; ``audio_padded_s`` and a warning in the manifest) so no visual step is lost, or kept
+  short (``"cut"``, the reference: the store cuts both streams to the audio). Audio longer than the
+  video is kept whole; the store drops the audio steps past the video's end.
+* **Environment faults** (a full disk, a missing or read-only output folder, no memory: ``OSError``,
+  also when ffmpeg reports one) are raised as they are, never as ``MediaError``, so a job never
+  records a good video as bad.
 * **Truncated files** whose index survives (moov at the front) decode partially without an ffmpeg
   error; we reject outputs with fewer than 90 % of the expected frames.
 * **Rotation metadata**: ffmpeg auto-rotates (as in the reference), so a phone video tagged as rotated
@@ -62,6 +70,7 @@ and nothing appears at the output paths. Pre-existing outputs are left untouched
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -83,6 +92,8 @@ TARGET_SR = 16000
 MIN_DURATION_S = 0.96
 #: An output with fewer frames than this fraction of ``round(duration * fps)`` is treated as truncated.
 MIN_DECODED_FRACTION = 0.9
+#: Audio padded by at least this much (s) gets a manifest warning; any padding is in ``audio_padded_s``.
+PAD_WARN_S = 0.1
 
 
 class MediaError(ContentError):
@@ -133,6 +144,7 @@ class MediaManifest:
     has_audio: bool
     warnings: list[str] = field(default_factory=list)
     x264_preset: str | None = None  # None = libx264 defaults (the reference)
+    audio_padded_s: float = 0.0  # silence appended to an audio track shorter than the video (short_audio="pad")
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: probe/video/audio/total
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,6 +195,11 @@ def _last_meaningful_line(stderr: str) -> str:
     return lines[-1] if lines else "ffmpeg failed without a message"
 
 
+#: errno values whose message in ffmpeg's stderr means the environment failed (full disk, read-only or
+#: missing output folder, memory), raised as OSError rather than MediaError (extractors/errors.py)
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM)
+
+
 def _run_ffmpeg(src: Path, args: Sequence[str], what: str, capture_stdout: bool = False) -> bytes:
     """Run ffmpeg with an argument list (never a shell), raise MediaError with its last error line."""
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
@@ -190,7 +207,11 @@ def _run_ffmpeg(src: Path, args: Sequence[str], what: str, capture_stdout: bool 
         cmd, stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     if proc.returncode != 0:
-        msg = _last_meaningful_line(proc.stderr.decode("utf-8", "replace"))
+        stderr = proc.stderr.decode("utf-8", "replace")
+        for code in _ENVIRONMENT_ERRNOS:  # the machine's fault, not the video's: never a recorded bad input
+            if os.strerror(code) in stderr:
+                raise OSError(code, f"ffmpeg {what} of {src}: {os.strerror(code)}")
+        msg = _last_meaningful_line(stderr)
         raise MediaError(src, f"ffmpeg {what} failed (exit {proc.returncode}): {msg}")
     return proc.stdout if capture_stdout else b""
 
@@ -396,8 +417,14 @@ def normalize(
     fps: float = 25.0,
     min_duration_s: float = MIN_DURATION_S,
     x264_preset: str | None = None,
+    short_audio: str = "pad",
 ) -> MediaManifest:
     """Write the constant-frame-rate mp4, the 16 kHz mono float32 wav and the JSON manifest.
+
+    ``short_audio``: an audio track shorter than the written video is padded with silence to the
+    video's length (``"pad"``, ``audio_padded_s`` and a warning in the manifest), so every visual step
+    keeps an audio step, or left as it is (``"cut"``, the reference: the feature store then cuts both
+    streams to the audio's length). Audio longer than the video is kept; the store drops its tail.
 
     ``x264_preset`` (e.g. ``"ultrafast"``) is a *non-reference* speed option: it changes the
     re-encoded pixels slightly and therefore the features; ``None`` keeps libx264's defaults as the
@@ -407,6 +434,8 @@ def normalize(
     src, out_mp4, out_wav = Path(src), Path(out_mp4), Path(out_wav)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if short_audio not in ("pad", "cut"):
+        raise ValueError(f"short_audio must be 'pad' or 'cut', got {short_audio!r}")
     info = check_usable(src, min_duration_s)
     seconds = {"probe": time.perf_counter() - t_start}
     out_mp4.parent.mkdir(parents=True, exist_ok=True)
@@ -470,6 +499,14 @@ def normalize(
             wav = np.zeros(int(round(info.duration_s * TARGET_SR)), dtype=np.float32)
             if info.has_audio is False:
                 warnings.append("no audio stream: wrote a silent 16 kHz track of the video's duration")
+        padded_s = 0.0
+        video_samples = int(round(n_frames / fps * TARGET_SR))
+        if has_audio and short_audio == "pad" and wav.shape[0] < video_samples:
+            padded_s = (video_samples - wav.shape[0]) / TARGET_SR
+            if padded_s >= PAD_WARN_S:  # AAC tracks often end a frame or two early: recorded, not warned
+                warnings.append(f"audio track ({wav.shape[0] / TARGET_SR:.2f} s) shorter than the video "
+                                f"({n_frames / fps:.2f} s): padded with {padded_s:.2f} s of silence")
+            wav = np.concatenate([wav, np.zeros(video_samples - wav.shape[0], dtype=wav.dtype)])
         _write_wav(tmp_wav, wav, TARGET_SR)
         seconds["audio"] = time.perf_counter() - t0
 
@@ -489,6 +526,7 @@ def normalize(
             warnings=warnings,
             x264_preset=x264_preset,
             seconds=seconds,
+            audio_padded_s=round(padded_s, 6),
         )
         seconds["total"] = time.perf_counter() - t_start  # hashing included; the json is written next
         tmp_json.write_text(manifest.to_json(), encoding="utf-8")
@@ -497,8 +535,8 @@ def normalize(
         os.replace(tmp_wav, out_wav)
         os.replace(tmp_json, out_json)
         return manifest
-    except MediaError:
-        raise
+    except (MediaError, OSError, MemoryError):
+        raise  # OSError (full disk, missing temp dir) is the environment's fault, never the video's
     except Exception as e:  # anything unexpected still names the file
         raise MediaError(src, f"{type(e).__name__}: {e}") from e
     finally:

@@ -17,6 +17,11 @@ from typing import Any, Literal
 FlowMethod = Literal["raft", "farneback"]
 VisualModel = Literal["i3d", "r21d"]
 WeightsMode = Literal["pretrained", "random"]
+ShortAudio = Literal["pad", "cut"]
+SHORT_AUDIO = ("pad", "cut")
+#: Shortest audio that gives one VGGish example: 96 log-mel frames of 400 samples at a 160-sample hop
+#: (``400 + 95 * 160`` samples at 16 kHz, extractors/vggish.py), 15 ms more than the nominal 0.96 s.
+VGGISH_MIN_S = (400 + 95 * 160) / 16000
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,10 @@ class Recipe:
     seed: int = 0
     t_max: int = 224
     version: str = "1"
+    # Audio track shorter than the video: "pad" it with silence to the video's length (every visual step
+    # kept; flagged in the media manifest and the VGGish provenance) or "cut", the reference: the store cuts
+    # both streams to the shorter one, so the video's tail is lost (docs/recipes.md, "Lengths").
+    short_audio: ShortAudio = "pad"
 
     @property
     def step_s(self) -> float:
@@ -51,6 +60,18 @@ class Recipe:
     @property
     def window_s(self) -> float:
         return self.stack / self.fps
+
+    @property
+    def min_frames(self) -> int:
+        """Frames one visual window needs: ``stack + 1`` (I3D's flow needs the frame after the window),
+        ``stack`` for R(2+1)D."""
+        return self.stack if self.visual == "r21d" else self.stack + 1
+
+    @property
+    def min_duration_s(self) -> float:
+        """Shortest video that gives >= 1 feature step in both streams: one visual window's frames at the
+        recipe's FPS and one VGGish example (discovery's and the media stage's admission minimum)."""
+        return max(self.min_frames / self.fps, VGGISH_MIN_S)
 
     @property
     def center_offset_s(self) -> float:

@@ -565,7 +565,11 @@ class _Job:
 
     def __init__(self, request: dict[str, Any], fds: list[int]) -> None:
         self.request = request
-        self.saved_env, self.saved_cwd = dict(os.environ), os.getcwd()
+        self.saved_env = dict(os.environ)
+        try:
+            self.saved_cwd = os.getcwd()
+        except FileNotFoundError:  # the folder this worker was in has been removed: never a reason to fail a job
+            self.saved_cwd = "/"
         self.saved_tempdir = tempfile.tempdir
         self.saved_fds = os.dup(1), os.dup(2)
         _redirect_stdio((fds[0], fds[1]))  # the job's own stdout/stderr: its Snakemake log
@@ -783,7 +787,9 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
         keep_networks_resident(True)
         if torch.cuda.is_available():
             torch.cuda.set_device(slot % torch.cuda.device_count())
+    socket_path, lock_path = Path(socket_path).absolute(), Path(lock_path).absolute()
     server = _Server(pool, slot, socket_path, lock_path, notes_fd)
+    os.chdir("/")  # idle where no job's folder is: the starting job's working dir may be deleted after it ends
     try:
         server.note({"socket_ino": server.ino})
         print(f"[worker] pool {pool} slot {slot} pid {os.getpid()} listening on {socket_path}", flush=True)

@@ -111,11 +111,14 @@ def test_llp_clip_jobs_share_a_worker_and_a_bad_clip_is_recorded(clips, worker_e
 
 def test_a_failing_job_fails_alone_and_the_worker_is_replaced(clips, worker_env, tmp_path):
     env, wdir = worker_env
-    bad = tmp_path / "not a video.mp4"
-    bad.write_text("this is not a video\n")
-    assert job(env, tmp_path, tmp_path / "bad.log", "media", *media_args(bad, tmp_path / "out")) != 0
-    assert "not a video" in (tmp_path / "bad.log").read_text() and "MediaError" in (tmp_path / "bad.log").read_text()
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "no partial outputs"
+    # an environment fault (the output folder cannot be made: a file is in the way) fails the job; a bad
+    # video would not: its job publishes a failure record and succeeds (tests/test_inputs.py)
+    blocker = tmp_path / "out"
+    blocker.write_text("a file where the output folder should be\n")
+    assert job(env, tmp_path, tmp_path / "bad.log", "media", *media_args(clips[0], blocker / "sub")) != 0
+    assert "NotADirectoryError" in (tmp_path / "bad.log").read_text()
+    assert blocker.read_text() == "a file where the output folder should be\n", "no partial outputs"
+    blocker.unlink()
     log = next(wdir.glob("*-media-0.log"))
     deadline = time.time() + 10  # the worker notes its exit just after replying
     while "exiting" not in log.read_text() and time.time() < deadline:

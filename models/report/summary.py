@@ -36,6 +36,8 @@ def provenance_rows(feature_files: Sequence[Path]) -> tuple[list[list[str]], boo
         if not prov_path.exists():
             continue
         prov = json.loads(prov_path.read_text())
+        if prov.get("failed"):
+            continue  # a failure record (failed_rows), not features
         weights = str(prov.get("weights", "?"))
         any_random |= weights == "random"
         digest = prov.get("sha256") or prov.get("weights_sha256") or ""
@@ -46,12 +48,26 @@ def provenance_rows(feature_files: Sequence[Path]) -> tuple[list[list[str]], boo
     return [[k, w, d, n] for (k, w, d), n in sorted(seen.items())], any_random
 
 
+def failed_rows(feature_files: Sequence[Path]) -> list[list[str]]:
+    """(video, stage, reason) of the videos whose media or features job published a failure record
+    (extractors.extract.write_failure) instead of features; one row per video."""
+    from extractors.extract import read_failure
+
+    rows: dict[str, list[str]] = {}
+    for f in feature_files:
+        record = read_failure(Path(f).with_suffix(".json"))
+        if record is not None:
+            rows.setdefault(Path(f).stem, [Path(f).stem, record["stage"], record["failed"]])
+    return [rows[v] for v in sorted(rows)]
+
+
 def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                   metrics: Sequence[Path] = (), compare_md: Path | None = None,
                   feature_files: Sequence[Path] = (), predictions: Sequence[Path] = (),
                   rejected: dict[str, str] | None = None) -> None:
     """Assemble the summary page from the workflow's outputs (paths as Snakemake gives them)."""
     prov_rows, any_random = provenance_rows([Path(f) for f in feature_files])
+    failed = failed_rows([Path(f) for f in feature_files])
     any_random |= recipe.get("weights") == "random"
     parts = [f"<h1>avloc summary — dataset <code>{html.escape(dataset)}</code></h1>"]
     if any_random:
@@ -106,6 +122,14 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
         parts.append(_table(["file", "reason"], sorted(rejected.items())))
     else:
         parts.append("<p>None: every video in the folder was decodable.</p>")
+    parts.append("<h2>Failed videos</h2>")
+    if failed:
+        parts.append(f"<p>{len(failed)} admitted video(s) failed in their own job and are left out of the store, "
+                     "training and evaluation (their ground truth counts as missed); delete the video's "
+                     "media manifest / feature .json to retry it.</p>")
+        parts.append(_table(["video", "stage", "reason"], failed))
+    else:
+        parts.append("<p>None: every admitted video gave features.</p>")
     _write_page(out_html, f"avloc {dataset}", parts)
 
 

@@ -177,6 +177,10 @@ def compute_dataset_metrics(model: torch.nn.Module, ds: Any, recipe: Any | None 
     metrics = compute_map(gt, named, tious=tious_for(recipe if recipe is not None else ds.recipe))
     metrics["n_videos"] = len(preds)
     metrics["n_videos_without_features"] = len(missing)
+    # of those, the videos whose media/features job recorded a failure (workflow/scripts/feature_store.py)
+    failed = getattr(getattr(ds, "store", None), "meta", {}).get("failed", {})
+    metrics["videos_failed_extraction"] = {v: failed[v] for v in sorted(missing) if v in failed}
+    metrics["n_videos_failed_extraction"] = len(metrics["videos_failed_extraction"])
     metrics["n_predictions"] = sum(len(v) for v in preds.values())
     metrics["full_length"] = bool(full_length)
     return metrics, named

@@ -1,8 +1,10 @@
 # Config access, recipe per dataset, and video discovery. Discovery runs at DAG-build time: every video
 # file in a dataset's folder is probed once (PyAV, cached by size+mtime); files that cannot be decoded
-# (zero-byte, text renamed .mp4, truncated, audio-only, shorter than one window) are left out of the DAG
-# and listed with their reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything
-# else (including videos without audio) goes through the per-video rules.
+# (zero-byte, text renamed .mp4, truncated, audio-only, shorter than the recipe's min_duration_s, a name
+# with braces or control characters, a dangling symlink) are left out of the DAG and listed with their
+# reason in logs/<ds>/rejected_videos.tsv and in the summary report. Everything else (including videos
+# without audio) goes through the per-video rules; one that fails there on its own content gets a failure
+# record (extractors/extract.py), is left out of the store and listed in logs/<ds>/failed_videos.tsv.
 #
 # A dataset can instead say where its features already are (`features: {from: <folder>, layout:
 # unav_release | ours, prefix: ""}`): no video, no media or feature job; the annotated videos whose feature
@@ -18,7 +20,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.exceptions import WorkflowError
+from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 from extractors import discovery
 from extractors.recipes import get_recipe
@@ -105,7 +107,7 @@ def discover(ds):
     if ds not in _DISCOVERED:
         if "generate_demo" in DATASETS[ds]:
             checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
-        found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).window_s,
+        found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).min_duration_s,
                                    cache=Path("results") / ds / "probe_cache.json")
         discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
         _DISCOVERED[ds] = found
@@ -152,16 +154,32 @@ def threads_for_torch(wildcards, threads):
     return threads
 
 
+def record_files(ds):
+    """Each video's media manifest and feature provenance: the files that hold a failure record when the
+    video failed in its own job. Targets of `all` so that deleting one retries the video (Snakemake does not
+    rerun a missing intermediate file whose consumers are up to date)."""
+    if features_source(ds) is not None:
+        return []
+    try:
+        vids = videos(ds)
+    except IncompleteCheckpointException:  # demo data not generated yet: no record exists yet either, and
+        return []  # raising here would hold back every other target of `all` until the checkpoint has run
+    return [f"results/{ds}/media/{vid}.json" for vid in vids] + [
+        f"results/{ds}/features/{kind}/{vid}.json" for vid in vids for kind in feature_kinds(ds)]
+
+
 def all_targets(wildcards):
     targets = []
     for ds in training_datasets():
         targets += expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=DATASETS[ds]["models"])
         targets.append(f"results/{ds}/compare.md")
         targets.append(f"results/{ds}/summary.html")
+        targets += record_files(ds)
     for ds in prediction_datasets():
         model = DATASETS[ds]["predict_with"]["model"]
         targets += [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]
         targets.append(f"results/{ds}/summary.html")
+        targets += record_files(ds)
     for name, spec in config.get("avvp", {}).items():
         targets.append(f"results/avvp/{name}/summary.html")
     for ds in reproduce_datasets():  # workflow/rules/reproduce.smk

@@ -4,7 +4,9 @@
 # (kept only with keep_flow), and the DAG has two jobs per video (media, features), so it stays small
 # at 10k-20k videos. Jobs run on resident workers (extractors/worker.py): the networks are built once
 # per worker, not per video. The recipe (minus training-only fields) is a param, so a recipe edit
-# reruns exactly these jobs.
+# reruns exactly these jobs. A video whose media job recorded a failure, or whose content fails here
+# (ContentError), gets a failure record as its outputs (`failed`, `stage` in each .json, empty .npy) and the
+# job succeeds; the store leaves it out (extractors/extract.py, features_job).
 
 KEEP_FLOW = config.get("keep_flow", False)
 
@@ -35,6 +37,7 @@ rule features_i3d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
         wav="results/{ds}/media/{vid}.wav",
+        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
         weights=feature_weights,
     output:
         visual="results/{ds}/features/i3d/{vid}.npy",
@@ -66,6 +69,7 @@ rule features_r21d:
     input:
         mp4="results/{ds}/media/{vid}.mp4",
         wav="results/{ds}/media/{vid}.wav",
+        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
         weights=feature_weights,
     output:
         visual="results/{ds}/features/r21d/{vid}.npy",

@@ -1,7 +1,9 @@
 # Decode every video to a constant frame rate mp4 at the source resolution and a 16 kHz mono float32 wav
 # (the reference audio chain); the manifest records has_audio (silent track when the video has none).
 # Runs on a resident worker (extractors/worker.py): PyAV, resampy's compiled filter and numpy are loaded
-# once per worker, not once per video.
+# once per worker, not once per video. A video whose own content cannot be normalized (MediaError) gets a
+# failure record instead (manifest with `failed` and `stage: media`, empty mp4/wav; extractors/extract.py)
+# and the job succeeds, so the dataset goes on without it; delete the manifest to retry the video.
 
 
 rule media:
@@ -13,6 +15,8 @@ rule media:
         manifest="results/{ds}/media/{vid}.json",
     params:
         fps=lambda wc: recipe(wc.ds).fps,
+        min_duration=lambda wc: recipe(wc.ds).min_duration_s,
+        short_audio=lambda wc: recipe(wc.ds).short_audio,
     log:
         "logs/{ds}/media/{vid}.log",
     benchmark:
@@ -22,4 +26,4 @@ rule media:
     shell:
         "python -m extractors.worker media --record benchmarks/{wildcards.ds:q}/media/{wildcards.vid:q}.worker.json "
         "-- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
-        "--fps {params.fps} > {log:q} 2>&1"
+        "--fps {params.fps} --min-duration {params.min_duration} --short-audio {params.short_audio} > {log:q} 2>&1"
