@@ -2,6 +2,11 @@
 # (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
 # `controls: [clasp]` adds a label-shuffled control of each listed model (job name `clasp_shuffled`: same
 # data, recipe, overrides and seed, training labels permuted across videos) to the table and the summary.
+# Each train/evaluate job's params carry a hash of the source files its model depends on
+# (models.run.code_fingerprint: the localizer's modules + the shared data/training/evaluation code), so
+# editing one localizer reruns that model's jobs and nothing else.
+
+from models.run.code_fingerprint import code_fingerprint
 
 
 def dataset_models(ds):
@@ -33,6 +38,7 @@ rule train:
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
         train=lambda wc: train_spec(wc.ds, wc.model),
+        code=lambda wc: code_fingerprint(wc.model, "train", workflow.basedir),
     threads: 2
     resources:
         gpu=1,
@@ -68,6 +74,7 @@ rule evaluate:
         ),
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        code=lambda wc: code_fingerprint(wc.model, "evaluate", workflow.basedir),
     threads: 2
     resources:
         gpu=1,
