@@ -16,8 +16,14 @@ def dataset_models(ds):
 
 
 def train_spec(ds, model):
-    base = model[: -len("_shuffled")] if model.endswith("_shuffled") else model
+    """The train fields of ``model``'s job as JSON (a param); a ``_seed<k>`` run (reproduce.smk, the grammar
+    of models.run.pipeline.split_seed) trains with seed k."""
+    seeded = re.fullmatch(r"(.+)_seed(\d+)", model)
+    base = seeded.group(1) if seeded else model
+    base = base[: -len("_shuffled")] if base.endswith("_shuffled") else base
     spec = dict(DATASETS[ds].get("train", {}))
+    if seeded:
+        spec["seed"] = int(seeded.group(2))
     spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(base, {})
     return json.dumps(spec, sort_keys=True)
 
