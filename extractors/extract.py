@@ -152,7 +152,7 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
         vid = video.stem
         mp4, wav = out_dir / "media" / f"{vid}.mp4", out_dir / "media" / f"{vid}.wav"
         try:
-            normalize(video, mp4, wav, fps=recipe.fps)
+            normalize(video, mp4, wav, fps=recipe.fps, audio_alignment=recipe.audio_alignment)
         except MediaError as err:
             log.error("%s", err)
             failed.append((str(video), str(err)))
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mp4", type=Path, required=True)
     p.add_argument("--wav", type=Path, required=True)
     p.add_argument("--fps", type=float, default=25.0)
+    p.add_argument("--audio-alignment", choices=("reference", "trimmed"), default="reference",
+                   help="reference: AAC through the reference's ADTS copy (priming kept); trimmed: edit list applied")
     p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
     common(p)
     p.add_argument("videos", type=Path, nargs="+")
@@ -211,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "media":
         from extractors.media import normalize
 
-        manifest = normalize(args.src, args.mp4, args.wav, fps=args.fps)
+        manifest = normalize(args.src, args.mp4, args.wav, fps=args.fps, audio_alignment=args.audio_alignment)
         log.info("%s -> %s (%d frames, has_audio=%s)", args.src, args.mp4, manifest.n_frames, manifest.has_audio)
         return 0
     recipe = recipe_from_args(args)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 FlowMethod = Literal["raft", "farneback"]
 VisualModel = Literal["i3d", "r21d"]
 WeightsMode = Literal["pretrained", "random"]
+AudioAlignment = Literal["reference", "trimmed"]  # extractors.media: AAC priming kept (ADTS copy) or trimmed
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Recipe:
     weights: WeightsMode = "pretrained"
     seed: int = 0
     t_max: int = 224
+    audio_alignment: AudioAlignment = "reference"
     version: str = "1"
 
     @property

@@ -13,6 +13,7 @@ rule media:
         manifest="results/{ds}/media/{vid}.json",
     params:
         fps=lambda wc: recipe(wc.ds).fps,
+        audio_alignment=lambda wc: recipe(wc.ds).audio_alignment,
     log:
         "logs/{ds}/media/{vid}.log",
     benchmark:
@@ -22,4 +23,4 @@ rule media:
     shell:
         "python -m extractors.worker media --record benchmarks/{wildcards.ds:q}/media/{wildcards.vid:q}.worker.json "
         "-- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
-        "--fps {params.fps} > {log:q} 2>&1"
+        "--fps {params.fps} --audio-alignment {params.audio_alignment} > {log:q} 2>&1"
