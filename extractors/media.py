@@ -365,16 +365,18 @@ def _count_frames(mp4: Path) -> tuple[int, int, int, float]:
 AUDIO_ALIGNMENTS = ("reference", "trimmed")
 
 
-def decode_audio_int16(src: Path, info: MediaInfo, alignment: str = "reference",
-                       scratch: Path | None = None) -> np.ndarray:
-    """All samples of the first audio stream as int16, shape (n, channels), original rate.
+def decode_audio(src: Path, info: MediaInfo, alignment: str = "reference",
+                 scratch: Path | None = None) -> tuple[np.ndarray, str, str | None]:
+    """All samples of the first audio stream as int16, shape (n, channels), original rate; the path that
+    decoded them (``"adts-copy"`` or ``"container"``) and, when the ADTS copy failed, why.
 
     ``alignment="reference"`` (the default) runs the reference chain for AAC: ``-acodec copy`` into an ADTS
     ``.aac`` file (``scratch``, removed afterwards), then a decode of that file. ADTS cannot carry an mp4's
     encoder-delay edit list, so the reference keeps the encoder's priming samples (1024 at the start, about
     23 ms at 44.1 kHz, plus the last frame's padding) that a decode straight from the container drops;
     keeping them is what makes VGGish windows line up with the released features. Other codecs cannot be
-    stream-copied into ADTS (the reference fails on them) and are decoded from the container.
+    stream-copied into ADTS (the reference fails on them) and are decoded from the container, as is an AAC
+    stream whose copy fails (the reason is returned, so the video is not lost).
     ``alignment="trimmed"``: always decode from the container, applying its edit list (audio sample 0 at
     video time 0); identical to ``reference`` on files without an edit list.
     Conversion to s16 is ffmpeg's (the same swresample path the reference's '.aac -> .wav' takes)."""
@@ -382,24 +384,32 @@ def decode_audio_int16(src: Path, info: MediaInfo, alignment: str = "reference",
     if alignment not in AUDIO_ALIGNMENTS:
         raise ValueError(f"audio alignment must be one of {AUDIO_ALIGNMENTS}, got {alignment!r}")
     to_pcm = ["-vn", "-sn", "-dn", "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"]
+    raw, used, copy_error = None, "container", None
     if alignment == "reference" and info.audio_codec == "aac":
         if scratch is None:
             fd, name = tempfile.mkstemp(suffix=".aac")
             os.close(fd)
             scratch = Path(name)
-        adts = scratch
         try:
             _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
-                              "-acodec", "copy", "-f", "adts", _url(adts)], "audio stream copy (reference chain)")
-            raw = _run_ffmpeg(src, ["-i", _url(adts), *to_pcm], "audio decode", capture_stdout=True)
+                              "-acodec", "copy", "-f", "adts", _url(scratch)], "audio stream copy (reference chain)")
+            raw, used = _run_ffmpeg(src, ["-i", _url(scratch), *to_pcm], "audio decode", capture_stdout=True), "adts-copy"
+        except MediaError as err:
+            copy_error = str(err)
         finally:
-            adts.unlink(missing_ok=True)
-    else:
+            scratch.unlink(missing_ok=True)
+    if raw is None:
         raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", *to_pcm], "audio decode",
                           capture_stdout=True)
     x = np.frombuffer(raw, dtype="<i2")
     usable = x.size - x.size % info.channels
-    return x[:usable].reshape(-1, info.channels)
+    return x[:usable].reshape(-1, info.channels), used, copy_error
+
+
+def decode_audio_int16(src: Path, info: MediaInfo, alignment: str = "reference",
+                       scratch: Path | None = None) -> np.ndarray:
+    """:func:`decode_audio`'s samples alone."""
+    return decode_audio(src, info, alignment, scratch)[0]
 
 
 def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
@@ -490,8 +500,10 @@ def normalize(
         # ---- audio: the reference VGGish chain
         has_audio, audio_decode = info.has_audio, ""
         if has_audio:
-            pcm = decode_audio_int16(src, info, audio_alignment, scratch=_tmp_name(out_wav, ".aac"))
-            audio_decode = "adts-copy" if audio_alignment == "reference" and info.audio_codec == "aac" else "container"
+            pcm, audio_decode, copy_error = decode_audio(src, info, audio_alignment, scratch=_tmp_name(out_wav, ".aac"))
+            if copy_error:
+                warnings.append(f"AAC stream copy of the reference chain failed ({copy_error}); decoded from the "
+                                "container instead (edit list applied)")
             if pcm.shape[0] == 0:
                 has_audio = False
                 warnings.append("audio stream decoded to zero samples; treated as no audio")

@@ -277,6 +277,25 @@ def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_l
         decode_audio_int16(src, info, "exact")
 
 
+def test_failed_adts_copy_falls_back_to_the_container_with_a_warning(tmp_path, monkeypatch):
+    import extractors.media as media
+
+    src = _edit_list_clips(tmp_path)["edit_list"]
+    real = media._run_ffmpeg
+
+    def no_adts(path, args, what, capture_stdout=False):
+        if "adts" in args:
+            raise MediaError(path, "ffmpeg audio stream copy (reference chain) failed (exit 1): bitstream not supported")
+        return real(path, args, what, capture_stdout)
+
+    monkeypatch.setattr(media, "_run_ffmpeg", no_adts)
+    m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav", 25)
+    assert m.audio_decode == "container" and m.has_audio
+    assert any("AAC stream copy of the reference chain failed" in w and "bitstream not supported" in w
+               for w in m.warnings), m.warnings
+    assert sf.info(m.out_wav).frames == 48000  # the trimmed length: 3 s at 16 kHz
+
+
 def test_fps_filter_source_indices_matches_independent_rule():
     times = [i / 30 for i in range(30)]
     got = fps_filter_source_indices(times, 1.0, 25)
