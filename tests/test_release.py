@@ -197,6 +197,17 @@ def test_published_tables_transcribed_and_their_models_exist():
     assert pub["tables"]["activitynet"]["train"]["clasp"] == {"n_windows": 16, "batch_size": 8}
 
 
+def test_run_names_with_seeds_and_controls():
+    from models.run.code_fingerprint import base_model
+    from models.run.pipeline import parse_model_name, split_control, split_seed
+
+    assert split_seed("ccnet-full_shuffled_seed12") == ("ccnet-full_shuffled", 12)
+    assert split_seed("clasp") == ("clasp", None) and split_seed("clasp_seedx") == ("clasp_seedx", None)
+    assert split_control("clasp_shuffled_seed1") == ("clasp", True) and split_control("clasp_seed1") == ("clasp", False)
+    assert parse_model_name("ccnet-full_shuffled_seed2") == ("ccnet", "full")
+    assert base_model("ccnet-full_shuffled_seed2") == base_model("ccnet") == "ccnet"
+
+
 def test_reproduce_table_mean_std_over_seeds_and_the_chance_line(tmp_path):
     """Three seeds: the md shows mean ± sample std beside the published row and the control beneath; the CSV
     has the mean row and each seed's; one seed (the default) gives the single row with its seed, no ±."""
