@@ -19,6 +19,7 @@ from test_workflow import job_counts
 from models.run.code_fingerprint import (
     EVALUATE_FILES,
     MODEL_FILES,
+    PREDICT_FILES,
     TRAIN_FILES,
     code_fingerprint,
     model_files,
@@ -29,7 +30,7 @@ NOT_COUNTED = {"extractors/io.py"}  # atomic writes; cannot change a number (see
 # imports on code paths these jobs do not take: predict.py extracts features of new videos (the predict rule);
 # compare.py's in-memory table and its CLI train and build the planted benchmark (jobs use supervision_overrides)
 SKIP_EDGES = {("models/run/predict.py", "extractors/extract.py"), ("models/run/compare.py", "models/run/train.py"),
-              ("models/run/compare.py", "models/data/synthetic.py")}
+              ("models/run/compare.py", "models/run/evaluate.py"), ("models/run/compare.py", "models/data/synthetic.py")}
 LOCALIZERS = {files[0] for files in MODEL_FILES.values()}  # each model's own module, listed first
 
 
@@ -67,7 +68,8 @@ def test_mapping_covers_every_import_and_every_model():
         need = closure(set(own), LOCALIZERS - set(own)) - NOT_COUNTED
         assert need <= set(own) | set(TRAIN_FILES), (name, sorted(need - set(own) - set(TRAIN_FILES)))
     for stage, entry, files in (("train", "workflow/scripts/train.py", TRAIN_FILES),
-                                ("evaluate", "workflow/scripts/evaluate.py", EVALUATE_FILES)):
+                                ("evaluate", "workflow/scripts/evaluate.py", EVALUATE_FILES),
+                                ("predict", "workflow/scripts/predict.py", PREDICT_FILES)):
         need = closure({entry}, LOCALIZERS) - LOCALIZERS - NOT_COUNTED
         assert need <= set(files), (stage, sorted(need - set(files)))
     assert set(model_files("ccnet-full_shuffled_seed2", "train")) == set(MODEL_FILES["ccnet"]) | set(TRAIN_FILES)
@@ -89,7 +91,7 @@ def test_fingerprint_moves_only_for_the_edited_files(tmp_path):
     models = ["clasp", "mil", "ccnet-full", "dave-weak", "avel-weak", "clasp_shuffled_seed1"]
 
     def prints() -> dict[tuple[str, str], str]:
-        return {(m, s): code_fingerprint(m, s, root) for m in models for s in ("train", "evaluate")}
+        return {(m, s): code_fingerprint(m, s, root) for m in models for s in ("train", "evaluate", "predict")}
 
     before = prints()
     assert before == {(m, s): code_fingerprint(m, s, root) for m, s in before}  # deterministic
@@ -98,11 +100,11 @@ def test_fingerprint_moves_only_for_the_edited_files(tmp_path):
         fh.write("# a comment is an edit\n")
     after = prints()
     assert {k for k in before if before[k] != after[k]} == {(m, s) for m in ("ccnet-full", "dave-weak", "avel-weak")
-                                                            for s in ("train", "evaluate")}
+                                                            for s in ("train", "evaluate", "predict")}
     with open(root / "models/run/plots.py", "a") as fh:
         fh.write("\n")
     again = prints()
-    assert {k for k in after if after[k] != again[k]} == {(m, "evaluate") for m in models}
+    assert {k for k in after if after[k] != again[k]} == {(m, s) for m in models for s in ("evaluate", "predict")}
     (root / "models/localizers/mil.py").unlink()
     with pytest.raises(FileNotFoundError):
         code_fingerprint("mil", "train", root)

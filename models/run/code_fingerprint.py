@@ -1,6 +1,6 @@
 """Which source files a trained model depends on, and a hash of their contents.
 
-The workflow's ``train`` and ``evaluate`` rules take :func:`code_fingerprint` as a param, so Snakemake's
+The workflow's ``train``, ``evaluate`` and ``predict`` rules take :func:`code_fingerprint` as a param, so Snakemake's
 default ``params`` rerun trigger retrains (re-evaluates) a model when *its* code changes, and nothing else:
 editing ``models/localizers/ccnet.py`` reruns the ``ccnet-*`` jobs only, editing the shared training loop
 reruns every model. (Snakemake's own ``code`` trigger sees the rule's script, not the modules it imports;
@@ -8,8 +8,8 @@ the worker's :func:`extractors.worker.fingerprint` keys live processes by size a
 checkout`` changes without changing a byte, so reruns are keyed by content here.)
 
 The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modules), :data:`TRAIN_FILES`
-(data, training, validation-selection code every model's training runs) and :data:`EVALUATE_FILES` (test-split
-prediction, metrics and plots). ``tests/test_code_fingerprint.py`` checks it against the imports of these
+(data, training, validation-selection code every model's training runs), :data:`EVALUATE_FILES` (test-split
+prediction, metrics and plots) and :data:`PREDICT_FILES` (the ``predict`` rule: timelines of new videos). ``tests/test_code_fingerprint.py`` checks it against the imports of these
 files, so a new import of a project module that is missing here fails the test rather than going unseen.
 Not counted: :mod:`extractors.io` (atomic writes; cannot change a number). Any byte counts, comments included.
 """
@@ -43,6 +43,8 @@ TRAIN_FILES: tuple[str, ...] = (*_COMMON, "models/run/train.py", "models/run/eva
 EVALUATE_FILES: tuple[str, ...] = (*_COMMON, "models/run/evaluate.py", "models/run/metrics.py",
                                    "models/run/compare.py", "models/run/predict.py", "models/run/plots.py",
                                    "workflow/scripts/evaluate.py")
+PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run/plots.py", "models/run/metrics.py",
+                                  "models/run/compare.py", "workflow/scripts/predict.py")
 
 # A model's own modules (the localizer and the model-specific modules it builds on).
 _PYRAMID = ("models/localizers/heads.py", "models/localizers/losses.py")
@@ -55,7 +57,7 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
     "ear": ("models/avvp/ear.py",),
 }
 
-STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES}
+STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_FILES}
 
 
 def base_model(name: str) -> str:
@@ -65,7 +67,7 @@ def base_model(name: str) -> str:
 
 
 def model_files(name: str, stage: str) -> list[str]:
-    """Repository-relative source files of model ``name`` (a workflow name) for ``stage`` (train/evaluate)."""
+    """Repository-relative source files of model ``name`` (a workflow name) for ``stage`` (:data:`STAGES`)."""
     base = base_model(name)
     if base not in MODEL_FILES:
         raise KeyError(f"model {name!r}: no entry in models.run.code_fingerprint.MODEL_FILES (known: "

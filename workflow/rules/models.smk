@@ -2,7 +2,7 @@
 # (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
 # `controls: [clasp]` adds a label-shuffled control of each listed model (job name `clasp_shuffled`: same
 # data, recipe, overrides and seed, training labels permuted across videos) to the table and the summary.
-# Each train/evaluate job's params carry a hash of the source files its model depends on
+# Each train/evaluate/predict job's params carry a hash of the source files its model depends on
 # (models.run.code_fingerprint: the localizer's modules + the shared data/training/evaluation code), so
 # editing one localizer reruns that model's jobs and nothing else.
 
@@ -134,6 +134,7 @@ rule predict:
         ),
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        code=lambda wc: code_fingerprint(wc.model, "predict", workflow.basedir),
     log:
         "logs/{ds}/predict/{model}/{vid}.log",
     benchmark:
