@@ -255,7 +255,7 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
         mp4, wav = out_dir / "media" / f"{vid}.mp4", out_dir / "media" / f"{vid}.wav"
         try:
             normalize(video, mp4, wav, fps=recipe.fps, min_duration_s=recipe.min_duration_s,
-                      short_audio=recipe.short_audio)
+                      short_audio=recipe.short_audio, audio_alignment=recipe.audio_alignment)
         except MediaError as err:
             log.error("%s", err)
             failed.append((str(video), str(err)))
@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="shortest usable video in s (the recipe's min_duration_s; default: the media stage's)")
     p.add_argument("--short-audio", choices=("pad", "cut"), default="pad",
                    help="audio shorter than the video: pad with silence (default) or keep it (the reference's cut)")
+    p.add_argument("--audio-alignment", choices=("reference", "trimmed"), default="reference",
+                   help="reference: AAC through the reference's ADTS copy (priming kept); trimmed: edit list applied")
     p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
     common(p)
     p.add_argument("videos", type=Path, nargs="+")
@@ -322,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "media":
         extra = {} if args.min_duration is None else {"min_duration_s": args.min_duration}
-        media_job(args.src, args.mp4, args.wav, fps=args.fps, short_audio=args.short_audio, **extra)
+        media_job(args.src, args.mp4, args.wav, fps=args.fps, short_audio=args.short_audio,
+                  audio_alignment=args.audio_alignment, **extra)
         return 0  # published: the outputs or the failure record
     recipe = recipe_from_args(args)
     if args.command == "features":

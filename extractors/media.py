@@ -58,10 +58,16 @@ Policies where the reference is silent or crashes (each recorded in the manifest
   error; we reject outputs with fewer than 90 % of the expected frames.
 * **Rotation metadata**: ffmpeg auto-rotates (as in the reference), so a phone video tagged as rotated
   comes out portrait; the manifest records both the probed (coded) and the written size.
-* The audio chain decodes the audio directly from the container instead of the reference's
-  ``-acodec copy`` to a ``.aac`` file followed by a second decode. On the sample clips (AAC mono
-  44.1 kHz, AAC 5.1 48 kHz) both give bit-identical int16 samples (checked in the tests), and the
-  direct path also handles codecs that cannot be stream-copied into ADTS (where the reference fails).
+* **Audio alignment** (``audio_alignment``, a recipe field). Default ``"reference"``: AAC audio goes
+  through the reference's own two steps, ``-acodec copy`` to an ADTS ``.aac`` file, then a decode of it.
+  An mp4 written with an encoder-delay edit list (ffmpeg's own muxer, many YouTube downloads) tells
+  decoders to drop the AAC encoder's 1024 priming samples; ADTS cannot carry that, so the reference
+  keeps them (about 23 ms at 44.1 kHz at the start, plus the last frame's padding at the end) and so do
+  we: the same ffmpeg gives sample-identical int16 on mp4s with and without edit lists (tests). Other
+  codecs (MP3, Opus, PCM) cannot be stream-copied into ADTS, where the reference fails; they are decoded
+  from the container. ``"trimmed"`` always decodes from the container with its edit list applied (audio
+  sample 0 at video time 0, ~23 ms earlier than the reference on such files); equal to ``"reference"``
+  on files without an edit list.
 
 Every file is written under a temporary name in the target directory (``.<name>.tmp-<pid>.<ext>``)
 and renamed into place only after everything succeeded; on any failure the temporaries are removed
@@ -76,6 +82,7 @@ import math
 import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -145,6 +152,7 @@ class MediaManifest:
     warnings: list[str] = field(default_factory=list)
     x264_preset: str | None = None  # None = libx264 defaults (the reference)
     audio_padded_s: float = 0.0  # silence appended to an audio track shorter than the video (short_audio="pad")
+    audio_decode: str = ""  # "adts-copy" (the reference chain) or "container" (edit list applied); "" = none
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: probe/video/audio/total
 
     def to_dict(self) -> dict[str, Any]:
@@ -375,21 +383,54 @@ def _count_frames(mp4: Path) -> tuple[int, int, int, float]:
         return int(n), int(vs.codec_context.width), int(vs.codec_context.height), float(vs.average_rate or 0)
 
 
-def decode_audio_int16(src: Path, info: MediaInfo) -> np.ndarray:
-    """All samples of the first audio stream as int16, shape (n, channels), original rate.
+AUDIO_ALIGNMENTS = ("reference", "trimmed")
 
+
+def decode_audio(src: Path, info: MediaInfo, alignment: str = "reference",
+                 scratch: Path | None = None) -> tuple[np.ndarray, str, str | None]:
+    """All samples of the first audio stream as int16, shape (n, channels), original rate; the path that
+    decoded them (``"adts-copy"`` or ``"container"``) and, when the ADTS copy failed, why.
+
+    ``alignment="reference"`` (the default) runs the reference chain for AAC: ``-acodec copy`` into an ADTS
+    ``.aac`` file (``scratch``, removed afterwards), then a decode of that file. ADTS cannot carry an mp4's
+    encoder-delay edit list, so the reference keeps the encoder's priming samples (1024 at the start, about
+    23 ms at 44.1 kHz, plus the last frame's padding) that a decode straight from the container drops;
+    keeping them is what makes VGGish windows line up with the released features. Other codecs cannot be
+    stream-copied into ADTS (the reference fails on them) and are decoded from the container, as is an AAC
+    stream whose copy fails (the reason is returned, so the video is not lost).
+    ``alignment="trimmed"``: always decode from the container, applying its edit list (audio sample 0 at
+    video time 0); identical to ``reference`` on files without an edit list.
     Conversion to s16 is ffmpeg's (the same swresample path the reference's '.aac -> .wav' takes)."""
     assert info.audio_stream_index is not None and info.channels
-    raw = _run_ffmpeg(
-        src,
-        ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
-         "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"],
-        "audio decode",
-        capture_stdout=True,
-    )
+    if alignment not in AUDIO_ALIGNMENTS:
+        raise ValueError(f"audio alignment must be one of {AUDIO_ALIGNMENTS}, got {alignment!r}")
+    to_pcm = ["-vn", "-sn", "-dn", "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"]
+    raw, used, copy_error = None, "container", None
+    if alignment == "reference" and info.audio_codec == "aac":
+        if scratch is None:
+            fd, name = tempfile.mkstemp(suffix=".aac")
+            os.close(fd)
+            scratch = Path(name)
+        try:
+            _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
+                              "-acodec", "copy", "-f", "adts", _url(scratch)], "audio stream copy (reference chain)")
+            raw, used = _run_ffmpeg(src, ["-i", _url(scratch), *to_pcm], "audio decode", capture_stdout=True), "adts-copy"
+        except MediaError as err:
+            copy_error = str(err)
+        finally:
+            scratch.unlink(missing_ok=True)
+    if raw is None:
+        raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", *to_pcm], "audio decode",
+                          capture_stdout=True)
     x = np.frombuffer(raw, dtype="<i2")
     usable = x.size - x.size % info.channels
-    return x[:usable].reshape(-1, info.channels)
+    return x[:usable].reshape(-1, info.channels), used, copy_error
+
+
+def decode_audio_int16(src: Path, info: MediaInfo, alignment: str = "reference",
+                       scratch: Path | None = None) -> np.ndarray:
+    """:func:`decode_audio`'s samples alone."""
+    return decode_audio(src, info, alignment, scratch)[0]
 
 
 def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
@@ -418,6 +459,7 @@ def normalize(
     min_duration_s: float = MIN_DURATION_S,
     x264_preset: str | None = None,
     short_audio: str = "pad",
+    audio_alignment: str = "reference",
 ) -> MediaManifest:
     """Write the constant-frame-rate mp4, the 16 kHz mono float32 wav and the JSON manifest.
 
@@ -425,6 +467,9 @@ def normalize(
     video's length (``"pad"``, ``audio_padded_s`` and a warning in the manifest), so every visual step
     keeps an audio step, or left as it is (``"cut"``, the reference: the feature store then cuts both
     streams to the audio's length). Audio longer than the video is kept; the store drops its tail.
+
+    ``audio_alignment``: ``"reference"`` (default: the reference's ADTS round trip, keeping AAC priming
+    samples an mp4 edit list would drop) or ``"trimmed"`` (edit list applied), see the module docstring.
 
     ``x264_preset`` (e.g. ``"ultrafast"``) is a *non-reference* speed option: it changes the
     re-encoded pixels slightly and therefore the features; ``None`` keeps libx264's defaults as the
@@ -482,9 +527,12 @@ def normalize(
         seconds["video"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         # ---- audio: the reference VGGish chain
-        has_audio = info.has_audio
+        has_audio, audio_decode = info.has_audio, ""
         if has_audio:
-            pcm = decode_audio_int16(src, info)
+            pcm, audio_decode, copy_error = decode_audio(src, info, audio_alignment, scratch=_tmp_name(out_wav, ".aac"))
+            if copy_error:
+                warnings.append(f"AAC stream copy of the reference chain failed ({copy_error}); decoded from the "
+                                "container instead (edit list applied)")
             if pcm.shape[0] == 0:
                 has_audio = False
                 warnings.append("audio stream decoded to zero samples; treated as no audio")
@@ -525,6 +573,7 @@ def normalize(
             has_audio=has_audio,
             warnings=warnings,
             x264_preset=x264_preset,
+            audio_decode=audio_decode,
             seconds=seconds,
             audio_padded_s=round(padded_s, 6),
         )

@@ -22,6 +22,7 @@ SHORT_AUDIO = ("pad", "cut")
 #: Shortest audio that gives one VGGish example: 96 log-mel frames of 400 samples at a 160-sample hop
 #: (``400 + 95 * 160`` samples at 16 kHz, extractors/vggish.py), 15 ms more than the nominal 0.96 s.
 VGGISH_MIN_S = (400 + 95 * 160) / 16000
+AudioAlignment = Literal["reference", "trimmed"]  # extractors.media: AAC priming kept (ADTS copy) or trimmed
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Recipe:
     weights: WeightsMode = "pretrained"
     seed: int = 0
     t_max: int = 224
+    audio_alignment: AudioAlignment = "reference"
     version: str = "1"
     # Audio track shorter than the video: "pad" it with silence to the video's length (every visual step
     # kept; flagged in the media manifest and the VGGish provenance) or "cut", the reference: the store cuts

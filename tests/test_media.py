@@ -21,11 +21,13 @@ from extractors.media import (
     _last_meaningful_line,
     _run_ffmpeg,
     check_usable,
+    decode_audio_int16,
     ffmpeg_exe,
     fps_filter_source_indices,
     normalize,
     normalize_many,
     probe,
+    reference_audio_chain,
     sha256_file,
 )
 from extractors.synthetic_videos import CHANGE_PALETTE, make_change_clip, make_clip
@@ -212,12 +214,86 @@ def test_colour_changes_land_on_predicted_frames(tmp_path, in_fps, out_fps):
 
 
 def test_tone_onset_position_in_wav(tmp_path):
+    """ffmpeg's mp4 muxer writes an encoder-delay edit list: the trimmed alignment puts the tone at its
+    0.9 s, the reference alignment (default) keeps the AAC encoder's 1024 priming samples before it."""
     src = make_change_clip(tmp_path / "tone.mp4", 30, 60, 27, size=(64, 48))  # tone from 0.9 s
-    m = normalize(src, tmp_path / "t.mp4", tmp_path / "t.wav", 25, min_duration_s=0.5)
-    x, sr = sf.read(m.out_wav, dtype="float32")
-    env = np.convolve(np.abs(x), np.ones(32) / 32, mode="same")
-    onset = int(np.argmax(env > 0.1)) / sr
-    assert abs(onset - 0.9) < 0.01
+    sr_src = probe(src).sample_rate
+    for alignment, expected in (("trimmed", 0.9), ("reference", 0.9 + 1024 / sr_src)):
+        m = normalize(src, tmp_path / "t.mp4", tmp_path / "t.wav", 25, min_duration_s=0.5, audio_alignment=alignment)
+        x, sr = sf.read(m.out_wav, dtype="float32")
+        env = np.convolve(np.abs(x), np.ones(32) / 32, mode="same")
+        onset = int(np.argmax(env > 0.1)) / sr
+        assert abs(onset - expected) < 0.003, (alignment, onset)
+        assert m.audio_decode == ("adts-copy" if alignment == "reference" else "container")
+
+
+def _edit_list_clips(tmp: Path) -> dict[str, Path]:
+    """Two AAC-in-mp4 clips of the same content from the bundled ffmpeg: one muxed straight from its AAC
+    encoder (the mp4 carries the encoder-delay edit list) and one whose AAC went through ADTS first (none)."""
+    ff = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y"]
+    video = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=3"]
+    audio = "sine=frequency=440:sample_rate=44100:duration=3,volume=0.5"
+    edl, adts, plain = tmp / "edit_list.mp4", tmp / "a.aac", tmp / "no_edit_list.mp4"
+    subprocess.run([*ff, *video, "-f", "lavfi", "-i", audio, "-c:v", "libx264", "-c:a", "aac", "-shortest",
+                    str(edl)], check=True)
+    subprocess.run([*ff, "-f", "lavfi", "-i", audio, "-c:a", "aac", "-f", "adts", str(adts)], check=True)
+    subprocess.run([*ff, *video, "-i", str(adts), "-c:v", "libx264", "-c:a", "copy", str(plain)], check=True)
+    return {"edit_list": edl, "no_edit_list": plain}
+
+
+def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_lists(tmp_path):
+    """The reference chain run with the same ffmpeg (-acodec copy to .aac, decode, /32768, resampy): the default
+    (reference) wav equals it to 1e-6 and its VGGish features to 1e-4, with and without an edit list; the
+    trimmed alignment is the reference minus the 1024 priming samples where there is an edit list."""
+    import torch
+
+    from extractors.vggish import VGGish, embed_examples, log_mel_examples
+
+    torch.manual_seed(0)
+    net = VGGish().eval()
+    for kind, src in _edit_list_clips(tmp_path).items():
+        ref = _reference_wav(src, tmp_path)
+        info = probe(src)
+        ref_int16 = decode_audio_int16(src, info, "reference")
+        trimmed = decode_audio_int16(src, info, "trimmed")
+        m = normalize(src, tmp_path / f"{kind}.mp4", tmp_path / f"{kind}.wav", 25)
+        ours, sr = sf.read(m.out_wav, dtype="float64")
+        assert sr == 16000 and ours.shape == ref.shape, (kind, ours.shape, ref.shape)
+        assert np.abs(ours - ref).max() <= 1e-6, kind
+        with torch.no_grad():
+            f_ours, f_ref = (embed_examples(net, log_mel_examples(w.astype(np.float32))) for w in (ours, ref))
+        assert f_ours.shape[0] >= 3 and np.abs(f_ours - f_ref).max() <= 1e-4, kind
+        if kind == "edit_list":  # the container's edit list drops the encoder's priming (and the tail padding)
+            assert ref_int16.shape[0] > trimmed.shape[0] + 1024
+            np.testing.assert_array_equal(ref_int16[1024:1024 + trimmed.shape[0]], trimmed)
+            assert np.abs(ref_int16[:1024]).max() < np.abs(ref_int16).max() / 4  # priming: near silence
+            shifted = reference_audio_chain(trimmed, info.sample_rate)  # what the trimmed alignment stores
+            assert np.abs(log_mel_examples(shifted.astype(np.float32))
+                          - log_mel_examples(ref.astype(np.float32))[: len(log_mel_examples(shifted))]).max() > 0.1
+        else:
+            np.testing.assert_array_equal(ref_int16, trimmed)
+    assert not list(tmp_path.glob(".*.tmp-*")), "the ADTS scratch file is removed"
+    with pytest.raises(ValueError, match="audio alignment must be one of"):
+        decode_audio_int16(src, info, "exact")
+
+
+def test_failed_adts_copy_falls_back_to_the_container_with_a_warning(tmp_path, monkeypatch):
+    import extractors.media as media
+
+    src = _edit_list_clips(tmp_path)["edit_list"]
+    real = media._run_ffmpeg
+
+    def no_adts(path, args, what, capture_stdout=False):
+        if "adts" in args:
+            raise MediaError(path, "ffmpeg audio stream copy (reference chain) failed (exit 1): bitstream not supported")
+        return real(path, args, what, capture_stdout)
+
+    monkeypatch.setattr(media, "_run_ffmpeg", no_adts)
+    m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav", 25)
+    assert m.audio_decode == "container" and m.has_audio
+    assert any("AAC stream copy of the reference chain failed" in w and "bitstream not supported" in w
+               for w in m.warnings), m.warnings
+    assert sf.info(m.out_wav).frames == 48000  # the trimmed length: 3 s at 16 kHz
 
 
 def test_fps_filter_source_indices_matches_independent_rule():

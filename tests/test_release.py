@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -196,6 +197,56 @@ def test_published_tables_transcribed_and_their_models_exist():
     assert pub["tables"]["activitynet"]["train"]["clasp"] == {"n_windows": 16, "batch_size": 8}
 
 
+def test_run_names_with_seeds_and_controls():
+    from models.run.code_fingerprint import base_model
+    from models.run.pipeline import parse_model_name, split_control, split_seed
+
+    assert split_seed("ccnet-full_shuffled_seed12") == ("ccnet-full_shuffled", 12)
+    assert split_seed("clasp") == ("clasp", None) and split_seed("clasp_seedx") == ("clasp_seedx", None)
+    assert split_control("clasp_shuffled_seed1") == ("clasp", True) and split_control("clasp_seed1") == ("clasp", False)
+    assert parse_model_name("ccnet-full_shuffled_seed2") == ("ccnet", "full")
+    assert base_model("ccnet-full_shuffled_seed2") == base_model("ccnet") == "ccnet"
+
+
+def test_reproduce_table_mean_std_over_seeds_and_the_chance_line(tmp_path):
+    """Three seeds: the md shows mean ± sample std beside the published row and the control beneath; the CSV
+    has the mean row and each seed's; one seed (the default) gives the single row with its seed, no ±."""
+    from models.run.compare import write_reproduce
+
+    pub = yaml.safe_load((REPO / "config" / "published.yaml").read_text())
+    table = pub["tables"]["unav100"]
+
+    def met(avg: float) -> dict:
+        return {"avg": avg / 100, "reported": {t: (avg + k) / 100 for k, t in enumerate(("0.5", "0.6", "0.7", "0.8", "0.9"))},
+                "n_videos": 4}
+
+    avgs = {"clasp": 10.0, "clasp_seed1": 12.0, "clasp_seed2": 17.0, "clasp_shuffled": 2.0,
+            "clasp_shuffled_seed1": 3.0, "clasp_shuffled_seed2": 4.0}
+    metrics = {run: met(a) for run, a in avgs.items()}
+    groups = {"clasp": {"ours": {0: "clasp", 1: "clasp_seed1", 2: "clasp_seed2"},
+                        "control": {0: "clasp_shuffled", 1: "clasp_shuffled_seed1", 2: "clasp_shuffled_seed2"}}}
+    runs = {run: {"info": {"seed": int(run[-1]) if "seed" in run else 0}, "overrides": {}} for run in avgs}
+    df = write_reproduce(tmp_path / "r.md", tmp_path / "r.csv", "unav100", "unav", table, pub["papers"], metrics, runs,
+                         {}, groups)
+    md = (tmp_path / "r.md").read_text()
+    sd = float(np.std([10.0, 12.0, 17.0], ddof=1))  # 3.61
+    assert f"| ours: `clasp` | 13.0 ± {sd:.1f} | 14.0 ± {sd:.1f} |" in md and md.count("ours: `clasp`") == 1
+    assert "| chance: `clasp_shuffled` (shuffled labels) | 3.0 ± 1.0 | 4.0 ± 1.0 |" in md
+    assert md.rstrip().endswith("| `clasp_shuffled_seed2` | 2 |" + "  |" * 8 + " `{}` | 4 (0) |")
+    assert "over 3 seeds (0, 1, 2" in md and "| 29.6 | 26.3 | 23.0 | 19.7 | 15.8 | 30.0 |  |" in md
+    assert "published (`ccnet-full` not run)" in md
+    csv = pd.read_csv(tmp_path / "r.csv", keep_default_na=False)
+    ours = csv[(csv["source"] == "ours")]
+    assert list(ours["seed"].astype(str)) == ["", "0", "1", "2"] and list(ours["n_seeds"].astype(int)) == [3, 1, 1, 1]
+    assert list(ours["Avg"]) == [13.0, 10.0, 12.0, 17.0] and float(ours["std_Avg"].iloc[0]) == pytest.approx(sd, abs=0.01)
+    assert list(csv[csv["source"] == "control"]["Avg"]) == [3.0, 2.0, 3.0, 4.0]
+    assert len(df) == 15 + 4 + 4
+    one = write_reproduce(tmp_path / "1.md", tmp_path / "1.csv", "unav100", "unav", table, pub["papers"],
+                          {"clasp": met(10.0)}, {"clasp": runs["clasp"]}, {}, {"clasp": {"ours": {0: "clasp"}}})
+    assert len(one) == 16 and one[one["source"] == "ours"][["seed", "n_seeds"]].values.tolist() == [["0", 1]]
+    assert "| ours: `clasp` | 10.0 | 11.0 | 12.0 | 13.0 | 14.0 | 10.0 | 1 |" in (tmp_path / "1.md").read_text()
+
+
 # ------------------------------------------------------------------------------------ workflow
 
 
@@ -206,11 +257,16 @@ def test_features_only_dataset_dag_and_missing_list(tmp_path, release):
     counts = job_counts(out)
     assert "media" not in counts and "features_i3d" not in counts  # no video, no extraction
     assert counts["feature_store"] == 1 and counts["reproduce"] == 1
-    assert counts["train"] == counts["evaluate"] == 7 and counts["unav_results"] == 6  # mil + the table's 6
+    # mil + the table's 6 + the label-shuffled controls of its 4 weak models (the chance lines)
+    assert counts["train"] == counts["evaluate"] == 11 and counts["unav_results"] == 6
     rows = (tmp_path / "logs" / "unav" / "missing_features.tsv").read_text().splitlines()
     assert rows[0] == "file\treason" and sorted(r.split("\t")[0] for r in rows[1:]) == sorted([NO_FILES, NO_FLOW])
     only = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "reproduce_unav100").stdout)
-    assert only["train"] == 6 and "compare" not in only
+    assert only["train"] == 10 and "compare" not in only
+    release_config(tmp_path, features, annotations, models=["mil"],
+                   reproduce={"table": "unav100", "controls": False, "seeds": [3, 4]})
+    seeds = job_counts(smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "reproduce_unav100").stdout)
+    assert seeds["train"] == seeds["evaluate"] == 12 and seeds["unav_results"] == 12  # 6 models x 2 seeds
     no_table = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "reproduce_activitynet", check=False)
     assert no_table.returncode != 0 and "no dataset entry says `reproduce: activitynet`" in no_table.stdout + no_table.stderr
 
@@ -238,8 +294,10 @@ def test_reproduce_unav100_from_a_release_folder(tmp_path, release):
     assert "| ccnet Table 1 | CCNet (ours) | full | published | 51.9 | 47.2 | 41.5 | 34.1 | 23.0 | 49.2 |" in md
     assert "| clasp Table 1 | CLASP (ours) | weak | ours: `clasp` |" in md
     assert "| clasp Table 1 | DAVE (Geng et al. 2023) | weak | published (`dave-weak` not run) |" in md
-    csv = (res / "reproduce.csv").read_text().splitlines()
-    assert len(csv) == 1 + 15 + 2
+    assert "| clasp Table 1 | CLASP (ours) | weak | chance: `clasp_shuffled` (shuffled labels) |" in md
+    assert "ccnet-full_shuffled" not in md  # controls: the weak models only
+    csv = pd.read_csv(res / "reproduce.csv", keep_default_na=False)
+    assert len(csv) == 15 + 2 + 1 and set(csv[csv["source"] != "published"]["seed"].astype(str)) == {"3"}
     for model in ("clasp", "ccnet-full"):
         met = json.loads((res / "models" / model / "metrics.json").read_text())
         assert met["n_videos"] == 4 and met["n_videos_without_features"] == 1  # NO_FLOW's GT counts as missed
@@ -249,6 +307,30 @@ def test_reproduce_unav100_from_a_release_folder(tmp_path, release):
         ids = {e["label_id"] for evs in json.loads((res / "models" / model / "unav_results.json").read_text())
                ["database"].values() for e in evs}
         assert ids <= {0, 1, 2, 36}
+
+
+def test_reproduce_with_seeds_one_job_per_seed_and_mean_std(tmp_path, release):
+    """``seeds: [3, 5]`` (the dataset's train.seed is 3): CLASP and its shuffled control trained once per seed,
+    each run with its own seed; the table's row is their mean ± std and the CSV has each seed."""
+    features, annotations = release
+    release_config(tmp_path, features, annotations, reproduce={"table": "unav100", "models": ["clasp"], "seeds": [3, 5]})
+    smk(tmp_path, "--cores", "2", "--resources", "gpu=1", "--workflow-profile", "none", "reproduce_unav100")
+    res = tmp_path / "results" / "unav"
+    for run, seed, shuffled in (("clasp", 3, False), ("clasp_seed5", 5, False), ("clasp_shuffled", 3, True),
+                                ("clasp_shuffled_seed5", 5, True)):
+        cfg = json.loads((res / "models" / run / "config.json").read_text())
+        assert (cfg["seed"], cfg["shuffle_labels"]) == (seed, shuffled), run
+    assert {p.parent.name for p in (res / "models").glob("*/unav_results.json")} == {"clasp", "clasp_seed5"}
+    csv = pd.read_csv(res / "reproduce.csv", keep_default_na=False)
+    ours = csv[csv["source"] == "ours"]
+    assert list(ours["seed"].astype(str)) == ["", "3", "5"] and list(ours["runs"])[0] == "clasp clasp_seed5"
+    assert float(ours["Avg"].iloc[0]) == pytest.approx(float(ours["Avg"].iloc[1:].mean()), abs=0.006)
+    avg = [100 * json.loads((res / "models" / r / "metrics.json").read_text())["avg"] for r in ("clasp", "clasp_seed5")]
+    assert float(ours["std_Avg"].iloc[0]) == pytest.approx(float(np.std(avg, ddof=1)), abs=0.006)
+    md = (res / "reproduce.md").read_text()
+    mean, sd = np.mean(avg), np.std(avg, ddof=1)
+    assert f"| {mean:.1f} ± {sd:.1f} | 2 |" in md and "over 2 seeds (3, 5;" in md
+    assert "| `clasp_shuffled_seed5` | 5 |" in md
 
 
 def make_activitynet(root: Path, seed: int = 0) -> tuple[Path, Path]:

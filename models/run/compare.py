@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -206,43 +207,95 @@ PUBLISHED_COLUMNS = ("0.5", "0.6", "0.7", "0.8", "0.9", "Avg")
 RECIPE_FIELDS = ("seed", "epochs", "batch_size", "lr", "n_train", "n_val", "device", "amp_dtype", "torch")
 
 
-def reproduce_frame(table: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+Runs = dict[str, dict[str, dict[Any, str]]]  # {model: {"ours" | "control": {seed: run name}}}
+
+
+def _seed_rows(base: dict[str, Any], source: str, by_seed: dict[Any, str],
+               metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row of ``source`` for ``by_seed``'s runs: the mean over the seeds with the sample std (n - 1) of
+    each column, then (for two seeds or more) one row per seed. A lone run is its own row, with its seed."""
+    per = {seed: metrics_row(metrics[run]) for seed, run in by_seed.items()}
+    vals = pd.DataFrame([{t: m[f"mAP@{t}"] for t in THETAS} | {"Avg": m["Avg"]} for m in per.values()])
+    n = len(per)
+    mean = {"source": source, "seed": "" if n > 1 else str(next(iter(per))), "n_seeds": n,
+            **vals.mean().to_dict(), **{f"std_{c}": (vals[c].std(ddof=1) if n > 1 else float("nan"))
+                                        for c in PUBLISHED_COLUMNS}}
+    rows = [{**base, **mean, "runs": " ".join(by_seed.values())}]
+    if n > 1:
+        rows += [{**base, "source": source, "seed": str(seed), "n_seeds": 1, **vals.iloc[i].to_dict(),
+                  "runs": by_seed[seed]} for i, seed in enumerate(per)]
+    return rows
+
+
+def reproduce_frame(table: dict[str, Any], metrics: dict[str, dict[str, Any]],
+                    runs: Runs | None = None) -> pd.DataFrame:
     """One row per published row of ``table`` (config/published.yaml) and, below each row with a ``model``,
-    one ``ours`` row from ``metrics[model]`` (a ``metrics.json``; models not run, see ``reproduce.models``,
-    have none); columns in percent as the papers."""
+    ``ours`` (the mean over its seeds' ``metrics.json``, then one row per seed) and, where ``runs`` has one,
+    its label-shuffled ``control`` (the chance line, same layout). ``runs`` defaults to one run per model,
+    named as the model (``metrics`` keys). Columns in percent as the papers; ``std_*`` is the sample std
+    over seeds (empty for one seed); rows with an empty ``seed`` are means over ``n_seeds`` runs."""
+    if runs is None:
+        runs = {m: {"ours": {"": m}} for m in metrics}
     rows: list[dict[str, Any]] = []
     for r in table["rows"]:
         if len(r["mAP"]) != len(PUBLISHED_COLUMNS):
             raise ValueError(f"published row {r['method']!r}: expected {len(PUBLISHED_COLUMNS)} values, got {r['mAP']}")
         base = {"paper": r["paper"], "table": r["table"], "method": r["method"], "supervision": r["supervision"],
                 "features": r.get("features", ""), "model": r.get("model") or ""}
-        rows.append({**base, "source": "published", **dict(zip(PUBLISHED_COLUMNS, map(float, r["mAP"]), strict=True))})
-        if r.get("model") and r["model"] in metrics:
-            m = metrics_row(metrics[r["model"]])
-            ours = {t: m[f"mAP@{t}"] for t in THETAS} | {"Avg": m["Avg"]}
-            rows.append({**base, "source": "ours", **ours})
-    return pd.DataFrame(rows)
+        rows.append({**base, "source": "published", "seed": "", "n_seeds": "",
+                     **dict(zip(PUBLISHED_COLUMNS, map(float, r["mAP"]), strict=True)), "runs": ""})
+        groups = runs.get(r.get("model") or "", {})
+        for source in ("ours", "control"):
+            by_seed = groups.get(source, {})
+            if by_seed and all(run in metrics for run in by_seed.values()):
+                rows += _seed_rows(base, source, by_seed, metrics)
+    cols = ["paper", "table", "method", "supervision", "features", "model", "source", "seed", "n_seeds",
+            *PUBLISHED_COLUMNS, *(f"std_{c}" for c in PUBLISHED_COLUMNS), "runs"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def _cell(r: pd.Series, c: str) -> str:
+    std = r.get(f"std_{c}")
+    return f"{r[c]:.1f} ± {std:.1f}" if isinstance(std, float) and not math.isnan(std) else f"{r[c]:.1f}"
 
 
 def write_reproduce(out_md: str | os.PathLike[str], out_csv: str | os.PathLike[str], name: str, dataset: str,
                     table: dict[str, Any], papers: dict[str, str], metrics: dict[str, dict[str, Any]],
-                    runs: dict[str, dict[str, Any]], context: dict[str, Any]) -> pd.DataFrame:
-    """``reproduce.md`` (published rows with ours beneath, then the recipe of every run: seed, epochs, batch,
-    lr, config overrides) and ``reproduce.csv`` (the same rows, long format)."""
-    df = reproduce_frame(table, metrics)
+                    runs: dict[str, dict[str, Any]], context: dict[str, Any],
+                    groups: Runs | None = None) -> pd.DataFrame:
+    """``reproduce.md`` (published rows with ours beneath as mean ± std over seeds, the weak models' shuffled
+    controls as the chance line, then the recipe of every run: seed, epochs, batch, lr, config overrides) and
+    ``reproduce.csv`` (the same rows plus one per seed, long format). ``runs``: per run name, the run's
+    ``config.json`` (``info``) and overrides; ``groups``: :func:`reproduce_frame`'s ``runs``."""
+    df = reproduce_frame(table, metrics, groups)
     write_text(out_csv, df.to_csv(index=False, float_format="%.2f"))
     cols = " | ".join(PUBLISHED_COLUMNS)
     lines = [f"# Reproduction of `{name}` on dataset `{dataset}`", "", " ".join(str(table.get("description", "")).split()), ""]
     lines += [f"- {k}: {v}" for k, v in context.items()]
     lines += ["", "Papers: " + "; ".join(f"**{k}**: {' '.join(v.split())}" for k, v in papers.items()), ""]
-    lines += [f"| Paper | Method | Supervision | Source | {cols} |", "|---|---|---|---|" + "---:|" * len(PUBLISHED_COLUMNS)]
+    seeds = sorted({r["seed"] for _, r in df.iterrows() if r["source"] != "published" and r["seed"] != ""},
+                   key=lambda x: (len(x), x))
+    lines += [f"Ours: mean ± sample std (n - 1) over {len(seeds)} seeds ({', '.join(seeds)}; each seed's row in "
+              "reproduce.csv); *chance*: the same model trained with its training labels shuffled across "
+              "videos (the weak models' control), the score of a model that learned no class evidence.", ""
+              ] if len(seeds) > 1 else []
+    lines += [f"| Paper | Method | Supervision | Source | {cols} | n |",
+              "|---|---|---|---|" + "---:|" * len(PUBLISHED_COLUMNS) + "---|"]
+    shown = {m for m, g in (groups or {m: {"ours": {"": m}} for m in metrics}).items()
+             if all(run in metrics for run in g.get("ours", {}).values())}
     for _, r in df.iterrows():
+        if r["source"] != "published" and r["seed"] != "" and r["n_seeds"] == 1 and len(seeds) > 1:
+            continue  # one seed's row: in the CSV
         method = r["method"] + (f" ({r['features']} features)" if r["features"] else "")
-        src = "ours: `" + r["model"] + "`" if r["source"] == "ours" else "published"
-        if r["source"] == "published" and r["model"] and r["model"] not in metrics:
-            src += f" (`{r['model']}` not run)"
-        vals = " | ".join(f"{r[c]:.1f}" for c in PUBLISHED_COLUMNS)
-        lines.append(f"| {r['paper']} {r['table']} | {method} | {r['supervision']} | {src} | {vals} |")
+        if r["source"] == "ours":
+            src = "ours: `" + r["model"] + "`"
+        elif r["source"] == "control":
+            src = "chance: `" + r["model"] + "_shuffled` (shuffled labels)"
+        else:
+            src = "published" + (f" (`{r['model']}` not run)" if r["model"] and r["model"] not in shown else "")
+        vals = " | ".join(_cell(r, c) for c in PUBLISHED_COLUMNS)
+        n = "" if r["source"] == "published" else str(r["n_seeds"])
+        lines.append(f"| {r['paper']} {r['table']} | {method} | {r['supervision']} | {src} | {vals} | {n} |")
     lines += ["", "## Runs (seed and recipe of every model above)", "",
               "| Model | " + " | ".join(RECIPE_FIELDS) + " | config overrides | test videos (without features) |",
               "|---|" + "---|" * (len(RECIPE_FIELDS) + 2)]

@@ -17,6 +17,7 @@ rule media:
         fps=lambda wc: recipe(wc.ds).fps,
         min_duration=lambda wc: recipe(wc.ds).min_duration_s,
         short_audio=lambda wc: recipe(wc.ds).short_audio,
+        audio_alignment=lambda wc: recipe(wc.ds).audio_alignment,
     log:
         "logs/{ds}/media/{vid}.log",
     benchmark:
@@ -26,4 +27,4 @@ rule media:
     shell:
         "python -m extractors.worker media --record benchmarks/{wildcards.ds:q}/media/{wildcards.vid:q}.worker.json "
         "-- media --src {input:q} --mp4 {output.mp4:q} --wav {output.wav:q} "
-        "--fps {params.fps} --min-duration {params.min_duration} --short-audio {params.short_audio} > {log:q} 2>&1"
+        "--fps {params.fps} --min-duration {params.min_duration} --short-audio {params.short_audio} --audio-alignment {params.audio_alignment} > {log:q} 2>&1"

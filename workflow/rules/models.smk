@@ -2,6 +2,11 @@
 # (models.run.train, models.run.evaluate), compare them in one table, and predict timelines for new videos.
 # `controls: [clasp]` adds a label-shuffled control of each listed model (job name `clasp_shuffled`: same
 # data, recipe, overrides and seed, training labels permuted across videos) to the table and the summary.
+# Each train/evaluate/predict job's params carry a hash of the source files its model depends on
+# (models.run.code_fingerprint: the localizer's modules + the shared data/training/evaluation code), so
+# editing one localizer reruns that model's jobs and nothing else.
+
+from models.run.code_fingerprint import code_fingerprint
 
 
 def dataset_models(ds):
@@ -11,8 +16,14 @@ def dataset_models(ds):
 
 
 def train_spec(ds, model):
-    base = model[: -len("_shuffled")] if model.endswith("_shuffled") else model
+    """The train fields of ``model``'s job as JSON (a param); a ``_seed<k>`` run (reproduce.smk, the grammar
+    of models.run.pipeline.split_seed) trains with seed k."""
+    seeded = re.fullmatch(r"(.+)_seed(\d+)", model)
+    base = seeded.group(1) if seeded else model
+    base = base[: -len("_shuffled")] if base.endswith("_shuffled") else base
     spec = dict(DATASETS[ds].get("train", {}))
+    if seeded:
+        spec["seed"] = int(seeded.group(2))
     spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(base, {})
     return json.dumps(spec, sort_keys=True)
 
@@ -33,6 +44,7 @@ rule train:
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
         train=lambda wc: train_spec(wc.ds, wc.model),
+        code=lambda wc: code_fingerprint(wc.model, "train", workflow.basedir),
     threads: 2
     resources:
         gpu=1,
@@ -68,6 +80,7 @@ rule evaluate:
         ),
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        code=lambda wc: code_fingerprint(wc.model, "evaluate", workflow.basedir),
     threads: 2
     resources:
         gpu=1,
@@ -121,6 +134,7 @@ rule predict:
         ),
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        code=lambda wc: code_fingerprint(wc.model, "predict", workflow.basedir),
     log:
         "logs/{ds}/predict/{model}/{vid}.log",
     benchmark:

@@ -1,8 +1,10 @@
 # One target per published table: `snakemake reproduce_unav100` (or reproduce_activitynet) trains and
 # evaluates, on the dataset entry that says `reproduce: unav100`, every model of that table that has an
 # implementation here (config/published.yaml, `model:`), through the ordinary train / evaluate rules, and
-# writes results/<ds>/reproduce.md / .csv: each published row with our row beneath, and the seed and recipe
-# of every run. The table's `train:` fields (e.g. CLASP's M = 16, batch 8 on ActivityNet) are merged under
+# writes results/<ds>/reproduce.md / .csv: each published row with our row beneath (mean ± std over
+# `reproduce.seeds`, one train/evaluate job per seed, each seed's row in the CSV), the label-shuffled control
+# of each weak model beneath it as the chance line (`controls: false` leaves them out), and the seed and
+# recipe of every run. The table's `train:` fields (e.g. CLASP's M = 16, batch 8 on ActivityNet) are merged under
 # the dataset's own model_overrides. For annotation files with label_id, each model's predictions are also
 # converted to the UnAV evaluator's input (models.run.interchange): results/<ds>/models/<model>/unav_results.json.
 
@@ -13,9 +15,11 @@ PUBLISHED = yaml.safe_load(PUBLISHED_FILE.read_text())
 
 
 def reproduce_spec(ds):
-    """``reproduce: <table>`` or ``reproduce: {table: <table>, models: [...]}`` (a subset of its models)."""
+    """``reproduce: <table>`` or ``reproduce: {table: <table>, models: [...], seeds: [...], controls: bool}``
+    (a subset of its models; one training per seed; the weak models' label-shuffled controls, default on)."""
     spec = DATASETS[ds]["reproduce"]
-    return {"table": spec, "models": None} if isinstance(spec, str) else {"models": None, **spec}
+    defaults = {"models": None, "seeds": None, "controls": True}
+    return {**defaults, "table": spec} if isinstance(spec, str) else {**defaults, **spec}
 
 
 def reproduce_table(ds):
@@ -59,6 +63,38 @@ for _ds, _spec in DATASETS.items():
             _own[_model] = {**_fields, **_own.get(_model, {})}
 
 
+def reproduce_seeds(ds):
+    """The seeds each model is trained with: ``reproduce.seeds``, else the dataset's ``train.seed`` alone."""
+    own = DATASETS[ds].get("train", {}).get("seed", 0)
+    return list(reproduce_spec(ds)["seeds"] or [own])
+
+
+def run_name(ds, model, seed, control=False):
+    """The model folder of one run: the dataset's own seed keeps the plain name (the files of a single-seed
+    table, shared with `compare`), another seed is ``<model>[_shuffled]_seed<k>`` (models.run.pipeline)."""
+    name = f"{model}_shuffled" if control else model
+    return name if seed == DATASETS[ds].get("train", {}).get("seed", 0) else f"{name}_seed{seed}"
+
+
+def reproduce_runs(ds):
+    """``{model: {"ours": {seed: run}, "control": {seed: run}}}``: every run of the table, one job each; the
+    control (labels shuffled: the chance line) only for the models the table lists as weakly supervised."""
+    rows = PUBLISHED["tables"][reproduce_table(ds)]["rows"]
+    weak = {r["model"] for r in rows if r.get("model") and r["supervision"] == "weak"}
+    spec, seeds = reproduce_spec(ds), reproduce_seeds(ds)
+    runs = {}
+    for m in reproduce_models(ds):
+        runs[m] = {"ours": {s: run_name(ds, m, s) for s in seeds}}
+        if spec["controls"] and m in weak:
+            runs[m]["control"] = {s: run_name(ds, m, s, control=True) for s in seeds}
+    return runs
+
+
+def reproduce_run_names(ds, kind=None):
+    return [r for groups in reproduce_runs(ds).values() for k, by_seed in groups.items()
+            if kind in (None, k) for r in by_seed.values()]
+
+
 @functools.cache
 def has_label_ids(ds):
     from models.run.pipeline import read_annotations
@@ -68,10 +104,11 @@ def has_label_ids(ds):
 
 
 def reproduce_inputs(wc):
-    models = reproduce_models(wc.ds)
-    files = {"metrics": expand("results/{ds}/models/{model}/metrics.json", ds=wc.ds, model=models)}
+    files = {"metrics": expand("results/{ds}/models/{model}/metrics.json", ds=wc.ds,
+                               model=reproduce_run_names(wc.ds))}
     if has_label_ids(wc.ds):
-        files["evaluator"] = expand("results/{ds}/models/{model}/unav_results.json", ds=wc.ds, model=models)
+        files["evaluator"] = expand("results/{ds}/models/{model}/unav_results.json", ds=wc.ds,
+                                    model=reproduce_run_names(wc.ds, "ours"))
     return files
 
 
@@ -99,7 +136,8 @@ rule reproduce:
         name=lambda wc: reproduce_table(wc.ds),
         table=lambda wc: json.dumps(PUBLISHED["tables"][reproduce_table(wc.ds)]),
         papers=json.dumps(PUBLISHED["papers"]),
-        train_specs=lambda wc: json.dumps({m: json.loads(train_spec(wc.ds, m)) for m in reproduce_models(wc.ds)}),
+        train_specs=lambda wc: json.dumps({r: json.loads(train_spec(wc.ds, r)) for r in reproduce_run_names(wc.ds)}),
+        runs=lambda wc: json.dumps(reproduce_runs(wc.ds)),
         context=lambda wc: reproduce_context(wc.ds),
     log:
         "logs/{ds}/reproduce.log",

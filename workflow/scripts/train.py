@@ -24,7 +24,8 @@ spec = json.loads(snakemake.params.train)
 splits = load_splits(snakemake.input.store, snakemake.input.annotations, recipe)
 run_dir = Path(snakemake.output.checkpoint).parent
 reset_stale_resume_state(run_dir, input_fingerprint(snakemake.input.store, snakemake.params.recipe,
-                                                    snakemake.params.train, snakemake.wildcards.model))
+                                                    snakemake.params.train, snakemake.wildcards.model,
+                                                    snakemake.params.code))  # new code: no resume
 model, control = split_control(snakemake.wildcards.model)
 name, overrides = model_overrides(model)
 overrides = {**spec.get("model_overrides", {}), **overrides}

@@ -1,0 +1,94 @@
+"""Which source files a trained model depends on, and a hash of their contents.
+
+The workflow's ``train``, ``evaluate`` and ``predict`` rules take :func:`code_fingerprint` as a param, so Snakemake's
+default ``params`` rerun trigger retrains (re-evaluates) a model when *its* code changes, and nothing else:
+editing ``models/localizers/ccnet.py`` reruns the ``ccnet-*`` jobs only, editing the shared training loop
+reruns every model. (Snakemake's own ``code`` trigger sees the rule's script, not the modules it imports;
+the worker's :func:`extractors.worker.fingerprint` keys live processes by size and mtime, which a ``git
+checkout`` changes without changing a byte, so reruns are keyed by content here.)
+
+The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modules), :data:`TRAIN_FILES`
+(data, training, validation-selection code every model's training runs), :data:`EVALUATE_FILES` (test-split
+prediction, metrics and plots) and :data:`PREDICT_FILES` (the ``predict`` rule: timelines of new videos). ``tests/test_code_fingerprint.py`` checks it against the imports of these
+files, so a new import of a project module that is missing here fails the test rather than going unseen.
+Not counted: :mod:`extractors.io` (atomic writes; cannot change a number). Any byte counts, comments included.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Every model's training and evaluation runs these (model-independent layers, the data path, the loop).
+_COMMON = (
+    "extractors/recipes.py",  # windows -> seconds, t_max: decides what the model sees and what is scored
+    "models/data/dataset.py",
+    "models/localizers/base.py",
+    "models/localizers/class_prior.py",
+    "models/localizers/input_norm.py",
+    "models/localizers/pooling.py",
+    "models/localizers/postprocess.py",
+    "models/localizers/registry.py",
+    "models/run/pipeline.py",
+    "models/run/runtime.py",
+)
+
+TRAIN_FILES: tuple[str, ...] = (*_COMMON, "models/run/train.py", "models/run/evaluate.py",  # best = validation mAP
+                                "models/run/metrics.py", "models/run/compare.py", "workflow/scripts/train.py")
+EVALUATE_FILES: tuple[str, ...] = (*_COMMON, "models/run/evaluate.py", "models/run/metrics.py",
+                                   "models/run/compare.py", "models/run/predict.py", "models/run/plots.py",
+                                   "workflow/scripts/evaluate.py")
+PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run/plots.py", "models/run/metrics.py",
+                                  "models/run/compare.py", "workflow/scripts/predict.py")
+
+# A model's own modules (the localizer and the model-specific modules it builds on).
+_PYRAMID = ("models/localizers/heads.py", "models/localizers/losses.py")
+MODEL_FILES: dict[str, tuple[str, ...]] = {
+    "mil": ("models/localizers/mil.py",),
+    "clasp": ("models/localizers/clasp.py", "models/localizers/mil.py"),
+    "avel": ("models/localizers/avel.py", *_PYRAMID),
+    "ccnet": ("models/localizers/ccnet.py", *_PYRAMID),
+    "dave": ("models/localizers/dave.py", *_PYRAMID),
+    "ear": ("models/avvp/ear.py",),
+}
+
+STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_FILES}
+
+
+def base_model(name: str) -> str:
+    """Registry name of a workflow model name: ``ccnet-full_shuffled_seed2`` -> ``ccnet`` (the grammar of
+    :func:`models.run.pipeline.parse_model_name`, without importing torch at DAG-build time)."""
+    return re.sub(r"(_shuffled)?(_seed\d+)?$", "", name).partition("-")[0]
+
+
+def model_files(name: str, stage: str) -> list[str]:
+    """Repository-relative source files of model ``name`` (a workflow name) for ``stage`` (:data:`STAGES`)."""
+    base = base_model(name)
+    if base not in MODEL_FILES:
+        raise KeyError(f"model {name!r}: no entry in models.run.code_fingerprint.MODEL_FILES (known: "
+                       f"{sorted(MODEL_FILES)}); list the new localizer's modules there so code changes rerun it")
+    if stage not in STAGES:
+        raise KeyError(f"stage {stage!r}: expected one of {sorted(STAGES)}")
+    return sorted(set(MODEL_FILES[base]) | set(STAGES[stage]))
+
+
+@functools.cache
+def _file_sha(path: str, size: int, mtime_ns: int) -> str:
+    """Content hash, memoised per (size, mtime) so a DAG with hundreds of jobs reads each file once."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def code_fingerprint(name: str, stage: str, root: str | os.PathLike[str] = REPO) -> str:
+    """16 hex digits over the contents of :func:`model_files` under ``root`` (the workflow's folder): equal
+    exactly when none of the files that decide this model's ``stage`` output changed."""
+    h = hashlib.sha256()
+    for rel in model_files(name, stage):
+        path = Path(root, rel)
+        st = path.stat()  # a missing file is an error: a fingerprint that silently skipped it would never change
+        h.update(f"{rel}:{_file_sha(str(path), st.st_size, st.st_mtime_ns)}\n".encode())
+    return h.hexdigest()[:16]
