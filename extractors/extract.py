@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from extractors.errors import ContentError
-from extractors.io import atomic_path, package_version, save_npy, sha256_file, write_json
+from extractors.errors import ContentError, failure_reason, read_failure, write_failure  # noqa: F401 - re-exported
+from extractors.io import package_version, save_npy, sha256_file, write_json
 from extractors.recipes import Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
 
 log = logging.getLogger("extractors")
@@ -76,42 +76,6 @@ def write_features(out: Path, feats: np.ndarray, provenance: dict[str, Any], rec
     }
     write_json(out.with_suffix(".json"), prov)
     save_npy(out, feats)
-
-
-def failure_reason(err: ContentError) -> str:
-    """The reason a failure record stores (the same text as LLP's per-clip records)."""
-    return f"{type(err).__name__}: {err}"
-
-
-def write_failure(records: list[Path], empties: list[Path], *, stage: str, reason: str,
-                  source: Path | str) -> None:
-    """Publish a failure record in place of a job's outputs: each data file empty, each ``.json`` with
-    ``failed`` and ``stage``. Data files first and records last, each atomically, so a finished record
-    always sits beside its (empty) data files."""
-    for path in empties:
-        if path.suffix == ".npy":
-            save_npy(path, np.zeros((0, 0), dtype=np.float32))
-        else:
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(b"")
-    for path in records:
-        write_json(path, {"id": Path(source).stem, "failed": reason, "stage": stage, "input": str(source)})
-    log.error("%s failed at the %s stage (recorded, the job succeeds): %s", source, stage, reason)
-
-
-def read_failure(record: Path | str) -> dict[str, str] | None:
-    """``{"failed": reason, "stage": stage}`` when ``record`` (a media manifest or a feature provenance
-    ``.json``) is a failure record, else None (also when it does not exist)."""
-    record = Path(record)
-    if not record.is_file():
-        return None
-    try:
-        data = json.loads(record.read_text(encoding="utf-8"))
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not data.get("failed"):
-        return None
-    return {"failed": str(data["failed"]), "stage": str(data.get("stage", "features"))}
 
 
 def media_info(wav: Path | None) -> dict[str, Any]:

@@ -50,8 +50,8 @@ def provenance_rows(feature_files: Sequence[Path]) -> tuple[list[list[str]], boo
 
 def failed_rows(feature_files: Sequence[Path]) -> list[list[str]]:
     """(video, stage, reason) of the videos whose media or features job published a failure record
-    (extractors.extract.write_failure) instead of features; one row per video."""
-    from extractors.extract import read_failure
+    (extractors.errors.write_failure) instead of features; one row per video."""
+    from extractors.errors import read_failure
 
     rows: dict[str, list[str]] = {}
     for f in feature_files:

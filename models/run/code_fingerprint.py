@@ -44,7 +44,8 @@ EVALUATE_FILES: tuple[str, ...] = (*_COMMON, "models/run/evaluate.py", "models/r
                                    "models/run/compare.py", "models/run/predict.py", "models/run/plots.py",
                                    "workflow/scripts/evaluate.py")
 PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run/plots.py", "models/run/metrics.py",
-                                  "models/run/compare.py", "workflow/scripts/predict.py")
+                                  "models/run/compare.py", "workflow/scripts/predict.py",
+                                  "extractors/errors.py")  # a failed video's record is its prediction
 
 # A model's own modules (the localizer and the model-specific modules it builds on).
 _PYRAMID = ("models/localizers/heads.py", "models/localizers/losses.py")

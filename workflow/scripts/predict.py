@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.extract import read_failure
+from extractors.errors import read_failure
 from extractors.recipes import Recipe
 from models.run.pipeline import checkpoint_classes, log_to_file
 from models.run.predict import manifest_duration, predict_features, write_prediction
