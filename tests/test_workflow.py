@@ -133,6 +133,16 @@ def test_real_run_features_metrics_and_report(finished_run):
     assert any((res / "models" / "mil" / "timelines").glob("*.png"))
 
 
+def test_snakemake_report_builds_from_a_finished_run(finished_run):
+    """`snakemake --report results/report.html` (README) on a finished run: needs pygments, which the
+    package pulls in through snakemake[reports]; without it Snakemake refuses to build the report."""
+    work = finished_run
+    out = work / "results" / "report.html"
+    smk(work, "--report", str(out), "--workflow-profile", "none")
+    html = out.read_text()
+    assert len(html) > 10_000 and "summary.html" in html and "metrics.json" in html
+
+
 def test_broken_video_reported_others_complete_no_partial_files(finished_run):
     work = finished_run
     rejected = (work / "logs" / "tiny" / "rejected_videos.tsv").read_text().splitlines()
