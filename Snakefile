@@ -14,6 +14,20 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# A misspelt key: one line naming it (with "did you mean"), before Snakemake's schema dump; model names and
+# fields, predict_with and its recipe are checked after the includes (models.run.config_check).
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+
+from models.run import config_check
+
+try:
+    config_check.raise_if(config_check.unknown_keys(config, yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text())))
+except config_check.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -28,6 +42,15 @@ include: "workflow/rules/avvp.smk"  # EAR stages 1-3 and AVVP scores (models.avv
 include: "workflow/rules/llp.smk"  # LLP clips -> per-second features -> EAR inputs (extractors.llp, models.avvp.inputs)
 include: "workflow/rules/report.smk"  # HTML summaries (models.report)
 include: "workflow/rules/reproduce.smk"  # one target per published table (config/published.yaml)
+
+
+try:
+    config_check.raise_if(config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
+        config.get("avvp", {})) + config_check.predict_with_errors(
+        DATASETS, {ds: dataset_models(ds) + (reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
+                   for ds in DATASETS}))
+except config_check.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 rule all:

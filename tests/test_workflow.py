@@ -179,15 +179,48 @@ def test_incremental_reruns(finished_run, tiny_data):
         write_config(work, work / "videos", work / "annotations.json")
 
 
-def test_config_validation_rejects_unknown_key(tmp_path, tiny_data):
+def _typo(cfg: dict, where: str, value) -> None:
+    """Set ``cfg[a][b]...`` from a dotted path (the mistake under test)."""
+    *parents, key = where.split(".")
+    for p in parents:
+        cfg = cfg.setdefault(p, {})
+    cfg[key] = value
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
+                     "device, extensions, keep_flow, weights_root"),
+    ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
+    ("datasets.tiny.model_overrides.mil.epoch", 5,
+     "datasets.tiny.model_overrides.mil: unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("datasets.tiny.model_overrides.claps", {"epochs": 5},
+     "datasets.tiny.model_overrides.claps: unknown model 'claps' (did you mean 'clasp'?)"),
+    ("datasets.new.predict_with.model", "mill",
+     "datasets.new.predict_with.model: 'mill' is not a model of dataset 'tiny' (did you mean 'mil'?); "
+     "its models: mil"),
+    ("datasets.new.predict_with.dataset", "tiyn",
+     "datasets.new.predict_with.dataset: unknown dataset 'tiyn' (did you mean 'tiny'?); datasets: new, tiny"),
+    ("datasets.new.recipe_overrides", {"step": 6},
+     "datasets.new.predict_with: recipe of 'new' differs from the recipe 'tiny' was trained with "
+     "(step 6 vs 12); give 'new' recipe: 'demo' and the same recipe_overrides"),
+    ("avvp.planted", {"planted": True, "ear": {"epoch": 2}},
+     "avvp.planted.ear: unknown key 'epoch' (did you mean 'epochs'?)"),
+])
+def test_config_mistakes_fail_the_dry_run_naming_the_key(tmp_path, tiny_data, where, value, message):
+    """Mistakes that used to pass validation and fail in the train or predict job after every video was
+    extracted (or hide in a 261-line schema dump) stop the dry run with one line naming the key."""
     videos, annotations = tiny_data
     write_config(tmp_path, videos, annotations)
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    cfg["datasets"]["tiny"]["epochs"] = 3  # belongs under train:
+    cfg["datasets"]["new"] = {"videos": str(videos), "recipe": "demo",
+                              "recipe_overrides": {"t_max": 16}, "predict_with": {"dataset": "tiny", "model": "mil"}}
+    _typo(cfg, where, value)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "Additional properties are not allowed ('epochs' was unexpected)" in proc.stdout + proc.stderr
+    assert message in out, out[-3000:]
+    assert "jsonschema" not in out and len(out.splitlines()) < 15, "one line, not a schema dump"
 
 
 def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
