@@ -143,6 +143,35 @@ def test_snakemake_report_builds_from_a_finished_run(finished_run):
     assert len(html) > 10_000 and "summary.html" in html and "metrics.json" in html
 
 
+def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
+    """README "Predict on your own videos": `python -m models.run.predict VIDEO --checkpoint best.pt --out-dir
+    D` with neither --recipe nor --classes (both stored in the checkpoint) extracts with the training
+    recipe (demo, random weights; the old default unav100 would need pretrained weights) and gives the
+    events the workflow's features give."""
+    from extractors.recipes import Recipe
+    from models.run.predict import manifest_duration, predict_features
+    from models.run.runtime import load_checkpoint
+
+    work = finished_run
+    res = work / "results" / "tiny"
+    vid = sorted(p.stem for p in (res / "features" / "i3d").glob("*.npy"))[-1]
+    ckpt = res / "models" / "mil" / "best.pt"
+    proc = subprocess.run([sys.executable, "-m", "models.run.predict", str(work / "videos" / f"{vid}.mp4"),
+                           "--checkpoint", str(ckpt), "--out-dir", str(tmp_path / "out"), "--device", "cpu"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads((tmp_path / "out" / f"{vid}.json").read_text())
+    ck = load_checkpoint(ckpt)
+    assert got["recipe"] == ck["recipe"] and ck["recipe"]["name"] == "demo" and got["weights"] == "random"
+    assert (tmp_path / "out" / f"{vid}.csv").read_text().startswith("start_s,end_s,label,score")
+    recipe = Recipe(**ck["recipe"])
+    want = predict_features(ckpt, np.load(res / "features" / "vggish" / f"{vid}.npy"),
+                            np.load(res / "features" / "i3d" / f"{vid}.npy"), recipe, ck["classes"],
+                            manifest_duration(res / "media" / f"{vid}.json"), vid)
+    assert [(e["start_s"], e["end_s"], e["label"]) for e in got["events"]] == [(s, e, c) for s, e, c, _ in want]
+    np.testing.assert_allclose([e["score"] for e in got["events"]], [sc for *_, sc in want], rtol=1e-4)
+
+
 def test_broken_video_reported_others_complete_no_partial_files(finished_run):
     work = finished_run
     rejected = (work / "logs" / "tiny" / "rejected_videos.tsv").read_text().splitlines()
