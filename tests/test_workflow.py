@@ -252,6 +252,20 @@ def test_config_mistakes_fail_the_dry_run_naming_the_key(tmp_path, tiny_data, wh
     assert "jsonschema" not in out and len(out.splitlines()) < 15, "one line, not a schema dump"
 
 
+def test_missing_weights_hint_is_a_target_that_works(tmp_path, tiny_data):
+    """The missing-weights message suggests `snakemake fetch_all_weights --cores 1`: with a pretrained-weights
+    recipe it dry-runs to one fetch job per checkpoint the recipe needs (RAFT, I3D RGB and flow, VGGish)."""
+    from extractors.weights import FETCH_HINT, REGISTRY
+
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations, weights="pretrained", flow="raft")
+    args = FETCH_HINT.split()[1:]
+    out = smk(tmp_path, "-n", "--workflow-profile", "none", *args).stdout  # -n first: --configfile takes a list
+    assert args[0] == "fetch_all_weights" and job_counts(out)["fetch_weights"] == 4, out[-2000:]
+    for name in ("raft-sintel", "i3d_rgb", "i3d_flow", "vggish"):
+        assert f"resources/weights/{REGISTRY[name].filename}" in out
+
+
 def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     videos, annotations = tiny_data
