@@ -297,7 +297,8 @@ def test_llp_and_dense_features_one_job_per_clip_on_the_llp_worker_pool(tmp_path
     one dense feature job per video, each a per-clip command on the `llp` worker pool, and the consumers
     read the per-clip folders (a dry run)."""
     videos, annotations = tiny_data
-    write_config(tmp_path, videos, annotations)
+    (tmp_path / "videos").symlink_to(videos)  # a folder inside the project, configured relative
+    write_config(tmp_path, Path("videos"), annotations)
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["avvp"] = {"x": {"llp": {"from_dataset": "tiny", "visual": "clip", "audio": "clap", "weights": "random",
                                  "clip_model": "ViT-B-32"}, "dense_from": "tiny", "modes": ["pseudo"]}}
@@ -307,7 +308,11 @@ def test_llp_and_dense_features_one_job_per_clip_on_the_llp_worker_pool(tmp_path
     n = len(list(videos.glob("*.mp4")))
     assert counts["llp_features"] == counts["avvp_dense_features"] == n, counts
     shells = [line.strip() for line in out.splitlines() if "extractors.worker llp" in line]
-    assert len(shells) == 2 * n and all("--entry extractors.llp.extract -- clip --video /" in c for c in shells)
+    # relative clip paths as configured (absolute ones re-extracted a moved project), --video=PATH so an
+    # id starting with '-' is not an option
+    assert len(shells) == 2 * n and all("--entry extractors.llp.extract -- clip --video=videos/" in c
+                                        or "--entry extractors.llp.extract -- clip --video='videos/" in c
+                                        for c in shells), shells
     assert sum("--out results/avvp/x/dense_features/clips/" in c for c in shells) == n
     # the worker's own per-job resources, beside Snakemake's benchmark file (which measures the client)
     assert sum("--record benchmarks/avvp/x/dense_features/" in c for c in shells) == n
@@ -406,10 +411,10 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
              av_labels=(rng.random((6, 10, 3)) < 0.3).astype(np.float32),
              text_a=rng.standard_normal((3, 512)).astype(np.float32),
              text_v=rng.standard_normal((3, 512)).astype(np.float32))
-    cfg = {"datasets": {}, "avvp": {"llp": {
-        "llp": {"videos": str(videos), "annotations": str(tmp_path / "csv"), "visual": "r21d",
+    cfg = {"datasets": {}, "avvp": {"llp": {  # paths relative to the project folder (moved below)
+        "llp": {"videos": "llp videos", "annotations": "csv", "visual": "r21d",
                 "audio": "vggish", "weights": "random", "clip_model": "ViT-B-32"},
-        "dense": str(tmp_path / "dense.npz"), "modes": ["pseudo", "video"],
+        "dense": "dense.npz", "modes": ["pseudo", "video"],
         "gen": {"epochs": 1, "warmup_epochs": 0, "batch_size": 3},
         "ear": {"d_model": 16, "n_heads": 2, "d_event": 4, "epochs": 2, "batch_size": 2, "warmup_epochs": 0}}}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
@@ -447,6 +452,14 @@ def test_llp_raw_clips_to_ear_metrics(tmp_path, tiny_data):
     assert all(e[1] <= 3 for v in pred["videos"].values() for evs in v.values() for e in evs)
     with np.load(tmp_path / "results/avvp/llp/stage2/real/pseudo_labels.npz") as z:
         assert not z["pseudo_a"][:, 3:].any() and not z["pseudo_v"][:, 3:].any()
+    # the finished project copied to another folder (timestamps and .snakemake kept) has nothing to do:
+    # no input path depends on where the project lives (LLP's 11,849 clips were re-extracted when they did)
+    moved = tmp_path.parent / f"{tmp_path.name} moved"
+    shutil.copytree(tmp_path, moved, symlinks=True)
+    try:
+        assert "Nothing to be done" in smk(moved, "-n", "--workflow-profile", "none", "--cores", "2").stdout
+    finally:
+        shutil.rmtree(moved)
     # two new clips in the train CSV cost their own two feature jobs, none of the others' (plus the jobs
     # downstream of the CSV and the new features: text, splits, EAR's stages)
     for i, src in enumerate(sorted(videos_src.glob("*.mp4"))[:2]):
