@@ -199,7 +199,7 @@ def llp_split_features(wc):
     wanted = llp_split_videos(wc.llp, wc.split)
     if not wanted:
         raise WorkflowError(f"avvp.{wc.llp}: no usable clip for the {wc.split} split (see "
-                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, wc.split + '_csv')})")
+                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, f'{wc.split}_csv')})")
     return [f"results/avvp/{wc.llp}/features/clips/{v}.npz" for v in wanted]
 
 
