@@ -14,7 +14,7 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
-# A misspelt key: one line naming it (with "did you mean"), before Snakemake's schema dump; model names and
+# A misspelt key or value: one line naming it (with "did you mean"), not Snakemake's schema dump; model names and
 # fields, predict_with and its recipe are checked after the includes (models.run.config_check).
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from snakemake.exceptions import WorkflowError
 from models.run import config_check
 
 try:
-    config_check.raise_if(config_check.unknown_keys(config, yaml.safe_load(
+    config_check.raise_if(config_check.schema_errors(config, yaml.safe_load(
         (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text())))
 except config_check.ConfigError as exc:
     raise WorkflowError(str(exc)) from None

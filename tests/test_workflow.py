@@ -220,6 +220,12 @@ def _typo(cfg: dict, where: str, value) -> None:
     ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
                      "device, extensions, keep_flow, weights_root"),
     ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
+    ("datasets.tiny.recipe", "unav101",
+     "datasets.tiny.recipe: 'unav101' is not one of unav100, activitynet, demo (did you mean 'unav100'?)"),
+    ("device", "gpu", "device: 'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$' (did you mean 'cpu'?)"),
+    ("datasets.tiny.models", ["mil", "clsp"], "datasets.tiny.models.1: 'clsp' does not match "
+                                              "'^(clasp|mil|avel|ccnet|dave)(-(weak|full))?$' (did you mean 'clasp'?)"),
+    ("datasets.new.videos", None, "datasets.new.videos: None is not of type 'string'"),
     ("datasets.tiny.model_overrides.mil.epoch", 5,
      "datasets.tiny.model_overrides.mil: unknown key 'epoch' (did you mean 'epochs'?)"),
     ("datasets.tiny.model_overrides.claps", {"epochs": 5},

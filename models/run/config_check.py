@@ -35,18 +35,38 @@ def _path(parts: Iterable[Any]) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def unknown_keys(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """One line per key the schema does not allow (``additionalProperties: false``), with the key's path
-    and a suggestion from the allowed names; other schema violations are left to Snakemake's validation."""
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """One line per schema violation, named by its path in the config: a key the schema does not allow
+    (``additionalProperties: false``) or a value outside an ``enum`` with a suggestion from the allowed
+    names; any other violation with jsonschema's message, shortened (Snakemake's own validation, which runs
+    after this, would print the whole schema)."""
     import jsonschema
 
     lines = []
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        where = _path(err.absolute_path) or "config"
+        if err.validator == "enum" and isinstance(err.instance, str):
+            allowed = [str(v) for v in err.validator_value]
+            lines.append(f"{where}: {err.instance!r} is not one of {', '.join(allowed)}"
+                         f"{did_you_mean(err.instance, allowed)}")
+            continue
+        alts = err.validator_value if err.validator in ("oneOf", "anyOf") else None
+        if alts and all(set(a) == {"required"} for a in alts):  # e.g. `videos`, or `features` + `annotations`
+            need = " or ".join(" + ".join(f"`{k}`" for k in a["required"]) for a in alts)
+            lines.append(f"{where}: needs {'exactly one of ' if err.validator == 'oneOf' else ''}{need}")
+            continue
+        if err.validator == "pattern" and isinstance(err.instance, str):
+            words = set(re.findall(r"[A-Za-z_]{3,}", err.validator_value))  # the names a pattern spells out
+            lines.append(f"{where}: {err.instance!r} does not match {err.validator_value!r}"
+                         f"{did_you_mean(err.instance, words)}")
+            continue
         if err.validator != "additionalProperties" or err.validator_value is not False:
+            best = jsonschema.exceptions.best_match([err])
+            msg = best.message if len(best.message) <= 200 else best.message[:197] + "..."
+            lines.append(f"{_path(best.absolute_path) or 'config'}: {msg}")
             continue
         allowed = err.schema.get("properties", {})
-        where = _path(err.absolute_path) or "config"
         for key in sorted(set(err.instance) - set(allowed)):
             if any(re.search(p, key) for p in err.schema.get("patternProperties", {})):
                 continue
