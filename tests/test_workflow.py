@@ -147,7 +147,7 @@ def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
     """README "Predict on your own videos": `python -m models.run.predict VIDEO --checkpoint best.pt --out-dir
     D` with neither --recipe nor --classes (both stored in the checkpoint) extracts with the training
     recipe (demo, random weights; the old default unav100 would need pretrained weights) and gives the
-    events the workflow's features give."""
+    events the workflow's features give, and the same as the workflow's `predict_with` route."""
     from extractors.recipes import Recipe
     from models.run.predict import manifest_duration, predict_features
     from models.run.runtime import load_checkpoint
@@ -170,6 +170,24 @@ def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
                             manifest_duration(res / "media" / f"{vid}.json"), vid)
     assert [(e["start_s"], e["end_s"], e["label"]) for e in got["events"]] == [(s, e, c) for s, e, c, _ in want]
     np.testing.assert_allclose([e["score"] for e in got["events"]], [sc for *_, sc in want], rtol=1e-4)
+    # the Snakemake route (`predict_with:`) on the same video gives the same events
+    config = (work / "config.yaml").read_text()
+    cfg = yaml.safe_load(config)
+    cfg["datasets"]["new"] = {"videos": "one video", "recipe": "demo", "recipe_overrides": {"t_max": 16},
+                              "predict_with": {"dataset": "tiny", "model": "mil"}}
+    (work / "one video").mkdir()
+    shutil.copy(work / "videos" / f"{vid}.mp4", work / "one video")
+    try:
+        (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+        smk(work, "--cores", "2", "--workflow-profile", "none", f"results/new/predictions/mil/{vid}.json")
+        wf = json.loads((work / "results" / "new" / "predictions" / "mil" / f"{vid}.json").read_text())
+    finally:
+        (work / "config.yaml").write_text(config)
+        shutil.rmtree(work / "one video")
+    assert [(e["start_s"], e["end_s"], e["label"]) for e in wf["events"]] == \
+        [(e["start_s"], e["end_s"], e["label"]) for e in got["events"]]
+    np.testing.assert_allclose([e["score"] for e in wf["events"]], [e["score"] for e in got["events"]], rtol=1e-4)
+    assert wf["recipe"]["name"] == "demo" and got["events"], "an empty timeline would prove nothing"
 
 
 def test_broken_video_reported_others_complete_no_partial_files(finished_run):
