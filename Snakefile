@@ -3,7 +3,13 @@
 # Each stage lives in workflow/rules/ (one include per stage below, in pipeline order); the Python work happens in
 # `extractors` (video -> features) and `models` (features -> predictions -> scores): docs/architecture.md.
 
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from models.run import config_check
 
 min_version("9.0")
 
@@ -16,13 +22,6 @@ report: "workflow/report/workflow.rst"
 
 # A misspelt key or value: one line naming it (with "did you mean"), not Snakemake's schema dump; model names and
 # fields, predict_with and its recipe are checked after the includes (models.run.config_check).
-from pathlib import Path
-
-import yaml
-from snakemake.exceptions import WorkflowError
-
-from models.run import config_check
-
 try:
     config_check.raise_if(config_check.schema_errors(config, yaml.safe_load(
         (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text())))
