@@ -107,14 +107,12 @@ def model_override_errors(datasets: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def avvp_errors(avvp: Mapping[str, Any]) -> list[str]:
-    """``avvp.<name>.gen`` / ``.ear`` must hold only fields of GeneratorConfig / EARConfig."""
-    from models.avvp.ear import EARConfig
-    from models.avvp.pseudo_labels import GeneratorConfig
-
+def avvp_errors(avvp: Mapping[str, Any], sections: Mapping[str, type]) -> list[str]:
+    """``avvp.<name>.<section>`` must hold only fields of its dataclass (``sections``: gen -> GeneratorConfig,
+    ear -> EARConfig; passed in by the workflow, as models.avvp sits above this layer)."""
     lines = []
     for name, spec in avvp.items():
-        for section, cls in (("gen", GeneratorConfig), ("ear", EARConfig)):
+        for section, cls in sections.items():
             known = {f.name for f in dataclasses.fields(cls)}
             for key in sorted(set(spec.get(section) or {}) - known):
                 lines.append(f"avvp.{name}.{section}: unknown key {key!r}{did_you_mean(key, known)}")
