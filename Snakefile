@@ -3,7 +3,13 @@
 # Each stage lives in workflow/rules/ (one include per stage below, in pipeline order); the Python work happens in
 # `extractors` (video -> features) and `models` (features -> predictions -> scores): docs/architecture.md.
 
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from models.run import config_check
 
 min_version("9.0")
 
@@ -14,9 +20,24 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# A misspelt key or value: one line naming it (with "did you mean"), not Snakemake's schema dump; model names and
+# fields, predict_with and its recipe are checked after the includes (models.run.config_check).
+try:
+    config_check.raise_if(config_check.schema_errors(config, yaml.safe_load(
+        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text())))
+except config_check.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# `snakemake --lint` findings kept on purpose (tests/test_workflow.py fails on any other):
+# - "Mixed rules and functions": each stage file keeps the input functions of its rules beside them (the
+#   stage is read in one place); common.smk holds what several stages share.
+# - "Shell command directly uses variable DEVICE": the device is not a rule param on purpose: params are a
+#   rerun trigger, and moving a run from cpu to cuda must not re-extract every video.
+# - "... uses variable WEIGHTS_ROOT": the weight files themselves are inputs (or fetch_weights' output), so
+#   provenance is tracked by file; a param (or a changed command, the `code` trigger) would re-run every
+#   feature job, or re-fetch every checkpoint, of existing projects.
 include: "workflow/rules/common.smk"  # config, recipes, which videos are usable (extractors.discovery)
 include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
 include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)
@@ -28,6 +49,18 @@ include: "workflow/rules/avvp.smk"  # EAR stages 1-3 and AVVP scores (models.avv
 include: "workflow/rules/llp.smk"  # LLP clips -> per-second features -> EAR inputs (extractors.llp, models.avvp.inputs)
 include: "workflow/rules/report.smk"  # HTML summaries (models.report)
 include: "workflow/rules/reproduce.smk"  # one target per published table (config/published.yaml)
+
+
+try:
+    from models.avvp.ear import EARConfig
+    from models.avvp.pseudo_labels import GeneratorConfig
+
+    config_check.raise_if(config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
+        config.get("avvp", {}), {"gen": GeneratorConfig, "ear": EARConfig}) + config_check.predict_with_errors(
+        DATASETS, {ds: dataset_models(ds) + (reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
+                   for ds in DATASETS}))
+except config_check.ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
 
 
 rule all:

@@ -1,7 +1,7 @@
 """Checkpoint registry: official URL, SHA-256 and converter of every network weight file we use.
 
 Why a registry: feature recipes are only comparable with the literature when the *exact* official
-checkpoints are used, so each file is named once here, downloaded once (``snakemake fetch_weights``
+checkpoints are used, so each file is named once here, downloaded once (``snakemake fetch_all_weights --cores 1``
 or ``python -m extractors.weights fetch NAME... --root DIR``), verified on every load, and recorded
 by digest in the provenance of every feature file. Nothing here ever falls back to random weights:
 ``weights: random`` is an explicit recipe choice handled by :func:`build_model_weights`, which
@@ -52,6 +52,7 @@ import importlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 import urllib.error
@@ -69,7 +70,9 @@ if TYPE_CHECKING:  # torch is imported where weights are loaded: the workflow re
     from torch import nn
 
 DEFAULT_ROOT = Path("resources/weights")
-FETCH_HINT = "snakemake fetch_weights"
+# `fetch_weights` itself has a wildcard and cannot be a target; this rule fetches every checkpoint the
+# configured recipes need (workflow/rules/weights.smk)
+FETCH_HINT = "snakemake fetch_all_weights --cores 1"
 
 
 class WeightsError(RuntimeError):
@@ -268,7 +271,8 @@ def _how_to_get(spec: WeightSpec, path: Path) -> str:
     if spec.archive_member:
         how += f", extract {spec.archive_member!r} from the zip,"
     return (
-        f"get it with `{FETCH_HINT}` (or `python -m extractors.weights fetch {spec.name} --root {root}`), "
+        f"get it with `python -m extractors.weights fetch {spec.name} --root {shlex.quote(str(root))}` "
+        f"(in the workflow: `{FETCH_HINT}` fetches every checkpoint the configured recipes need), "
         f"or {how} and put it at {path}"
     )
 

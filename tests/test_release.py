@@ -275,7 +275,8 @@ def test_schema_needs_videos_or_features(tmp_path, release):
     features, annotations = release
     release_config(tmp_path, features, annotations, videos=str(tmp_path))
     bad = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
-    assert bad.returncode != 0 and "oneOf" in bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "datasets.unav: needs exactly one of `videos` or `features` + `annotations`" in bad.stdout + bad.stderr
 
 
 def test_reproduce_unav100_from_a_release_folder(tmp_path, release):

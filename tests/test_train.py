@@ -122,6 +122,9 @@ def test_cli_train_then_evaluate(planted, tmp_path):
     assert (out / "best.pt").exists() and (out / "curve.png").exists()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["hidden_dim"] == 8 and cfg["n_train"] == 144 and cfg["n_val"] == 48
+    # every checkpoint layout stores the recipe its training features were extracted with
+    assert cfg["recipe"] == RECIPE.to_dict()
+    assert load_checkpoint(out / "best.pt")["recipe"] == load_checkpoint(out / "last.pt")["recipe"] == RECIPE.to_dict()
     assert evaluate_main(["--model", "mil", "--checkpoint", str(out / "best.pt"), "--store", str(bench / "store"),
                           "--annotations", str(bench / "annotations.json"), "--subset", "test",
                           "--t-max", str(T_MAX), "--out", str(out / "test")]) == 0
@@ -136,3 +139,45 @@ def test_nonfinite_loss_raises(planted, tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         train("mil", sets["train"], None, tmp_path, {"hidden_dim": 8}, epochs=1, batch_size=16, lr=1e30,
               seed=0, progress=False, plot_every=0)
+
+
+def test_predict_uses_the_checkpoint_recipe_and_refuses_another(planted, tmp_path, capsys):
+    """`python -m models.run.predict` without --recipe extracts with the checkpoint's recipe; a --recipe
+    whose features differ is refused before any video is read; a checkpoint written before recipes were
+    stored needs --recipe, and says so."""
+    from models.run.predict import checkpoint_recipe
+    from models.run.predict import main as predict_main
+
+    _, sets = planted
+    best = train("mil", VideoSubset(sets["train"], range(20)), None, tmp_path / "run", {"hidden_dim": 8},
+                 epochs=1, batch_size=8, lr=1e-3, seed=0, progress=False, plot_every=0)
+    assert checkpoint_recipe(best) == RECIPE
+    assert checkpoint_recipe(best, get_recipe("unav100", t_max=32)) == RECIPE  # t_max: training only
+    with pytest.raises(SystemExit):
+        predict_main(["no.mp4", "--checkpoint", str(best), "--recipe", "demo", "--out-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert f"{best} was trained on features of recipe 'unav100'; the recipe given ('demo') differs in " in err
+    assert "fps (12.5, trained with 25.0)" in err and "leave out --recipe/--weights" in err
+    with pytest.raises(SystemExit):
+        predict_main(["no.mp4", "--checkpoint", str(best), "--weights", "random", "--out-dir", str(tmp_path / "o")])
+    assert "differs in weights ('random', trained with 'pretrained')" in capsys.readouterr().err
+    old = load_checkpoint(best)
+    del old["recipe"]
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(SystemExit):
+        predict_main(["no.mp4", "--checkpoint", str(tmp_path / "old.pt"), "--out-dir", str(tmp_path / "o")])
+    assert (f"{tmp_path / 'old.pt'} was written before checkpoints stored their recipe: give the recipe its "
+            "training features were extracted with, e.g. --recipe demo") in capsys.readouterr().err
+    assert checkpoint_recipe(tmp_path / "old.pt", get_recipe("demo")) == get_recipe("demo")
+
+
+def test_predict_help_describes_every_argument(capsys):
+    from models.run.predict import build_parser
+    from models.run.predict import main as predict_main
+
+    with pytest.raises(SystemExit):
+        predict_main(["--help"])
+    text = capsys.readouterr().out
+    actions = [a for a in build_parser()._actions if a.dest != "help"]
+    assert len(actions) == 8 and all(a.help for a in actions), [a.dest for a in actions if not a.help]
+    assert "<video>.json" in text and "start_s" in text and "example:" in text

@@ -91,7 +91,10 @@ def test_missing_file_error_names_file_url_and_path(tmp_path: Path) -> None:
     assert spec.filename in msg
     assert spec.url in msg
     assert str(tmp_path / spec.filename) in msg
-    assert "snakemake fetch_weights" in msg
+    # commands that work as written: the fetch CLI for this file, or the workflow's fetch-everything target
+    # (`snakemake fetch_weights` has a wildcard and fails: tests/test_workflow.py dry-runs fetch_all_weights)
+    assert f"`python -m extractors.weights fetch vggish --root {tmp_path}`" in msg
+    assert "`snakemake fetch_all_weights --cores 1`" in msg and "fetch_weights`" not in msg
 
 
 def test_missing_file_never_falls_back_to_random(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from extractors.io import atomic_path, write_json
-from extractors.recipes import Recipe, get_recipe
+from extractors.recipes import RECIPES, Recipe, get_recipe
 from models.localizers.base import Detection
 from models.run.plots import plot_timeline
 
@@ -139,21 +139,90 @@ def predict_videos(videos: Sequence[Path], checkpoint: Path, recipe: Recipe, cla
     return failed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m models.run.predict", description="event timelines for new videos")
-    p.add_argument("videos", type=Path, nargs="+")
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--classes", type=Path, required=True, help="classes.txt, one per line, or annotation JSON")
-    p.add_argument("--recipe", default="unav100")
+def checkpoint_recipe(checkpoint: Path | str, given: Recipe | None = None) -> Recipe:
+    """The recipe to extract new videos with: the one stored in the checkpoint at training time.
+
+    Features of another recipe (other frame rate, windows, steps or extractor weights) give timelines that
+    look plausible and are wrong, so a ``given`` recipe (``--recipe``, or the Snakemake dataset's) whose
+    feature-deciding fields differ from the stored one is refused, naming the fields. Checkpoints written
+    before the recipe was stored need ``given``."""
+    from extractors.discovery import extraction_fields
+    from models.run.runtime import load_checkpoint
+
+    stored = load_checkpoint(checkpoint).get("recipe")
+    if stored is None:
+        if given is None:
+            raise ValueError(f"{checkpoint} was written before checkpoints stored their recipe: give the recipe "
+                             "its training features were extracted with, e.g. --recipe demo (see --help)")
+        return given
+    stored = Recipe(**stored)
+    if given is not None:
+        a, b = extraction_fields(given), extraction_fields(stored)
+        differ = [k for k in sorted(a) if a[k] != b.get(k)]
+        if differ:
+            raise ValueError(f"{checkpoint} was trained on features of recipe {stored.name!r}; the recipe given "
+                             f"({given.name!r}) differs in " + ", ".join(f"{k} ({a[k]!r}, trained with {b.get(k)!r})"
+                                                                    for k in differ)
+                             + "; leave out --recipe/--weights to use the checkpoint's own")
+    return stored
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser (separate so a test can check that every argument is described)."""
+    p = argparse.ArgumentParser(
+        prog="python -m models.run.predict",
+        description="Event timelines for new videos with a trained checkpoint: each video is decoded, its "
+                    "features are extracted with the recipe the checkpoint was trained on, and the model's "
+                    "events are written per video as OUT_DIR/<video>.json (duration, weights, events with "
+                    "start_s, end_s, label, score, checkpoint, recipe), <video>.csv (start_s,end_s,label,score) "
+                    "and <video>.png (timeline). Exit status 1 if any video could not be decoded.",
+        epilog="example: python -m models.run.predict data/my_videos/*.mp4 "
+               "--checkpoint results/demo/models/clasp/best.pt --out-dir results/my_videos")
+    p.add_argument("videos", type=Path, nargs="+", help="video files (any format ffmpeg/PyAV decodes)")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a best.pt written by training, e.g. results/<dataset>/models/<model>/best.pt")
+    p.add_argument("--classes", type=Path, default=None,
+                   help="class names: classes.txt (one per line) or the training annotation JSON; "
+                        "default: the list stored in the checkpoint")
+    p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                   help="feature recipe (extractors.recipes); default: the one stored in the checkpoint. "
+                        "Needed only for checkpoints written before the recipe was stored; a recipe "
+                        "that differs from the stored one is refused")
     p.add_argument("--weights", choices=["pretrained", "random"], default=None,
-                   help="override the recipe's extractor weights (random only for demos/tests)")
-    p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--weights-root", type=Path, default=Path("resources/weights"))
-    p.add_argument("--device", default="auto")
+                   help="extractor weights of --recipe (random: demos and tests); default: the recipe's")
+    p.add_argument("--out-dir", type=Path, required=True,
+                   help="folder for <video>.json/.csv/.png (features are cached in OUT_DIR/features_cache)")
+    p.add_argument("--weights-root", type=Path, default=Path("resources/weights"),
+                   help="folder of the pretrained extractor checkpoints (default: %(default)s; "
+                        "`snakemake fetch_all_weights` fills it)")
+    p.add_argument("--device", default="auto", help="auto (cuda when visible, else cpu), cpu, cuda or cuda:N")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    recipe = get_recipe(args.recipe, **({"weights": args.weights} if args.weights else {}))
-    if args.classes.suffix == ".json":
+    given = None
+    if args.recipe or args.weights:
+        from models.run.runtime import load_checkpoint
+
+        stored = load_checkpoint(args.checkpoint).get("recipe")
+        base = get_recipe(args.recipe) if args.recipe else (Recipe(**stored) if stored else None)
+        if base is None:
+            p.error("--weights needs --recipe for a checkpoint without a stored recipe")
+        given = base.replace(weights=args.weights) if args.weights else base
+    try:
+        recipe = checkpoint_recipe(args.checkpoint, given)
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.classes is None:
+        from models.run.runtime import load_checkpoint
+
+        classes = load_checkpoint(args.checkpoint).get("classes")
+        if not classes:
+            p.error(f"{args.checkpoint} stores no class list: give --classes")
+    elif args.classes.suffix == ".json":
         from models.run.pipeline import checkpoint_classes
 
         classes = checkpoint_classes(args.checkpoint, args.classes, recipe)  # the order it was trained with

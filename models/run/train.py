@@ -31,7 +31,9 @@ Reproducibility and restarts
   every checkpoint and restored on resume, so dropout draws continue exactly; a resumed CPU run
   reproduces the uninterrupted one bit for bit (tested).
 - ``out_dir/last.pt``: full state (model, EMA weights, optimizer, scheduler, grad scaler, RNG, history,
-  best-so-far), written atomically after every epoch; ``resume=True`` continues from it (the
+  best-so-far), written atomically after every epoch; it and ``best.pt`` also hold the class list
+  (``classes``) and the recipe the training features were extracted with (``recipe``, ``Recipe.to_dict()``),
+  which :mod:`models.run.predict` extracts new videos with; ``resume=True`` continues from it (the
   stored model name and config must match, otherwise it refuses).  ``out_dir/best.pt``: weights
   and config of the best epoch (the returned path).  Both load with ``weights_only=True``.
 - ``out_dir/log.jsonl``: one record per epoch (loss and loss terms, validation mAP, seconds,
@@ -355,6 +357,9 @@ def train(
 
     title = f"{model_name}{' (shuffled labels)' if shuffle_labels else ''}"
     classes = [str(c) for c in train_ds.classes] if hasattr(train_ds, "classes") else None
+    # the recipe the features were extracted with, in every checkpoint: prediction extracts new videos with
+    # it (models.run.predict) instead of trusting the user to name it again
+    recipe = train_ds.recipe.to_dict() if getattr(train_ds, "recipe", None) is not None else None
     if val_ds is not None and len(val_ds):
         _check_not_test(val_ds)
         sel_ds, base_ds = val_ds, train_ds
@@ -389,7 +394,7 @@ def train(
         "batch_size": batch_size, "lr": lr, "seed": seed, "shuffle_labels": shuffle_labels,
         "amp": bool(amp_on), "amp_dtype": str(amp_dtype).replace("torch.", ""), "device": str(dev),
         "n_train": len(base_ds), "n_val": len(sel_ds), "selection": selection, "grad_clip": clip,
-        "ema_decay": ema_decay, "torch": torch.__version__,
+        "ema_decay": ema_decay, "torch": torch.__version__, "recipe": recipe,
     }
     write_text(out_dir / "config.json", json.dumps(run_info, indent=1, sort_keys=True))
 
@@ -481,10 +486,12 @@ def train(
         if score > best["score"]:
             best = {"epoch": epoch + 1, "score": float(score)}
             atomic_torch_save({"format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"],
-                               "classes": classes, "model": eval_model.state_dict(), "epoch": epoch,
+                               "classes": classes, "recipe": recipe, "model": eval_model.state_dict(),
+                               "epoch": epoch,
                                "metrics": rec, "selection": selection, "ema": ema is not None}, best_path)
         atomic_torch_save({
             "format": CKPT_FORMAT, "model_name": model_name, "config": run_info["config"], "classes": classes,
+            "recipe": recipe,
             "run": {k: run_info[k] for k in ("seed", "shuffle_labels", "epochs", "batch_size", "lr", "selection")},
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "ema": ema.state_dict() if ema is not None else None,

@@ -142,14 +142,16 @@ def llp_feature_shell(bench_dir):
     return (
         f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
         "--entry extractors.llp.extract -- "
-        "clip --video {input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
+        "clip --video={input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
         "{params.common} --device {DEVICE} > {log:q} 2>&1"
     )
 
 
 rule llp_features:
     input:
-        video=lambda wc: os.path.abspath(llp_clips(wc.llp)[wc.vid]),  # absolute: LLP ids may start with '-'
+        # as configured (relative stays relative: a moved project is not re-extracted); the shell's
+        # --video=PATH form keeps an id starting with '-' from reading as an option
+        video=lambda wc: str(llp_clips(wc.llp)[wc.vid]),
         weights=lambda wc: llp_weight_files(wc.llp),
     output:
         features="results/avvp/{llp}/features/clips/{vid}.npz",
@@ -197,7 +199,7 @@ def llp_split_features(wc):
     wanted = llp_split_videos(wc.llp, wc.split)
     if not wanted:
         raise WorkflowError(f"avvp.{wc.llp}: no usable clip for the {wc.split} split (see "
-                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, wc.split + '_csv')})")
+                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, f'{wc.split}_csv')})")
     return [f"results/avvp/{wc.llp}/features/clips/{v}.npz" for v in wanted]
 
 
@@ -247,7 +249,7 @@ def dense_weight_files(name):
 
 rule avvp_dense_features:
     input:
-        video=lambda wc: os.path.abspath(videos(dense_dataset(wc.dn))[wc.vid]),
+        video=lambda wc: str(videos(dense_dataset(wc.dn))[wc.vid]),  # relative as configured (llp_features)
         weights=lambda wc: dense_weight_files(wc.dn),
     output:
         features="results/avvp/{dn}/dense_features/clips/{vid}.npz",

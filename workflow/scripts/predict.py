@@ -8,11 +8,12 @@ import numpy as np
 from extractors.errors import read_failure
 from extractors.recipes import Recipe
 from models.run.pipeline import checkpoint_classes, log_to_file
-from models.run.predict import manifest_duration, predict_features, write_prediction
+from models.run.predict import checkpoint_recipe, manifest_duration, predict_features, write_prediction
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 recipe = Recipe(**json.loads(snakemake.params.recipe))
+checkpoint_recipe(snakemake.input.checkpoint, recipe)  # refuses features of another recipe than training's
 visual_path, audio_path = snakemake.input.features
 classes = checkpoint_classes(snakemake.input.checkpoint, snakemake.input.annotations, recipe)
 failure = read_failure(Path(visual_path).with_suffix(".json"))
