@@ -216,6 +216,10 @@ def _run_ffmpeg(src: Path, args: Sequence[str], what: str, capture_stdout: bool 
     )
     if proc.returncode != 0:
         stderr = proc.stderr.decode("utf-8", "replace")
+        if proc.returncode < 0 or "received signal" in stderr:
+            # stopped from outside (a cancelled job, the OOM killer): never the video's fault, never recorded
+            sig = -proc.returncode if proc.returncode < 0 else "a"
+            raise InterruptedError(f"ffmpeg {what} of {src} was stopped by {sig} signal")
         for code in _ENVIRONMENT_ERRNOS:  # the machine's fault, not the video's: never a recorded bad input
             if os.strerror(code) in stderr:
                 raise OSError(code, f"ffmpeg {what} of {src}: {os.strerror(code)}")

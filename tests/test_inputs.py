@@ -126,6 +126,17 @@ def test_environment_errors_are_not_recorded_as_bad_inputs(clips, tmp_path, monk
     assert not o["mp4"].with_suffix(".json").exists()
 
 
+@pytest.mark.parametrize("rc,stderr", [(-9, b""), (255, b"Exiting normally, received signal 15.\n")])
+def test_a_stopped_ffmpeg_is_not_recorded_as_a_bad_input(clips, tmp_path, monkeypatch, rc, stderr):
+    """ffmpeg killed (a cancelled job, the OOM killer) or stopping on a signal: the job fails, no record."""
+    o = outputs(tmp_path, "good")
+    monkeypatch.setattr(media.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, rc, b"", stderr))
+    with pytest.raises(InterruptedError, match="was stopped by") as ei:
+        extract.media_job(clips["good"], o["mp4"], o["wav"], fps=25.0)
+    assert not isinstance(ei.value, ContentError)
+    assert not o["mp4"].with_suffix(".json").exists()
+
+
 def test_worker_client_exits_0_only_after_publishing(clips, tmp_path):
     """Through the resident worker: a bad video's job exits 0 with its record published; a job that meets an
     environment fault (its output folder cannot be made) exits non-zero and publishes nothing."""
