@@ -221,3 +221,24 @@ def test_soft_nms_early_stop_keeps_the_reference_prefix():
     _, sc, _, idx = soft_nms(segs, scores, np.zeros(n, int), max_seg_num=25)
     assert idx.tolist() == ref_idx[:25]
     np.testing.assert_allclose(sc, ref_sc[:25], rtol=1e-6)
+
+
+def test_evaluation_draws_a_bounded_number_of_timelines(tmp_path):
+    from types import SimpleNamespace
+
+    from extractors.recipes import get_recipe
+    from models.data.dataset import Segment, VideoAnnotation
+    from models.run.metrics import write_predictions_json
+    from models.run.predict import plot_dataset_timelines
+
+    vids = [f"v{i}" for i in (3, 0, 2, 1)]
+    anns = {v: VideoAnnotation(v, "test", 10.0, [Segment(1.0, 4.0, "dog")]) for v in vids}
+    ds = SimpleNamespace(video_ids=vids, annotations=anns)
+    write_predictions_json({v: [(1.2, 3.9, "dog", 0.8)] for v in vids}, tmp_path / "p.json")
+    out = tmp_path / "timelines"
+    (tmp_path / ".timelines.tmp").mkdir()  # left by an interrupted run
+    (tmp_path / ".timelines.tmp" / "stale.png").write_bytes(b"")
+    assert plot_dataset_timelines(tmp_path / "p.json", ds, out, get_recipe("unav100"), max_videos=2) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["v0.png", "v1.png"]  # the first two in id order
+    assert plot_dataset_timelines(tmp_path / "p.json", ds, out, get_recipe("unav100")) == 4
+    assert len(list(out.iterdir())) == 4 and not (tmp_path / ".timelines.tmp").exists()

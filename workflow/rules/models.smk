@@ -81,6 +81,7 @@ rule evaluate:
     params:
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
         code=lambda wc: code_fingerprint(wc.model, "evaluate", workflow.basedir),
+        max_timelines=lambda wc: DATASETS[wc.ds].get("evaluate", {}).get("max_timelines", 200),
     threads: 2
     resources:
         gpu=1,

@@ -1,4 +1,4 @@
-"""Snakemake script: test-split predictions, mAP, and one timeline plot per test video."""
+"""Snakemake script: test-split predictions, mAP, and timeline plots of the first ``max_timelines`` test videos."""
 
 import json
 import logging
@@ -19,5 +19,6 @@ out_dir = Path(snakemake.output.metrics).parent
 name, _ = parse_model_name(snakemake.wildcards.model)
 metrics = evaluate(name, snakemake.input.checkpoint, test, recipe, out_dir,
                    device=snakemake.config.get("device", "auto"))
-plot_dataset_timelines(snakemake.output.predictions, test, snakemake.output.timelines, recipe)
+plot_dataset_timelines(snakemake.output.predictions, test, snakemake.output.timelines, recipe,
+                       max_videos=snakemake.params.max_timelines)
 logging.info("metrics %s", {k: metrics[k] for k in ("avg",) if k in metrics})
