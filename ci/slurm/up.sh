@@ -134,7 +134,8 @@ if ! mariadb -u root -e 'SELECT 1' >/dev/null 2>&1; then
     install -d -o mysql -g mysql -m 0755 /run/mysqld
     [ -d /var/lib/mysql/mysql ] || mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/dev/null
     echo "+ mariadbd"
-    nohup /usr/sbin/mariadbd --user=mysql --datadir=/var/lib/mysql --socket=/run/mysqld/mysqld.sock \
+    # --tmpdir: not the caller's TMPDIR, which the mysql user may not be allowed to write
+    nohup /usr/sbin/mariadbd --user=mysql --datadir=/var/lib/mysql --socket=/run/mysqld/mysqld.sock --tmpdir=/tmp \
         --pid-file=/run/mysqld/mysqld.pid --bind-address=127.0.0.1 --innodb-buffer-pool-size=64M \
         >"$STATE/log/mariadb.log" 2>&1 &
     WAIT_PID=$! wait_for 60 MariaDB "$STATE/log/mariadb.log" mariadb -u root -e 'SELECT 1'
