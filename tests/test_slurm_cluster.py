@@ -119,6 +119,22 @@ def sacct_jobs(workdir: Path, since: str) -> list[dict[str, str]]:
     return [r for r in rows if os.path.realpath(r["WorkDir"]) == os.path.realpath(workdir)]
 
 
+def queued_jobs(workdir: Path) -> list[str]:
+    """Job ids from ``workdir`` that SLURM still has pending or running."""
+    out = _run(["squeue", "-h", "-o", "%i|%Z"]).stdout
+    rows = [line.split("|", 1) for line in out.splitlines() if "|" in line]
+    return [i for i, wd in rows if os.path.realpath(wd) == os.path.realpath(workdir)]
+
+
+def running_extractions(workdir: Path) -> list[str]:
+    """Job ids of the running extraction submissions from ``workdir`` (squeue: sacct has the comment only
+    once a job ended)."""
+    out = _run(["squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%Z"]).stdout
+    rows = [line.split("|", 2) for line in out.splitlines() if line.count("|") == 2]
+    return [i for i, comment, wd in rows if os.path.realpath(wd) == os.path.realpath(workdir)
+            and comment.startswith("rule_extract")]
+
+
 def gpus_requested(tres: str) -> int:
     m = re.search(r"gres/gpu(?::[^=,]+)?=(\d+)", tres)
     return int(m.group(1)) if m else 0
@@ -151,6 +167,11 @@ def cluster() -> dict:
         pytest.fail(f"AVLOC_SLURM_REQUIRED=1 but {problem}")
     if problem:
         pytest.skip(problem)
+    # the rules run `python` from PATH (on the node too: SLURM exports this environment)
+    probe = _run(["python", "-c", "import av, torch, extractors"], timeout=120)
+    if probe.returncode != 0:
+        pytest.fail(f"`python` on PATH ({shutil.which('python')}) cannot import the project: activate its "
+                    f"virtual environment first\n{probe.stderr[-1000:]}")
     cpus, mem = node_limits()
     return {"account": os.environ.get("AVLOC_SLURM_ACCOUNT") or default_account(),
             "cpu": os.environ.get("AVLOC_SLURM_CPU_PARTITION", "cpu"),
@@ -299,3 +320,81 @@ def test_no_gpu_left_allocated(slurm_run, cluster):
     if not busy:  # with other jobs on the cluster their GPUs may be held
         assert "gres/gpu=" not in "".join(re.findall(r"AllocTRES=\S*", node)), node
 
+
+def test_scancel_is_reported_and_the_rerun_resubmits_only_unfinished_videos(slurm_run, cluster, clips,
+                                                                            tmp_path):
+    """Cancel the running extraction submission once its first video is done: Snakemake should report the
+    cancelled job and fail; a rerun resubmits only the cancelled submission (all its videos, also one that
+    finished inside it; not the other submission's) and ends with the same features.
+    SLURM 22.05's sacct reports a user's cancel as 'CANCELLED by <uid>', which the plugin (2.8.0) takes for
+    a running job: Snakemake waits forever, also after SIGTERM or SIGINT. Then the test kills it, unlocks
+    the directory and reruns as a user would, checks the rerun, and xfails with that reason (it passes
+    once the plugin handles the state)."""
+    videos, annotations = clips
+    work = workflow_copy(tmp_path / "work", videos, annotations)
+    local_profile(REPO / "profiles" / "slurm" / "config.yaml", work / "profiles" / "slurm",
+                  cluster["account"], cluster["cpu"], cluster["gpu"], cluster["cpus"], cluster["mem_mb"])
+    targets = [f"results/tiny/features/i3d/{Path(v).stem}.npy" for v in os.listdir(videos) if v != "broken.mp4"]
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(work / "Snakefile"), "-d", str(work),
+           "--profile", str(work / "profiles" / "slurm"), "--configfile", str(work / "config.yaml")]
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work, text=True)
+        cancelled, done_before, reported = None, set(), False
+        deadline = time.monotonic() + 900
+        try:
+            while cancelled is None and time.monotonic() < deadline and proc.poll() is None:
+                running = running_extractions(work)
+                done_before = {p.stem for p in (work / "results" / "tiny" / "features" / "i3d").glob("*.npy")}
+                if running and done_before:
+                    cancelled = running[0]
+                    assert _run(["scancel", cancelled]).returncode == 0
+                time.sleep(1)
+            # Snakemake should fail once the other submission ends; give it a minute after SLURM has
+            # nothing left of this run, then stop it as a user would (Ctrl-C / SIGTERM)
+            while proc.poll() is None and time.monotonic() < deadline and queued_jobs(work):
+                time.sleep(2)
+            try:
+                proc.wait(timeout=60)
+                reported = True
+            except subprocess.TimeoutExpired:
+                # stuck (see the docstring): SIGTERM and SIGINT only make it wait for that job; kill it
+                proc.kill()
+                proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    out = (tmp_path / "first.log").read_text()
+    assert cancelled, f"no extraction submission was running after a video finished:\n{out[-3000:]}"
+    state = _run(["sacct", "-n", "-X", "-P", "-j", cancelled, "-o", "State"]).stdout.strip()
+    assert state.startswith("CANCELLED"), state
+    if reported:
+        assert proc.returncode != 0 and "CANCELLED" in out and cancelled in out, out[-4000:]
+    first_ids = {j["JobID"] for j in sacct_jobs(work, since)}
+    if not reported:  # a killed Snakemake leaves its lock: what a user runs next
+        assert snakemake(work, "--unlock", targets=targets).returncode == 0
+    rerun = snakemake(work, "--profile", str(work / "profiles" / "slurm"), targets=targets)
+    assert rerun.returncode == 0, rerun.stderr[-6000:]
+    resubmitted = [j for j in sacct_jobs(work, since) if j["JobID"] not in first_ids]
+    assert len(resubmitted) == 1, resubmitted  # the one cancelled group, nothing else
+    # What each submission ran: the jobs its Snakemake printed in its SLURM log. The rerun redoes the
+    # cancelled submission's videos, also one that had finished inside it (Snakemake marks a group's
+    # outputs complete only when the whole submission succeeds), and none of the other submission's.
+    def vids_of(job_id: str) -> set[str]:
+        (sub_log,) = (work / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log")
+        return set(re.findall(r"^\s*wildcards: ds=tiny, vid=(.+)$", sub_log.read_text(), re.M))
+
+    rerun_vids = vids_of(resubmitted[0]["JobID"])
+    others = set().union(*(vids_of(i) for i in first_ids - {cancelled}))
+    assert others and not rerun_vids & others, (rerun_vids, others)
+    assert rerun_vids | others == {Path(v).stem for v in targets}, (rerun_vids, others)
+    assert done_before & rerun_vids, "the video finished inside the cancelled submission is redone with it"
+    for kind in ("i3d", "vggish"):
+        for p in (slurm_run["work"] / "results" / "tiny" / "features" / kind).glob("*.npy"):
+            assert filecmp.cmp(p, work / "results" / "tiny" / "features" / kind / p.name, shallow=False), p.name
+    if not reported:  # the rerun part above passed; only the report of the cancel is missing
+        pytest.xfail(f"Snakemake did not stop after `scancel {cancelled}`: snakemake-executor-plugin-slurm "
+                     f"(2.8.0) reads sacct's state {state!r} as still running (it expects exactly "
+                     "'CANCELLED'); see README 'Cluster'")
