@@ -321,7 +321,7 @@ def test_no_gpu_left_allocated(slurm_run, cluster):
         assert "gres/gpu=" not in "".join(re.findall(r"AllocTRES=\S*", node)), node
 
 
-def test_scancel_is_reported_and_the_rerun_resubmits_only_unfinished_videos(slurm_run, cluster, clips,
+def test_scancel_is_reported_and_the_rerun_resubmits_only_the_cancelled_submission(slurm_run, cluster, clips,
                                                                             tmp_path):
     """Cancel the running extraction submission once its first video is done: Snakemake should report the
     cancelled job and fail; a rerun resubmits only the cancelled submission (all its videos, also one that
