@@ -106,6 +106,10 @@ def test_fingerprint_moves_only_for_the_edited_files(tmp_path):
         fh.write("\n")
     again = prints()
     assert {k for k in after if after[k] != again[k]} == {(m, s) for m in models for s in ("evaluate", "predict")}
+    # a workflow copied without the packages beside it hashes the installed ones (the code its jobs import)
+    only_workflow = tmp_path / "only_workflow"
+    shutil.copytree(root / "workflow", only_workflow / "workflow")
+    assert code_fingerprint("mil", "train", only_workflow) == code_fingerprint("mil", "train")
     (root / "models/localizers/mil.py").unlink()
     with pytest.raises(FileNotFoundError):
         code_fingerprint("mil", "train", root)

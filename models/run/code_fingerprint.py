@@ -85,11 +85,16 @@ def _file_sha(path: str, size: int, mtime_ns: int) -> str:
 
 
 def code_fingerprint(name: str, stage: str, root: str | os.PathLike[str] = REPO) -> str:
-    """16 hex digits over the contents of :func:`model_files` under ``root`` (the workflow's folder): equal
-    exactly when none of the files that decide this model's ``stage`` output changed."""
+    """16 hex digits over the contents of :func:`model_files` under ``root`` (the workflow's folder; the
+    installed packages for a folder that holds only the workflow): equal exactly when none of the files
+    that decide this model's ``stage`` output changed."""
     h = hashlib.sha256()
     for rel in model_files(name, stage):
         path = Path(root, rel)
+        if not rel.startswith("workflow/") and not Path(root, rel.split("/")[0]).is_dir():
+            # a workflow folder without the packages beside it (the Snakefile and workflow/ copied on their
+            # own): its jobs import the installed packages, so those are the code that decides the output
+            path = Path(REPO, rel)
         st = path.stat()  # a missing file is an error: a fingerprint that silently skipped it would never change
         h.update(f"{rel}:{_file_sha(str(path), st.st_size, st.st_mtime_ns)}\n".encode())
     return h.hexdigest()[:16]
