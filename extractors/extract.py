@@ -36,7 +36,7 @@ import numpy as np
 
 from extractors.errors import ContentError, failure_reason, read_failure, write_failure  # noqa: F401 - re-exported
 from extractors.io import package_version, save_npy, sha256_file, write_json
-from extractors.recipes import Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
+from extractors.recipes import AUDIO_ALIGNMENTS, SHORT_AUDIO, Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
 
 log = logging.getLogger("extractors")
 KINDS = ("flow", "i3d", "vggish", "r21d")
@@ -275,9 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--min-duration", type=float, default=None,
                    help="shortest usable video in s (the recipe's min_duration_s; default: the media stage's)")
-    p.add_argument("--short-audio", choices=("pad", "cut"), default="pad",
+    p.add_argument("--short-audio", choices=SHORT_AUDIO, default="pad",
                    help="audio shorter than the video: pad with silence (default) or keep it (the reference's cut)")
-    p.add_argument("--audio-alignment", choices=("reference", "trimmed"), default="reference",
+    p.add_argument("--audio-alignment", choices=AUDIO_ALIGNMENTS, default="reference",
                    help="reference: AAC through the reference's ADTS copy (priming kept); trimmed: edit list applied")
     p = sub.add_parser("run", help="normalize + extract for a list of raw videos")
     common(p)

@@ -94,6 +94,7 @@ import numpy as np
 
 from extractors.errors import ContentError
 from extractors.io import sha256_file
+from extractors.recipes import AUDIO_ALIGNMENTS, SHORT_AUDIO
 
 TARGET_SR = 16000
 MIN_DURATION_S = 0.96
@@ -387,9 +388,6 @@ def _count_frames(mp4: Path) -> tuple[int, int, int, float]:
         return int(n), int(vs.codec_context.width), int(vs.codec_context.height), float(vs.average_rate or 0)
 
 
-AUDIO_ALIGNMENTS = ("reference", "trimmed")
-
-
 def decode_audio(src: Path, info: MediaInfo, alignment: str = "reference",
                  scratch: Path | None = None) -> tuple[np.ndarray, str, str | None]:
     """All samples of the first audio stream as int16, shape (n, channels), original rate; the path that
@@ -483,7 +481,7 @@ def normalize(
     src, out_mp4, out_wav = Path(src), Path(out_mp4), Path(out_wav)
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    if short_audio not in ("pad", "cut"):
+    if short_audio not in SHORT_AUDIO:
         raise ValueError(f"short_audio must be 'pad' or 'cut', got {short_audio!r}")
     info = check_usable(src, min_duration_s)
     seconds = {"probe": time.perf_counter() - t_start}

@@ -23,6 +23,7 @@ SHORT_AUDIO = ("pad", "cut")
 #: (``400 + 95 * 160`` samples at 16 kHz, extractors/vggish.py), 15 ms more than the nominal 0.96 s.
 VGGISH_MIN_S = (400 + 95 * 160) / 16000
 AudioAlignment = Literal["reference", "trimmed"]  # extractors.media: AAC priming kept (ADTS copy) or trimmed
+AUDIO_ALIGNMENTS = ("reference", "trimmed")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,9 +61,11 @@ STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_F
 
 
 def base_model(name: str) -> str:
-    """Registry name of a workflow model name: ``ccnet-full_shuffled_seed2`` -> ``ccnet`` (the grammar of
-    :func:`models.run.pipeline.parse_model_name`, without importing torch at DAG-build time)."""
-    return re.sub(r"(_shuffled)?(_seed\d+)?$", "", name).partition("-")[0]
+    """Registry name of a workflow model name: ``ccnet-full_shuffled_seed2`` -> ``ccnet``
+    (:func:`models.run.pipeline.parse_model_name`, the one parser of the name grammar)."""
+    from models.run.pipeline import parse_model_name
+
+    return parse_model_name(name)[0]
 
 
 def model_files(name: str, stage: str) -> list[str]:

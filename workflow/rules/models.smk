@@ -18,12 +18,13 @@ def dataset_models(ds):
 def train_spec(ds, model):
     """The train fields of ``model``'s job as JSON (a param); a ``_seed<k>`` run (reproduce.smk, the grammar
     of models.run.pipeline.split_seed) trains with seed k."""
-    seeded = re.fullmatch(r"(.+)_seed(\d+)", model)
-    base = seeded.group(1) if seeded else model
-    base = base[: -len("_shuffled")] if base.endswith("_shuffled") else base
+    from models.run.pipeline import split_control, split_seed
+
+    base, _ = split_control(model)
+    seed = split_seed(model)[1]
     spec = dict(DATASETS[ds].get("train", {}))
-    if seeded:
-        spec["seed"] = int(seeded.group(2))
+    if seed is not None:
+        spec["seed"] = seed
     spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(base, {})
     return json.dumps(spec, sort_keys=True)
 
