@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,32 @@ def log_to_file(path: str | Path) -> None:
         to_console = logging.StreamHandler(console)
         to_console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logging.getLogger("avloc.progress").addHandler(to_console)
+
+
+class Heartbeat:
+    """``what: i / n (s, ETA)`` lines on the ``avloc.progress`` logger (the rule's log and the console, see
+    :func:`log_to_file`) at most every ``every_s`` seconds and once at the end: a full-size store build or
+    evaluation runs for minutes, and silence looks hung."""
+
+    def __init__(self, what: str, total: int, every_s: float = 30.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.what, self.total, self.every_s, self.done = what, int(total), float(every_s), 0
+        self._clock = clock
+        self.t0 = self.last = self._clock()
+        logging.getLogger("avloc.progress").info("%s: 0 / %d", what, self.total)
+
+    def tick(self, n: int = 1) -> None:
+        self.done += n
+        now = self._clock()
+        if now - self.last >= self.every_s and self.done < self.total:
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            logging.getLogger("avloc.progress").info("%s: %d / %d, %.0f s in, ETA %.0f s", self.what, self.done,
+                                                     self.total, now - self.t0, (self.total - self.done) / rate)
+
+    def finish(self) -> None:
+        logging.getLogger("avloc.progress").info("%s: %d / %d in %.0f s", self.what, self.done, self.total,
+                                                 self._clock() - self.t0)
 
 
 CONTROL_SUFFIX = "_shuffled"

@@ -110,6 +110,9 @@ def discover(ds):
         found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).min_duration_s,
                                    cache=Path("results") / ds / "probe_cache.json")
         discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
+        if found.rejected and workflow.is_main_process:  # not again in every job's own snakemake process
+            print(discovery.rejection_summary(ds, found.rejected, Path("logs") / ds / "rejected_videos.tsv"),
+                  file=sys.stderr)
         _DISCOVERED[ds] = found
     return _DISCOVERED[ds]
 
