@@ -57,7 +57,7 @@ def base_kinds(name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: WeightsMode = "pretrained",
+def llp_weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: WeightsMode = "pretrained",
                    text: bool = False) -> list[str]:
     """Registry names of the checkpoints (and tokenizer files) the given kinds need, so Snakemake can
     make them job inputs; none for random weights. ``text``: the text encoders (CLIP, CLAP) only."""
