@@ -1017,37 +1017,9 @@ def clap_text_embeddings(model: CLAP, tokenizer: Any, class_names: Sequence[str]
     return emb.float().cpu().numpy().astype(np.float32), prompts
 
 
-def decode_audio_48k(video_path: Path | str, max_seconds: float | None = 10.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Mono float32 48 kHz audio of the source video's first audio stream (at most ``max_seconds``; None:
-    all of it).
-
-    ffmpeg (argument list) resamples each channel with soxr at 20-bit precision (librosa's ``soxr_hq``
-    is the same library/quality); the channels are then averaged (librosa ``to_mono``). A video without
-    audio gives silence of the video's duration and ``has_audio: False``.
-    """
-    from extractors.media import _run_ffmpeg, _url, probe
-
-    src = Path(video_path)
-    info = probe(src)
-    meta: dict[str, Any] = {"has_audio": bool(info.has_audio), "source_sample_rate": info.sample_rate,
-                            "source_channels": info.channels, "resampler": "ffmpeg aresample soxr precision=20"}
-    if not info.has_audio or info.audio_stream_index is None:
-        dur = info.duration_s if info.duration_s is not None else float(max_seconds or 0.0)
-        n = int(round(min(dur, max_seconds or dur) * SAMPLE_RATE))
-        return np.zeros(n, np.float32), meta
-    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
-    raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn", *limit,
-                            "-af", f"aresample={SAMPLE_RATE}:resampler=soxr:precision=20",
-                            "-acodec", "pcm_f32le", "-f", "f32le", "pipe:1"], "48 kHz audio decode", capture_stdout=True)
-    ch = int(info.channels or 1)
-    x = np.frombuffer(raw, dtype="<f4")
-    x = x[: x.size - x.size % ch].reshape(-1, ch).mean(axis=1)
-    return x.astype(np.float32), meta
-
-
 __all__ = [
     "CLAP", "CLAP_CHECKPOINTS", "DEFAULT_CHECKPOINT", "HTSAT", "ByteFallbackTokenizer", "RobertaBPETokenizer",
     "build_clap", "clap_audio_features", "clap_feature_maps", "clap_text_embeddings", "convert_laion_clap",
-    "decode_audio_48k", "default_n_segments", "maps_to_seconds", "quantize_int16", "repeatpad", "segment_bounds",
+    "default_n_segments", "maps_to_seconds", "quantize_int16", "repeatpad", "segment_bounds",
     "valor_window", "window_bounds",
 ]
