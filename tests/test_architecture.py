@@ -176,3 +176,79 @@ def test_checker_sees_function_local_and_upward_imports() -> None:
     assert layer_of("extractors.worker") == LAYERS.index("extractors")
     assert layer_of("extractors.llp.clap") == LAYERS.index("extractors.llp")
     assert layer_of("models") == -1
+
+
+# ---------------------------------------------------------------- one decode loop, one window builder
+# Issue #25: frames were read three ways, windows built three ways, audio decoded three ways. Each now has one
+# home; these checks fail when a second one comes back. They parse the modules (nothing is imported).
+FRAME_SOURCE = "extractors.frames"  # iter_frames (OpenCV or ffmpeg's fps filter) and window_groups
+AUDIO_SOURCE = "extractors.media"  # decode_audio / load_audio: every audio decode and resample
+GONE = ("iter_frames_rgb", "_window_groups", "iter_windows", "decode_audio_16k", "decode_audio_48k",
+        "decode_audio_int16", "hann_periodic", "_FlowSource")
+
+
+def _source(module: str) -> str:
+    return MODULES[module].read_text(encoding="utf-8")
+
+
+def defs_in(source: str) -> list[str]:
+    return [n.name for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+
+
+def uses_in(source: str, names: set[str]) -> list[int]:
+    """Lines where ``x.<name>`` or a bare or imported ``<name>`` is used, for any of ``names``."""
+    return [n.lineno for n in ast.walk(ast.parse(source))
+            if (isinstance(n, ast.Attribute) and n.attr in names) or (isinstance(n, ast.Name) and n.id in names)
+            or (isinstance(n, ast.alias) and n.name in names)]
+
+
+def audio_decoding_in(source: str) -> list[int]:
+    """Lines that import resampy or build an ffmpeg audio decode (``pcm_*`` output, ``aresample``)."""
+    return [getattr(n, "lineno", 0) for n in ast.walk(ast.parse(source))
+            if (isinstance(n, ast.alias) and n.name.split(".")[0] == "resampy")
+            or (isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith(("pcm_", "aresample")))]
+
+
+@pytest.mark.parametrize("name", ["num_windows", "window_groups", "iter_frames", "load_audio", "compute_flow",
+                                  "periodic_hann"])
+def test_one_definition_of_each_decode_and_window_function(name: str) -> None:
+    where = [m for m in MODULES if name in defs_in(_source(m))]
+    assert len(where) == 1, f"{name} is defined in {where}: one frame source, window builder, audio decode"
+
+
+def test_the_replaced_duplicates_stay_gone() -> None:
+    back = [f"{m}: {n}" for m in MODULES for n in defs_in(_source(m)) if n in GONE]
+    assert not back, "a second decode/window path came back (use extractors.frames / extractors.media):\n" + \
+        "\n".join(back)
+
+
+def test_only_the_frame_source_opens_videos_for_frames() -> None:
+    bad = [f"{MODULES[m].relative_to(ROOT)}:{line}" for m in MODULES if m != FRAME_SOURCE
+           for line in uses_in(_source(m), {"VideoCapture", "read_frames"})]
+    assert not bad, f"only {FRAME_SOURCE} reads video frames (cv2.VideoCapture, imageio_ffmpeg.read_frames):\n" + \
+        "\n".join(bad)
+
+
+def test_only_the_audio_module_decodes_and_resamples_audio() -> None:
+    bad = []
+    for m in MODULES:
+        if m == AUDIO_SOURCE:
+            continue
+        bad += [f"{m}:{line} uses {AUDIO_SOURCE}'s private helpers"
+                for line in uses_in(_source(m), {"_run_ffmpeg", "_url", "_write_wav"})]
+        bad += [f"{m}:{line} resamples or decodes audio itself" for line in audio_decoding_in(_source(m))]
+    assert not bad, f"only {AUDIO_SOURCE} decodes audio (decode_audio / load_audio):\n" + "\n".join(bad)
+
+
+def test_decode_checks_see_a_second_path() -> None:
+    """The checks above would catch the old code (issue #25's three readers)."""
+    old_r21d = "import cv2\n\ndef iter_frames_rgb(p):\n    cap = cv2.VideoCapture(str(p))\n"
+    assert defs_in(old_r21d) == ["iter_frames_rgb"] and set(defs_in(old_r21d)) <= set(GONE)
+    assert uses_in(old_r21d, {"VideoCapture", "read_frames"}) == [4]
+    old_clap = ("def decode_audio_48k(src):\n    from extractors.media import _run_ffmpeg, _url\n"
+                "    return _run_ffmpeg(src, ['-af', 'aresample=48000', '-acodec', 'pcm_f32le'])\n")
+    assert uses_in(old_clap, {"_run_ffmpeg", "_url"}) == [2, 2, 3]
+    assert audio_decoding_in(old_clap) == [3, 3]
+    assert audio_decoding_in("import resampy\n") == [1]
+    assert FRAME_SOURCE in MODULES and AUDIO_SOURCE in MODULES

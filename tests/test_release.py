@@ -206,6 +206,15 @@ def test_run_names_with_seeds_and_controls():
     assert split_control("clasp_shuffled_seed1") == ("clasp", True) and split_control("clasp_seed1") == ("clasp", False)
     assert parse_model_name("ccnet-full_shuffled_seed2") == ("ccnet", "full")
     assert base_model("ccnet-full_shuffled_seed2") == base_model("ccnet") == "ccnet"
+    # the builder is the parsers' inverse (models.run.names: the rules, compare and reproduce build names with it)
+    from models.run.names import run_name
+
+    assert run_name("ccnet-full", control=True, seed=2) == "ccnet-full_shuffled_seed2"
+    assert run_name("clasp") == "clasp" and run_name("clasp", seed=0) == "clasp_seed0"
+    for name in ("clasp", "clasp_shuffled", "clasp_seed3", "ccnet-weak_shuffled_seed12"):
+        seed = split_seed(name)[1]
+        model, control = split_control(name)
+        assert run_name(model, control, seed) == name
 
 
 def test_reproduce_table_mean_std_over_seeds_and_the_chance_line(tmp_path):

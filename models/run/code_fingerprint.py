@@ -33,6 +33,7 @@ _COMMON = (
     "models/localizers/pooling.py",
     "models/localizers/postprocess.py",
     "models/localizers/registry.py",
+    "models/run/names.py",
     "models/run/pipeline.py",
     "models/run/runtime.py",
 )
@@ -62,8 +63,8 @@ STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_F
 
 def base_model(name: str) -> str:
     """Registry name of a workflow model name: ``ccnet-full_shuffled_seed2`` -> ``ccnet``
-    (:func:`models.run.pipeline.parse_model_name`, the one parser of the name grammar)."""
-    from models.run.pipeline import parse_model_name
+    (:func:`models.run.names.parse_model_name`, the one parser of the name grammar)."""
+    from models.run.names import parse_model_name
 
     return parse_model_name(name)[0]
 

@@ -32,6 +32,7 @@ import pandas as pd
 
 from extractors.io import write_text
 from models.localizers.registry import get_entry
+from models.run.names import run_name
 
 THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
@@ -101,7 +102,7 @@ def compare(
         extra = dict(spec[2]) if len(spec) > 2 else {}  # type: ignore[misc]
         overrides = {**extra, **supervision_overrides(name, sup)}
         for control in ([False, True] if controls else [False]):
-            run = out / f"{name}_{sup}{'_shuffled' if control else ''}"
+            run = out / run_name(f"{name}_{sup}", control)
             ckpt = train(name, train_ds, val_ds, run, cfg_overrides=overrides, epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed, device=device, shuffle_labels=control, progress=progress,
                          **(train_kwargs or {}))
@@ -290,7 +291,7 @@ def write_reproduce(out_md: str | os.PathLike[str], out_csv: str | os.PathLike[s
         if r["source"] == "ours":
             src = "ours: `" + r["model"] + "`"
         elif r["source"] == "control":
-            src = "chance: `" + r["model"] + "_shuffled` (shuffled labels)"
+            src = "chance: `" + run_name(r["model"], control=True) + "` (shuffled labels)"
         else:
             src = "published" + (f" (`{r['model']}` not run)" if r["model"] and r["model"] not in shown else "")
         vals = " | ".join(_cell(r, c) for c in PUBLISHED_COLUMNS)

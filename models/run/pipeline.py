@@ -1,12 +1,12 @@
 """Glue between the Snakemake rules and the models package: how a dataset entry of the config becomes
-train / validation / test datasets, and how a workflow model name (``ccnet-weak``) becomes a registry
-name plus supervision. Kept here (not in rule bodies) so it is importable and tested."""
+train / validation / test datasets, and how a workflow model name (``ccnet-weak``, parsed by
+:mod:`models.run.names`) becomes a registry name plus supervision overrides. Kept here (not in rule
+bodies) so it is importable and tested."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +20,13 @@ from models.data.dataset import (
     class_list,
     read_activitynet,
     read_unav,
+)
+from models.run.names import (  # noqa: F401 - the name grammar, re-exported for the run scripts
+    CONTROL_SUFFIX,
+    parse_model_name,
+    run_name,
+    split_control,
+    split_seed,
 )
 
 log = logging.getLogger("models.run.pipeline")
@@ -67,37 +74,6 @@ class Heartbeat:
     def finish(self) -> None:
         logging.getLogger("avloc.progress").info("%s: %d / %d in %.0f s", self.what, self.done, self.total,
                                                  self._clock() - self.t0)
-
-
-CONTROL_SUFFIX = "_shuffled"
-SEED_RE = re.compile(r"(.+)_seed(\d+)")  # workflow/rules/models.smk train_spec reads the same suffix
-
-
-def split_seed(name: str) -> tuple[str, int | None]:
-    """``clasp_shuffled_seed2`` -> (``clasp_shuffled``, 2): a run of a multi-seed reproduction
-    (``reproduce: {seeds: [...]}``) other than the dataset's own ``train.seed``; ``clasp`` -> (``clasp``,
-    None = that seed). Run names read ``<model>[_shuffled][_seed<k>]``."""
-    m = SEED_RE.fullmatch(name)
-    return (m.group(1), int(m.group(2))) if m else (name, None)
-
-
-def split_control(name: str) -> tuple[str, bool]:
-    """``clasp_shuffled`` -> (``clasp``, True): the workflow's name for a model's label-shuffled control
-    (same data, recipe and seed; training labels permuted across videos, ``models.train``); a seed suffix
-    is dropped (:func:`split_seed`)."""
-    name = split_seed(name)[0]
-    if name.endswith(CONTROL_SUFFIX):
-        return name[: -len(CONTROL_SUFFIX)], True
-    return name, False
-
-
-def parse_model_name(name: str) -> tuple[str, str | None]:
-    """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default);
-    a control's ``_shuffled`` and a run's ``_seed<k>`` suffix are ignored (see :func:`split_control`)."""
-    base, _, sup = split_control(name)[0].partition("-")
-    if sup and sup not in ("weak", "full"):
-        raise ValueError(f"model {name!r}: supervision suffix must be -weak or -full")
-    return base, (sup or None)
 
 
 def model_overrides(name: str) -> tuple[str, dict[str, Any]]:
