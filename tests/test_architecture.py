@@ -176,3 +176,25 @@ def test_checker_sees_function_local_and_upward_imports() -> None:
     assert layer_of("extractors.worker") == LAYERS.index("extractors")
     assert layer_of("extractors.llp.clap") == LAYERS.index("extractors.llp")
     assert layer_of("models") == -1
+
+
+def _class_fields(path: Path) -> dict[str, set[str]]:
+    """Annotated class-level names of every class in ``path``: the fields a dataclass declares."""
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            out[node.name] = {s.target.id for s in node.body
+                              if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    return out
+
+
+def test_decode_defaults_are_written_once() -> None:
+    """The Soft-NMS decode settings live in ``DecodeConfig``; a model config that needs them inherits them
+    (``PyramidConfig(DecodeConfig, ModelConfig)``) instead of writing the defaults a second time."""
+    decode = _class_fields(MODULES["models.localizers.decoding"])["DecodeConfig"]
+    assert {"pre_nms_thresh", "nms_sigma", "max_seg_num"} <= decode
+    again = [f"{MODULES[m].relative_to(ROOT)}: {cls} declares {sorted(names & decode)}"
+             for m in MODULES if m.startswith("models")
+             for cls, names in _class_fields(MODULES[m]).items()
+             if names & decode and (m, cls) != ("models.localizers.decoding", "DecodeConfig")]
+    assert not again, "decode defaults written outside models.localizers.decoding.DecodeConfig:\n" + "\n".join(again)

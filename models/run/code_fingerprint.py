@@ -47,11 +47,13 @@ PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run
                                   "extractors/errors.py")  # a failed video's record is its prediction
 
 # A model's own modules (the localizer and the model-specific modules it builds on).
-_PYRAMID = ("models/localizers/heads.py", "models/localizers/losses.py")
+_LOSSES = ("models/localizers/losses.py", "models/localizers/targets.py")  # dense and weak losses
+_PYRAMID = (*_LOSSES, "models/localizers/decoding.py", "models/localizers/heads.py", "models/localizers/layers.py",
+            "models/localizers/optim.py", "models/localizers/pyramid.py", "models/localizers/tdm.py")
 MODEL_FILES: dict[str, tuple[str, ...]] = {
     "mil": ("models/localizers/mil.py",),
     "clasp": ("models/localizers/clasp.py", "models/localizers/mil.py"),
-    "avel": ("models/localizers/avel.py", *_PYRAMID),
+    "avel": ("models/localizers/avel.py", *_LOSSES),
     "ccnet": ("models/localizers/ccnet.py", *_PYRAMID),
     "dave": ("models/localizers/dave.py", *_PYRAMID),
     "ear": ("models/avvp/ear.py",),

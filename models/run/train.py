@@ -13,7 +13,7 @@ is recorded as ``selection: {split: 'validation' | 'train-holdout', n: ..., vide
 ``config.json``, ``best.pt``/``last.pt`` and (through the checkpoint) ``metrics.json``.
 
 Recipe fields read from the model config when it has them (the pyramid models' recipe,
-:class:`models.localizers.heads.PyramidConfig`; other models keep their own defaults):
+:class:`models.localizers.pyramid.PyramidConfig`; other models keep their own defaults):
 ``grad_clip`` (L2 norm clipping; the ``grad_clip`` argument overrides it), ``ema_decay``
 (an exponential moving average of the weights, updated after every optimizer step, is what is
 validated, selected and written to ``best.pt``, as UnAV/ActionFormer's ``ModelEma``: ttgeng233/UnAV
