@@ -280,7 +280,7 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
 def test_dense_arrays_from_unav_style_annotations() -> None:
     from extractors.recipes import get_recipe
     from models.avvp.train import dense_arrays
-    from models.data.dataset import Segment, VideoAnnotation
+    from models.data.annotations import Segment, VideoAnnotation
 
     rec = get_recipe("unav100")  # step 0.32 s, centre of step t at 0.48 + 0.32 t
     ann = VideoAnnotation("v 1", "train", 5.0, [Segment(0.48, 1.12, "dog"), Segment(1.0, 1.5, "cat")])

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from extractors.recipes import get_recipe
-from models.data.dataset import FeatureDataset, FeatureStore, Segment, VideoAnnotation
+from models.data.annotations import Segment, VideoAnnotation
+from models.data.dataset import FeatureDataset
+from models.data.store import FeatureStore
 from models.data.synthetic import PlantedConfig, make_planted
 from models.localizers.ccnet import CCNet, CCNetConfig
 from models.localizers.clasp import CLASP, CLASPConfig

@@ -307,7 +307,7 @@ class EAR(nn.Module):
         av = pa & pv
         score = (out["prob_a"] * out["prob_v"]).sqrt().transpose(1, 2).detach().cpu().numpy()
         # a run of whole steps a..b is the segment [a - 0.5, b + 0.5) in the repository's
-        # feature-step convention (models.data.dataset), i.e. seconds [a, b + 1) with LLP's 1 s steps
+        # feature-step convention (models.data.steps), i.e. seconds [a, b + 1) with LLP's 1 s steps
         return [[(s - 0.5, e - 0.5, c, sc) for s, e, c, sc in events_from_binary(av[i], score[i])]
                 for i in range(av.shape[0])]
 

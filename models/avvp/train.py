@@ -165,11 +165,11 @@ def dense_arrays(videos: list[tuple[Any, np.ndarray, np.ndarray]], classes: list
     """Stage-1 arrays from UnAV-style data: ``videos`` = ``[(VideoAnnotation, audio (T, Da),
     visual (T, Dv)), ...]`` (CLAP / CLIP features on the recipe's steps), AV segments in seconds.
 
-    Segments map to feature steps with the repository convention (``models.data.dataset``): step
+    Segments map to feature steps with the repository convention (``models.data.steps``): step
     ``x = (seconds - recipe.center_offset_s) / recipe.step_s``, a step is covered when its centre lies
     inside the segment. Sequences are cut or zero-padded to ``t_max`` with a mask.
     """
-    from models.data.dataset import render_segments
+    from models.data.steps import render_segments
 
     cidx = {c: i for i, c in enumerate(classes)}
     n = len(videos)

@@ -26,7 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 # Every model's training and evaluation runs these (model-independent layers, the data path, the loop).
 _COMMON = (
     "extractors/recipes.py",  # windows -> seconds, t_max: decides what the model sees and what is scored
+    "models/data/activitynet.py",
+    "models/data/annotations.py",
     "models/data/dataset.py",
+    "models/data/steps.py",
+    "models/data/store.py",
+    "models/data/unav.py",
     "models/localizers/base.py",
     "models/localizers/class_prior.py",
     "models/localizers/input_norm.py",

@@ -147,7 +147,10 @@ def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, class_list, read_unav
+    from models.data.annotations import class_list
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
     ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")

@@ -212,7 +212,9 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     ap = argparse.ArgumentParser(description="Evaluate a trained localizer checkpoint (dense mAP).")
     ap.add_argument("--model", required=True)

@@ -11,14 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from extractors.recipes import Recipe
-from models.data.dataset import (
-    FeatureDataset,
-    FeatureStore,
-    VideoAnnotation,
-    class_list,
-    read_activitynet,
-    read_unav,
-)
+from models.data.activitynet import read_activitynet
+from models.data.annotations import VideoAnnotation, class_list
+from models.data.dataset import FeatureDataset
+from models.data.store import FeatureStore
+from models.data.unav import read_unav
 
 log = logging.getLogger("models.run.pipeline")
 
@@ -89,7 +86,7 @@ def load_splits(store_dir: Path | str, annotations: Path | str, recipe: Recipe,
                 subsets: tuple[str, ...] = ("train", "validation", "test"),
                 classes: list[str] | None = None) -> dict[str, FeatureDataset]:
     """One FeatureDataset per subset over the store. The class list comes from *all* annotations
-    (:func:`models.data.dataset.class_list`, ``label_id`` order where the file has ids), so every split
+    (:func:`models.data.annotations.class_list`, ``label_id`` order where the file has ids), so every split
     and every checkpoint agrees on class indices; ``classes`` overrides it (a checkpoint's own list,
     :func:`checkpoint_classes`). Annotated videos that are not in the store (undecodable, or absent from
     a feature release) are logged and kept as each split's ``without_features``: they are not loaded,

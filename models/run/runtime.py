@@ -129,7 +129,7 @@ def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def read_classes(path: str | None, annotations: dict[str, Any]) -> list[str]:
     """Class list from a JSON list or a one-name-per-line text file; default: sorted labels."""
-    from models.data.dataset import class_list
+    from models.data.annotations import class_list
 
     if path is None:
         return class_list(annotations)

@@ -532,7 +532,9 @@ def parse_kv(items: Sequence[str]) -> dict[str, Any]:
 
 def build_datasets(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     recipe = get_recipe(args.recipe)
     ann = read_unav(args.annotations)

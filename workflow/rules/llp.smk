@@ -72,12 +72,13 @@ def llp_split_videos(name, split):
 
 
 def _read_llp_split(name, split):
-    from models.data.dataset import read_llp, read_unav
+    from models.data.llp import read_llp
+    from models.data.unav import read_unav
 
     ds = llp_source_dataset(name)
     if ds:  # the CSVs are made by a job; the split is known from the annotations already
         clips = videos(ds)  # first: waits for the demo generator
-        named = {"test": "test", "val": "validation"}  # the others are train (models.data.dataset.unav_to_llp_csvs)
+        named = {"test": "test", "val": "validation"}  # the others are train (models.data.llp.unav_to_llp_csvs)
         ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items()
                if a.subset == named.get(split) or (split == "train" and a.subset not in named.values())]
         return [v for v in ids if v in clips]
