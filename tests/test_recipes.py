@@ -22,8 +22,9 @@ from models.localizers.clasp import CLASP, CLASPConfig
 from models.localizers.dave import MHCABlock
 from models.localizers.pooling import detect_from_probs
 from models.run.evaluate import compute_dataset_metrics
-from models.run.runtime import load_checkpoint
-from models.run.train import VideoSubset, holdout_split, train
+from models.run.runtime import VideoSubset, load_checkpoint
+from models.run.selection import holdout_split
+from models.run.train import train
 
 RECIPE = get_recipe("unav100")
 T_MAX = 32

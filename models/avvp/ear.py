@@ -1,4 +1,7 @@
-"""EAR's AVVP model (papers/ear-avvp.txt §III-C, Eq. 10-16, S-22..S-28): AMDF + ERM + losses.
+"""EAR's AVVP model (EAR paper §III-C, Eq. 10-16, S-22..S-28): AMDF + ERM + losses.
+
+The paper: *EAR: Enhancing Uni-Modal Representations for Weakly Supervised Audio-Visual Video Parsing*
+(docs/recipes.md, "Papers").
 
 Pipeline for one batch (audio ``(B, T, Da)``, visual ``(B, T, Dv)``, mask ``(B, T)``):
 
@@ -68,7 +71,7 @@ from models.localizers.base import Detection, ModelConfig
 GATINGS = ("video", "modality")
 SELECTIONS = ("best_val", "last")
 
-# Where each default comes from when the paper (papers/ear-avvp.txt) names a value that its text lost.
+# Where each default comes from when the EAR paper names a value that its text lost.
 LOST_VALUES: dict[str, str] = {
     "pseudo_threshold": "GeneratorConfig.threshold = 0.5: Eq. 9's theta, value lost; 0.5 is our choice, the "
                         "probability threshold HAN and VALOR apply at inference (main_avvp.py eval, >= 0.5)",

@@ -1,4 +1,4 @@
-"""CCNet (Zhou et al., AAAI 2025, papers/ccnet-davel.txt): dense audio-visual event localization with
+"""CCNet (Zhou et al., AAAI 2025): dense audio-visual event localization with
 Cross-Modal Consistency Collaboration (CMCC) and Multi-Temporal Granularity Collaboration (MTGC).
 
 Pipeline (paper section in brackets):

@@ -3,7 +3,7 @@
 ``compare(train_ds, val_ds, test_ds, models, out_dir, epochs, seed)`` trains every ``(name,
 supervision)`` through :func:`models.run.train.train`, evaluates the best checkpoint on ``test_ds``
 through :func:`models.run.evaluate.evaluate`, optionally also trains a label-shuffled control of each
-(``controls=True``: same data, training labels permuted across videos, see ``models.run.train``), and
+(``controls=True``: same data, training labels permuted across videos, see ``models.run.controls``), and
 writes ``table.md`` and ``table.csv`` (rows = method + supervision [+ control], columns = mAP at
 tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folder.
 
