@@ -29,13 +29,9 @@ One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), fi
   training split (+ ``.json`` with the AVVP scores of the pseudo-labels of every given split that has
   segment ground truth: the paper's Table III is those of the validation and test splits);
 - ``stage3 --train F --val F --test F [--pseudo P] --out DIR``: the AVVP model trained with pseudo-labels
-  (or with video-level labels only when ``--pseudo`` is absent), scored on the validation split after
-  every epoch, and the epoch with the best segment-level Type@AV there evaluated on the test split, as
-  HAN (``YapengTian/AVVP-ECCV20`` ``main_avvp.py``: ``if F >= best_F`` on ``eval(..., label_val)``) and
-  VALOR (``Franklin905/VALOR`` ``main_avvp.py``: ``F_scores['Seg-type'] > best_F['Seg-type']``) select
-  their checkpoint (``EARConfig.select = "best_val"``, the earliest best epoch on ties as VALOR;
-  ``"last"`` keeps the last epoch and needs no ``--val``): ``metrics.json``, ``predictions.json``,
-  ``ear.pt``, ``curve.png``, ``timelines/*.png``.
+  (or with video-level labels only when ``--pseudo`` is absent), its epoch chosen on the validation split
+  (:func:`train_ear`) and evaluated on the test split: ``metrics.json``, ``predictions.json``, ``ear.pt``,
+  ``curve.png``, ``timelines/*.png``.
 
 ``--shuffle-labels`` (stages 2-3) is the label-shuffled control, with the localizers' rule
 (:mod:`models.run.controls`: the permutation of ``seed + 7919``); :func:`run_stages` runs the same stage
@@ -90,7 +86,11 @@ def train_ear(
     the host; each minibatch moves to ``device``. With ``cfg.select == "best_val"`` the validation split
     ``val`` (``audio``, ``visual``, ``gt_a``, ``gt_v``, optional ``mask``) is scored after every epoch
     (its numbers join ``log``) and the model is left with the weights of the earliest epoch of best
-    segment-level Type@AV (``seg_type``). Returns the selection: ``{"by", "epoch", "val"}``."""
+    segment-level Type@AV (``seg_type``), as HAN (``YapengTian/AVVP-ECCV20`` ``main_avvp.py``:
+    ``if F >= best_F`` on ``eval(..., label_val)``) and VALOR (``Franklin905/VALOR`` ``main_avvp.py``:
+    ``F_scores['Seg-type'] > best_F['Seg-type']``, the earliest best epoch on ties) select their checkpoint;
+    ``"last"`` keeps the last epoch and needs no validation split. Returns the selection:
+    ``{"by", "epoch", "val"}``."""
     cfg = model.cfg
     if cfg.use_pseudo and (pseudo_a is None or pseudo_v is None):
         raise ValueError("EARConfig.use_pseudo=True needs pseudo_a and pseudo_v (run stage 2 first)")
