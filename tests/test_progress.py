@@ -7,7 +7,7 @@ import logging
 import sys
 
 from models.run import pipeline
-from models.run.pipeline import Heartbeat
+from models.run.progress import Heartbeat
 
 
 def test_heartbeat_lines_have_counts_seconds_and_eta(caplog):

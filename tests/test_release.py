@@ -18,16 +18,10 @@ import yaml
 from test_workflow import REPO, job_counts, smk
 
 from extractors.recipes import get_recipe
-from models.data.dataset import (
-    Segment,
-    VideoAnnotation,
-    class_list,
-    feature_paths,
-    find_features,
-    label_ids,
-    read_activitynet,
-    read_unav,
-)
+from models.data.activitynet import read_activitynet
+from models.data.annotations import Segment, VideoAnnotation, class_list, label_ids
+from models.data.features import feature_paths, find_features
+from models.data.unav import read_unav
 from models.run.interchange import convert, unav_arrays, write_class_map
 from models.run.metrics import compute_map, load_predictions_json, tious_for, write_predictions_json
 from models.run.pipeline import checkpoint_classes

@@ -425,9 +425,10 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
 
 
 def write_llp_csvs(annotations: Path, out: Path) -> tuple[list[str], list[str], list[str]]:
-    """LLP's CSVs for the demo clips (models.data.dataset.unav_to_llp_csvs); the train, validation and
+    """LLP's CSVs for the demo clips (models.data.llp.unav_to_llp_csvs); the train, validation and
     test ids (validation clips go to ``AVVP_val_pd.csv``)."""
-    from models.data.dataset import read_unav, unav_to_llp_csvs
+    from models.data.llp import unav_to_llp_csvs
+    from models.data.unav import read_unav
 
     anns = read_unav(annotations)
     unav_to_llp_csvs(anns, out)

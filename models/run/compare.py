@@ -3,7 +3,7 @@
 ``compare(train_ds, val_ds, test_ds, models, out_dir, epochs, seed)`` trains every ``(name,
 supervision)`` through :func:`models.run.train.train`, evaluates the best checkpoint on ``test_ds``
 through :func:`models.run.evaluate.evaluate`, optionally also trains a label-shuffled control of each
-(``controls=True``: same data, training labels permuted across videos, see ``models.run.train``), and
+(``controls=True``: same data, training labels permuted across videos, see ``models.run.controls``), and
 writes ``table.md`` and ``table.csv`` (rows = method + supervision [+ control], columns = mAP at
 tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folder.
 
@@ -148,7 +148,10 @@ def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, class_list, read_unav
+    from models.data.annotations import class_list
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
     ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")

@@ -89,7 +89,7 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
     """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
     from models.data.dataset import make_loader
     from models.localizers.postprocess import step_events_to_seconds
-    from models.run.pipeline import Heartbeat
+    from models.run.progress import Heartbeat
 
     recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
@@ -219,7 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     import logging
 
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # progress
     ap = argparse.ArgumentParser(description="Evaluate a trained localizer checkpoint (dense mAP).")

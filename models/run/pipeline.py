@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from extractors.recipes import Recipe
-from models.data.dataset import (
-    FeatureDataset,
-    FeatureStore,
-    VideoAnnotation,
-    class_list,
-    read_activitynet,
-    read_unav,
-)
+from models.data.activitynet import read_activitynet
+from models.data.annotations import VideoAnnotation, class_list
+from models.data.dataset import FeatureDataset
+from models.data.store import FeatureStore
+from models.data.unav import read_unav
 from models.run.names import (  # noqa: F401 - the name grammar, re-exported for the run scripts
     CONTROL_SUFFIX,
     parse_model_name,
@@ -50,32 +45,6 @@ def log_to_file(path: str | Path) -> None:
         logging.getLogger("avloc.progress").addHandler(to_console)
 
 
-class Heartbeat:
-    """``what: i / n (s, ETA)`` lines on the ``avloc.progress`` logger (the rule's log and the console, see
-    :func:`log_to_file`) at most every ``every_s`` seconds and once at the end: a full-size store build or
-    evaluation runs for minutes, and silence looks hung."""
-
-    def __init__(self, what: str, total: int, every_s: float = 30.0,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
-        self.what, self.total, self.every_s, self.done = what, int(total), float(every_s), 0
-        self._clock = clock
-        self.t0 = self.last = self._clock()
-        logging.getLogger("avloc.progress").info("%s: 0 / %d", what, self.total)
-
-    def tick(self, n: int = 1) -> None:
-        self.done += n
-        now = self._clock()
-        if now - self.last >= self.every_s and self.done < self.total:
-            self.last = now
-            rate = self.done / max(now - self.t0, 1e-9)
-            logging.getLogger("avloc.progress").info("%s: %d / %d, %.0f s in, ETA %.0f s", self.what, self.done,
-                                                     self.total, now - self.t0, (self.total - self.done) / rate)
-
-    def finish(self) -> None:
-        logging.getLogger("avloc.progress").info("%s: %d / %d in %.0f s", self.what, self.done, self.total,
-                                                 self._clock() - self.t0)
-
-
 def model_overrides(name: str) -> tuple[str, dict[str, Any]]:
     from models.localizers.registry import get_entry
     from models.run.compare import supervision_overrides
@@ -93,7 +62,7 @@ def load_splits(store_dir: Path | str, annotations: Path | str, recipe: Recipe,
                 subsets: tuple[str, ...] = ("train", "validation", "test"),
                 classes: list[str] | None = None) -> dict[str, FeatureDataset]:
     """One FeatureDataset per subset over the store. The class list comes from *all* annotations
-    (:func:`models.data.dataset.class_list`, ``label_id`` order where the file has ids), so every split
+    (:func:`models.data.annotations.class_list`, ``label_id`` order where the file has ids), so every split
     and every checkpoint agrees on class indices; ``classes`` overrides it (a checkpoint's own list,
     :func:`checkpoint_classes`). Annotated videos that are not in the store (undecodable, or absent from
     a feature release) are logged and kept as each split's ``without_features``: they are not loaded,

@@ -104,7 +104,7 @@ def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: 
     most of a 216 s evaluation) while a person looks at a few dozen; the metrics always cover every video.
     """
     from models.run.metrics import load_predictions_json
-    from models.run.pipeline import Heartbeat
+    from models.run.progress import Heartbeat
 
     preds = load_predictions_json(predictions_json)
     out_dir = Path(out_dir)

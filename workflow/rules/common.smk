@@ -12,7 +12,7 @@
 #
 # A dataset can instead say where its features already are (`features: {from: <folder>, layout:
 # unav_release | ours, prefix: ""}`): no video, no media or feature job; the annotated videos whose feature
-# files are all there go straight into the store (models.data.dataset.find_features), the others are listed
+# files are all there go straight into the store (models.data.features.find_features), the others are listed
 # with the missing files in logs/<ds>/missing_features.tsv and the summary, and at evaluation their ground
 # truth counts as missed (models.run.pipeline.load_splits), as in the reference evaluator.
 
@@ -76,7 +76,7 @@ def features_source(ds):
 
 
 def source_feature_paths(ds, vid):
-    from models.data.dataset import feature_paths  # imported on use: it loads torch, which demo-only DAGs skip
+    from models.data.features import feature_paths  # imported on use: demo-only DAGs skip it
 
     src = features_source(ds)
     return feature_paths(vid, src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
@@ -85,7 +85,7 @@ def source_feature_paths(ds, vid):
 def discover_features(ds):
     """Accepted (every feature file present) and missing annotated videos of a features-only dataset;
     one directory listing per feature folder, so 10k videos cost milliseconds."""
-    from models.data.dataset import find_features
+    from models.data.features import find_features
     from models.run.pipeline import read_annotations
 
     src = features_source(ds)
@@ -407,12 +407,13 @@ def llp_split_videos(name, split):
 
 
 def _read_llp_split(name, split):
-    from models.data.dataset import read_llp, read_unav
+    from models.data.llp import read_llp
+    from models.data.unav import read_unav
 
     ds = llp_source_dataset(name)
     if ds:  # the CSVs are made by a job; the split is known from the annotations already
         clips = videos(ds)  # first: waits for the demo generator
-        named = {"test": "test", "val": "validation"}  # the others are train (models.data.dataset.unav_to_llp_csvs)
+        named = {"test": "test", "val": "validation"}  # the others are train (models.data.llp.unav_to_llp_csvs)
         ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items()
                if a.subset == named.get(split) or (split == "train" and a.subset not in named.values())]
         return [v for v in ids if v in clips]

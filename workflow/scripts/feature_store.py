@@ -1,4 +1,4 @@
-"""Snakemake script: build the dataset's memory-mapped feature store (models.data.dataset.FeatureStore) from
+"""Snakemake script: build the dataset's memory-mapped feature store (models.data.store.FeatureStore) from
 this run's features or from a feature release (`features: {from, layout, prefix}`). Videos whose feature job
 published a failure record (extractors.errors.read_failure) are left out, kept in the store's meta and listed
 in logs/<ds>/failed_videos.tsv (video, stage, reason)."""
@@ -10,8 +10,10 @@ from pathlib import Path
 from extractors.discovery import tsv_text
 from extractors.errors import read_failure
 from extractors.io import write_text
-from models.data.dataset import FeatureStore, load_video_features
-from models.run.pipeline import Heartbeat, log_to_file
+from models.data.features import load_video_features
+from models.data.store import FeatureStore
+from models.run.pipeline import log_to_file
+from models.run.progress import Heartbeat
 
 snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
