@@ -69,16 +69,17 @@ def test_best_validation_epoch_is_kept() -> None:
     model, log = _small_ear(**cfg), []
     sel = train_ear(model, train["audio"], train["visual"], train["labels"], seed=0, log=log, val=val)
     scores = [h["val_seg_type"] for h in log]
-    assert len(scores) == 6 and sel["epoch"] == int(np.argmax(scores)) and sel["by"] == "best validation seg_type"
+    assert [h["epoch"] for h in log] == [1, 2, 3, 4, 5, 6]  # numbered from 1, as models.run.train's log.jsonl
+    assert len(scores) == 6 and sel["epoch"] == int(np.argmax(scores)) + 1 and sel["by"] == "best validation seg_type"
     pred = predict_ear(model, val["audio"], val["visual"])
     assert avvp_metrics(pred["pred_a"], pred["pred_v"], val["gt_a"], val["gt_v"])["seg_type"] == \
         pytest.approx(max(scores), abs=1e-12)
     assert len(set(np.round(scores, 9))) > 1  # the epochs differ, so the choice matters
     last, log2 = _small_ear(**cfg, select="last"), []
     sel2 = train_ear(last, train["audio"], train["visual"], train["labels"], seed=0, log=log2)
-    assert sel2 == {"by": "last epoch", "epoch": 5, "val": None} and "val_seg_type" not in log2[0]
+    assert sel2 == {"by": "last epoch", "epoch": 6, "val": None} and "val_seg_type" not in log2[0]
     # the same training run: the last epoch's weights differ from the chosen one unless it is the last
-    if sel["epoch"] != 5:
+    if sel["epoch"] != 6:
         assert any(not torch.equal(p, q) for p, q in zip(model.state_dict().values(), last.state_dict().values(),
                                                            strict=True))
     with pytest.raises(ValueError, match="validation split"):
