@@ -9,6 +9,8 @@ def summary_inputs(wc):
     if spec.get("models"):
         files["metrics"] = expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=dataset_models(ds))
         files["compare"] = f"results/{ds}/compare.md"
+        if spec.get("annotations"):  # the page says what the data is, read from this file
+            files["annotations"] = spec["annotations"]
     if "predict_with" in spec:
         model = spec["predict_with"]["model"]
         files["predictions"] = [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]
@@ -24,6 +26,9 @@ rule summary:
     params:
         rejected=lambda wc: json.dumps(rejected(wc.ds), sort_keys=True),
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        generator=lambda wc: json.dumps(DATASETS[wc.ds].get("generate_demo"), sort_keys=True),
+        predict_with=lambda wc: json.dumps({**DATASETS[wc.ds]["predict_with"], "checkpoint": predictor(wc.ds)}
+                                           if "predict_with" in DATASETS[wc.ds] else None, sort_keys=True),
     log:
         "logs/{ds}/summary.log",
     benchmark:
