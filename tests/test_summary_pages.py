@@ -209,6 +209,27 @@ def test_avvp_page_keeps_the_accuracy_warning_and_shows_the_control(tmp_path) ->
     assert "No label-shuffled control" not in page and 'class="banner"' not in page
     assert "<b>generated pseudo-labels</b>: segment Type@AV 30.0 % vs 10.0 % with shuffled labels: above its control" in page
     assert "<b>video-level labels only</b>: segment Type@AV 5.0 % vs 10.0 % with shuffled labels: NOT above" in page
+    assert "Only 2 test clip(s)" in page
+
+
+def test_avvp_page_says_when_a_run_predicted_nothing(tmp_path) -> None:
+    """A run that predicts no event scores 0.0 wherever there is ground truth: the page says so."""
+    from models.avvp.metrics import avvp_scores
+
+    gt = np.zeros((2, 3, 10))
+    gt[:, 0, 1:4] = 1
+    silent = avvp_scores(np.zeros_like(gt), np.zeros_like(gt), gt, gt)
+    assert all(v == 0.0 for v in silent.values())  # by hand: every class with ground truth has F = 0
+    runs = [_avvp_run(tmp_path, "video", 0.0), _avvp_run(tmp_path, "pseudo", 0.3)]
+    (tmp_path / "video" / "predictions.json").write_text(json.dumps(
+        {"segment_seconds": 1.0, "videos": {"a": {"audio": [], "visual": []}, "b": {"audio": [], "visual": []}}}))
+    (tmp_path / "pseudo" / "predictions.json").write_text(json.dumps(
+        {"segment_seconds": 1.0, "videos": {"a": {"audio": [[1, 4, "x", 0.9]], "visual": [[1, 4, "x", 0.8],
+                                                                                        [5, 6, "y", 0.6]]}}}))
+    summary.write_avvp_summary(tmp_path / "p.html", "demo_llp", runs)
+    page = (tmp_path / "p.html").read_text()
+    assert "<b>video-level labels only</b>: predicted no event on the test clips" in page
+    assert "<b>generated pseudo-labels</b>: 1 audio and 2 visual event(s) predicted" in page
 
 
 # ------------------------------------------------------------------ a real browser

@@ -420,6 +420,39 @@ def _avvp_protocol_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str
     return out
 
 
+def predicted_event_counts(predictions_json: Path | str) -> dict[str, int]:
+    """Events a stage-3 run predicted on the test split, per modality (``predictions.json``)."""
+    videos = json.loads(Path(predictions_json).read_text()).get("videos", {})
+    return {mod: sum(len(v.get(mod, [])) for v in videos.values()) for mod in ("audio", "visual")}
+
+
+def _avvp_prediction_lines(metrics: Sequence[Path], runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """How much each run predicted on the test split, and what a 0.0 means. Why: HAN's evaluator scores a
+    class with ground truth and no prediction 0 (and a clip with neither 1.0), so a run that predicts
+    nothing shows 0.0 wherever there is ground truth; on a tiny split that reads like a bug."""
+    out = []
+    for m, (mode, r) in zip(metrics, runs, strict=True):
+        pred = Path(m).parent / "predictions.json"
+        if not pred.exists() or not r.get("test"):
+            continue
+        n = predicted_event_counts(pred)
+        name = html.escape(AVVP_MODES.get(mode, mode))
+        if n["audio"] + n["visual"] == 0:
+            out.append(f"<p><b>{name}</b>: predicted no event on the test clips, so every score with ground truth "
+                       "behind it is 0 (HAN's evaluator: a class with ground truth and no prediction scores 0; a "
+                       "clip and modality with neither scores 1.0). A 0.0 here is the model's silence, not a "
+                       "fault of the metric.</p>")
+        else:
+            out.append(f"<p><b>{name}</b>: {n['audio']} audio and {n['visual']} visual event(s) predicted on the "
+                       "test clips.</p>")
+    cov = next((r["test_videos"] for _, r in runs if r.get("test_videos")), None)
+    if cov and cov["scored"] < 10:
+        out.append(f"<p>Only {cov['scored']} test clip(s): each F-score rests on a handful of segments and events, "
+                   "so one event more or less moves it by tens of points, and the validation split's numbers "
+                   "(above) can differ from the test split's by as much.</p>")
+    return out
+
+
 def _avvp_control_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """The label-shuffled control's verdict (as :func:`_control_verdicts` for the localizers), or why
     the page has none: without it a low or a high F-score cannot be read against chance."""
@@ -464,6 +497,7 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
                  "type = Type@AV, event = Event@AV.</p>")
     parts.extend(_avvp_protocol_lines(runs))
     parts.extend(_avvp_control_lines(runs))
+    parts.extend(_avvp_prediction_lines(metrics, runs))
     table3 = pseudo_label_rows(runs)
     if table3:
         parts.append("<h2>Pseudo-label quality, F-score (%) (the paper's Table III)</h2>")
