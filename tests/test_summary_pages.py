@@ -249,3 +249,21 @@ def test_page_renders_in_headless_chromium(tmp_path) -> None:
     dom = out.stdout
     comparison = dom.split("<h2>Comparison</h2>")[1]
     assert "<table><tbody><tr><th>Method</th>" in comparison
+
+
+def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:
+    """demo_llp: 3 training clips, 2 test clips whose classes are mostly absent from training -> every
+    test score 0.0 is the data, not the metric; the page says which classes."""
+    from extractors.io import save_npz
+
+    names = np.array(["bars_hum", "blue_chirp", "fractal_hiss", "red_beep"])
+    save_npz(tmp_path / "train.npz", labels=np.array([[0, 1, 0, 0], [0, 1, 1, 0], [1, 1, 0, 0]], np.float32),
+             class_names=names)
+    save_npz(tmp_path / "test.npz", labels=np.array([[0, 0, 1, 1], [1, 0, 0, 1]], np.float32), class_names=names)
+    cov = summary.unseen_test_classes(tmp_path / "train.npz", tmp_path / "test.npz")
+    assert cov == {"test": ["bars_hum", "fractal_hiss", "red_beep"], "unseen": ["red_beep"], "n_train": 3, "n_test": 2}
+    runs = [_avvp_run(tmp_path, "video", 0.0)]
+    summary.write_avvp_summary(tmp_path / "u.html", "demo_llp", runs, train_npz=tmp_path / "train.npz",
+                               test_npz=tmp_path / "test.npz")
+    page = (tmp_path / "u.html").read_text()
+    assert "<b>1 of the 3 classes in the 2 test clip(s) never occur in the 3 training clip(s)' labels</b> (red_beep)" in page

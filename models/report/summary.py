@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from extractors.io import atomic_path
 
 
@@ -453,6 +455,29 @@ def _avvp_prediction_lines(metrics: Sequence[Path], runs: Sequence[tuple[str, di
     return out
 
 
+def unseen_test_classes(train_npz: Path | str, test_npz: Path | str) -> dict[str, Any]:
+    """Classes of the test split's video labels, and those no training video carries. Why: a model
+    cannot name a class it never saw labelled; on a tiny split that alone can put every score at 0."""
+    from extractors.io import load_npz
+
+    train, test = load_npz(train_npz), load_npz(test_npz)
+    names = [str(c) for c in test.get("class_names", [f"class {i}" for i in range(test["labels"].shape[1])])]
+    in_test = np.flatnonzero(np.asarray(test["labels"]).max(0) > 0)
+    in_train = set(np.flatnonzero(np.asarray(train["labels"]).max(0) > 0).tolist())
+    return {"test": [names[c] for c in in_test], "unseen": [names[c] for c in in_test if c not in in_train],
+            "n_train": int(np.asarray(train["labels"]).shape[0]), "n_test": int(np.asarray(test["labels"]).shape[0])}
+
+
+def _avvp_coverage_line(cov: dict[str, Any]) -> list[str]:
+    if not cov["unseen"]:
+        return []
+    return [f"<p><b>{len(cov['unseen'])} of the {len(cov['test'])} classes in the {cov['n_test']} test clip(s) "
+            f"never occur in the {cov['n_train']} training clip(s)' labels</b> ({html.escape(', '.join(cov['unseen']))}): "
+            "no model can have learned them, so their ground truth is missed whatever the model does, and a run that "
+            "predicts only the classes it was trained on can score 0.0 on every test metric while its validation "
+            "score (on classes it saw) is not 0.</p>"]
+
+
 def _avvp_control_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
     """The label-shuffled control's verdict (as :func:`_control_verdicts` for the localizers), or why
     the page has none: without it a low or a high F-score cannot be read against chance."""
@@ -472,7 +497,8 @@ def _avvp_control_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]
 
 
 def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
-                       stage1_json: Path | None = None, banner: str = "") -> None:
+                       stage1_json: Path | None = None, banner: str = "",
+                       train_npz: Path | str | None = None, test_npz: Path | str | None = None) -> None:
     """The EAR page of one AVVP benchmark: F-scores (%) per training-label mode (with the epoch chosen
     on the validation split), how many test videos were scored, the pseudo-labels' own scores on the
     validation and test splits (the paper's Table III; the training split's too when it has segment
@@ -498,6 +524,8 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
     parts.extend(_avvp_protocol_lines(runs))
     parts.extend(_avvp_control_lines(runs))
     parts.extend(_avvp_prediction_lines(metrics, runs))
+    if train_npz is not None and test_npz is not None:
+        parts.extend(_avvp_coverage_line(unseen_test_classes(train_npz, test_npz)))
     table3 = pseudo_label_rows(runs)
     if table3:
         parts.append("<h2>Pseudo-label quality, F-score (%) (the paper's Table III)</h2>")

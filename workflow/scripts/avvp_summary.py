@@ -7,4 +7,5 @@ snakemake = globals()["snakemake"]
 log_to_file(snakemake.log[0])
 stage1 = snakemake.input.get("stage1")
 write_avvp_summary(snakemake.output.html, snakemake.wildcards.name, list(snakemake.input.metrics),
-                   stage1_json=stage1 if stage1 else None, banner=snakemake.params.banner)
+                   stage1_json=stage1 if stage1 else None, banner=snakemake.params.banner,
+                   train_npz=snakemake.input.train, test_npz=snakemake.input.test)
