@@ -114,7 +114,9 @@ def _demo_dataset(tmp: Path) -> Path:
     ann.parent.mkdir(parents=True)
     ann.write_text(json.dumps({"database": db}))
     (tmp / "data" / "distractors.json").write_text(json.dumps(
-        {"demo_000": [{"kind": "audio_only"}], "demo_011": [{"kind": "visual_only"}], "demo_012": []}))
+        {"demo_000": [{"segment": [3.84, 5.76], "label": "bars_hum", "kind": "audio_only"}],
+         "demo_011": [{"segment": [5.76, 7.68], "label": "grid_buzz", "kind": "visual_only"}],
+         "demo_012": [{"segment": [0.0, 1.92], "label": "red_beep", "kind": "visual_only"}]}))
     return ann
 
 
@@ -124,6 +126,10 @@ def _model_run(res: Path, name: str, avg: float, n_holdout: int = 2) -> Path:
     met = {"avg": avg, "reported": {k: avg for k in ("0.5", "0.6", "0.7", "0.8", "0.9")}, "n_videos": 8,
            "selection": {"split": "train-holdout", "n": n_holdout, "frac": 0.2, "video_ids": ["demo_003", "demo_007"]}}
     (d / "metrics.json").write_text(json.dumps(met))
+    hit = [{"segment": [6.0, 7.68], "label": "grid_buzz", "score": 0.8}] if name == "mil" else []  # tIoU 0.87
+    (d / "predictions.json").write_text(json.dumps({"results": {
+        "demo_011": [{"segment": [0.96, 2.88], "label": "grid_buzz", "score": 0.9}, *hit],
+        "demo_012": [{"segment": [1.2, 1.92], "label": "red_beep", "score": 0.9}]}}))  # tIoU 0.375: not a hit
     (d / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "val": {"avg": v}}) + "\n"
                                          for e, v in ((1, 0.18), (2, 0.65), (3, 0.2))))
     return d / "metrics.json"
@@ -142,7 +148,7 @@ def test_demo_page_says_what_the_data_is_and_which_epoch(tmp_path) -> None:
     page = (res / "summary.html").read_text()
     assert "<b>18</b> synthetic clips made by the demo generator" in page
     assert "<b>3 classes</b> (bars_hum, grid_buzz, red_beep)" in page and "split 10 train / 8 test" in page
-    assert "2 unannotated single-modality distractors (a class pattern without its sound or the reverse; 1 in the test" in page
+    assert "3 unannotated single-modality distractors (a class pattern without its sound or the reverse; 2 in the test" in page
     assert "<b>clasp</b>: checkpoint of epoch 2 of 3, the best Avg mAP (65.0 %)" in page
     assert "2 clip(s) (demo_003, demo_007)" in page and "ranged 18.0–65.0 %" in page and "partly luck" in page
     assert "<b>clasp_shuffled</b>: checkpoint" not in page  # the control gets no selection line
@@ -151,7 +157,10 @@ def test_demo_page_says_what_the_data_is_and_which_epoch(tmp_path) -> None:
     assert 'href="compare.md"' in comparison
     provenance = html.unescape(page.split("<h2>Provenance</h2>")[1].split("</pre>")[0])
     assert '"flow": "farneback"' in provenance and "raft" not in provenance
-    assert "CLASP 68.5 vs MIL 69.8 Avg mAP (MIL ahead by 1.3)" in page and "1 in the 8 test clips" in page
+    assert "CLASP 68.5 vs MIL 69.8 Avg mAP (MIL ahead by 1.3)" in page
+    assert ("the 2 single-modality distractors of the test clips: CLASP reported 0 of them as events and MIL 1 "
+            "(its class, tIoU ≥ 0.5), the part of CLASP's design that should pay here") in page
+    assert "how the 8 annotated events of the 8 test clips are localized" in page
     assert "say nothing about real accuracy" in page
 
 
