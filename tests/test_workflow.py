@@ -414,7 +414,8 @@ def test_shipped_config_dry_run_from_a_fresh_directory(tmp_path):
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
     out = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "2").stdout
     counts = job_counts(out)
-    assert counts["demo_data"] == 2 and counts["ear_stage3"] == 5 and counts["avvp_summary"] == 2
+    assert counts["demo_data"] == 2 and counts["ear_stage3"] == 6 and counts["avvp_summary"] == 2
+    assert counts["ear_stage2"] == 4  # real and shuffled pseudo-labels of both benchmarks (their controls)
     assert counts["train"] == counts["evaluate"] == 3  # clasp, mil and CLASP's label-shuffled control
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     cfg["avvp"]["planted"]["dense_from"] = "demo"

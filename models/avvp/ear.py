@@ -355,9 +355,9 @@ def fit_minibatches(model: nn.Module, n: int, cfg: Any, batch_loss: Callable[[to
     learning rate from :func:`warmup_cosine` updated every optimizer step (warm-up over
     ``cfg.warmup_epochs`` epochs of steps). ``cfg`` carries ``lr, min_lr, weight_decay, epochs,
     warmup_epochs, batch_size``; ``batch_loss(indices)`` returns the minibatch loss. Batches smaller than
-    ``min_batch`` are skipped (BatchNorm needs two samples). Appends ``{"epoch", "loss"}`` to ``log``;
-    ``on_epoch(epoch)`` (e.g. a validation pass; it may switch the model to eval mode) runs after each
-    epoch and its returned dict is merged into that epoch's log entry."""
+    ``min_batch`` are skipped (BatchNorm needs two samples). Appends ``{"epoch", "loss"}`` to ``log``
+    (epochs numbered from 1); ``on_epoch(epoch)`` (same numbering; e.g. a validation pass; it may switch
+    the model to eval mode) runs after each epoch and its returned dict is merged into that epoch's log entry."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, -(-n // cfg.batch_size))
     total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
@@ -379,9 +379,9 @@ def fit_minibatches(model: nn.Module, n: int, cfg: Any, batch_loss: Callable[[to
             opt.step()
             run += float(loss.detach()) * len(idx)
             step += 1
-        entry: dict[str, Any] = {"epoch": epoch, "loss": run / n}
+        entry: dict[str, Any] = {"epoch": epoch + 1, "loss": run / n}  # 1-based, as models.run.train's log.jsonl
         if on_epoch is not None:
-            entry.update(on_epoch(epoch))
+            entry.update(on_epoch(epoch + 1))
             model.train()
         if log is not None:
             log.append(entry)

@@ -34,7 +34,7 @@ One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), fi
   ``curve.png``, ``timelines/*.png``.
 
 ``--shuffle-labels`` (stages 2-3) is the label-shuffled control, with the localizers' rule
-(:mod:`models.run.controls`: the permutation of ``seed + 7919``); :func:`run_stages` runs the same stage
+(:mod:`models.run.controls`: the derangement drawn from ``seed + 7919``); :func:`run_stages` runs the same stage
 functions in one process (tests). Seeding (:func:`models.run.runtime.seed_everything`), checkpoint writing
 (:func:`models.run.runtime.atomic_torch_save`) and curves (:mod:`models.run.plots`) are the localizers' too;
 the loop is EAR's own (:func:`models.avvp.ear.fit_minibatches`: whole splits in memory, AdamW with a per-step
@@ -114,7 +114,7 @@ def train_ear(
         batch = {k: v[idx].to(device) for k, v in tens.items()}
         return model.loss(model(batch), batch)
 
-    best: dict[str, Any] = {"by": "last epoch", "epoch": cfg.epochs - 1, "val": None}
+    best: dict[str, Any] = {"by": "last epoch", "epoch": cfg.epochs, "val": None}  # numbered from 1
     state: dict[str, torch.Tensor] | None = None
 
     def validate(epoch: int) -> dict[str, Any]:
@@ -316,6 +316,15 @@ def split_coverage(split: dict[str, Any]) -> dict[str, Any]:
     return {"scored": n, "listed": n + len(missing), "missing": len(missing), "missing_ids": missing[:50]}
 
 
+def clip_seconds(split: dict[str, np.ndarray], i: int, t_max: int) -> float:
+    """Length of clip ``i`` in seconds (one segment = 1 s, as LLP's): its valid segments when the split
+    has a ``mask`` (clips shorter than ``t_max`` are zero-padded), else ``t_max``. Why: a timeline's x
+    axis must end where the clip does, not at the padded length."""
+    if "mask" in split:
+        return float(np.asarray(split["mask"][i]).sum())
+    return float(t_max)
+
+
 def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.ndarray], class_names: list[str],
                 n_videos: int = 4, banner: str | None = None) -> list[Path]:
     """Timelines of the first test videos: one row per (modality, class), ground truth vs. parse."""
@@ -335,8 +344,8 @@ def plot_parses(out_dir: Path, pred: dict[str, np.ndarray], test: dict[str, np.n
             ones = np.ones_like(test["gt_a"][i], dtype=np.float32)
             truth = events(test["gt_a"][i], ones, "A") + events(test["gt_v"][i], ones, "V")
         path = out_dir / "timelines" / f"{i:02d}.png"
-        plot_timeline(path, float(pred["pred_a"].shape[2]), predicted, truth, title=f"test video {vids[i]}",
-                      banner=banner)
+        plot_timeline(path, clip_seconds(test, i, pred["pred_a"].shape[2]), predicted, truth,
+                      title=f"test video {vids[i]}", banner=banner)
         paths.append(path)
     return paths
 

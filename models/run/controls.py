@@ -2,8 +2,8 @@
 
 A control run trains on the same features with the training videos' labels permuted across videos;
 validation and test are untouched. A model that localizes from the features must then fall to chance
-level. The permutation of ``n`` training videos is ``torch.randperm(n)`` drawn from a generator seeded
-with ``seed + SHUFFLE_SEED_OFFSET``: a draw of its own (not the global RNG, which seeds the weights), so
+level. The permutation of ``n`` training videos is a derangement drawn with ``torch.randperm(n)`` from a
+generator seeded with ``seed + SHUFFLE_SEED_OFFSET``: a draw of its own (not the global RNG, which seeds the weights), so
 the control of seed ``s`` permutes the same way whether or not the run resumes, and the control and
 its ordinary run share every other random draw.
 """
@@ -20,9 +20,15 @@ SHUFFLE_SEED_OFFSET = 7919  # a prime, so the permutation's seed is never the ru
 
 
 def shuffle_permutation(n: int, seed: int) -> list[int]:
-    """The control's permutation: training item ``i`` takes the labels of item ``perm[i]``."""
+    """The control's permutation: training item ``i`` takes the labels of item ``perm[i]``, and no item keeps
+    its own (a derangement: redrawn from the same seeded generator until no index is fixed). Why: a plain
+    permutation of a few videos is often the identity (3 videos, seed 0 was), and the "control" then
+    trains on the true labels and scores exactly as the real run."""
     g = torch.Generator().manual_seed(int(seed) + SHUFFLE_SEED_OFFSET)
-    return torch.randperm(n, generator=g).tolist()
+    perm = torch.randperm(n, generator=g)
+    while n > 1 and bool((perm == torch.arange(n)).any()):
+        perm = torch.randperm(n, generator=g)
+    return perm.tolist()
 
 
 def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:

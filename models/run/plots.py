@@ -15,10 +15,25 @@ from extractors.io import atomic_path  # noqa: E402
 Event = tuple[float, float, str, float]  # start_s, end_s, label, score (score 1.0 for ground truth)
 
 
+def text_colour(rgb: Sequence[float]) -> str:
+    """"black" or "white", whichever reads on a bar of colour ``rgb`` (0..1 components, alpha ignored).
+
+    Why: the score labels sit on bars coloured by score (viridis runs from dark violet to bright yellow);
+    one fixed colour is unreadable at one end. WCAG relative luminance, threshold 0.179 (where black and
+    white have equal contrast ratio)."""
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(c)) for c in rgb[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
 def plot_timeline(out_png: Path | str, duration: float, predicted: Sequence[Event],
                   ground_truth: Sequence[Event] | None = None, title: str = "",
                   banner: str | None = None) -> None:
-    """One row per class: ground-truth bars (grey, above) and predicted bars (coloured by score)."""
+    """One row per class: ground-truth bars (grey, above) and predicted bars (coloured by score, the score
+    written on the bar in black or white by the bar's luminance). The x axis runs 0..``duration``: pass
+    the clip's real length (not a padded feature length), or the plot shows time that does not exist."""
     labels = sorted({e[2] for e in predicted} | {e[2] for e in (ground_truth or [])})
     rows = max(len(labels), 1)
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * rows))
@@ -29,8 +44,9 @@ def plot_timeline(out_png: Path | str, duration: float, predicted: Sequence[Even
                 ax.broken_barh([(s, e - s)], (r + 0.5, 0.35), facecolors="0.6")
         for s, e, lab, score in predicted:
             if lab == label:
-                ax.broken_barh([(s, e - s)], (r + 0.1, 0.35), facecolors=cmap(float(score)))
-                ax.text(s, r + 0.28, f"{score:.2f}", fontsize=7, va="center", color="white")
+                colour = cmap(float(score))
+                ax.broken_barh([(s, e - s)], (r + 0.1, 0.35), facecolors=colour)
+                ax.text(s, r + 0.28, f"{score:.2f}", fontsize=7, va="center", color=text_colour(colour))
     ax.set_yticks([r + 0.5 for r in range(rows)], labels or ["(no events)"])
     ax.set_ylim(0, rows + 0.1)
     ax.set_xlim(0, max(duration, 1e-3))
@@ -47,16 +63,28 @@ def plot_timeline(out_png: Path | str, duration: float, predicted: Sequence[Even
 
 
 def plot_loss_curves(out_png: Path | str, curves: dict[str, Sequence[float]], title: str = "",
-                     xlabel: str = "epoch", ylabel: str = "training loss") -> None:
-    """One line per named series (e.g. EAR's stage 1 and stage 3 losses per epoch)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label, ys in curves.items():
-        ax.plot(range(len(ys)), list(ys), marker="o", markersize=3, label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if len(curves) > 1:
-        ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
+                     xlabel: str = "epoch", ylabel: str = "training loss",
+                     panels: Sequence[Sequence[str]] | None = None) -> None:
+    """One line per named series, epochs numbered from 1 (as ``log.jsonl`` and the selected epoch are).
+
+    ``panels`` groups series onto separate axes side by side (e.g. EAR's stage-1 generator loss and the
+    stage-3 losses: different objectives on different scales, which one shared axis flattens); by
+    default all series share one axis. A series named in no panel is left out."""
+    groups = [list(p) for p in panels] if panels else [list(curves)]
+    groups = [[k for k in g if k in curves] for g in groups]
+    groups = [g for g in groups if g] or [[]]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 if len(groups) == 1 else 5 * len(groups), 3.5),
+                             squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        for label in group:
+            ys = list(curves[label])
+            ax.plot(range(1, len(ys) + 1), ys, marker="o", markersize=3, label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(group) > 1 or len(groups) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -116,6 +116,8 @@ rule avvp_summary:
     input:
         metrics=lambda wc: expand("results/avvp/{name}/{mode}/metrics.json", name=wc.name, mode=avvp_modes(wc.name)),
         stage1=lambda wc: [] if avvp_modes(wc.name) == ["video"] else f"results/avvp/{wc.name}/stage1/generator.json",
+        train=lambda wc: avvp_data(wc.name, "train"),  # which test classes no training video carries
+        test=lambda wc: avvp_data(wc.name, "test"),
     output:
         html=report("results/avvp/{name}/summary.html", caption="../report/avvp.rst", category="AVVP (EAR)",
                     labels={"benchmark": "{name}", "labels": "summary"}),

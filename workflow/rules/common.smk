@@ -513,6 +513,8 @@ def summary_inputs(wc):
     if spec.get("models"):
         files["metrics"] = expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=dataset_models(ds))
         files["compare"] = f"results/{ds}/compare.md"
+        if spec.get("annotations"):  # the page says what the data is, read from this file
+            files["annotations"] = spec["annotations"]
     if "predict_with" in spec:
         model = spec["predict_with"]["model"]
         files["predictions"] = [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]

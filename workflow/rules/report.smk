@@ -10,6 +10,9 @@ rule summary:
     params:
         rejected=lambda wc: json.dumps(rejected(wc.ds), sort_keys=True),
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        generator=lambda wc: json.dumps(DATASETS[wc.ds].get("generate_demo"), sort_keys=True),
+        predict_with=lambda wc: json.dumps({**DATASETS[wc.ds]["predict_with"], "checkpoint": predictor(wc.ds)}
+                                           if "predict_with" in DATASETS[wc.ds] else None, sort_keys=True),
     log:
         "logs/{ds}/summary.log",
     benchmark:

@@ -17,4 +17,7 @@ write_summary(
     feature_files=list(inp.get("features", [])),
     predictions=list(inp.get("predictions", [])),
     rejected=json.loads(snakemake.params.rejected),
+    annotations=inp.get("annotations"),
+    generator=json.loads(snakemake.params.generator),
+    predict_with=json.loads(snakemake.params.predict_with),
 )

@@ -1,0 +1,187 @@
+"""The EAR (audio-visual video parsing) summary page of one benchmark: its runs (pseudo-labels, video-level
+labels, label-shuffled control), what each predicted and why a tiny test split can score 0.0."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.report.page import img, table, write_page
+from models.report.summary import NO_ACCURACY
+
+AVVP_MODES = {"pseudo": "generated pseudo-labels", "video": "video-level labels only",
+              "shuffled": "shuffled labels (control)"}
+
+
+def pseudo_label_rows(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, float]]]:
+    """(labels, split, scores) of every stage-3 run that trained on pseudo-labels: the training split's
+    scores (when it has ground truth), then the validation and test splits' (Table III)."""
+    rows = []
+    for mode, r in runs:
+        splits = {"train": r.get("pseudo_labels_train"), **(r.get("pseudo_labels") or {})}
+        # the control's val/test rows repeat the real ones: those splits keep their own labels
+        for split in ("train",) if mode == "shuffled" else ("train", "val", "test"):
+            if splits.get(split):
+                rows.append((AVVP_MODES.get(mode, mode), split, splits[split]))
+    return rows
+
+
+def _avvp_protocol_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Which epoch each run's test numbers come from, and how many test videos were scored: a clip or
+    feature file missing shrinks the test split, and a number on fewer videos is not the paper's."""
+    out = []
+    for mode, r in runs:
+        sel = r.get("selection") or {}
+        name = html.escape(AVVP_MODES.get(mode, mode))
+        if sel.get("val"):
+            out.append(f"<p><b>{name}</b>: epoch {sel.get('epoch')} ({html.escape(str(sel.get('by')))}: "
+                       f"{100 * sel['val']['seg_type']:.1f} % on the validation split).</p>")
+        elif sel:
+            out.append(f"<p><b>{name}</b>: {html.escape(str(sel.get('by')))} (no validation split).</p>")
+    cov = next((r["test_videos"] for _, r in runs if r.get("test_videos")), None)
+    if cov:
+        if cov["missing"]:
+            shown = ", ".join(cov["missing_ids"][:10]) + (" …" if cov["missing"] > 10 else "")
+            out.append(f"<p><b>Test split: {cov['scored']} of {cov['listed']} videos scored</b>; {cov['missing']} "
+                       f"had no clip or no features ({html.escape(shown)}), so these numbers are not on the full "
+                       "test split.</p>")
+        else:
+            out.append(f"<p>Test split: all {cov['scored']} videos of its CSV scored.</p>")
+    return out
+
+
+def predicted_event_counts(predictions_json: Path | str) -> dict[str, int]:
+    """Events a stage-3 run predicted on the test split, per modality (``predictions.json``)."""
+    videos = json.loads(Path(predictions_json).read_text()).get("videos", {})
+    return {mod: sum(len(v.get(mod, [])) for v in videos.values()) for mod in ("audio", "visual")}
+
+
+def _avvp_prediction_lines(metrics: Sequence[Path], runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """How much each run predicted on the test split, and what a 0.0 means. Why: HAN's evaluator scores a
+    class with ground truth and no prediction 0 (and a clip with neither 1.0), so a run that predicts
+    nothing shows 0.0 wherever there is ground truth; on a tiny split that reads like a bug."""
+    out = []
+    for m, (mode, r) in zip(metrics, runs, strict=True):
+        pred = Path(m).parent / "predictions.json"
+        if not pred.exists() or not r.get("test"):
+            continue
+        n = predicted_event_counts(pred)
+        name = html.escape(AVVP_MODES.get(mode, mode))
+        if n["audio"] + n["visual"] == 0:
+            out.append(f"<p><b>{name}</b>: predicted no event on the test clips, so every score with ground truth "
+                       "behind it is 0 (HAN's evaluator: a class with ground truth and no prediction scores 0; a "
+                       "clip and modality with neither scores 1.0). A 0.0 here is the model's silence, not a "
+                       "fault of the metric.</p>")
+        else:
+            out.append(f"<p><b>{name}</b>: {n['audio']} audio and {n['visual']} visual event(s) predicted on the "
+                       "test clips.</p>")
+    cov = next((r["test_videos"] for _, r in runs if r.get("test_videos")), None)
+    if cov and cov["scored"] < 10:
+        out.append(f"<p>Only {cov['scored']} test clip(s): each F-score rests on a handful of segments and events, "
+                   "so one event more or less moves it by tens of points, and the validation split's numbers "
+                   "(above) can differ from the test split's by as much.</p>")
+    return out
+
+
+def unseen_test_classes(train_npz: Path | str, test_npz: Path | str) -> dict[str, Any]:
+    """Classes of the test split's video labels, and those no training video carries. Why: a model
+    cannot name a class it never saw labelled; on a tiny split that alone can put every score at 0."""
+    from extractors.io import load_npz
+
+    train, test = load_npz(train_npz), load_npz(test_npz)
+    names = [str(c) for c in test.get("class_names", [f"class {i}" for i in range(test["labels"].shape[1])])]
+    in_test = np.flatnonzero(np.asarray(test["labels"]).max(0) > 0)
+    in_train = set(np.flatnonzero(np.asarray(train["labels"]).max(0) > 0).tolist())
+    return {"test": [names[c] for c in in_test], "unseen": [names[c] for c in in_test if c not in in_train],
+            "n_train": int(np.asarray(train["labels"]).shape[0]), "n_test": int(np.asarray(test["labels"]).shape[0])}
+
+
+def _avvp_coverage_line(cov: dict[str, Any]) -> list[str]:
+    if not cov["unseen"]:
+        return []
+    return [f"<p><b>{len(cov['unseen'])} of the {len(cov['test'])} classes in the {cov['n_test']} test clip(s) "
+            f"never occur in the {cov['n_train']} training clip(s)' labels</b> ({html.escape(', '.join(cov['unseen']))}): "
+            "no model can have learned them, so their ground truth is missed whatever the model does, and a run that "
+            "predicts only the classes it was trained on can score 0.0 on every test metric while its validation "
+            "score (on classes it saw) is not 0.</p>"]
+
+
+def _avvp_control_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The label-shuffled control's verdict (as :func:`_control_verdicts` for the localizers), or why
+    the page has none: without it a low or a high F-score cannot be read against chance."""
+    test = {m: r.get("test") for m, r in runs}
+    if not test.get("shuffled"):
+        return ["<p><b>No label-shuffled control</b> in this benchmark's <code>modes</code>: add "
+                "<code>shuffled</code> to compare the numbers above with chance level.</p>"]
+    ctrl = 100 * test["shuffled"]["seg_type"]
+    out = []
+    for mode in ("pseudo", "video"):
+        if test.get(mode):
+            real = 100 * test[mode]["seg_type"]
+            verdict = "above" if real > ctrl else "NOT above"
+            out.append(f"<p><b>{html.escape(AVVP_MODES[mode])}</b>: segment Type@AV {real:.1f} % vs {ctrl:.1f} % "
+                       f"with shuffled labels: {verdict} its control.</p>")
+    return out
+
+
+def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
+                       stage1_json: Path | None = None, banner: str = "",
+                       train_npz: Path | str | None = None, test_npz: Path | str | None = None) -> None:
+    """The EAR page of one AVVP benchmark: F-scores (%) per training-label mode (with the epoch chosen
+    on the validation split), how many test videos were scored, the pseudo-labels' own scores on the
+    validation and test splits (the paper's Table III; the training split's too when it has segment
+    ground truth), training curves, parses."""
+    import tempfile
+
+    from models.avvp.metrics import KEYS
+    from models.run.plots import plot_loss_curves
+
+    parts = [f"<h1>EAR (AVVP) — benchmark <code>{html.escape(name)}</code></h1>"]
+    if banner:
+        parts.append(f'<div class="banner">{html.escape(banner)}. The metrics and parses below exercise the '
+                     f"pipeline; {NO_ACCURACY}.</div>")
+    runs = [(Path(m).parent.name, json.loads(Path(m).read_text())) for m in metrics]
+
+    def pct(d: dict[str, float] | None) -> list[str]:
+        return [f"{100 * d[k]:.1f}" if d else "–" for k in KEYS]
+
+    parts.append("<h2>Test split, F-score (%)</h2>")
+    parts.append(table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(r.get("test"))] for m, r in runs]))
+    parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp/metrics.py); "
+                 "type = Type@AV, event = Event@AV.</p>")
+    parts.extend(_avvp_protocol_lines(runs))
+    parts.extend(_avvp_control_lines(runs))
+    parts.extend(_avvp_prediction_lines(metrics, runs))
+    if train_npz is not None and test_npz is not None:
+        parts.extend(_avvp_coverage_line(unseen_test_classes(train_npz, test_npz)))
+    table3 = pseudo_label_rows(runs)
+    if table3:
+        parts.append("<h2>Pseudo-label quality, F-score (%) (the paper's Table III)</h2>")
+        parts.append(table(["pseudo-labels", "split", *KEYS], [[lab, split, *pct(d)] for lab, split, d in table3]))
+        parts.append("<p>Stage 2's frozen generator labels each split with that split's video-level labels "
+                     "(Eq. 9); the pseudo-labels are scored against the segment ground truth like a model's "
+                     "parse. The paper reports the validation and test rows.</p>")
+    curves = {f"stage 3, {AVVP_MODES.get(m, m)}": [h["loss"] for h in r.get("log", [])] for m, r in runs}
+    panels = [list(curves)]
+    if stage1_json is not None and Path(stage1_json).exists():
+        s1 = json.loads(Path(stage1_json).read_text())
+        curves = {"stage 1 (generator)": [h["loss"] for h in s1.get("log", [])], **curves}
+        panels = [["stage 1 (generator)"], *panels]  # other objective, other scale: its own axis
+        parts.append(f"<p>Stage 1: label migration {'on' if s1.get('migration') else 'off'}, "
+                     f"{len(s1.get('log', []))} epochs, {s1.get('seconds', '?')} s.</p>")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "curves.png"
+        plot_loss_curves(png, curves, title=f"EAR training losses — {name}", panels=panels)
+        parts.append(f"<h2>Training curves</h2>{img(png, 900 if len(panels) > 1 else 700)}"
+                     "<p>Epochs numbered from 1, as the selected epoch above.</p>")
+    for m, _ in runs:
+        timelines = sorted((Path(metrics[0]).parent.parent / m / "timelines").glob("*.png"))
+        if timelines:
+            parts.append(f"<h3>Test parses — {html.escape(AVVP_MODES.get(m, m))}</h3>")
+            parts.extend(img(t) for t in timelines[:4])
+    write_page(out_html, f"avloc AVVP {name}", parts)
