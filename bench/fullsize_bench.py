@@ -184,6 +184,7 @@ def collect(work: Path) -> list[dict[str, Any]]:
         rows.append({"rule": "train", "run": run, **read_benchmark(tsv), "seed": info["seed"],
                      "shuffled": info["shuffle_labels"], "epochs": len(hist), "videos": info["n_train"],
                      "s_per_epoch": train_s, "videos_per_s": info["n_train"] / train_s,
+                     "cpu_per_epoch": read_benchmark(tsv)["cpu_s"] / len(hist),
                      "val_s": float(np.mean([h["val_seconds"] for h in hist])), "n_val": info["n_val"],
                      "best_val_avg": max(100 * h["val"]["avg"] for h in hist)})
     for tsv in sorted((bench / "evaluate").glob("*.tsv")):
@@ -245,34 +246,61 @@ def print_rules(rows: list[dict[str, Any]]) -> None:
 
 
 def per_video_costs(run: dict[str, Any]) -> dict[str, float]:
-    """Seconds and RSS per video of each stage, to compare fractions (mean over the runs of a rule)."""
+    """Seconds per video of each stage (mean over the runs of a rule) and each rule's peak RSS, to compare
+    fractions: a time per video that rises with the fraction grows faster than the dataset, an RSS that
+    rises with it holds something per video."""
     rows = run["rules"]
 
-    def mean(rule: str, key: str) -> float:
-        vals = [r[key] / r["videos"] for r in rows if r["rule"] == rule and r.get("videos") and key in r]
+    def mean(rule: str, key: str, per_video: bool = True) -> float:
+        vals = [r[key] / (r["videos"] if per_video else 1) for r in rows
+                if r["rule"] == rule and r.get("videos") and key in r]
         return float(np.mean(vals)) if vals else float("nan")
 
     return {"release s": run["release"]["seconds"] / run["release"]["videos"],
-            "store s": mean("feature_store", "s"), "store RSS": mean("feature_store", "rss_mb"),
-            "train s/epoch": mean("train", "s_per_epoch"), "train RSS": mean("train", "rss_mb"),
-            "evaluate s": mean("evaluate", "s"), "evaluate RSS": mean("evaluate", "rss_mb")}
+            "store s": mean("feature_store", "s"), "store RSS": mean("feature_store", "rss_mb", False),
+            "train s/epoch": mean("train", "s_per_epoch"), "train CPU s": mean("train", "cpu_per_epoch"),
+            "train RSS": mean("train", "rss_mb", False), "evaluate s": mean("evaluate", "s"),
+            "evaluate CPU s": mean("evaluate", "cpu_s"), "evaluate RSS": mean("evaluate", "rss_mb", False)}
 
 
 def print_scaling(runs: list[dict[str, Any]]) -> None:
-    """Each cost per video against the smallest fraction's (1.0: linear; a growing ratio: superlinear)."""
+    """Each cost per video (RSS: the peak itself) against the smallest fraction's."""
     ref = per_video_costs(runs[0])
-    print(f"\nper-video cost against fraction {runs[0]['fraction']:g} ({runs[0]['release']['videos']} videos) "
-          "in the same process (1.00 = linear in the number of videos; RSS per video falls when it is bounded):")
-    print(f"{'fraction':>8s} {'videos':>6s} " + " ".join(f"{k:>13s}" for k in ref))
+    print(f"\nagainst fraction {runs[0]['fraction']:g} ({runs[0]['release']['videos']} videos): seconds per video "
+          "(1.00 = linear in the number of videos, above: faster than it) and peak RSS (1.00 = bounded):")
+    print(f"{'fraction':>8s} {'videos':>6s} " + " ".join(f"{k:>14s}" for k in ref))
     for run in runs:
         cost = per_video_costs(run)
         print(f"{run['fraction']:8g} {run['release']['videos']:6d} "
-              + " ".join(f"{cost[k] / ref[k]:13.2f}" for k in ref))
+              + " ".join(f"{cost[k] / ref[k]:14.2f}" for k in ref))
+
+
+def report(work: Path, fraction: float, release: dict[str, Any], wall: float | None, output: str) -> dict[str, Any]:
+    """Print and return the figures of one finished run under ``work`` (also of an earlier run: ``--report``)."""
+    jobs = job_stats(output)
+    rows = collect(work)
+    print(f"snakemake: exit 0 in {fmt(wall, 0) or '?'} s; jobs {jobs}")
+    trains = [r for r in rows if r["rule"] == "train"]
+    print("train jobs (one per model, seed and control): "
+          + ", ".join(f"{r['run']} (seed {r['seed']}{', shuffled' if r['shuffled'] else ''})" for r in trains))
+    print_rules(rows)
+    md = (work / "results" / DS / "reproduce.md").read_text()
+    print("\nreproduce.md, our rows:")
+    for line in md.splitlines():
+        if "ours: `" in line or "chance: `" in line or "| published |" in line and "CLASP (ours)" in line:
+            print(line)
+    return {"fraction": fraction, "work": str(work), "release": release, "snakemake_s": wall, "jobs": jobs,
+            "rules": rows}
 
 
 def run_fraction(fraction: float, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     work = root / f"fraction_{fraction:g}"
     release = work / "release"
+    if args.report:
+        stats = json.loads((work / "release_stats.json").read_text())
+        out = (work / "snakemake.out").read_text()
+        print(f"\n=== fraction {fraction:g}: the earlier run under {work}")
+        return report(work, fraction, stats, stats.get("snakemake_s"), out)
     print(f"\n=== fraction {fraction:g}: building the release under {release}", flush=True)
     stats = build_release(args.annotations, release, fraction, args.data_seed, args.signal)
     print(f"release: {stats.videos} videos {stats.subsets}, {stats.steps} steps, {stats.bytes / 1e9:.2f} GB "
@@ -284,23 +312,11 @@ def run_fraction(fraction: float, args: argparse.Namespace, root: Path) -> dict[
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (work / "snakemake.out").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    (work / "release_stats.json").write_text(json.dumps({**asdict(stats), "snakemake_s": wall}), encoding="utf-8")
     if proc.returncode != 0:
         print((proc.stdout + proc.stderr)[-6000:])
         raise SystemExit(f"snakemake failed (exit {proc.returncode}); full output in {work / 'snakemake.out'}")
-    jobs = job_stats(proc.stdout + proc.stderr)
-    rows = collect(work)
-    print(f"snakemake: exit 0 in {wall:.0f} s; jobs {jobs}")
-    trains = [r for r in rows if r["rule"] == "train"]
-    print("train jobs (one per model, seed and control): "
-          + ", ".join(f"{r['run']} (seed {r['seed']}{', shuffled' if r['shuffled'] else ''})" for r in trains))
-    print_rules(rows)
-    md = (work / "results" / DS / "reproduce.md").read_text()
-    print("\nreproduce.md, our rows:")
-    for line in md.splitlines():
-        if "ours: `" in line or "chance: `" in line or "| published |" in line and "CLASP (ours)" in line:
-            print(line)
-    return {"fraction": fraction, "work": str(work), "release": asdict(stats), "snakemake_s": wall,
-            "jobs": jobs, "command": shlex.join(cmd), "rules": rows}
+    return {**report(work, fraction, asdict(stats), wall, proc.stdout + proc.stderr), "command": shlex.join(cmd)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,10 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="keep the release and runs here (default: a temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="write every figure as JSON")
+    ap.add_argument("--report", action="store_true", help="only print the figures of an earlier run kept in --work")
     args = ap.parse_args(argv)
     if args.max_timelines < 0:
         args.max_timelines = None
     fractions = sorted(args.fractions) if args.fractions else [args.fraction or 1.0]
+    if args.report and args.work is None:
+        ap.error("--report reads an earlier run: give its --work folder")
     with tempfile.TemporaryDirectory(prefix="fullsize_bench_") as tmp:
         root = args.work or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
