@@ -1,5 +1,5 @@
 """UnAV-100's reproduction as a user runs it, at full size or a fraction: every cost of the chain, per rule
-(issue #26, item 7; README "Benchmarks" and docs/recipes.md "The reproduction at UnAV-100 size").
+(issue #26, item 7; README "From released features" and docs/recipes.md "The reproduction at UnAV-100 size").
 
 1. **Release.** Writes a planted feature release in the public UnAV-100 layout (flat ``<vid>_rgb.npy`` and
    ``<vid>_flow.npy``: float64 I3D, 1024-D each, as the release stores them; ``<vid>_vggish.npy``: float32
@@ -20,10 +20,9 @@
 
 Examples::
 
-    # the CPU-sized run of the docs (2 cores): a tenth of UnAV-100, CLASP and its control, three seeds
-    python bench/fullsize_bench.py --fraction 0.1 --seeds 0 1 2 --epochs 2 --width 32 --lr 1e-3
-    # does any cost grow faster than the number of videos?
-    python bench/fullsize_bench.py --fractions 0.02 0.1 --seeds 0 --epochs 1 --width 32
+    # the CPU-sized run of the docs (2 cores): 1 % and 10 % of UnAV-100, CLASP and its control, three seeds
+    python bench/fullsize_bench.py --fractions 0.01 0.1 --seeds 0 1 2 --epochs 2 --width 32 --lr 1e-3 --work /tmp/fsb
+    python bench/fullsize_bench.py --fractions 0.01 0.1 --report --work /tmp/fsb   # print the kept run again
     # full size with the paper's schedule (a GPU node; 24 GB of disk for the release)
     python bench/fullsize_bench.py --fraction 1 --seeds 0 1 2 --work /scratch/unav_bench
 """
@@ -312,10 +311,10 @@ def run_fraction(fraction: float, args: argparse.Namespace, root: Path) -> dict[
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     (work / "snakemake.out").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-    (work / "release_stats.json").write_text(json.dumps({**asdict(stats), "snakemake_s": wall}), encoding="utf-8")
     if proc.returncode != 0:
         print((proc.stdout + proc.stderr)[-6000:])
         raise SystemExit(f"snakemake failed (exit {proc.returncode}); full output in {work / 'snakemake.out'}")
+    (work / "release_stats.json").write_text(json.dumps({**asdict(stats), "snakemake_s": wall}), encoding="utf-8")
     return {**report(work, fraction, asdict(stats), wall, proc.stdout + proc.stderr), "command": shlex.join(cmd)}
 
 

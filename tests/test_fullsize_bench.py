@@ -73,3 +73,21 @@ def test_config_is_the_users_reproduce_entry(tmp_path):
     assert cfg["features"] == {"from": str(tmp_path / "rel" / "av_features"), "layout": "unav_release"}
     assert cfg["train"] == {"seed": 0, "epochs": 2, "lr": 1e-3} and cfg["evaluate"] == {"max_timelines": 20}
     assert cfg["model_overrides"] == {"clasp": {"hidden_dim": 32}}
+
+
+def test_bench_reads_the_plotting_time_that_evaluate_logs(tmp_path, caplog):
+    """The evaluation's plotting share comes from this log line: a reworded message must fail here."""
+    import logging
+    from types import SimpleNamespace
+
+    from models.run.metrics import write_predictions_json
+    from models.run.predict import plot_dataset_timelines
+
+    bench = load_bench()
+    preds = tmp_path / "predictions.json"
+    write_predictions_json({}, preds)
+    ds = SimpleNamespace(video_ids=["b", "a", "c"], annotations={})
+    with caplog.at_level(logging.INFO, logger="models.run.predict"):
+        assert plot_dataset_timelines(preds, ds, tmp_path / "timelines", get_recipe("unav100"), max_videos=0) == 0
+    (drawn, total, seconds), = bench.PLOT_LINE.findall(caplog.text)
+    assert (drawn, total) == ("0", "3") and float(seconds) >= 0
