@@ -31,14 +31,12 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 # `snakemake --lint` findings kept on purpose (tests/test_workflow.py fails on any other):
-# - "Mixed rules and functions": each stage file keeps the input functions of its rules beside them (the
-#   stage is read in one place); common.smk holds what several stages share.
 # - "Shell command directly uses variable DEVICE": the device is not a rule param on purpose: params are a
 #   rerun trigger, and moving a run from cpu to cuda must not re-extract every video.
 # - "... uses variable WEIGHTS_ROOT": the weight files themselves are inputs (or fetch_weights' output), so
 #   provenance is tracked by file; a param (or a changed command, the `code` trigger) would re-run every
 #   feature job, or re-fetch every checkpoint, of existing projects.
-include: "workflow/rules/common.smk"  # config, recipes, which videos are usable (extractors.discovery)
+include: "workflow/rules/common.smk"  # every input function and shared import; config, recipes, usable videos
 include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
 include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)
 include: "workflow/rules/media.smk"  # raw video -> constant-FPS mp4 + 16 kHz wav (extractors.media)

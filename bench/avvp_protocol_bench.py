@@ -2,7 +2,7 @@
 
 Why: issue #16 found that our LLP numbers were not comparable with the paper's tables because of the protocol,
 not the modules. This script measures what the protocol changes do on the planted benchmark
-(``models.avvp.train.make_demo_data``: 240 train / 80 validation / 160 test videos, six classes), with the
+(``models.avvp.planted.make_demo_data``: 240 train / 80 validation / 160 test videos, six classes), with the
 planted presets (``DEMO_GEN``, ``DEMO_EAR``), for each training-label mode (generated pseudo-labels,
 video-level labels only, shuffled labels: the control) and three seeds:
 
@@ -30,19 +30,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.avvp.ear import EARConfig  # noqa: E402
+from models.avvp.planted import DEMO_EAR, DEMO_GEN, make_demo_data  # noqa: E402
 from models.avvp.pseudo_labels import GeneratorConfig  # noqa: E402
 from models.avvp.train import (  # noqa: E402
-    DEMO_EAR,
-    DEMO_GEN,
     avvp_metrics,
-    make_demo_data,
     predict_ear,
     pretrain_stage1,
     pseudo_label_scores,
     pseudo_stage2,
-    shuffled,
     train_stage3,
 )
+from models.run.controls import shuffled_labels  # noqa: E402
 
 EARLIER = {"gating": "modality", "select": "last", "mixup_certainty_weight": True}
 CORRECTED = {"gating": "video", "select": "best_val", "mixup_certainty_weight": False}
@@ -59,7 +57,7 @@ def run_seed(seed: int) -> tuple[dict[tuple[str, str], dict[str, float]], dict[s
     table3 = pseudo_label_scores(gen, {"val": val, "test": test})
     out = {}
     for mode in MODES:
-        labels = shuffled(train["labels"], seed) if mode == "shuffled" else train["labels"]
+        labels = shuffled_labels(train["labels"], seed) if mode == "shuffled" else train["labels"]
         pa = pv = None
         if mode != "video":
             pa, pv, _ = pseudo_stage2(gen, train, labels)

@@ -31,14 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extractors.recipes import get_recipe  # noqa: E402
-from models.data.dataset import (  # noqa: E402
-    FeatureDataset,
-    FeatureStore,
-    Segment,
-    VideoAnnotation,
-    load_video_features,
-    make_loader,
-)
+from models.data.annotations import Segment, VideoAnnotation  # noqa: E402
+from models.data.dataset import FeatureDataset, make_loader  # noqa: E402
+from models.data.features import load_video_features  # noqa: E402
+from models.data.store import FeatureStore  # noqa: E402
 
 
 def _status_kib(field: str) -> int:

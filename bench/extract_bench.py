@@ -31,9 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from extractors.flow import compute_flow, crop_quantize  # noqa: E402
 from extractors.flow_store import read_flow_store  # noqa: E402
 from extractors.frames import iter_frames, num_pairs_needed, num_windows  # noqa: E402
-from extractors.i3d import build_i3d, compute_flow, crop_quantize, extract_i3d, flow_input, rgb_input  # noqa: E402
+from extractors.i3d import build_i3d, extract_i3d, flow_input, rgb_input  # noqa: E402
 from extractors.raft import RAFTFlow, raft_pairs  # noqa: E402
 from extractors.recipes import get_recipe  # noqa: E402
 from extractors.synthetic_videos import THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         t_decode = time.perf_counter() - t
         n = len(frames)
         video_s = n / recipe.fps
-        n_win = num_windows(n, recipe.stack, recipe.step)
+        n_win = num_windows(n, recipe.min_frames, recipe.step)
         n_pairs = num_pairs_needed(n_win, recipe.stack, recipe.step)
         if n_win == 0:
             raise SystemExit(f"clip has {n} frames; need at least {recipe.stack + 1}")

@@ -7,7 +7,7 @@ Two code trees train the same models on the same planted data (``models.data.syn
   merged), exported with ``git archive`` into a temporary folder (the repository is not touched) --
   the recipe as it was: CCNet Adam without warm-up, DAVE's old blocks, no EMA, no crop, no clipping,
   no LayerNorm, CLASP and the weak pyramid models gated by their top-k training pool;
-- ``new``: this checkout -- the pyramid recipe of :class:`models.localizers.heads.PyramidConfig`
+- ``new``: this checkout -- the pyramid recipe of :class:`models.localizers.pyramid.PyramidConfig`
   (AdamW, no decay on 1-D parameters, warm-up + cosine, clipping 1.0, EMA weights, random crop,
   LayerNorm, DAVE's UnAV blocks) and CLASP/MIL/weak CCNet/weak DAVE with the decoupled ``max`` class gate; plus CLASP with the
   paper's max MIL pooling (``pooling=max``) against the top-k default.

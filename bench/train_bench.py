@@ -10,7 +10,7 @@ process (the first model listed; by default the plain MIL baseline).  With ``--n
 Feature sources:
 - ``memory`` (default): a pool of ``--pool`` distinct random fp16 videos, item ``i`` = pool video
   ``i mod pool`` with its own labels -- measures the model/optimizer side without disk I/O;
-- ``store``: a real :class:`models.data.dataset.FeatureStore` (memory-mapped fp16) of ``--n-videos``
+- ``store``: a real :class:`models.data.store.FeatureStore` (memory-mapped fp16) of ``--n-videos``
   videos written to a temporary folder, read through :class:`models.data.dataset.FeatureDataset` -- the
   I/O path training uses (needs ``n * T * 2176 * 2`` bytes of disk: 10.5 GB at full size).
 
@@ -77,7 +77,9 @@ class SyntheticFeatures(Dataset):
 
 def build_store_dataset(n: int, t_max: int, da: int, dv: int, num_classes: int, root: Path, seed: int) -> Any:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, Segment, VideoAnnotation
+    from models.data.annotations import Segment, VideoAnnotation
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     ids = [f"v{i:06d}" for i in range(n)]

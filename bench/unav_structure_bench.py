@@ -82,15 +82,16 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, read_unav
+    from models.data.dataset import FeatureDataset
     from models.data.planted_real import (
         MatchedFilter,
         RealPlantedConfig,
         label_prior_bce,
         make_real_planted,
         planted_patterns,
-            video_labels,
+        video_labels,
     )
+    from models.data.unav import read_unav
     from models.run.evaluate import compute_dataset_metrics, video_level_map
     from models.run.runtime import model_from_checkpoint
     from models.run.train import train

@@ -174,6 +174,19 @@ def write_rejections(rejected: dict[str, str], path: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def rejection_summary(dataset: str, rejected: dict[str, str], path: Path, limit: int = 5) -> str:
+    """Console lines naming the videos left out before any job: the TSV alone is easy to miss on a run
+    that goes on for hours without them. At most ``limit`` names, then a count and the TSV's path."""
+    if not rejected:
+        return ""
+    n = len(rejected)
+    lines = [f"{dataset}: {n} video{'s' if n != 1 else ''} left out before any job (all in {path}):"]
+    lines += [f"  {name!r}: {reason}" for name, reason in sorted(rejected.items())[:limit]]
+    if n > limit:
+        lines.append(f"  ... and {n - limit} more")
+    return "\n".join(lines)
+
+
 def read_rejections(path: Path) -> list[dict[str, str]]:
     return read_tsv(path)
 

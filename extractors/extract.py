@@ -101,7 +101,7 @@ def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | Non
     dtype = torch.bfloat16 if bf16 else torch.float32
     t0 = time.perf_counter()
     if kind == "flow":
-        from extractors.i3d import compute_flow
+        from extractors.flow import compute_flow
 
         prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size, weights_root=weights_root,
                             dtype=dtype)

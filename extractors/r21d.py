@@ -23,8 +23,8 @@ round-half-to-even, as the reference's ``center_crop``; note the I3D path floors
 
 Differences from the reference, on purpose: (1) the reference decodes the whole video with
 ``torchvision.io.read_video`` (PyAV) and transforms it at once ("could run out of memory here");
-we stream frames with OpenCV (BGR→RGB) through a rolling buffer of ``stack`` frames, so memory does
-not grow with video length. Both decode the same H.264 stream with FFmpeg's decoder; the RGB
+we stream frames with OpenCV (BGR→RGB; the one frame source, ``extractors.frames``) through the one window
+builder, each frame transformed once, so memory does not grow with video length. Both decode the same H.264 stream with FFmpeg's decoder; the RGB
 conversion of the two libraries may differ by rounding. (2) the reference defaults to
 ``stack = step = 32`` (or 8) for the ig65m models; docs/recipes.md ("ActivityNet 1.3") fixes 16/16 at 16 FPS for ActivityNet,
 which comes from ``recipe.stack``/``recipe.step``.
@@ -32,18 +32,16 @@ which comes from ``recipe.stack``/``recipe.step``.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extractors.frames import host_to_device
+from extractors.frames import host_to_device, iter_frames, window_groups
 from extractors.io import package_version
 from extractors.recipes import Recipe
 from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network, sha256_file
@@ -145,47 +143,20 @@ def transform_frames(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x[..., i:i + CROP, j:j + CROP].contiguous()
 
 
-def num_windows(n_frames: int, stack: int, step: int) -> int:
-    return 0 if n_frames < stack else (n_frames - stack) // step + 1
-
-
-def iter_frames_rgb(mp4_path: Path | str) -> Iterator[np.ndarray]:
-    """Frames of a video in decode order, RGB uint8 (H, W, 3), one at a time (OpenCV)."""
-    cap = cv2.VideoCapture(str(mp4_path))
-    if not cap.isOpened():
-        raise OSError(f"OpenCV cannot open video {mp4_path}")
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    finally:
-        cap.release()
-
-
-def iter_windows(frames: Iterator[np.ndarray], stack: int, step: int) -> Iterator[torch.Tensor]:
-    """Rolling buffer: yields (3, stack, 112, 112) windows starting at frames 0, step, 2*step, …;
-    each frame is transformed once and at most ``stack`` transformed frames are held."""
+def clip_batches(frames: Iterable[np.ndarray], stack: int, step: int,
+                 batch_size: int) -> Iterator[torch.Tensor]:
+    """``(B, 3, stack, 112, 112)`` batches of up to ``batch_size`` windows starting at frames 0, step, 2*step, …
+    (:func:`extractors.frames.window_groups` with ``span = stack``): each frame is transformed once, frames
+    between windows are never transformed, and a window is complete as soon as its last frame is decoded."""
     if stack < 1 or step < 1:
         raise ValueError(f"stack and step must be >= 1, got {stack}, {step}")
-    buf: deque[torch.Tensor] = deque()
-    skip = 0
-    for rgb in frames:
-        if skip:
-            skip -= 1
-            continue
-        buf.append(transform_frames(rgb)[:, 0])
-        if len(buf) == stack:
-            yield torch.stack(list(buf), dim=1)
-            drop = min(step, stack)
-            for _ in range(drop):
-                buf.popleft()
-            skip = step - drop
+    for ts, base, buf in window_groups(frames, stack, step, batch_size,
+                                       prepare=lambda rgb: transform_frames(rgb)[:, 0]):
+        yield torch.stack([torch.stack(buf[t * step - base: t * step - base + stack], dim=1) for t in ts])
 
 
 @torch.no_grad()
-def features_from_frames(model: R2Plus1D34, frames: Iterator[np.ndarray], stack: int, step: int,
+def features_from_frames(model: R2Plus1D34, frames: Iterable[np.ndarray], stack: int, step: int,
                          device: str = "cpu", batch_size: int = 8) -> tuple[np.ndarray, int]:
     """(T, 512) features from a frame iterator; also returns the number of frames consumed."""
     counted = [0]
@@ -195,15 +166,8 @@ def features_from_frames(model: R2Plus1D34, frames: Iterator[np.ndarray], stack:
             counted[0] += 1
             yield f
 
-    feats: list[np.ndarray] = []
-    batch: list[torch.Tensor] = []
-    for win in iter_windows(counting(), stack, step):
-        batch.append(win)
-        if len(batch) == batch_size:
-            feats.append(model(host_to_device(torch.stack(batch), device)).float().cpu().numpy())
-            batch = []
-    if batch:
-        feats.append(model(host_to_device(torch.stack(batch), device)).float().cpu().numpy())
+    feats = [model(host_to_device(batch, device)).float().cpu().numpy()
+             for batch in clip_batches(counting(), stack, step, batch_size)]
     out = np.concatenate(feats, axis=0) if feats else np.zeros((0, 512), dtype=np.float32)
     return out.astype(np.float32, copy=False), counted[0]
 
@@ -236,8 +200,8 @@ def extract_r21d(
     """
     mp4_path = Path(mp4_path)
     model, prov_w = build_r21d(recipe, weights_root, device, weights_name)
-    feats, n_frames = features_from_frames(model, iter_frames_rgb(mp4_path), recipe.stack, recipe.step,
-                                           device, batch_size)
+    frames = iter_frames(mp4_path, short_side=None, skip_failed_first=False)  # video_features' r21d reads with PyAV
+    feats, n_frames = features_from_frames(model, frames, recipe.stack, recipe.step, device, batch_size)
     prov = {
         "kind": "r21d",
         "recipe": recipe.to_dict(),

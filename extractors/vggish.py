@@ -90,6 +90,8 @@ def mel_matrix(sr: int = SAMPLE_RATE, n_fft: int = NFFT, n_bands: int = NUM_BAND
 
 
 def periodic_hann(n: int) -> np.ndarray:
+    """``scipy.signal.get_window('hann', n, fftbins=True)`` = ``torch.hann_window(n)``: the STFT window of
+    VGGish and of CLAP's front end (``extractors.llp.clap.frontend``)."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 

@@ -176,3 +176,125 @@ def test_checker_sees_function_local_and_upward_imports() -> None:
     assert layer_of("extractors.worker") == LAYERS.index("extractors")
     assert layer_of("extractors.llp.clap") == LAYERS.index("extractors.llp")
     assert layer_of("models") == -1
+
+
+# ---------------------------------------------------------------- one decode loop, one window builder
+# Issue #25: frames were read three ways, windows built three ways, audio decoded three ways. Each now has one
+# home; these checks fail when a second one comes back. They parse the modules (nothing is imported).
+FRAME_SOURCE = "extractors.frames"  # iter_frames (OpenCV or ffmpeg's fps filter) and window_groups
+AUDIO_SOURCE = "extractors.media"  # decode_audio / load_audio: every audio decode and resample
+GONE = ("iter_frames_rgb", "_window_groups", "iter_windows", "decode_audio_16k", "decode_audio_48k",
+        "decode_audio_int16", "hann_periodic", "_FlowSource")
+
+
+def _source(module: str) -> str:
+    return MODULES[module].read_text(encoding="utf-8")
+
+
+def defs_in(source: str) -> list[str]:
+    return [n.name for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+
+
+def uses_in(source: str, names: set[str]) -> list[int]:
+    """Lines where ``x.<name>`` or a bare or imported ``<name>`` is used, for any of ``names``."""
+    return [n.lineno for n in ast.walk(ast.parse(source))
+            if (isinstance(n, ast.Attribute) and n.attr in names) or (isinstance(n, ast.Name) and n.id in names)
+            or (isinstance(n, ast.alias) and n.name in names)]
+
+
+def audio_decoding_in(source: str) -> list[int]:
+    """Lines that import resampy or build an ffmpeg audio decode (``pcm_*`` output, ``aresample``)."""
+    return [getattr(n, "lineno", 0) for n in ast.walk(ast.parse(source))
+            if (isinstance(n, ast.alias) and n.name.split(".")[0] == "resampy")
+            or (isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith(("pcm_", "aresample")))]
+
+
+@pytest.mark.parametrize("name", ["num_windows", "window_groups", "iter_frames", "load_audio", "compute_flow",
+                                  "periodic_hann"])
+def test_one_definition_of_each_decode_and_window_function(name: str) -> None:
+    where = [m for m in MODULES if name in defs_in(_source(m))]
+    assert len(where) == 1, f"{name} is defined in {where}: one frame source, window builder, audio decode"
+
+
+def test_the_replaced_duplicates_stay_gone() -> None:
+    back = [f"{m}: {n}" for m in MODULES for n in defs_in(_source(m)) if n in GONE]
+    assert not back, "a second decode/window path came back (use extractors.frames / extractors.media):\n" + \
+        "\n".join(back)
+
+
+def test_only_the_frame_source_opens_videos_for_frames() -> None:
+    bad = [f"{MODULES[m].relative_to(ROOT)}:{line}" for m in MODULES if m != FRAME_SOURCE
+           for line in uses_in(_source(m), {"VideoCapture", "read_frames"})]
+    assert not bad, f"only {FRAME_SOURCE} reads video frames (cv2.VideoCapture, imageio_ffmpeg.read_frames):\n" + \
+        "\n".join(bad)
+
+
+def test_only_the_audio_module_decodes_and_resamples_audio() -> None:
+    bad = []
+    for m in MODULES:
+        if m == AUDIO_SOURCE:
+            continue
+        bad += [f"{m}:{line} uses {AUDIO_SOURCE}'s private helpers"
+                for line in uses_in(_source(m), {"_run_ffmpeg", "_url", "_write_wav"})]
+        bad += [f"{m}:{line} resamples or decodes audio itself" for line in audio_decoding_in(_source(m))]
+    assert not bad, f"only {AUDIO_SOURCE} decodes audio (decode_audio / load_audio):\n" + "\n".join(bad)
+
+
+def test_decode_checks_see_a_second_path() -> None:
+    """The checks above would catch the old code (issue #25's three readers)."""
+    old_r21d = "import cv2\n\ndef iter_frames_rgb(p):\n    cap = cv2.VideoCapture(str(p))\n"
+    assert defs_in(old_r21d) == ["iter_frames_rgb"] and set(defs_in(old_r21d)) <= set(GONE)
+    assert uses_in(old_r21d, {"VideoCapture", "read_frames"}) == [4]
+    old_clap = ("def decode_audio_48k(src):\n    from extractors.media import _run_ffmpeg, _url\n"
+                "    return _run_ffmpeg(src, ['-af', 'aresample=48000', '-acodec', 'pcm_f32le'])\n")
+    assert uses_in(old_clap, {"_run_ffmpeg", "_url"}) == [2, 2, 3]
+    assert audio_decoding_in(old_clap) == [3, 3]
+    assert audio_decoding_in("import resampy\n") == [1]
+    assert FRAME_SOURCE in MODULES and AUDIO_SOURCE in MODULES
+
+
+def _class_fields(path: Path) -> dict[str, set[str]]:
+    """Annotated class-level names of every class in ``path``: the fields a dataclass declares."""
+    out: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            out[node.name] = {s.target.id for s in node.body
+                              if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+    return out
+
+
+def test_decode_defaults_are_written_once() -> None:
+    """The Soft-NMS decode settings live in ``DecodeConfig``; a model config that needs them inherits them
+    (``PyramidConfig(DecodeConfig, ModelConfig)``) instead of writing the defaults a second time."""
+    decode = _class_fields(MODULES["models.localizers.decoding"])["DecodeConfig"]
+    assert {"pre_nms_thresh", "nms_sigma", "max_seg_num"} <= decode
+    again = [f"{MODULES[m].relative_to(ROOT)}: {cls} declares {sorted(names & decode)}"
+             for m in MODULES if m.startswith("models")
+             for cls, names in _class_fields(MODULES[m]).items()
+             if names & decode and (m, cls) != ("models.localizers.decoding", "DecodeConfig")]
+    assert not again, "decode defaults written outside models.localizers.decoding.DecodeConfig:\n" + "\n".join(again)
+
+
+LINE_LIMIT = 500
+# product modules allowed past LINE_LIMIT: network ports, whose length is the network's (none in models/)
+NETWORK_PORTS: dict[str, str] = {}
+
+
+def test_model_modules_are_short_enough_to_hold_one_job() -> None:
+    """A module of models/ past ~500 lines holds more than one job (as heads.py once held layers, targets,
+    losses, decoding and the pyramid base); split it into files named for one job."""
+    long = {str(p.relative_to(ROOT)): n for m, p in MODULES.items() if m.startswith("models")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > LINE_LIMIT}
+    long = {p: n for p, n in long.items() if p not in NETWORK_PORTS}
+    assert not long, f"modules over {LINE_LIMIT} lines (split them, or list a network port): {long}"
+
+
+def test_the_training_driver_reads_in_a_minute() -> None:
+    """``models.run.train.train`` stays a short numbered driver over named steps."""
+    tree = ast.parse(MODULES["models.run.train"].read_text(encoding="utf-8"))
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "train")
+    body = fn.body[1:] if isinstance(fn.body[0], ast.Expr) else fn.body  # after the docstring
+    assert fn.end_lineno - body[0].lineno + 1 <= 35, "train() grew: move the new work into a named step"
+    called = {n.func.id for n in ast.walk(fn) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert {"build_run", "resume_run", "train_one_epoch", "validate_epoch", "save_checkpoint"} <= called

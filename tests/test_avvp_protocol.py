@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from models.avvp.ear import EAR, LOST_VALUES, EARConfig
-from models.avvp.train import DEMO_EAR, predict_ear, split_coverage, train_ear
-from models.data.dataset import llp_segment_matrix, read_llp
+from models.avvp.planted import DEMO_EAR
+from models.avvp.train import predict_ear, split_coverage, train_ear
+from models.data.llp import llp_segment_matrix, read_llp
 
 LLP = Path(__file__).parent / "data" / "llp"
 

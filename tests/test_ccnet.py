@@ -1,5 +1,5 @@
-"""CCNet and the shared point heads (models/localizers/ccnet.py, models/localizers/heads.py): shapes, masking, gradient
-flow, target assignment and decoding by hand."""
+"""CCNet and the shared pyramid parts (models/localizers/ccnet.py, heads.py, targets.py, decoding.py, pyramid.py):
+shapes, masking, gradient flow, target assignment and decoding by hand."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import torch
 from conftest import localizer_batch
 
 from models.localizers.ccnet import CCNet, CCNetConfig
-from models.localizers.heads import (
-    DecodeConfig,
-    assign_targets,
-    decode_dense,
-    fuse_level_probs,
-    make_points,
-)
+from models.localizers.decoding import DecodeConfig, decode_dense
 from models.localizers.pooling import mil_pool
+from models.localizers.pyramid import fuse_level_probs
+from models.localizers.targets import assign_targets, make_points
 
 C, DA, DV, T = 4, 12, 20, 64
 
@@ -211,7 +207,7 @@ def test_weak_gate_is_decoupled_from_the_training_pool() -> None:
 
 def test_class_head_prior_follows_the_supervision() -> None:
     """The focal loss's RetinaNet prior (0.01) for full supervision, a zero bias (0.5) for the weak MIL BCE,
-    an explicit ``cls_prior_prob`` over both, for CCNet and DAVE alike (models.localizers.heads.class_head_prior)."""
+    an explicit ``cls_prior_prob`` over both, for CCNet and DAVE alike (models.localizers.pyramid.class_head_prior)."""
     import math
 
     from models.localizers.dave import DAVE, DAVEConfig
@@ -227,3 +223,12 @@ def test_class_head_prior_follows_the_supervision() -> None:
         assert out_bias(build(cfg_cls(**base, supervision="weak"))).abs().max() == 0.0
         weak_set = out_bias(build(cfg_cls(**base, supervision="weak", cls_prior_prob=0.01)))
         torch.testing.assert_close(weak_set, full)
+
+
+def test_pyramid_configs_decode_with_the_decode_defaults() -> None:
+    """CCNet and DAVE inherit DecodeConfig's fields, so their defaults are its defaults (one place)."""
+    from models.localizers.dave import DAVEConfig
+    from models.localizers.decoding import decode_config
+
+    assert decode_config(CCNetConfig()) == DecodeConfig() == decode_config(DAVEConfig())
+    assert decode_config(CCNetConfig(nms_sigma=0.9)).nms_sigma == 0.9

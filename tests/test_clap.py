@@ -1,4 +1,4 @@
-"""CLAP port (extractors/llp/clap.py): official key layout, log-mel front ends against numpy, Swin window
+"""CLAP port (extractors/llp/clap/): official key layout, log-mel front ends against numpy, Swin window
 attention, per-second embeddings, labelled random mode, loud pretrained failures, tokenizers."""
 
 from __future__ import annotations
@@ -440,7 +440,9 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
                     "testsrc2=size=64x48:rate=25:duration=2.5", "-f", "lavfi", "-i",
                     "sine=frequency=880:sample_rate=44100:duration=2.5", "-ac", "2", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-y", str(vid)], check=True)
-    wave, meta = clap.decode_audio_48k(vid)
+    from extractors.media import load_audio
+
+    wave, meta = load_audio(vid, clap.SAMPLE_RATE, 10.0, resampler="soxr")
     assert meta["has_audio"] and meta["source_sample_rate"] == 44100 and meta["source_channels"] == 2
     assert abs(wave.size - 2.5 * 48000) < 0.05 * 48000 and np.abs(wave).max() > 0.05
     from extractors.llp import features as llp
@@ -459,9 +461,16 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------- independent port (optional)
+def hf_audio(hf: torch.nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
+    """L2-normalised audio embeddings of Hugging Face's ``ClapModel`` (a tensor in transformers 4.x, the
+    output's ``pooler_output`` from 5.0 on)."""
+    out = hf.get_audio_features(**inputs)
+    return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
+
+
 def test_matches_transformers_clap_and_roberta_when_available() -> None:
-    """Cross-check against Hugging Face's own CLAP/RoBERTa ports (random weights; skipped when
-    transformers is not installed, as in the project environment: it would downgrade huggingface_hub)."""
+    """Cross-check against Hugging Face's own CLAP/RoBERTa ports (random weights). transformers is in the
+    ``test`` extra (README "Packages"), so CI runs it; a runtime-only install skips it."""
     tr = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = tr.ClapConfig()
@@ -490,15 +499,13 @@ def test_matches_transformers_clap_and_roberta_when_available() -> None:
     x = torch.from_numpy((0.2 * np.random.default_rng(0).standard_normal((1, 480000))).astype(np.float32))
     with torch.no_grad():
         mel = mine.audio_branch.logmel(x)
-        ref = F.normalize(hf.get_audio_features(input_features=mel.repeat(1, 4, 1, 1),
-                                                is_longer=torch.tensor([[False]])), dim=-1)
+        ref = hf_audio(hf, input_features=mel.repeat(1, 4, 1, 1), is_longer=torch.tensor([[False]]))
         torch.testing.assert_close(mine.encode_audio(x), ref, rtol=1e-4, atol=1e-5)
         # > 10 s: HF's fused patch embedding (is_longer) against the port's fusion branch, same mel_fusion
         long_in = mine.audio_branch.prepare(torch.from_numpy(np.tile(x[0].numpy(), 2)[:700000]),
                                             np.random.default_rng(0))
         assert long_in["longer"]
-        ref_long = F.normalize(hf.get_audio_features(input_features=long_in["mel_fusion"][None],
-                                                     is_longer=torch.tensor([[True]])), dim=-1)
+        ref_long = hf_audio(hf, input_features=long_in["mel_fusion"][None], is_longer=torch.tensor([[True]]))
         got_long = F.normalize(mine.audio_projection(mine.audio_branch.forward_inputs([long_in])["embedding"]),
                                dim=-1)
         torch.testing.assert_close(got_long, ref_long, rtol=1e-4, atol=1e-5)
@@ -516,3 +523,35 @@ def test_matches_transformers_clap_and_roberta_when_available() -> None:
     with torch.no_grad():
         torch.testing.assert_close(enc(tok["input_ids"], tok["attention_mask"]),
                                    rob(**tok)["pooler_output"], rtol=1e-4, atol=1e-5)
+
+
+def test_bpe_tokenizer_matches_hugging_face_when_available(tmp_path: Path) -> None:
+    """The port's byte-level BPE against Hugging Face's slow ``RobertaTokenizer`` and the ``tokenizers`` library
+    on a small byte-level vocabulary (every byte, a few merges), prompts with spaces, case, punctuation and
+    non-ASCII text; ``input_ids`` and ``attention_mask`` as laion_clap calls it (max_length 77)."""
+    tr = pytest.importorskip("transformers")
+    tk = pytest.importorskip("tokenizers")
+    from extractors.llp.clap.tokenizer import _bytes_to_unicode
+
+    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "s"), ("o", "u"), ("Ġs", "ou"), ("n", "d"),
+              ("Ġsou", "nd"), ("Ġ", "o"), ("Ġo", "f"), ("T", "h"), ("i", "s"), ("Th", "is"), ("Ġ", "is")]
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for ch in _bytes_to_unicode().values():
+        vocab.setdefault(ch, len(vocab))
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
+                                         encoding="utf-8")
+    ours = clap.RobertaBPETokenizer(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    slow = tr.RobertaTokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    fast = tk.ByteLevelBPETokenizer(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    texts = ["This is the sound of dog", "this is the sound of frying (food)", "Violin fiddle", "  two  spaces",
+             "Café, naïve — 東京!", "x" * 100]
+    for text in texts:
+        want = slow(text, add_special_tokens=False)["input_ids"]
+        assert ours.encode(text) == want == fast.encode(text).ids, text
+    got = ours(texts)
+    ref = slow(texts, padding="max_length", truncation=True, max_length=77, return_tensors="pt")
+    torch.testing.assert_close(got["input_ids"], ref["input_ids"])
+    torch.testing.assert_close(got["attention_mask"], ref["attention_mask"])

@@ -10,24 +10,14 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data.dataset import (
-    FeatureDataset,
-    FeatureStore,
-    Segment,
-    VideoAnnotation,
-    class_list,
-    collate,
-    covered_steps,
-    llp_segment_matrix,
-    load_video_features,
-    make_loader,
-    read_activitynet,
-    read_llp,
-    read_unav,
-    render_segments,
-    seconds_to_steps,
-    write_unav,
-)
+from models.data.activitynet import read_activitynet
+from models.data.annotations import Segment, VideoAnnotation, class_list
+from models.data.dataset import FeatureDataset, collate, make_loader
+from models.data.features import load_video_features
+from models.data.llp import llp_segment_matrix, read_llp
+from models.data.steps import covered_steps, render_segments, seconds_to_steps
+from models.data.store import FeatureStore
+from models.data.unav import read_unav, write_unav
 
 FIX = Path(__file__).parent / "fixtures"
 R = get_recipe("unav100")
@@ -277,7 +267,7 @@ def test_dataset_missing_video_raises(tmp_path):
 def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
     """The LLP view of dense AV annotations: train/val/test split by subset, AV events as identical audio and
     visual eval rows widened to whole seconds, read back by read_llp into HAN's segment matrix."""
-    from models.data.dataset import unav_to_llp_csvs
+    from models.data.llp import unav_to_llp_csvs
 
     anns = {"a": VideoAnnotation("a", "train", 10.0, [Segment(1.2, 3.5, "Dog")]),
             "b": VideoAnnotation("b", "validation", 10.0, [Segment(0.0, 2.0, "Cat")]),

@@ -40,6 +40,13 @@ def test_awkward_names_are_admitted_or_rejected_with_a_reason(tmp_path, base_cli
     rows = discovery.read_rejections(tsv)
     assert {r["file"]: r["reason"] for r in rows} == found.rejected
     assert [list(r) for r in rows] == [["file", "reason"]] * len(rows)
+    summary = discovery.rejection_summary("demo", found.rejected, tsv, limit=2).splitlines()
+    assert summary[0] == f"demo: 5 videos left out before any job (all in {tsv}):"
+    assert summary[1:] == ["  'brace{vid}.mp4': braces { } in the file name would be read as a Snakemake "
+                           "wildcard; rename the file",
+                           "  'close}.mp4': braces { } in the file name would be read as a Snakemake wildcard; "
+                           "rename the file", "  ... and 3 more"]
+    assert discovery.rejection_summary("demo", {}, tsv) == ""
 
 
 def test_unreadable_file_is_rejected(tmp_path, base_clip, monkeypatch):

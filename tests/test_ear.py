@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from models.avvp.ear import EAR, EARConfig, events_from_binary, warmup_cosine
 from models.avvp.metrics import avvp_scores
+from models.avvp.planted import DEMO_EAR, DEMO_GEN, make_demo_data
 from models.avvp.pseudo_labels import GeneratorConfig, PseudoLabelGenerator, generate_pseudo_labels
-from models.avvp.train import DEMO_EAR, DEMO_GEN, make_demo_data, run_stages, write_outputs
+from models.avvp.train import run_stages, write_outputs
 from models.data.synthetic import PlantedConfig, make_planted_avvp
 
 
@@ -280,7 +281,7 @@ def test_stage_by_stage_cli_reproduces_the_in_memory_run(tmp_path) -> None:
 def test_dense_arrays_from_unav_style_annotations() -> None:
     from extractors.recipes import get_recipe
     from models.avvp.train import dense_arrays
-    from models.data.dataset import Segment, VideoAnnotation
+    from models.data.annotations import Segment, VideoAnnotation
 
     rec = get_recipe("unav100")  # step 0.32 s, centre of step t at 0.48 + 0.32 t
     ann = VideoAnnotation("v 1", "train", 5.0, [Segment(0.48, 1.12, "dog"), Segment(1.0, 1.5, "cat")])
@@ -290,3 +291,17 @@ def test_dense_arrays_from_unav_style_annotations() -> None:
     assert np.flatnonzero(out["av_labels"][0, :, 1]).tolist() == [0, 1, 2]  # centres 0.48, 0.80, 1.12
     assert np.flatnonzero(out["av_labels"][0, :, 0]).tolist() == [2, 3]  # centres 1.12, 1.44 in [1.0, 1.5]
     assert out["visual"][0, 9].sum() == 0
+
+
+def test_ear_control_shuffles_with_the_localizers_rule() -> None:
+    """One seed rule for every label-shuffled control (models.run.controls): EAR's shuffled video labels are
+    the rows the localizers' ShuffledLabels gives the same videos."""
+    from models.run.controls import ShuffledLabels, shuffle_permutation, shuffled_labels
+
+    y = np.eye(7, dtype=np.float32)[[0, 1, 2, 3, 4, 5, 6, 0, 1, 2]]
+    items = [{"labels": torch.from_numpy(row)} for row in y]
+    for seed in (0, 3):
+        perm = shuffle_permutation(len(y), seed)
+        assert ShuffledLabels(items, seed).perm == perm
+        assert np.array_equal(shuffled_labels(y, seed), y[perm])
+    assert shuffle_permutation(10, 0) == torch.randperm(10, generator=torch.Generator().manual_seed(7919)).tolist()

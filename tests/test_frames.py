@@ -1,4 +1,5 @@
-"""Frame path of the I3D/RAFT recipe: resize convention, colour order, window arithmetic, streaming."""
+"""The one frame source and window builder: resize convention, colour order, window arithmetic per recipe,
+streaming."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ from conftest import write_lossless_clip
 from PIL import Image
 
 from extractors.frames import (
+    check_stack_step,
     count_frames,
     iter_frames,
-    iter_windows,
     num_pairs_needed,
     num_windows,
     resize_frame,
     resized_size,
+    window_groups,
 )
+from extractors.recipes import RECIPES
+
+
+def i3d_windows(frames, stack: int, step: int):
+    """I3D's windows one at a time: ``(t, (stack + 1, H, W, 3) frames)``."""
+    check_stack_step(stack, step)
+    for ts, _, buf in window_groups(frames, stack + 1, step):
+        yield ts[0], np.stack(buf)
 
 
 @pytest.mark.parametrize(("w", "h", "expected"), [
@@ -69,9 +79,9 @@ def test_iter_frames_missing_file_raises(tmp_path: Path) -> None:
                                                   (100, 24, 8), (50, 10, 4), (30, 5, 6), (12, 3, 3)])
 def test_window_count_and_content(n: int, stack: int, step: int) -> None:
     frames = (np.full((1, 1, 3), i % 256, np.uint8) for i in range(n))
-    wins = list(iter_windows(frames, stack, step))
+    wins = list(i3d_windows(frames, stack, step))
     expected = max(0, (n - stack - 1) // step + 1) if n >= stack + 1 else 0
-    assert len(wins) == expected == num_windows(n, stack, step)
+    assert len(wins) == expected == num_windows(n, stack + 1, step)
     if stack == 24 and step == 8:
         assert len(wins) == (max(0, (n - 25) // 8 + 1) if n >= 25 else 0)
     for t, win in wins:
@@ -90,7 +100,7 @@ def test_windows_stream_without_reading_ahead() -> None:
             consumed.append(i)
             yield np.zeros((2, 2, 3), np.uint8)
 
-    it = iter_windows(gen(), 24, 8)
+    it = i3d_windows(gen(), 24, 8)
     next(it)
     assert len(consumed) == 25  # a window needs stack + 1 frames and nothing more
     next(it)
@@ -118,4 +128,55 @@ def test_prefetch_preserves_order_and_propagates_errors() -> None:
 def test_step_beyond_stack_plus_one_is_rejected() -> None:
     frames = (np.zeros((1, 1, 3), np.uint8) for _ in range(40))
     with pytest.raises(ValueError, match="not supported: the reference extractor would advance by stack"):
-        list(iter_windows(frames, 5, 9))
+        list(i3d_windows(frames, 5, 9))
+
+
+def _hand_windows(recipe_name: str, n: int) -> list[list[int]]:
+    """Frame indices of each window, written out from each reference's own loop (not from window_groups)."""
+    r = RECIPES[recipe_name]
+    out = []
+    if recipe_name == "llp":  # LLP: second k = frames [8k, 8k + 8), at most 10 seconds
+        for k in range(min(10, n // 8)):
+            out.append(list(range(8 * k, 8 * k + 8)))
+    elif r.visual == "i3d":  # video_features extract_i3d: process when len(stack) - 1 == stack, then drop step
+        buf: list[int] = []
+        for i in range(n):
+            buf.append(i)
+            if len(buf) - 1 == r.stack:
+                out.append(list(buf))
+                buf = buf[r.step:]
+    else:  # R(2+1)D: windows of stack frames starting every step frames
+        start = 0
+        while start + r.stack <= n:
+            out.append(list(range(start, start + r.stack)))
+            start += r.step
+    return out
+
+
+@pytest.mark.parametrize("name", ["demo", "unav100", "activitynet", "llp"])
+@pytest.mark.parametrize("n", [0, 7, 8, 12, 13, 25, 33, 64, 81, 100])
+def test_window_builder_gives_each_recipes_windows(name: str, n: int) -> None:
+    """The one window builder, with each recipe's parameters, gives the windows each reference's loop gives."""
+    r = RECIPES[name]
+    span = 8 if name == "llp" else r.min_frames
+    limit = 10 if name == "llp" else None
+    want = _hand_windows(name, n)
+    for group in (1, 3):
+        got = [buf[t * r.step - base:][:span] for ts, base, buf in
+               window_groups(iter(range(n)), span, r.step, group, max_windows=limit) for t in ts]
+        assert got == want
+    assert num_windows(n, span, r.step) == (n // 8 if name == "llp" else len(want))  # LLP caps at 10 afterwards
+
+
+def test_window_builder_skips_frames_between_windows_unprepared() -> None:
+    prepared: list[int] = []
+
+    def prep(i: int) -> int:
+        prepared.append(i)
+        return 10 * i
+
+    wins = [(ts, base, buf) for ts, base, buf in window_groups(iter(range(20)), 3, 7, prepare=prep)]
+    assert [buf for _, _, buf in wins] == [[0, 10, 20], [70, 80, 90], [140, 150, 160]]
+    assert prepared == [0, 1, 2, 7, 8, 9, 14, 15, 16]
+    with pytest.raises(ValueError, match="span, step and group must be >= 1"):
+        list(window_groups(iter(range(3)), 0, 1))

@@ -14,8 +14,9 @@ from conftest import write_lossless_clip
 from PIL import Image
 from torch import nn
 
+from extractors.flow import compute_flow, crop_quantize
 from extractors.flow_store import FlowStoreWriter, quantize_flow, read_flow_store, read_meta
-from extractors.i3d import I3D, compute_flow, convert_piergiaj, crop_quantize, extract_i3d
+from extractors.i3d import I3D, convert_piergiaj, extract_i3d
 from extractors.raft import RAFTFlow, farneback_pairs, raft_pairs
 from extractors.recipes import get_recipe
 
@@ -250,13 +251,12 @@ def test_feature_index_aligns_with_frames(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("stack", "step"), [(24, 8), (10, 4), (5, 6), (3, 1), (8, 8)])
 def test_window_groups_equal_plain_windows(stack: int, step: int) -> None:
     """Batched grouping (used by extraction) yields exactly the reference windows, for any group size."""
-    from extractors.frames import iter_windows
-    from extractors.i3d import _window_groups
+    from extractors.frames import window_groups
 
     for n in (0, stack, stack + 1, 33, 58):
         fr = [np.full((1, 1, 3), i, np.uint8) for i in range(n)]
-        plain = [(t, w[:, 0, 0, 0].tolist()) for t, w in iter_windows(iter(fr), stack, step)]
+        plain = [list(range(t * step, t * step + stack + 1)) for t in range((n - stack - 1) // step + 1)]
         for group in (1, 2, 5):
-            grouped = [(t, f[t * step - base: t * step - base + stack + 1, 0, 0, 0].tolist())
-                       for ts, base, f in _window_groups(iter(fr), stack, step, group) for t in ts]
+            grouped = [np.stack(f)[t * step - base: t * step - base + stack + 1, 0, 0, 0].tolist()
+                       for ts, base, f in window_groups(iter(fr), stack + 1, step, group) for t in ts]
             assert grouped == plain

@@ -109,7 +109,7 @@ def test_environment_errors_are_not_recorded_as_bad_inputs(clips, tmp_path, monk
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(media, "_write_wav", full_disk)
+    monkeypatch.setattr(media, "write_wav", full_disk)
     with pytest.raises(OSError) as ei:
         extract.main(["media", "--src", str(clips["good"]), "--mp4", str(o["mp4"]), "--wav", str(o["wav"])])
     assert ei.value.errno == errno.ENOSPC and not isinstance(ei.value, ContentError)
@@ -182,7 +182,7 @@ def test_097s_clip_is_rejected_and_a_clip_at_the_minimum_gives_one_step(clips, t
     assert discovery._probe_reason(clips["s100"], r.min_duration_s) is None
     m = normalize(clips["s100"], tmp_path / "a.mp4", tmp_path / "a.wav", fps=r.fps, min_duration_s=r.min_duration_s)
     wav = read_wav_16k_mono(tmp_path / "a.wav")
-    assert num_windows(m.n_frames, r.stack, r.step) >= 1
+    assert num_windows(m.n_frames, r.min_frames, r.step) >= 1
     assert num_examples(len(wav), r.audio_hop_s) >= 1
 
 
@@ -191,7 +191,7 @@ def test_audio_shorter_than_the_video(clips, tmp_path, mode):
     r = get_recipe("unav100")
     m = normalize(clips["short_audio"], tmp_path / "a.mp4", tmp_path / "a.wav", fps=r.fps, short_audio=mode)
     wav = read_wav_16k_mono(tmp_path / "a.wav")
-    visual_steps = num_windows(m.n_frames, r.stack, r.step)
+    visual_steps = num_windows(m.n_frames, r.min_frames, r.step)
     assert m.n_frames == 150 and visual_steps == 16
     assert m.has_audio
     if mode == "pad":

@@ -238,8 +238,8 @@ def test_feature_set_2_as_valor_clip_r21d_and_clap_maps(tmp_path: Path) -> None:
     from models.avvp.inputs import _stack
 
     assert E.base_kinds("clip_r21d") == ("clip", "r21d") and E.base_kinds("clap_maps") == ("clap_maps",)
-    assert E.weights_needed(["clap_maps"]) == E.weights_needed(["clap"])
-    assert "r2plus1d_18" in E.weights_needed(E.base_kinds("clip_r21d"))
+    assert E.llp_weights_needed(["clap_maps"]) == E.llp_weights_needed(["clap"])
+    assert "r2plus1d_18" in E.llp_weights_needed(E.base_kinds("clip_r21d"))
     make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=3.0, seed=5)
     video = tmp_path / "d" / "videos" / "demo_000.mp4"
     kinds = ["clip", "r21d", "clap_maps", "clap"]

@@ -21,7 +21,7 @@ from extractors.media import (
     _last_meaningful_line,
     _run_ffmpeg,
     check_usable,
-    decode_audio_int16,
+    decode_audio,
     ffmpeg_exe,
     fps_filter_source_indices,
     normalize,
@@ -254,8 +254,8 @@ def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_l
     for kind, src in _edit_list_clips(tmp_path).items():
         ref = _reference_wav(src, tmp_path)
         info = probe(src)
-        ref_int16 = decode_audio_int16(src, info, "reference")
-        trimmed = decode_audio_int16(src, info, "trimmed")
+        ref_int16 = decode_audio(src, info, "reference")[0]
+        trimmed = decode_audio(src, info, "trimmed")[0]
         m = normalize(src, tmp_path / f"{kind}.mp4", tmp_path / f"{kind}.wav", 25)
         ours, sr = sf.read(m.out_wav, dtype="float64")
         assert sr == 16000 and ours.shape == ref.shape, (kind, ours.shape, ref.shape)
@@ -274,7 +274,7 @@ def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_l
             np.testing.assert_array_equal(ref_int16, trimmed)
     assert not list(tmp_path.glob(".*.tmp-*")), "the ADTS scratch file is removed"
     with pytest.raises(ValueError, match="audio alignment must be one of"):
-        decode_audio_int16(src, info, "exact")
+        decode_audio(src, info, "exact")
 
 
 def test_failed_adts_copy_falls_back_to_the_container_with_a_warning(tmp_path, monkeypatch):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data.dataset import FeatureDataset, class_list, covered_steps, read_unav, seconds_to_steps
+from models.data.annotations import class_list
+from models.data.dataset import FeatureDataset
 from models.data.planted_real import (
     MatchedFilter,
     RealPlantedConfig,
@@ -25,6 +26,8 @@ from models.data.planted_real import (
     steps_for_duration,
     video_labels,
 )
+from models.data.steps import covered_steps, seconds_to_steps
+from models.data.unav import read_unav
 from models.localizers.class_prior import fit_class_prior, prior_logits
 from models.localizers.registry import build_model
 from models.run.evaluate import compute_dataset_metrics, video_level_map

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from extractors.recipes import get_recipe
-from models.data.dataset import render_segments, seconds_to_steps
+from models.data.steps import render_segments, seconds_to_steps
 from models.localizers.postprocess import (
     events_to_results,
     probs_to_events,
@@ -227,7 +227,7 @@ def test_evaluation_draws_a_bounded_number_of_timelines(tmp_path):
     from types import SimpleNamespace
 
     from extractors.recipes import get_recipe
-    from models.data.dataset import Segment, VideoAnnotation
+    from models.data.annotations import Segment, VideoAnnotation
     from models.run.metrics import write_predictions_json
     from models.run.predict import plot_dataset_timelines
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from extractors import r21d as R
+from extractors.frames import iter_frames, num_windows
 from extractors.recipes import get_recipe
 from extractors.weights import WeightsError, build_model_weights
 
@@ -95,7 +96,7 @@ def _reference_transform_np(rgb: np.ndarray) -> np.ndarray:
 
 
 def _first_frames(path: Path, n: int) -> list[np.ndarray]:
-    return [f for _, f in zip(range(n), R.iter_frames_rgb(path), strict=False)]
+    return [f for _, f in zip(range(n), iter_frames(path, None, skip_failed_first=False), strict=False)]
 
 
 def test_transform_matches_independent_numpy_on_clip_frames(odd_rate_clip: Path) -> None:
@@ -137,11 +138,11 @@ def test_windows_count_content_and_streaming(n: int, stack: int, step: int) -> N
             yield np.full((6, 8, 3), k, dtype=np.uint8)
 
     wins = []
-    for w in R.iter_windows(frames(), stack, step):
+    for batch in R.clip_batches(frames(), stack, step, batch_size=1):
         pulled_at_yield.append(pulled[0])
-        wins.append(_decode_index(w))
+        wins.append(_decode_index(batch[0]))
     expected = (n - stack) // step + 1 if n >= stack else 0
-    assert len(wins) == expected == R.num_windows(n, stack, step)
+    assert len(wins) == expected == num_windows(n, stack, step)
     for t, idx in enumerate(wins):
         assert idx == list(range(t * step, t * step + stack))
         # streamed: window t is produced as soon as its last frame is decoded, never later
@@ -161,9 +162,9 @@ def tiny_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_extract_r21d_end_to_end(tiny_video: Path, tmp_path: Path) -> None:
     recipe = get_recipe("activitynet", weights="random", seed=0, stack=2, step=3)
     feats, prov = R.extract_r21d(tiny_video, recipe, weights_root=tmp_path, batch_size=2)
-    frames = list(R.iter_frames_rgb(tiny_video))
+    frames = list(iter_frames(tiny_video, None, skip_failed_first=False))
     assert len(frames) == 10 == prov["num_frames"]
-    assert feats.shape == (R.num_windows(10, 2, 3), 512) == (3, 512) and feats.dtype == np.float32
+    assert feats.shape == (num_windows(10, 2, 3), 512) == (3, 512) and feats.dtype == np.float32
     assert prov["weights"] == "random" and prov["seed"] == 0 and prov["T"] == 3
     assert prov["seconds_per_step"] == 3 / 16
     assert np.abs(feats).max() > 0 and np.abs(feats[0] - feats[1]).max() > 0  # non-degenerate features
@@ -188,4 +189,4 @@ def test_unreadable_video_raises(tmp_path: Path) -> None:
     bad = tmp_path / "x.mp4"
     bad.write_bytes(b"not a video")
     with pytest.raises(OSError):
-        list(R.iter_frames_rgb(bad))
+        list(iter_frames(bad, None, skip_failed_first=False))

@@ -13,15 +13,18 @@ import torch
 from torch import nn
 
 from extractors.recipes import get_recipe
-from models.data.dataset import FeatureDataset, FeatureStore, Segment, VideoAnnotation
+from models.data.annotations import Segment, VideoAnnotation
+from models.data.dataset import FeatureDataset
+from models.data.store import FeatureStore
 from models.data.synthetic import PlantedConfig, make_planted
 from models.localizers.ccnet import CCNet, CCNetConfig
 from models.localizers.clasp import CLASP, CLASPConfig
 from models.localizers.dave import MHCABlock
 from models.localizers.pooling import detect_from_probs
 from models.run.evaluate import compute_dataset_metrics
-from models.run.runtime import load_checkpoint
-from models.run.train import VideoSubset, holdout_split, train
+from models.run.runtime import VideoSubset, load_checkpoint
+from models.run.selection import holdout_split
+from models.run.train import train
 
 RECIPE = get_recipe("unav100")
 T_MAX = 32

@@ -18,16 +18,10 @@ import yaml
 from test_workflow import REPO, job_counts, smk
 
 from extractors.recipes import get_recipe
-from models.data.dataset import (
-    Segment,
-    VideoAnnotation,
-    class_list,
-    feature_paths,
-    find_features,
-    label_ids,
-    read_activitynet,
-    read_unav,
-)
+from models.data.activitynet import read_activitynet
+from models.data.annotations import Segment, VideoAnnotation, class_list, label_ids
+from models.data.features import feature_paths, find_features
+from models.data.unav import read_unav
 from models.run.interchange import convert, unav_arrays, write_class_map
 from models.run.metrics import compute_map, load_predictions_json, tious_for, write_predictions_json
 from models.run.pipeline import checkpoint_classes
@@ -206,6 +200,15 @@ def test_run_names_with_seeds_and_controls():
     assert split_control("clasp_shuffled_seed1") == ("clasp", True) and split_control("clasp_seed1") == ("clasp", False)
     assert parse_model_name("ccnet-full_shuffled_seed2") == ("ccnet", "full")
     assert base_model("ccnet-full_shuffled_seed2") == base_model("ccnet") == "ccnet"
+    # the builder is the parsers' inverse (models.run.names: the rules, compare and reproduce build names with it)
+    from models.run.names import run_name
+
+    assert run_name("ccnet-full", control=True, seed=2) == "ccnet-full_shuffled_seed2"
+    assert run_name("clasp") == "clasp" and run_name("clasp", seed=0) == "clasp_seed0"
+    for name in ("clasp", "clasp_shuffled", "clasp_seed3", "ccnet-weak_shuffled_seed12"):
+        seed = split_seed(name)[1]
+        model, control = split_control(name)
+        assert run_name(model, control, seed) == name
 
 
 def test_reproduce_table_mean_std_over_seeds_and_the_chance_line(tmp_path):

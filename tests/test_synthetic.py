@@ -9,13 +9,9 @@ import pytest
 import torch
 
 from extractors.recipes import get_recipe
-from models.data.dataset import (
-    FeatureDataset,
-    covered_steps,
-    load_video_features,
-    read_unav,
-    seconds_to_steps,
-)
+from models.data.dataset import FeatureDataset
+from models.data.features import load_video_features
+from models.data.steps import covered_steps, seconds_to_steps
 from models.data.synthetic import (
     PlantedConfig,
     make_planted,
@@ -23,6 +19,7 @@ from models.data.synthetic import (
     make_planted_avvp,
     planted_prototypes,
 )
+from models.data.unav import read_unav
 from models.localizers.postprocess import probs_to_events
 from models.run.metrics import compute_map
 

@@ -12,11 +12,12 @@ import torch
 from extractors.recipes import get_recipe
 from models.data.dataset import FeatureDataset
 from models.data.synthetic import PlantedConfig, make_planted
+from models.run.controls import ShuffledLabels
 from models.run.evaluate import evaluate
 from models.run.evaluate import main as evaluate_main
-from models.run.runtime import load_checkpoint
-from models.run.train import ShuffledLabels, VideoSubset, train
+from models.run.runtime import VideoSubset, load_checkpoint
 from models.run.train import main as train_main
+from models.run.train import train
 
 RECIPE = get_recipe("unav100")
 T_MAX = 64

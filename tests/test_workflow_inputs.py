@@ -89,7 +89,11 @@ def test_awkward_names_are_rejected_with_reasons(run_with_a_bad_video):
 
 def test_deleting_the_record_retries_the_video(run_with_a_bad_video):
     work, bad = run_with_a_bad_video
-    assert job_counts(smk(work, "-n", "--workflow-profile", "none", "--cores", "1").stdout) == {}
+    dry = smk(work, "-n", "--workflow-profile", "none", "--cores", "1")
+    assert job_counts(dry.stdout) == {}
+    # the rejected names are on the console too, once (the main process), before any job
+    assert dry.stderr.count("tiny: 3 videos left out before any job (all in logs/tiny/rejected_videos.tsv):") == 1
+    assert "  'brace{vid}.mp4': braces { } in the file name" in dry.stderr
     record = work / "results" / "tiny" / "features" / "i3d" / "short_audio.json"  # a features job's record
     kept = record.read_bytes()
     record.unlink()

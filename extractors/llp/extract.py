@@ -57,7 +57,7 @@ def base_kinds(name: str) -> tuple[str, ...]:
     return (name,)
 
 
-def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: WeightsMode = "pretrained",
+def llp_weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: WeightsMode = "pretrained",
                    text: bool = False) -> list[str]:
     """Registry names of the checkpoints (and tokenizer files) the given kinds need, so Snakemake can
     make them job inputs; none for random weights. ``text``: the text encoders (CLIP, CLAP) only."""
@@ -70,17 +70,6 @@ def weights_needed(kinds: Sequence[str], clip_model: str = "ViT-L-14", mode: Wei
              "clip": [CLIP_WEIGHTS[clip_model]], "clap": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES],
              "clap_maps": [DEFAULT_CHECKPOINT, *TOKENIZER_FILES]}
     return sorted({n for k in kinds for n in needs[k]} - ({"vggish"} if text else set()))
-
-
-def decode_audio_16k(video: Path | str, seconds: float = float(N_SEGMENTS)) -> tuple[np.ndarray, bool]:
-    """16 kHz mono float waveform of the first ``seconds`` (reference chain), and whether there was audio."""
-    from extractors.media import TARGET_SR, decode_audio_int16, probe, reference_audio_chain
-
-    info = probe(video)
-    if not info.has_audio:  # silence as long as the clip (at most `seconds`), like media.normalize
-        return np.zeros(int(round(min(info.duration_s or seconds, seconds) * TARGET_SR))), False
-    wave = reference_audio_chain(decode_audio_int16(Path(video), info), info.sample_rate)
-    return wave[: int(round(seconds * TARGET_SR))], True
 
 
 def check_kinds(kinds: Sequence[str], max_seconds: int | None = N_SEGMENTS) -> None:
@@ -114,13 +103,13 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
         prov["visual"] = {k: v for k, v in vp.items() if k != "weights"}
     if "vggish" in kinds:
         from extractors.llp.features import extract_llp_vggish
-        from extractors.media import TARGET_SR, _write_wav
+        from extractors.media import TARGET_SR, load_audio, write_wav
 
-        wave, has_audio = decode_audio_16k(video)
-        prov["has_audio"] = has_audio
+        wave, meta = load_audio(video, TARGET_SR, max_seconds=float(N_SEGMENTS))  # the reference chain, as media's
+        prov["has_audio"] = meta["has_audio"]
         with tempfile.TemporaryDirectory() as tmp:
             wav = Path(tmp) / "audio.wav"
-            _write_wav(wav, wave, TARGET_SR)
+            write_wav(wav, wave, TARGET_SR)
             feats["vggish"], p = extract_llp_vggish(wav, mode, root, seed, device)
         prov["weights"]["vggish"] = p.get("weights", p)
     clap_kinds = [k for k in kinds if k in ("clap", "clap_maps")]

@@ -20,7 +20,8 @@ Recipe (the AVVP-ECCV20 release describes frames sampled at 8 fps; the code that
 features is not public, so the choices below are ours and are recorded in every provenance dict):
 
 - Frames: ffmpeg ``fps=8`` filter (ffmpeg's own semantics, via ``imageio_ffmpeg``, argument list,
-  no shell) on the source video, RGB24. Segment ``k`` = frames ``[8k, 8k+8)`` = seconds ``[k, k+1)``.
+  no shell) on the source video, RGB24 (:func:`extractors.frames.iter_frames` with ``fps=8``). Segment ``k`` =
+  frames ``[8k, 8k+8)`` = seconds ``[k, k+1)``.
   Segments: ``min(n_segments, floor(n_frames / 8))``; an incomplete last second is dropped.
 - ResNet-152 (torchvision architecture, ``fc`` removed, global-average-pool output): each frame
   resized (short side 256, bilinear, antialiased) and centre-cropped to 224, ImageNet mean/std;
@@ -67,7 +68,9 @@ from PIL import Image
 from torch import nn
 
 from extractors.errors import ContentError
+from extractors.frames import iter_frames, window_groups
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
+from extractors.media import load_audio
 from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network
 
 FPS = 8
@@ -85,39 +88,18 @@ COMBINED = {"resnet152_r21d": ("resnet152", "r21d"), "clip_r21d": ("clip", "r21d
 
 # ----------------------------------------------------------------------------- frames
 def decode_frames(video_path: Path | str, fps: float = FPS, max_seconds: int | None = N_SEGMENTS) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s (None: all).
-
-    A file that is no usable video, or that ffmpeg cannot decode, raises :class:`ContentError` (a
-    failed clip); a missing ffmpeg or any other OS error is not the clip's fault and propagates."""
-    import imageio_ffmpeg
-
-    from extractors.media import probe
-
-    probe(video_path)  # MediaError (a ContentError) names why a file is not usable video
-    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
-    gen = imageio_ffmpeg.read_frames(str(video_path), pix_fmt="rgb24", output_params=["-vf", f"fps={fps}", *limit])
-    try:
-        meta = next(gen)
-        w, h = meta["size"]
-        frames = [np.frombuffer(buf, np.uint8).reshape(h, w, 3) for buf in gen]
-    except (RuntimeError, OSError) as err:
-        if isinstance(err, OSError) and err.errno is not None:  # an OS fault (no ffmpeg binary, ...), not the clip's
-            raise
-        raise ContentError(video_path, f"ffmpeg could not decode its frames: {str(err).strip().splitlines()[0]}") from err
-    finally:
-        gen.close()
-    if not frames:
-        raise ContentError(video_path, "no frames decoded")
-    out = np.stack(frames)
-    return out if max_seconds is None else out[: int(round(fps * max_seconds))]
+    """``(N, H, W, 3)`` uint8 RGB frames of the ffmpeg ``fps`` filter, at most ``max_seconds`` s (None: all):
+    the LLP recipe of the one frame source (:func:`extractors.frames.iter_frames`), whose errors it keeps."""
+    return np.stack(list(iter_frames(video_path, None, fps=fps, max_seconds=max_seconds)))
 
 
 def segment_frames(frames: np.ndarray, fps: int = FPS, n_segments: int | None = N_SEGMENTS) -> np.ndarray:
-    """``(S, fps, H, W, 3)``: whole seconds only, at most ``n_segments`` (None: all)."""
-    s = frames.shape[0] // fps if n_segments is None else min(n_segments, frames.shape[0] // fps)
-    if s == 0:
+    """``(S, fps, H, W, 3)``: whole seconds only, at most ``n_segments`` (None: all); the windows of
+    :func:`extractors.frames.window_groups` with ``span = step = fps``."""
+    segs = [np.stack(buf) for _, _, buf in window_groups(frames, fps, fps, max_windows=n_segments)]
+    if not segs:
         raise ValueError(f"video shorter than one {fps}-frame segment ({frames.shape[0]} frames)")
-    return frames[: s * fps].reshape(s, fps, *frames.shape[1:])
+    return np.stack(segs)
 
 
 def imagenet_transform(frames: np.ndarray, short_side: int = 256, crop: int = 224) -> torch.Tensor:
@@ -313,7 +295,7 @@ def extract_llp_clap(video_path: Path | str, mode: WeightsMode = "pretrained", r
     unknown = set(kinds) - set(CLAP_KINDS)
     if unknown or not kinds:
         raise ValueError(f"CLAP feature kinds must be a non-empty subset of {CLAP_KINDS}, got {list(kinds)}")
-    wave, meta = clap.decode_audio_48k(video_path, max_seconds=max_seconds)
+    wave, meta = load_audio(video_path, clap.SAMPLE_RATE, max_seconds, resampler="soxr")  # librosa's soxr_hq
     if n_segments is None and clap.default_n_segments(wave.shape[0]) < 1:
         raise ContentError(video_path, f"too short: {wave.shape[0] / clap.SAMPLE_RATE:.2f} s of audio is less than "
                                        "one 1 s segment")

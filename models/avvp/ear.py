@@ -1,4 +1,7 @@
-"""EAR's AVVP model (papers/ear-avvp.txt §III-C, Eq. 10-16, S-22..S-28): AMDF + ERM + losses.
+"""EAR's AVVP model (EAR paper §III-C, Eq. 10-16, S-22..S-28): AMDF + ERM + losses.
+
+The paper: *EAR: Enhancing Uni-Modal Representations for Weakly Supervised Audio-Visual Video Parsing*
+(docs/recipes.md, "Papers").
 
 Pipeline for one batch (audio ``(B, T, Da)``, visual ``(B, T, Dv)``, mask ``(B, T)``):
 
@@ -22,30 +25,10 @@ Pipeline for one batch (audio ``(B, T, Da)``, visual ``(B, T, Dv)``, mask ``(B, 
 
 Losses (Eq. 16): ``L = L_seg_a + L_seg_v + w_mix (L_mix_a + L_mix_v) + w_vid L_video``.
 
-Choices where the formulas were lost in conversion (documented, each a config field):
-
-- Segment loss (S-22..S-24), "class-balanced supervision with uncertainty": BCE against the soft
-  pseudo-label (its value is the generator's confidence, so uncertain positives pull less). The
-  positive term of class ``c`` is weighted by ``w_c = (N / max(n_c, 1)) ** beta`` normalised to
-  mean 1 over classes, with ``N`` the number of training videos and ``n_c`` the number of training
-  videos whose pseudo-labels contain ``c`` in that modality (``beta = 0.5``; the paper names N and a
-  hyper-parameter, which is what this inverse-frequency form needs). Rare classes get more weight.
-- Uncertainty-weighted feature mixup (S-25..S-27): pairs of valid segments (random permutation
-  within the batch), ``lam ~ Beta(alpha, alpha)`` (``alpha = 1``), mixing the ERM node features
-  and the (soft, hence uncertainty-carrying) pseudo-labels; BCE of the mixed prediction against the
-  mixed label, as S-27 states. An extra per-element certainty weight
-  ``u = lam u_i + (1 - lam) u_j`` with ``u = max(y, 1 - y)`` is *not* in the paper; it is the
-  option ``mixup_certainty_weight`` (off by default).
-- Video-level loss (S-28): BCE between the MMIL video probability and the video-level label.
-- Decoding input ``[H_a; H_v]`` (Eq. 13-14 only say "cross-modal aggregation"): concatenation keeps
-  both modalities available while each branch has its own decoder (asymmetric, soft constraint).
-- Adjacencies are row-softmax of learned logits initialised with a +2 diagonal (start close to
-  self-loops, as an untrained GCN should not blur classes).
-- Inference follows HAN and VALOR (``YapengTian/AVVP-ECCV20`` ``main_avvp.py`` ``eval``;
-  ``Franklin905/VALOR`` ``main_avvp.py`` ``eval``): segment predictions of *both* modalities are gated
-  by the overall video-level prediction, ``pred_m = (P_m >= thr) & (P >= thr)``; AV = audio AND
-  visual (``gating="video"``). ``gating="modality"`` gates each modality by its own video-level
-  probability ``P_m^vid`` instead (this repository's earlier behaviour, kept to measure the change).
+Where the paper's formulas were lost in its text conversion, the choice is a config field, documented
+where it is computed: the segment loss's class balance (:meth:`EAR.set_class_weights`), the feature
+mixup (:meth:`EAR._mixup_loss`), the decoders' input (:meth:`EAR.encode`), the adjacency start
+(:class:`_GraphUnit`) and the inference gate (:meth:`EAR.parse`).
 
 Values the paper names but whose numbers were lost in the text conversion are config fields;
 :data:`LOST_VALUES` names the source of each default (written into ``metrics.json``).
@@ -68,7 +51,7 @@ from models.localizers.base import Detection, ModelConfig
 GATINGS = ("video", "modality")
 SELECTIONS = ("best_val", "last")
 
-# Where each default comes from when the paper (papers/ear-avvp.txt) names a value that its text lost.
+# Where each default comes from when the EAR paper names a value that its text lost.
 LOST_VALUES: dict[str, str] = {
     "pseudo_threshold": "GeneratorConfig.threshold = 0.5: Eq. 9's theta, value lost; 0.5 is our choice, the "
                         "probability threshold HAN and VALOR apply at inference (main_avvp.py eval, >= 0.5)",
@@ -129,7 +112,11 @@ class _FusionUnit(nn.Module):
 
 
 class _GraphUnit(nn.Module):
-    """1x1 conv -> learned adjacency -> BatchNorm -> LeakyReLU over event nodes (ERM's U / M)."""
+    """1x1 conv -> learned adjacency -> BatchNorm -> LeakyReLU over event nodes (ERM's U / M).
+
+    Adjacencies are row-softmax of learned logits initialised with a +2 diagonal: they start close to
+    self-loops, as an untrained GCN should not blur classes.
+    """
 
     def __init__(self, n_nodes: int, d: int, slope: float, blocks: int = 1) -> None:
         super().__init__()
@@ -193,7 +180,11 @@ class EAR(nn.Module):
         return m.bool()
 
     def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """ERM node features ``(B, T, 2C, d_e)`` (audio nodes first) and the mask."""
+        """ERM node features ``(B, T, 2C, d_e)`` (audio nodes first) and the mask.
+
+        The decoders read ``[H_a; H_v]`` (Eq. 13-14 only say "cross-modal aggregation"): concatenation keeps
+        both modalities available while each branch has its own decoder (asymmetric, soft constraint).
+        """
         mask = self._mask(batch)
         if not bool(mask.any(dim=1).all()):
             raise ValueError("every video in the batch needs at least one valid (unmasked) step")
@@ -236,7 +227,16 @@ class EAR(nn.Module):
 
     # ---------------------------------------------------------------- losses
     def set_class_weights(self, pseudo_a: np.ndarray, pseudo_v: np.ndarray) -> None:
-        """Class-balance weights from the training-set pseudo-labels ``(N, T, C)`` (see docstring)."""
+        """Class-balance weights from the training-set pseudo-labels ``(N, T, C)``.
+
+        The segment loss (S-22..S-24, "class-balanced supervision with uncertainty") is BCE against the soft
+        pseudo-label (its value is the generator's confidence, so uncertain positives pull less); the
+        positive term of class ``c`` is weighted by ``w_c = (N / max(n_c, 1)) ** beta`` normalised to mean 1
+        over classes, with ``N`` the number of training videos and ``n_c`` the number of training videos
+        whose pseudo-labels contain ``c`` in that modality (``beta = class_balance_beta = 0.5``; the paper
+        names N and a hyper-parameter, which is what this inverse-frequency form needs). Rare classes get
+        more weight.
+        """
         for arr, buf in ((pseudo_a, self.class_weight_a), (pseudo_v, self.class_weight_v)):
             n = arr.shape[0]
             n_c = (np.asarray(arr) > 0).any(axis=1).sum(axis=0).astype(np.float64)
@@ -249,6 +249,8 @@ class EAR(nn.Module):
         return -(pos_w * y * torch.log(p) + (1 - y) * torch.log(1 - p))
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        """Eq. 16, ``L = L_seg_a + L_seg_v + w_mix (L_mix_a + L_mix_v) + w_vid L_video``; the video-level loss
+        (S-28) is BCE between the MMIL video probability and the video-level label."""
         cfg = self.cfg
         labels = batch["labels"].float()
         terms: dict[str, torch.Tensor] = {}
@@ -269,7 +271,15 @@ class EAR(nn.Module):
         return total
 
     def _mixup_loss(self, nodes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Uncertainty-weighted feature mixup on segment node features ``(Nv, C, d_e)``."""
+        """Uncertainty-weighted feature mixup on segment node features ``(Nv, C, d_e)`` (S-25..S-27).
+
+        Pairs of valid segments (a random permutation within the batch), ``lam ~ Beta(alpha, alpha)``
+        (``alpha = mixup_alpha = 1``), mixing the ERM node features and the (soft, hence
+        uncertainty-carrying) pseudo-labels; BCE of the mixed prediction against the mixed label, as S-27
+        states. An extra per-element certainty weight ``u = lam u_i + (1 - lam) u_j`` with
+        ``u = max(y, 1 - y)`` is *not* in the paper; it is the option ``mixup_certainty_weight`` (off by
+        default).
+        """
         n = nodes.shape[0]
         if n < 2 or not self.training:
             return nodes.sum() * 0.0
@@ -280,15 +290,21 @@ class EAR(nn.Module):
         ym = lam * y + (1 - lam) * y[perm]
         p = torch.sigmoid(self.classify(x))
         loss = self._bce(p, ym)
-        if self.cfg.mixup_certainty_weight:  # not in the paper (see module docstring)
+        if self.cfg.mixup_certainty_weight:  # not in the paper (see above)
             u = torch.maximum(y, 1 - y)
             loss = (lam * u + (1 - lam) * u[perm]) * loss
         return loss.mean()
 
     # ---------------------------------------------------------------- inference
     def parse(self, out: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Binary segment predictions ``(B, C, T)`` for audio and visual, gated by the video-level
-        prediction (``cfg.gating``: the overall one as HAN/VALOR, or each modality's own)."""
+        """Binary segment predictions ``(B, C, T)`` for audio and visual, gated by the video-level prediction.
+
+        As HAN and VALOR (``YapengTian/AVVP-ECCV20`` ``main_avvp.py`` ``eval``; ``Franklin905/VALOR``
+        ``main_avvp.py`` ``eval``), segment predictions of *both* modalities are gated by the overall
+        video-level prediction, ``pred_m = (P_m >= thr) & (P >= thr)``; AV = audio AND visual
+        (``gating="video"``). ``gating="modality"`` gates each modality by its own video-level probability
+        ``P_m^vid`` instead (this repository's earlier behaviour, kept to measure the change).
+        """
         thr = self.cfg.threshold
         m = out["mask"][:, :, None]
         if self.cfg.gating == "video":
@@ -307,7 +323,7 @@ class EAR(nn.Module):
         av = pa & pv
         score = (out["prob_a"] * out["prob_v"]).sqrt().transpose(1, 2).detach().cpu().numpy()
         # a run of whole steps a..b is the segment [a - 0.5, b + 0.5) in the repository's
-        # feature-step convention (models.data.dataset), i.e. seconds [a, b + 1) with LLP's 1 s steps
+        # feature-step convention (models.data.steps), i.e. seconds [a, b + 1) with LLP's 1 s steps
         return [[(s - 0.5, e - 0.5, c, sc) for s, e, c, sc in events_from_binary(av[i], score[i])]
                 for i in range(av.shape[0])]
 

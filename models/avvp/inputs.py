@@ -15,7 +15,7 @@
   assumes exactly 10). CSV videos without features (no clip, or extraction failed) are left out, never
   silently: their ids go into ``missing_ids``, their count into the log, stage 3's ``metrics.json``
   and the summary page (:func:`present_videos`).
-- ``csvs``: LLP's CSVs from UnAV-format annotations (:func:`models.data.dataset.unav_to_llp_csvs`).
+- ``csvs``: LLP's CSVs from UnAV-format annotations (:func:`models.data.llp.unav_to_llp_csvs`).
 
 Every output is written to a temporary file and renamed.
 """
@@ -60,10 +60,10 @@ def present_videos(annotations: dict[str, Any], available: Any) -> tuple[list[st
 def assemble_split(annotations: dict[str, dict[str, Any]], features: dict[str, dict[str, np.ndarray]],
                    text: dict[str, np.ndarray], visual: str, audio: str, generator: bool = True,
                    with_gt: bool = False, t: int = N_SEGMENTS) -> dict[str, np.ndarray]:
-    """One split in :mod:`models.avvp.train`'s layout. ``annotations``: :func:`models.data.dataset.read_llp`
+    """One split in :mod:`models.avvp.train`'s layout. ``annotations``: :func:`models.data.llp.read_llp`
     output; ``features``: ``{vid: {kind: (S, D)}}`` for the videos to include (order kept);
     ``with_gt``: segment ground truth from the eval CSVs (the test split)."""
-    from models.data.dataset import llp_segment_matrix
+    from models.data.llp import llp_segment_matrix
 
     classes = [str(c) for c in text["class_names"]]
     cidx = {c: i for i, c in enumerate(classes)}
@@ -93,7 +93,7 @@ def assemble_dense(unav_json: Path | str, features: dict[str, dict[str, np.ndarr
     steps (:func:`models.avvp.train.dense_arrays`, step ``t`` centred at ``t + 0.5`` s)."""
     from extractors.recipes import get_recipe
     from models.avvp.train import dense_arrays
-    from models.data.dataset import read_unav
+    from models.data.unav import read_unav
 
     anns = read_unav(unav_json)
     classes = [str(c) for c in text["class_names"]]
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ps.add_argument("--audio", default="vggish")
     ps.add_argument("--no-generator", action="store_true", help="no CLIP/CLAP generator features")
     ps.add_argument("--out", type=Path, required=True)
-    pc = sub.add_parser("csvs", help="LLP's CSVs from UnAV-format annotations (models.data.dataset.unav_to_llp_csvs)")
+    pc = sub.add_parser("csvs", help="LLP's CSVs from UnAV-format annotations (models.data.llp.unav_to_llp_csvs)")
     pc.add_argument("--unav-json", type=Path, required=True)
     pc.add_argument("--out-dir", type=Path, required=True)
     pd = sub.add_parser("dense", help="stage-1 dense AV data from UnAV-format annotations + per-second CLAP/CLIP")
@@ -140,10 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_weights_args(pt)
     a = p.parse_args(argv)
     if a.cmd == "text":
-        from models.data.dataset import read_llp
+        from models.data.llp import read_llp
 
         if a.unav_json is not None:
-            from models.data.dataset import class_list, read_unav
+            from models.data.annotations import class_list
+            from models.data.unav import read_unav
 
             classes = class_list(read_unav(a.unav_json))
         else:
@@ -151,11 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_npz(a.out, **text_embeddings(classes, a.weights, a.weights_root, a.seed, a.clip_model,
                                          encoders=not a.no_encoders))
     elif a.cmd == "csvs":
-        from models.data.dataset import read_unav, unav_to_llp_csvs
+        from models.data.llp import unav_to_llp_csvs
+        from models.data.unav import read_unav
 
         unav_to_llp_csvs(read_unav(a.unav_json), a.out_dir)
     elif a.cmd == "dense":
-        from models.data.dataset import read_unav
+        from models.data.unav import read_unav
 
         features, failed = read_clips(a.features_dir, read_unav(a.unav_json))
         for vid, why in sorted(failed.items()):
@@ -164,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         save_npz(a.out, **arrays)
         print(json.dumps({k: list(v.shape) for k, v in arrays.items()}))
     else:
-        from models.data.dataset import read_llp
+        from models.data.llp import read_llp
 
         ann = read_llp(a.weak_csv, a.eval_audio_csv, a.eval_visual_csv)
         available, failed = read_clips(a.features_dir, ann)

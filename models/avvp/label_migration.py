@@ -1,4 +1,4 @@
-"""Similarity-based uni-modal label migration (EAR, papers/ear-avvp.txt §III-B, Eq. 1-2, S-17..S-21).
+"""Similarity-based uni-modal label migration (EAR paper §III-B, Eq. 1-2, S-17..S-21).
 
 Dense audio-visual data (UnAV-100) only annotates *audio-visual* events. EAR turns it into AVVP-style
 data (audio, visual and audio-visual labels) by copying the AV label of a segment to every segment

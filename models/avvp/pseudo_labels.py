@@ -1,4 +1,4 @@
-"""EAR's temporal-aware pseudo-label generator (papers/ear-avvp.txt §III-B, Eq. 3-9).
+"""EAR's temporal-aware pseudo-label generator (EAR paper §III-B, Eq. 3-9).
 
 Stage 1 pre-trains it on dense audio-visual data (UnAV-100, CLAP audio + CLIP visual features) with
 the AV ground truth plus the uni-modal labels from :mod:`models.avvp.label_migration`; stage 2 freezes

@@ -1,4 +1,4 @@
-"""EAR's three training stages and a CLI (papers/ear-avvp.txt Fig. 2, §IV-A).
+"""EAR's three training stages and a CLI (EAR paper Fig. 2, §IV-A).
 
 1. Stage 1 (:func:`models.avvp.pseudo_labels.pretrain_generator`): label migration on dense AV data
    (UnAV-100 CLAP/CLIP features), then generator pre-training.
@@ -29,16 +29,16 @@ One process per stage (one Snakemake rule each, ``workflow/rules/avvp.smk``), fi
   training split (+ ``.json`` with the AVVP scores of the pseudo-labels of every given split that has
   segment ground truth: the paper's Table III is those of the validation and test splits);
 - ``stage3 --train F --val F --test F [--pseudo P] --out DIR``: the AVVP model trained with pseudo-labels
-  (or with video-level labels only when ``--pseudo`` is absent), scored on the validation split after
-  every epoch, and the epoch with the best segment-level Type@AV there evaluated on the test split, as
-  HAN (``YapengTian/AVVP-ECCV20`` ``main_avvp.py``: ``if F >= best_F`` on ``eval(..., label_val)``) and
-  VALOR (``Franklin905/VALOR`` ``main_avvp.py``: ``F_scores['Seg-type'] > best_F['Seg-type']``) select
-  their checkpoint (``EARConfig.select = "best_val"``, the earliest best epoch on ties as VALOR;
-  ``"last"`` keeps the last epoch and needs no ``--val``): ``metrics.json``, ``predictions.json``,
-  ``ear.pt``, ``curve.png``, ``timelines/*.png``.
+  (or with video-level labels only when ``--pseudo`` is absent), its epoch chosen on the validation split
+  (:func:`train_ear`) and evaluated on the test split: ``metrics.json``, ``predictions.json``, ``ear.pt``,
+  ``curve.png``, ``timelines/*.png``.
 
-``--shuffle-labels`` (stages 2-3) is the label-shuffled control; :func:`run_stages` runs the same
-stage functions in one process (tests).
+``--shuffle-labels`` (stages 2-3) is the label-shuffled control, with the localizers' rule
+(:mod:`models.run.controls`: the permutation of ``seed + 7919``); :func:`run_stages` runs the same stage
+functions in one process (tests). Seeding (:func:`models.run.runtime.seed_everything`), checkpoint writing
+(:func:`models.run.runtime.atomic_torch_save`) and curves (:mod:`models.run.plots`) are the localizers' too;
+the loop is EAR's own (:func:`models.avvp.ear.fit_minibatches`: whole splits in memory, AdamW with a per-step
+warm-up cosine learning rate).
 """
 
 from __future__ import annotations
@@ -57,13 +57,15 @@ import torch
 
 from extractors.io import load_npz, save_npz, write_json
 from models.avvp.ear import EAR, LOST_VALUES, EARConfig, events_from_binary, fit_minibatches
+from models.avvp.planted import PRESETS, make_demo_data
 from models.avvp.pseudo_labels import (
     GeneratorConfig,
     PseudoLabelGenerator,
     generate_pseudo_labels,
     pretrain_generator,
 )
-from models.run.runtime import atomic_torch_save, resolve_device
+from models.run.controls import shuffled_labels
+from models.run.runtime import atomic_torch_save, resolve_device, seed_everything
 
 
 # ----------------------------------------------------------------------------- stage 3
@@ -84,14 +86,18 @@ def train_ear(
     the host; each minibatch moves to ``device``. With ``cfg.select == "best_val"`` the validation split
     ``val`` (``audio``, ``visual``, ``gt_a``, ``gt_v``, optional ``mask``) is scored after every epoch
     (its numbers join ``log``) and the model is left with the weights of the earliest epoch of best
-    segment-level Type@AV (``seg_type``). Returns the selection: ``{"by", "epoch", "val"}``."""
+    segment-level Type@AV (``seg_type``), as HAN (``YapengTian/AVVP-ECCV20`` ``main_avvp.py``:
+    ``if F >= best_F`` on ``eval(..., label_val)``) and VALOR (``Franklin905/VALOR`` ``main_avvp.py``:
+    ``F_scores['Seg-type'] > best_F['Seg-type']``, the earliest best epoch on ties) select their checkpoint;
+    ``"last"`` keeps the last epoch and needs no validation split. Returns the selection:
+    ``{"by", "epoch", "val"}``."""
     cfg = model.cfg
     if cfg.use_pseudo and (pseudo_a is None or pseudo_v is None):
         raise ValueError("EARConfig.use_pseudo=True needs pseudo_a and pseudo_v (run stage 2 first)")
     if cfg.select == "best_val" and (val is None or "gt_a" not in val):
         raise ValueError("EARConfig.select='best_val' needs a validation split with segment ground truth "
                          "(gt_a/gt_v); give one, or set select='last' to keep the last epoch")
-    torch.manual_seed(seed)
+    seed_everything(seed)
     tens = {"audio": torch.as_tensor(audio, dtype=torch.float32),
             "visual": torch.as_tensor(visual, dtype=torch.float32),
             "labels": torch.as_tensor(labels, dtype=torch.float32)}
@@ -165,11 +171,11 @@ def dense_arrays(videos: list[tuple[Any, np.ndarray, np.ndarray]], classes: list
     """Stage-1 arrays from UnAV-style data: ``videos`` = ``[(VideoAnnotation, audio (T, Da),
     visual (T, Dv)), ...]`` (CLAP / CLIP features on the recipe's steps), AV segments in seconds.
 
-    Segments map to feature steps with the repository convention (``models.data.dataset``): step
+    Segments map to feature steps with the repository convention (``models.data.steps``): step
     ``x = (seconds - recipe.center_offset_s) / recipe.step_s``, a step is covered when its centre lies
     inside the segment. Sequences are cut or zero-padded to ``t_max`` with a mask.
     """
-    from models.data.dataset import render_segments
+    from models.data.steps import render_segments, seconds_to_steps
 
     cidx = {c: i for i, c in enumerate(classes)}
     n = len(videos)
@@ -180,121 +186,17 @@ def dense_arrays(videos: list[tuple[Any, np.ndarray, np.ndarray]], classes: list
         t = min(len(fa), len(fv), t_max)
         out["audio"][i, :t], out["visual"][i, :t] = fa[:t], fv[:t]
         out["mask"][i, :t] = True
-        rows = [((sg.start - recipe.center_offset_s) / recipe.step_s, (sg.end - recipe.center_offset_s) / recipe.step_s,
-                 cidx[sg.label]) for sg in ann.segments]
+        rows = [(*seconds_to_steps(sg.start, sg.end, recipe), cidx[sg.label]) for sg in ann.segments]
         out["av_labels"][i, :t] = render_segments(np.array(rows, np.float64).reshape(-1, 3), t, len(classes))
     return out
 
 
-# ----------------------------------------------------------------------------- planted data
-def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _plant_events(rng: np.random.Generator, n: int, c: int, t: int, max_events: int, p_av: float,
-                  min_len: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random events per video: AV (both), audio-only or visual-only, contiguous spans.
-
-    Returns labels ``(N, C)`` and ``gt_a``, ``gt_v`` ``(N, C, T)``.
-    """
-    labels = np.zeros((n, c), np.float32)
-    gt_a = np.zeros((n, c, t), np.uint8)
-    gt_v = np.zeros((n, c, t), np.uint8)
-    for i in range(n):
-        k = rng.integers(1, max_events + 1)
-        for cls in rng.choice(c, size=k, replace=False):
-            labels[i, cls] = 1
-            kind = rng.choice(3, p=[p_av, (1 - p_av) / 2, (1 - p_av) / 2])
-            for arr, on in ((gt_a, kind in (0, 1)), (gt_v, kind in (0, 2))):
-                if on:
-                    ln = rng.integers(min_len, t + 1)
-                    s = rng.integers(0, t - ln + 1)
-                    arr[i, cls, s:s + ln] = 1
-            if kind == 0 and not (gt_a[i, cls] & gt_v[i, cls]).any():  # an AV event must overlap
-                s = int(np.flatnonzero(gt_a[i, cls])[0])
-                gt_v[i, cls, s] = 1
-    return labels, gt_a, gt_v
-
-
-def embed_segments(gt: np.ndarray, protos: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Encoder-space segment features ``(N, T, D)`` = sum of active class prototypes + noise."""
-    feats = np.einsum("nct,cd->ntd", gt.astype(np.float32), protos)
-    return (feats + noise * rng.standard_normal(feats.shape)).astype(np.float32)
-
-
-def make_demo_data(seed: int = 0, n_dense: int = 160, c_dense: int = 12, t_dense: int = 20,
-                   n_train: int = 240, n_test: int = 160, n_val: int = 80, c: int = 6, t: int = 10,
-                   gen_dim: int = 32, da: int = 16, dv: int = 24, dense_noise: float = 0.05,
-                   gen_noise: float = 0.05, feat_noise: float = 1.0,
-                   target: tuple[np.ndarray, ...] | None = None) -> dict[str, Any]:
-    """Planted three-stage benchmark.
-
-    - dense (stage 1): ``c_dense`` classes in a 'CLAP/CLIP' space of ``gen_dim`` dims; only the AV
-      events are labelled, audio-only / visual-only events are present in the features but
-      unlabelled (label migration has to recover them);
-    - target (stages 2-3): ``c`` *other* classes; stage-3 features (``da``/``dv`` dims, prototypes
-      plus heavy noise) and generator-space features (the target classes' text embeddings plus
-      noise ``gen_noise``, which only temporal context averages away).
-
-    ``target`` may pass ``(audio, visual, labels, gt_a, gt_v)`` from another planted generator
-    (``models.data.synthetic.make_planted_avvp``); its train/val/test split is then the first
-    ``n_train`` videos / the next ``n_val`` / the rest. The validation split (``n_val`` videos, with
-    segment ground truth like LLP's) chooses stage 3's epoch.
-    """
-    rng = np.random.default_rng(seed)
-    # ---- dense pre-training data
-    ta_d, tv_d = _unit(rng, c_dense, gen_dim), _unit(rng, c_dense, gen_dim)
-    _, da_gt, dv_gt = _plant_events(rng, n_dense, c_dense, t_dense, max_events=3, p_av=0.5)
-    dense = {"audio": embed_segments(da_gt, ta_d, dense_noise, rng),
-             "visual": embed_segments(dv_gt, tv_d, dense_noise, rng),
-             "av_labels": (da_gt & dv_gt).transpose(0, 2, 1).astype(np.float32),
-             "gt_a": da_gt, "gt_v": dv_gt, "text_a": ta_d.astype(np.float32), "text_v": tv_d.astype(np.float32)}
-    # ---- target (LLP-like) data
-    if target is None:
-        n = n_train + n_val + n_test
-        labels, gt_a, gt_v = _plant_events(rng, n, c, t, max_events=2, p_av=0.4)
-        pa, pv = rng.standard_normal((c, da)), rng.standard_normal((c, dv))
-        audio = embed_segments(gt_a, pa, feat_noise, rng)
-        visual = embed_segments(gt_v, pv, feat_noise, rng)
-    else:
-        audio, visual, labels, gt_a, gt_v = (np.asarray(x) for x in target)
-        n, c, t = gt_a.shape
-    ta, tv = _unit(rng, c, gen_dim), _unit(rng, c, gen_dim)
-    gen_a = embed_segments(gt_a, ta, gen_noise, rng)
-    gen_v = embed_segments(gt_v, tv, gen_noise, rng)
-    if n <= n_train + n_val:
-        raise ValueError(f"{n} target videos leave no test video after {n_train} train + {n_val} validation")
-    split = {"train": slice(0, n_train), "val": slice(n_train, n_train + n_val), "test": slice(n_train + n_val, n)}
-    out: dict[str, Any] = {"dense": dense}
-    for name, sl in split.items():
-        out[name] = {"audio": audio[sl].astype(np.float32), "visual": visual[sl].astype(np.float32),
-                     "gen_audio": gen_a[sl], "gen_visual": gen_v[sl], "labels": labels[sl].astype(np.float32),
-                     "gt_a": gt_a[sl], "gt_v": gt_v[sl], "text_a": ta.astype(np.float32),
-                     "text_v": tv.astype(np.float32),
-                     "video_ids": np.array([f"{name}_{i:05d}" for i in range(sl.stop - sl.start)])}
-    return out
-
-
 # ----------------------------------------------------------------------------- driver
-# Small configs for the planted benchmark (CPU, seconds). The planted encoder space is isotropic,
-# unlike CLIP/CLAP whose features all share a large common direction, so the paper's 0.98 / 0.95
-# migration thresholds are replaced by 0.85 there (same-event segments have cos ~0.92, different
-# single events ~0).
-DEMO_GEN: dict[str, Any] = {"audio_dim": 32, "visual_dim": 32, "epochs": 15, "warmup_epochs": 2, "lr": 3e-3,
-                            "min_lr": 1e-4, "batch_size": 40, "tau_audio": 0.85, "tau_visual": 0.85}
-DEMO_EAR: dict[str, Any] = {"num_classes": 6, "audio_dim": 16, "visual_dim": 24, "d_model": 32, "n_heads": 2,
-                            "d_event": 8, "epochs": 20, "warmup_epochs": 2, "lr": 5e-3, "min_lr": 5e-5,
-                            "batch_size": 24}
-
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {"planted": (DEMO_GEN, DEMO_EAR)}
-
-
 def pretrain_stage1(dense: dict[str, np.ndarray], gen_cfg: GeneratorConfig, seed: int = 0, migrate: bool = True,
                     log: list[dict[str, Any]] | None = None, device: str | torch.device = "cpu"
                     ) -> PseudoLabelGenerator:
     """Stage 1: a seeded generator, label migration on the dense data, pre-training."""
-    torch.manual_seed(seed)
+    seed_everything(seed)
     gen = PseudoLabelGenerator(gen_cfg)
     return pretrain_generator(gen, dense["audio"], dense["visual"], dense["av_labels"], dense["text_a"],
                               dense["text_v"], dense.get("mask"), migrate=migrate, seed=seed, log=log,
@@ -334,7 +236,7 @@ def train_stage3(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ear_
                  ) -> tuple[EAR, dict[str, np.ndarray], dict[str, float] | None]:
     """Stage 3 and the AVVP evaluation: the trained model (the epoch ``ear_cfg.select`` chooses on
     ``val``), test predictions, metrics (if ``gt_a``). ``selection`` (a dict) receives the choice."""
-    torch.manual_seed(seed)
+    seed_everything(seed)
     model = EAR(ear_cfg)
     chosen = train_ear(model, train["audio"], train["visual"], labels, pseudo_a, pseudo_v, seed=seed, log=log,
                        device=device, mask=train.get("mask"), val=val)
@@ -343,11 +245,6 @@ def train_stage3(train: dict[str, np.ndarray], test: dict[str, np.ndarray], ear_
     pred = predict_ear(model, test["audio"], test["visual"], device=device, mask=test.get("mask"))
     metrics = avvp_metrics(pred["pred_a"], pred["pred_v"], test["gt_a"], test["gt_v"]) if "gt_a" in test else None
     return model, pred, metrics
-
-
-def shuffled(labels: np.ndarray, seed: int) -> np.ndarray:
-    """The label-shuffled control: training videos' labels permuted."""
-    return labels[np.random.default_rng(seed + 1).permutation(labels.shape[0])]
 
 
 def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfig, seed: int = 0,
@@ -359,7 +256,7 @@ def run_stages(data: dict[str, Any], gen_cfg: GeneratorConfig, ear_cfg: EARConfi
     chance); a given ``generator`` (already pre-trained) skips stage 1. The pseudo-labels of the
     validation and test splits are scored too (``pseudo_eval``, the paper's Table III)."""
     train, test, val = data["train"], data["test"], data.get("val")
-    labels = shuffled(train["labels"], seed) if shuffle_labels else train["labels"]
+    labels = shuffled_labels(train["labels"], seed) if shuffle_labels else train["labels"]
     res: dict[str, Any] = {"logs": {}}
     pa = pv = None
     if ear_cfg.use_pseudo:
@@ -491,7 +388,7 @@ def cmd_stage1(a: argparse.Namespace) -> int:
 def cmd_stage2(a: argparse.Namespace) -> int:
     gen, _ = load_generator(a.generator)
     train = load_npz(a.train)
-    labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
+    labels = shuffled_labels(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
     device = resolve_device(a.device)
     pa, pv, metrics = pseudo_stage2(gen, train, labels, device=device)
     save_npz(a.out, pseudo_a=pa, pseudo_v=pv, labels=labels)
@@ -511,7 +408,7 @@ def cmd_stage3(a: argparse.Namespace) -> int:
     inferred = {"num_classes": int(train["labels"].shape[1]), "audio_dim": int(train["audio"].shape[-1]),
                 "visual_dim": int(train["visual"].shape[-1]), "t_max": int(train["audio"].shape[1])}
     cfg = EARConfig(**{**_overrides(a.preset, 1, inferred, a.ear), "use_pseudo": a.pseudo is not None})
-    labels = shuffled(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
+    labels = shuffled_labels(train["labels"], a.seed) if a.shuffle_labels else train["labels"]
     pa = pv = None
     pseudo_metrics = pseudo_eval = None
     if a.pseudo is not None:

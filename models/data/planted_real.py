@@ -12,7 +12,7 @@ This generator keeps all of that from a real annotation file (videos, durations,
 - **Events**: each class has a fixed sparse non-negative unit pattern per stream (``nnz_audio`` of the
   128 audio dims, ``nnz_visual`` of the 2048 visual dims). Every annotated segment adds ``signal *
   pattern`` to both streams on the steps whose window centre lies inside it (the rule the targets use,
-  :func:`models.data.dataset.covered_steps`), so overlapping segments of different classes add up.
+  :func:`models.data.steps.covered_steps`), so overlapping segments of different classes add up.
 - **Lengths** as the extractor would give them: ``1 + floor((duration - window - 1/fps) / step)`` steps
   (the flow stream needs ``stack + 1`` frames), 185 for a 60 s UnAV-100 video.
 
@@ -34,13 +34,9 @@ import torch
 from torch import nn
 
 from extractors.recipes import Recipe
-from models.data.dataset import (
-    FeatureStore,
-    VideoAnnotation,
-    class_list,
-    covered_steps,
-    seconds_to_steps,
-)
+from models.data.annotations import VideoAnnotation, class_list
+from models.data.steps import covered_steps, seconds_to_steps
+from models.data.store import FeatureStore
 from models.data.synthetic import PlantedConfig, _noise, write_planted
 from models.localizers.base import Detection
 from models.localizers.pooling import detect_from_probs

@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from extractors.recipes import Recipe
-from models.data.dataset import FeatureStore, Segment, VideoAnnotation, load_video_features, write_unav
+from models.data.annotations import Segment, VideoAnnotation
+from models.data.features import load_video_features
+from models.data.store import FeatureStore
+from models.data.unav import write_unav
 from models.localizers.postprocess import step_events_to_seconds
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from models.localizers.base import ModelConfig
-from models.localizers.heads import weak_loss
+from models.localizers.losses import weak_loss
 from models.localizers.pooling import class_gate, detect_from_probs
 
 

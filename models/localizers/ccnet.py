@@ -1,4 +1,4 @@
-"""CCNet (Zhou et al., AAAI 2025, papers/ccnet-davel.txt): dense audio-visual event localization with
+"""CCNet (Zhou et al., AAAI 2025): dense audio-visual event localization with
 Cross-Modal Consistency Collaboration (CMCC) and Multi-Temporal Granularity Collaboration (MTGC).
 
 Pipeline (paper section in brackets):
@@ -40,7 +40,7 @@ Supervision:
   project's CLASP uses, so the weak rows of the table differ only in architecture; Tian's weak AVEL
   code max-pools, ``max``) and trained with BCE against
   ``batch['labels']``; the loss is the mean over levels.  The class head starts at probability 0.5 (zero
-  bias), not at the focal loss's 0.01 prior (``models.localizers.heads.class_head_prior``).  Inference
+  bias), not at the focal loss's 0.01 prior (``models.localizers.pyramid.class_head_prior``).  Inference
   (``weak_inference="finest"``): classes whose stride-1 gate score (``gate_pool``, default the highest step
   probability; ``models.localizers.pooling.class_gate``) is below 0.5 are dropped (as CLASP's inference); the stride-1
   level's probabilities (its features already carry coarse context through C2F) are
@@ -49,7 +49,7 @@ Supervision:
   ``weak_inference="fuse"`` averages all levels repeated to stride 1 instead; on the planted benchmark
   its maps were blocky (the coarse levels dominate the average), hence the default.
 
-Training recipe (:class:`models.localizers.heads.PyramidConfig`, shared with DAVE so the two are trained
+Training recipe (:class:`models.localizers.pyramid.PyramidConfig`, shared with DAVE so the two are trained
 alike): the paper gives Adam, lr 1e-4, weight decay 1e-4, 40 epochs, batch 16, ``T = 224``, and is
 silent on the rest; CCNet builds on UnAV's code, so the rest follows the baseline's official code
 (ttgeng233/UnAV ``configs/avel_unav100.yaml``, ``libs/core/config.py``, ``train.py``,
@@ -73,22 +73,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.localizers.heads import (
+from models.localizers.heads import PointHeads
+from models.localizers.layers import (
     ConvEmbedding,
-    DenseLossState,
     FeedForward,
     MaskedMHA,
-    PointHeads,
-    PyramidConfig,
-    PyramidLocalizer,
-    TemporalDependency,
     TransformerBlock,
     add_position,
-    class_head_prior,
     downsample_mask,
     maxpool_downsample,
     sinusoid_encoding,
 )
+from models.localizers.losses import DenseLossState
+from models.localizers.pyramid import PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.tdm import TemporalDependency
 
 
 @dataclass

@@ -1,75 +1,24 @@
 """CLASP: Cross-modal saLient Anchor-based Semantic Propagation (Zhou et al., W-DAVEL).
 
 Paper: *CLASP: Cross-modal Salient Anchor-based Semantic Propagation for Weakly-supervised Dense
-Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps, ``L`` valid):
+Audio-Visual Event Localization* (Zhou et al.).  Pipeline per video (``T`` steps, ``L`` valid); each
+step's choices are documented where it is computed:
 
 1. **Projection** -- two ``Conv1d`` + ReLU per modality to ``d`` (:class:`models.localizers.mil.Projection`,
    masked so padding never leaks into valid steps).  These projected ``a, v`` are the paper's
    "initial features" (Eq. 1 needs ``W_1 in R^{d x d}``, so MEAE acts after the projection).
 2. **MEAE** -- per-modality classifiers ``P_m = sigmoid(LeakyReLU(x W_1^m) W_2^m)`` (Eq. 1) and a
-   per-step agreement ``s_t = 1 - JSD(q_a,t || q_v,t)`` (Eqs. 2-3).  The sigmoid scores are
-   multi-label, so to compare them as distributions each step's scores are normalised over the
-   class axis: ``q_m,t = (P_m,t + eps) / sum_c (P_m,t,c + eps)``.  The JSD is the standard
-   symmetric one, ``1/2 KL(q_a || m) + 1/2 KL(q_v || m)`` with ``m = (q_a + q_v) / 2`` (the cited
-   Fuglede & Topsoe definition; the paper's ``D_KL(P_bar, P_a)`` notation, read literally as
-   ``KL(P_bar || P_a)``, would be unbounded), with log base 2 so ``s in [0, 1]``; ``s = 1`` iff
-   the normalised audio and visual predictions are identical.  ``meae_on='transformer'``
-   computes the score from ``F_A, F_V`` instead (the Table 6 ablation); anchors are gathered
-   from ``a, v`` either way.
-3. **CSAI** -- GAI: indices of the top-``K`` scores among the *valid* steps (descending score
-   order), features gathered from ``a`` and ``v`` -> ``f^g (K, d)``.  LAI: the valid steps are cut
-   into ``M`` consecutive windows, window ``m`` = valid ranks ``[floor(mL/M), floor((m+1)L/M))``
-   (at least one step).  For ``L = T = 224, M = 14`` these are exactly the paper's 14 windows of
-   ``floor(T/M) = 16`` steps; defining them on the valid length (instead of on the padded
-   ``T``) keeps every window inside the video.  Top-``k`` per window (descending score), the
-   ``M*k`` features are mapped to ``K`` by a ``Linear(M*k, K)`` over the anchor axis
-   (``f^l (K, d)``).  ``Z_m = f_m^g + f_m^l``; ``Z_av = ([Z_a; Z_v] W_3) W_4`` with the concat on
-   the channel axis (the paper: ``W_3 in R^{2d x 2d}``, ``W_4 in R^{2d x d}``; two linear maps
-   with biases and no activation, as written).  Anchor *selection* is a hard ``topk`` and
-   carries no gradient; the gathered features do.
-   **Padding is never an anchor**: scores outside the valid steps (or outside the window) are
-   set to ``-inf`` before ``topk``.  When fewer eligible steps exist than slots (``L < K``, or a
-   window shorter than ``k``), the eligible anchors are **repeated cyclically** in score order
-   (slot ``j`` takes the ``(j mod n)``-th best of the ``n`` eligible steps) so the anchor tensors
-   keep their fixed shapes for the ``Linear(M*k, K)`` and no padded step is ever used.
-   Ablations: ``use_gai`` / ``use_lai`` drop one term of ``Z_m``; ``anchor_modality='audio'`` /
-   ``'visual'`` builds the anchors from one modality only (``Z_av = (Z_m W_3') W_4'`` with
-   ``W_3' in R^{d x 2d}``).
-4. **ATP** -- one-layer Transformer encoder per modality (``key_padding_mask`` = padding) ->
-   ``F_A, F_V``; then ``F_hat_m = F_m + MHA_m(F_m, Z_av, Z_av)`` (Eq. 5), one cross-attention
-   module per modality (the paper writes one ``MHA`` symbol for both; separate weights let each
-   modality learn its own query space).  ``anchors_in_atp=False`` gives ``F_hat_m = F_m``
-   (Table 8's "w/o anchor").
-5. **Classification** -- foreground weights ``w_m = sigmoid(Linear(F_hat_m))`` (``T x 1``),
-   ``w_bar = (w_a + w_v) / 2``; ``p_av = sigmoid(Linear([F_hat_A; F_hat_V])) * w_bar``.  The
-   video-level ``p_hat`` is MIL pooling of the modulated ``p_av`` over the valid steps;
-   ``P_a, P_v`` are pooled the same way.  **Pooling choice** (``pooling``, default ``'topk'``):
-   the paper says "MIL pooling, as in (Tian et al. 2018)"; Tian's weak AVEL model
-   (YapengTian/AVE-ECCV18 ``models_weakly.py``) takes the *max* over its 10 segments.  At
-   224 steps max pooling puts each class's whole gradient on one step: on the planted benchmark
-   it over-fitted (training BCE -> 0.01) with validation mAP ~0, and mean pooling cannot reach
-   ``p_hat >= 0.5`` for short events, so the paper's 0.5 class filter dropped most true classes.
-   We therefore default to top-k mean pooling with ``k = ceil(L / 8)`` (W-TALC's k-max MIL,
-   used by the weakly supervised localization works CLASP's foreground weighting comes from),
-   which equals Tian's max pooling for ``L <= 8``; ``'max'`` and ``'mean'`` remain available.
-   The loss is
-   ``BCE(p_hat, y) + lambda_uni * (BCE(pool(P_a), y) + BCE(pool(P_v), y))`` with
-   ``lambda_uni = 1`` ("regularized in the same way").  Padded steps are zeroed in every
-   per-step output and never pooled.
+   per-step agreement ``s_t = 1 - JSD(q_a,t || q_v,t)`` (Eqs. 2-3, :func:`agreement_score`).
+3. **CSAI** -- global (GAI) and local (LAI) anchors: the steps of highest agreement, over the video
+   and inside ``M`` windows (:func:`topk_eligible`, :func:`local_windows`), fused into ``Z_av``
+   (:meth:`CLASP._anchors`).
+4. **ATP** -- one-layer Transformer encoder per modality, then cross-attention from each modality to
+   the anchors ``Z_av`` (Eq. 5).
+5. **Classification** -- foreground-weighted per-step ``p_av``, MIL-pooled to the video label
+   (:meth:`CLASP.loss`); inference thresholds it (:meth:`CLASP.detect`).
 
-Inference (the paper: "threshold 0.5 to identify confident event classes"): classes whose
-video-level score reaches ``threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
-positive steps merged into events (:func:`models.localizers.pooling.detect_from_probs`).  The gate's
-video-level score is pooled by ``gate_pool`` (default ``"max"``), not by the training ``pooling``:
-with top-k training the top-k mean of a 4-step event in a 224-step video (k = 28) stays far below 0.5
-however well the event is predicted, and the gate dropped it (``gate_pool="train"`` restores that).
-The classifier heads and their sigmoids run in float32 even under AMP
-(:func:`models.localizers.mil.fp32_head`).
-
-Values the paper does not give and we chose: ``d = 512``, 4 attention heads, transformer
-feed-forward ``2d``, dropout 0.1, projection kernel 3.
+Padded steps are zeroed in every per-step output and never pooled.
 """
-
 from __future__ import annotations
 
 import math
@@ -90,9 +39,15 @@ _LN2 = math.log(2.0)
 # functional pieces (tested directly)
 # --------------------------------------------------------------------------------------------
 def agreement_score(p_a: torch.Tensor, p_v: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``1 - JSD_2`` between the class-normalised audio and visual scores, per step.
+    """``1 - JSD_2`` between the class-normalised audio and visual scores, per step (MEAE, Eqs. 2-3).
 
-    ``p_a, p_v``: ``(..., C)`` sigmoid probabilities.  Returns ``(...)`` in ``[0, 1]``.
+    ``p_a, p_v``: ``(..., C)`` sigmoid probabilities.  Returns ``(...)`` in ``[0, 1]``.  The sigmoid scores
+    are multi-label, so to compare them as distributions each step's scores are normalised over the
+    class axis: ``q_m,t = (P_m,t + eps) / sum_c (P_m,t,c + eps)``.  The JSD is the standard symmetric one,
+    ``1/2 KL(q_a || m) + 1/2 KL(q_v || m)`` with ``m = (q_a + q_v) / 2`` (the cited Fuglede & Topsoe
+    definition; the paper's ``D_KL(P_bar, P_a)`` notation, read literally as ``KL(P_bar || P_a)``, would be
+    unbounded), with log base 2 so ``s in [0, 1]``; ``s = 1`` iff the normalised audio and visual
+    predictions are identical.
     """
     with torch.autocast(device_type=p_a.device.type, enabled=False):
         qa = p_a.float() + eps
@@ -108,11 +63,13 @@ def agreement_score(p_a: torch.Tensor, p_v: torch.Tensor, eps: float = 1e-8) -> 
 
 
 def topk_eligible(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the top-``k`` eligible positions along the last axis, descending score.
+    """Indices of the top-``k`` eligible positions along the last axis, descending score (CSAI's anchors).
 
-    ``score``/``eligible``: ``(..., T)``; every row must have >= 1 eligible position.  With
-    ``n < k`` eligible positions, slot ``j`` repeats the ``(j mod n)``-th best one, so an
-    ineligible (padded) position is never returned.
+    ``score``/``eligible``: ``(..., T)``; every row must have >= 1 eligible position.  **Padding is never
+    an anchor**: ineligible scores are ``-inf`` before ``topk``.  With ``n < k`` eligible positions
+    (``L < K``, or a window shorter than ``k``), slot ``j`` repeats the ``(j mod n)``-th best one, so the
+    anchor tensors keep their fixed shapes for ``Linear(M*k, K)`` and no padded step is ever used.
+    Selection is a hard ``topk`` and carries no gradient; the gathered features do.
     """
     T = score.shape[-1]
     masked = score.detach().float().masked_fill(~eligible, float("-inf"))
@@ -123,7 +80,12 @@ def topk_eligible(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.
 
 
 def local_windows(mask: torch.Tensor, n_windows: int) -> torch.Tensor:
-    """Eligibility ``(B, M, T)`` of the ``M`` consecutive windows over each video's valid steps."""
+    """Eligibility ``(B, M, T)`` of LAI's ``M`` consecutive windows over each video's valid steps.
+
+    Window ``m`` = valid ranks ``[floor(mL/M), floor((m+1)L/M))`` (at least one step).  For
+    ``L = T = 224, M = 14`` these are exactly the paper's 14 windows of ``floor(T/M) = 16`` steps;
+    defining them on the valid length (instead of on the padded ``T``) keeps every window inside the video.
+    """
     rank = mask.long().cumsum(dim=1) - 1  # position among valid steps
     L = mask.sum(dim=1, keepdim=True)  # (B, 1)
     m = torch.arange(n_windows, device=mask.device).view(1, -1)  # (1, M)
@@ -143,8 +105,15 @@ def gather_steps(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class CLASPConfig(MILConfig):
-    """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting (see module docstring). The
-    projection, pooling, threshold and optimisation fields come from :class:`models.localizers.mil.MILConfig`."""
+    """CLASP hyper-parameters; defaults are the paper's UnAV-100 setting. The projection, pooling, threshold
+    and optimisation fields come from :class:`models.localizers.mil.MILConfig`. Values the paper does not
+    give and we chose: ``d = 512``, 4 attention heads, transformer feed-forward ``2d``, dropout 0.1,
+    projection kernel 3.
+
+    Ablations: ``use_gai`` / ``use_lai`` drop one term of ``Z_m``; ``anchor_modality='audio'`` /
+    ``'visual'`` builds the anchors from one modality only; ``meae_on='transformer'`` computes the
+    agreement from ``F_A, F_V`` instead of the projected ``a, v`` (Table 6; anchors are gathered from
+    ``a, v`` either way); ``anchors_in_atp=False`` gives ``F_hat_m = F_m`` (Table 8's "w/o anchor")."""
 
     n_heads: int = 4
     ff_mult: int = 2
@@ -174,7 +143,7 @@ def _meae_head(d: int, n_classes: int) -> nn.Sequential:
 
 
 class CLASP(nn.Module):
-    """The CLASP localizer (weak supervision); see the module docstring for every choice."""
+    """The CLASP localizer (weak supervision); the module docstring maps the paper's steps to the code."""
 
     supervision = "weak"
 
@@ -218,7 +187,14 @@ class CLASP(nn.Module):
         )
 
     def _anchors(self, x: torch.Tensor, idx_g: torch.Tensor | None, idx_l: torch.Tensor | None) -> torch.Tensor:
-        """``Z_m = f^g + f^l`` for one modality: ``(B, K, d)``."""
+        """``Z_m = f^g + f^l`` for one modality: ``(B, K, d)``.
+
+        ``f^g``: the features of the top-``K`` steps (GAI); ``f^l``: the ``M*k`` window anchors (LAI) mapped
+        to ``K`` by a ``Linear(M*k, K)`` over the anchor axis.  :meth:`forward` then fuses the modalities,
+        ``Z_av = ([Z_a; Z_v] W_3) W_4`` with the concat on the channel axis (the paper: ``W_3 in R^{2d x 2d}``,
+        ``W_4 in R^{2d x d}``; two linear maps with biases and no activation, as written); with one anchor
+        modality ``W_3' in R^{d x 2d}``.
+        """
         z = 0
         if idx_g is not None:
             z = z + gather_steps(x, idx_g)
@@ -261,6 +237,8 @@ class CLASP(nn.Module):
                 z = self._anchors(a if cfg.anchor_modality == "audio" else v, idx_g, idx_l)
             z_av = self.w4(self.w3(z))  # (B, K, d)
             out["z_av"] = z_av
+            # Eq. 5, F_hat_m = F_m + MHA_m(F_m, Z_av, Z_av): the paper writes one MHA symbol for both
+            # modalities; separate weights let each modality learn its own query space
             h_a = f_a + self.xattn_a(f_a, z_av, z_av, need_weights=False)[0]
             h_v = f_v + self.xattn_v(f_v, z_av, z_av, need_weights=False)[0]
         else:
@@ -282,6 +260,19 @@ class CLASP(nn.Module):
         return out
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        """``BCE(p_hat, y) + lambda_uni * (BCE(pool(P_a), y) + BCE(pool(P_v), y))``, ``lambda_uni = 1``
+        ("regularized in the same way"); ``p_hat`` is the MIL pooling of ``p_av = sigmoid(Linear([F_hat_A;
+        F_hat_V])) * w_bar`` (``w_bar`` the mean of the two foreground weights) over the valid steps.
+
+        **Pooling** (``pooling``, default ``'topk'``): the paper says "MIL pooling, as in (Tian et al. 2018)";
+        Tian's weak AVEL model (YapengTian/AVE-ECCV18 ``models_weakly.py``) takes the *max* over its 10
+        segments.  At 224 steps max pooling puts each class's whole gradient on one step: on the planted
+        benchmark it over-fitted (training BCE -> 0.01) with validation mAP ~0, and mean pooling cannot reach
+        ``p_hat >= 0.5`` for short events, so the paper's 0.5 class filter dropped most true classes.  Hence
+        top-k mean pooling with ``k = ceil(L / 8)`` (W-TALC's k-max MIL, used by the weakly supervised
+        localization works CLASP's foreground weighting comes from), which equals Tian's max pooling for
+        ``L <= 8``; ``'max'`` and ``'mean'`` remain available.
+        """
         y = batch["labels"]
         l_av = weak_bce(out["video_p"], y)
         l_a = weak_bce(out["video_pa"], y)
@@ -290,6 +281,14 @@ class CLASP(nn.Module):
         return l_av + self.cfg.lambda_uni * (l_a + l_v)
 
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
+        """The paper's "threshold 0.5 to identify confident event classes": classes whose video-level score
+        reaches ``threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of positive steps
+        merged into events (:func:`models.localizers.pooling.detect_from_probs`).  The gate's video-level
+        score is pooled by ``gate_pool`` (default ``"max"``), not by the training ``pooling``: with top-k
+        training the top-k mean of a 4-step event in a 224-step video (k = 28) stays far below 0.5 however
+        well the event is predicted, and the gate dropped it (``gate_pool="train"`` restores that).  The
+        classifier heads and their sigmoids run in float32 even under AMP (:func:`models.localizers.mil.fp32_head`).
+        """
         gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
         return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)
 

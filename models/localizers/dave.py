@@ -27,7 +27,7 @@ level's per-point probabilities MIL-pooled (top-k as this project's CLASP; ``max
 levels, from a zero-bias class head (``class_head_prior``); inference gates classes and thresholds the stride-1
 level's probabilities at 0.5, merging runs of positive steps.
 
-Training recipe: :class:`models.localizers.heads.PyramidConfig`'s fields, the same as CCNet's (see
+Training recipe: :class:`models.localizers.pyramid.PyramidConfig`'s fields, the same as CCNet's (see
 ``models.localizers.ccnet``; UnAV ``configs/avel_unav100.yaml``: AdamW, lr 1e-4, weight decay 1e-4, 40
 epochs, 5 warm-up epochs, batch 16; ``libs/core/config.py``: crop ratio (0.9, 1.0), clipping 1.0, width
 512, LayerNorm in embedding and heads; ``train.py``: EMA 0.999 weights evaluated).  Not reproduced:
@@ -43,19 +43,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.localizers.heads import (
+from models.localizers.heads import PointHeads
+from models.localizers.layers import (
     ConvEmbedding,
-    DenseLossState,
     FeedForward,
-    PointHeads,
-    PyramidConfig,
-    PyramidLocalizer,
-    TemporalDependency,
     add_position,
-    class_head_prior,
     maxpool_downsample,
     sinusoid_encoding,
 )
+from models.localizers.losses import DenseLossState
+from models.localizers.pyramid import PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.tdm import TemporalDependency
 
 
 @dataclass

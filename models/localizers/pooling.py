@@ -16,7 +16,7 @@ per-step probabilities -> events (CLASP, MIL, CCNet, DAVE and AVEL all call thes
   threshold the per-step probability at ``threshold`` and merge runs of consecutive positive valid steps
   into one event, score = mean per-step probability inside the run
   (:func:`models.localizers.postprocess.probs_to_step_events`). A run of whole steps ``a..b`` is
-  returned as ``(a - 0.5, b + 0.5)`` in the continuous step coordinate of :mod:`models.data.dataset`
+  returned as ``(a - 0.5, b + 0.5)`` in the continuous step coordinate of :mod:`models.data.steps`
   (integer ``x`` = centre of feature ``x``, each feature owning the cell ``[x - 0.5, x + 0.5)``), which
   :mod:`models.run.evaluate` converts to seconds with
   :func:`models.localizers.postprocess.step_events_to_seconds` (``center_offset_s + x * step_s``).

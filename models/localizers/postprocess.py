@@ -1,6 +1,6 @@
 """From model outputs to timed events: thresholding, step <-> seconds, Soft-NMS, results JSON.
 
-Step <-> seconds convention (same as ``models.data.dataset``): continuous step ``x`` is the time
+Step <-> seconds convention (same as ``models.data.steps``): continuous step ``x`` is the time
 ``center_offset_s + x * step_s`` (feature ``t``'s window centre at integer ``x = t``, the mapping
 of the public UnAV-100 loader). Feature ``t`` owns the cell ``[t - 0.5, t + 0.5]``, so a run of
 positive steps ``a..b`` becomes the step segment ``[a - 0.5, b + 0.5]`` and the seconds

@@ -11,7 +11,9 @@ The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modu
 (data, training, validation-selection code every model's training runs), :data:`EVALUATE_FILES` (test-split
 prediction, metrics and plots) and :data:`PREDICT_FILES` (the ``predict`` rule: timelines of new videos). ``tests/test_code_fingerprint.py`` checks it against the imports of these
 files, so a new import of a project module that is missing here fails the test rather than going unseen.
-Not counted: :mod:`extractors.io` (atomic writes; cannot change a number). Any byte counts, comments included.
+Not counted: :mod:`extractors.io` (atomic writes) and :mod:`models.run.progress` (progress lines), which
+cannot change a number, and, for training,
+:mod:`models.run.plots` (``curve.png`` is a picture of the log; editing the plots re-evaluates, it does not retrain). Any byte counts, comments included.
 """
 
 from __future__ import annotations
@@ -26,18 +28,25 @@ REPO = Path(__file__).resolve().parents[2]
 # Every model's training and evaluation runs these (model-independent layers, the data path, the loop).
 _COMMON = (
     "extractors/recipes.py",  # windows -> seconds, t_max: decides what the model sees and what is scored
+    "models/data/activitynet.py",
+    "models/data/annotations.py",
     "models/data/dataset.py",
+    "models/data/steps.py",
+    "models/data/store.py",
+    "models/data/unav.py",
     "models/localizers/base.py",
     "models/localizers/class_prior.py",
     "models/localizers/input_norm.py",
     "models/localizers/pooling.py",
     "models/localizers/postprocess.py",
     "models/localizers/registry.py",
+    "models/run/names.py",
     "models/run/pipeline.py",
     "models/run/runtime.py",
 )
 
-TRAIN_FILES: tuple[str, ...] = (*_COMMON, "models/run/train.py", "models/run/evaluate.py",  # best = validation mAP
+TRAIN_FILES: tuple[str, ...] = (*_COMMON, "models/run/train.py", "models/run/controls.py", "models/run/ema.py",
+                                "models/run/selection.py", "models/run/evaluate.py",  # best = validation mAP
                                 "models/run/metrics.py", "models/run/compare.py", "workflow/scripts/train.py")
 EVALUATE_FILES: tuple[str, ...] = (*_COMMON, "models/run/evaluate.py", "models/run/metrics.py",
                                    "models/run/compare.py", "models/run/predict.py", "models/run/plots.py",
@@ -47,11 +56,13 @@ PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run
                                   "extractors/errors.py")  # a failed video's record is its prediction
 
 # A model's own modules (the localizer and the model-specific modules it builds on).
-_PYRAMID = ("models/localizers/heads.py", "models/localizers/losses.py")
+_LOSSES = ("models/localizers/losses.py", "models/localizers/targets.py")  # dense and weak losses
+_PYRAMID = (*_LOSSES, "models/localizers/decoding.py", "models/localizers/heads.py", "models/localizers/layers.py",
+            "models/localizers/optim.py", "models/localizers/pyramid.py", "models/localizers/tdm.py")
 MODEL_FILES: dict[str, tuple[str, ...]] = {
     "mil": ("models/localizers/mil.py",),
     "clasp": ("models/localizers/clasp.py", "models/localizers/mil.py"),
-    "avel": ("models/localizers/avel.py", *_PYRAMID),
+    "avel": ("models/localizers/avel.py", *_LOSSES),
     "ccnet": ("models/localizers/ccnet.py", *_PYRAMID),
     "dave": ("models/localizers/dave.py", *_PYRAMID),
     "ear": ("models/avvp/ear.py",),
@@ -62,8 +73,8 @@ STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_F
 
 def base_model(name: str) -> str:
     """Registry name of a workflow model name: ``ccnet-full_shuffled_seed2`` -> ``ccnet``
-    (:func:`models.run.pipeline.parse_model_name`, the one parser of the name grammar)."""
-    from models.run.pipeline import parse_model_name
+    (:func:`models.run.names.parse_model_name`, the one parser of the name grammar)."""
+    from models.run.names import parse_model_name
 
     return parse_model_name(name)[0]
 

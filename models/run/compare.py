@@ -3,7 +3,7 @@
 ``compare(train_ds, val_ds, test_ds, models, out_dir, epochs, seed)`` trains every ``(name,
 supervision)`` through :func:`models.run.train.train`, evaluates the best checkpoint on ``test_ds``
 through :func:`models.run.evaluate.evaluate`, optionally also trains a label-shuffled control of each
-(``controls=True``: same data, training labels permuted across videos, see ``models.run.train``), and
+(``controls=True``: same data, training labels permuted across videos, see ``models.run.controls``), and
 writes ``table.md`` and ``table.csv`` (rows = method + supervision [+ control], columns = mAP at
 tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folder.
 
@@ -32,6 +32,7 @@ import pandas as pd
 
 from extractors.io import write_text
 from models.localizers.registry import get_entry
+from models.run.names import run_name
 
 THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
@@ -101,7 +102,7 @@ def compare(
         extra = dict(spec[2]) if len(spec) > 2 else {}  # type: ignore[misc]
         overrides = {**extra, **supervision_overrides(name, sup)}
         for control in ([False, True] if controls else [False]):
-            run = out / f"{name}_{sup}{'_shuffled' if control else ''}"
+            run = out / run_name(f"{name}_{sup}", control)
             ckpt = train(name, train_ds, val_ds, run, cfg_overrides=overrides, epochs=epochs, batch_size=batch_size,
                          lr=lr, seed=seed, device=device, shuffle_labels=control, progress=progress,
                          **(train_kwargs or {}))
@@ -147,7 +148,10 @@ def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, class_list, read_unav
+    from models.data.annotations import class_list
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
 
     ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
     ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")
@@ -290,7 +294,7 @@ def write_reproduce(out_md: str | os.PathLike[str], out_csv: str | os.PathLike[s
         if r["source"] == "ours":
             src = "ours: `" + r["model"] + "`"
         elif r["source"] == "control":
-            src = "chance: `" + r["model"] + "_shuffled` (shuffled labels)"
+            src = "chance: `" + run_name(r["model"], control=True) + "` (shuffled labels)"
         else:
             src = "published" + (f" (`{r['model']}` not run)" if r["model"] and r["model"] not in shown else "")
         vals = " | ".join(_cell(r, c) for c in PUBLISHED_COLUMNS)

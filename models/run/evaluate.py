@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from extractors.io import write_text
 from models.run.runtime import (
@@ -90,6 +89,7 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
     """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
     from models.data.dataset import make_loader
     from models.localizers.postprocess import step_events_to_seconds
+    from models.run.progress import Heartbeat
 
     recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
@@ -100,8 +100,9 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
     was_training = model.training
     model.eval()
     preds: dict[str, list[tuple[float, float, int, float]]] = {}
+    beat = Heartbeat("predict: videos", len(ds)) if progress else None
     try:
-        for batch in tqdm(make_loader(ds, batch_size, shuffle=False), disable=not progress, desc="predict"):
+        for batch in make_loader(ds, batch_size, shuffle=False):
             if t_min is not None:
                 batch = _trim(batch, max(t_min, int(batch["mask"].sum(dim=1).max())))
             batch = to_device(batch, dev)
@@ -114,6 +115,10 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
                 dur = float(batch["durations"][b])
                 clipped = int(lengths[b]) > int(valid[b])
                 preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else int(valid[b]), dur)
+            if beat is not None:
+                beat.tick(len(batch["video_ids"]))
+        if beat is not None:
+            beat.finish()
     finally:
         model.train(was_training)
     return preds
@@ -211,9 +216,14 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from extractors.recipes import get_recipe
-    from models.data.dataset import FeatureDataset, FeatureStore, read_unav
+    import logging
 
+    from extractors.recipes import get_recipe
+    from models.data.dataset import FeatureDataset
+    from models.data.store import FeatureStore
+    from models.data.unav import read_unav
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")  # progress
     ap = argparse.ArgumentParser(description="Evaluate a trained localizer checkpoint (dense mAP).")
     ap.add_argument("--model", required=True)
     ap.add_argument("--checkpoint", required=True)

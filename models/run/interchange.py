@@ -11,7 +11,7 @@ speaks integer ``label_id``s instead. Its ``evaluate(preds)`` takes either
   "t-start": array, "t-end": array, "label": int array, "score": array}``.
 
 :func:`convert` writes either (by the output's suffix). Ids come from the annotation file
-(:func:`models.data.dataset.label_ids`), never from our class index, so they are right even for a model
+(:func:`models.data.annotations.label_ids`), never from our class index, so they are right even for a model
 trained on a slice whose compact class indices differ from the file's ids, and for checkpoints trained
 with the old sorted-name order. A predicted label the file does not know is an error.
 
@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from extractors.io import atomic_path, write_text
-from models.data.dataset import label_ids, read_unav
+from models.data.annotations import label_ids
+from models.data.unav import read_unav
 from models.run.metrics import load_predictions_json
 
 Predictions = Mapping[str, Sequence[tuple[float, float, Any, float]]]

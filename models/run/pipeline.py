@@ -1,23 +1,27 @@
 """Glue between the Snakemake rules and the models package: how a dataset entry of the config becomes
-train / validation / test datasets, and how a workflow model name (``ccnet-weak``) becomes a registry
-name plus supervision. Kept here (not in rule bodies) so it is importable and tested."""
+train / validation / test datasets, and how a workflow model name (``ccnet-weak``, parsed by
+:mod:`models.run.names`) becomes a registry name plus supervision overrides. Kept here (not in rule
+bodies) so it is importable and tested."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
 from extractors.recipes import Recipe
-from models.data.dataset import (
-    FeatureDataset,
-    FeatureStore,
-    VideoAnnotation,
-    class_list,
-    read_activitynet,
-    read_unav,
+from models.data.activitynet import read_activitynet
+from models.data.annotations import VideoAnnotation, class_list
+from models.data.dataset import FeatureDataset
+from models.data.store import FeatureStore
+from models.data.unav import read_unav
+from models.run.names import (  # noqa: F401 - the name grammar, re-exported for the run scripts
+    CONTROL_SUFFIX,
+    parse_model_name,
+    run_name,
+    split_control,
+    split_seed,
 )
 
 log = logging.getLogger("models.run.pipeline")
@@ -41,37 +45,6 @@ def log_to_file(path: str | Path) -> None:
         logging.getLogger("avloc.progress").addHandler(to_console)
 
 
-CONTROL_SUFFIX = "_shuffled"
-SEED_RE = re.compile(r"(.+)_seed(\d+)")  # workflow/rules/models.smk train_spec reads the same suffix
-
-
-def split_seed(name: str) -> tuple[str, int | None]:
-    """``clasp_shuffled_seed2`` -> (``clasp_shuffled``, 2): a run of a multi-seed reproduction
-    (``reproduce: {seeds: [...]}``) other than the dataset's own ``train.seed``; ``clasp`` -> (``clasp``,
-    None = that seed). Run names read ``<model>[_shuffled][_seed<k>]``."""
-    m = SEED_RE.fullmatch(name)
-    return (m.group(1), int(m.group(2))) if m else (name, None)
-
-
-def split_control(name: str) -> tuple[str, bool]:
-    """``clasp_shuffled`` -> (``clasp``, True): the workflow's name for a model's label-shuffled control
-    (same data, recipe and seed; training labels permuted across videos, ``models.train``); a seed suffix
-    is dropped (:func:`split_seed`)."""
-    name = split_seed(name)[0]
-    if name.endswith(CONTROL_SUFFIX):
-        return name[: -len(CONTROL_SUFFIX)], True
-    return name, False
-
-
-def parse_model_name(name: str) -> tuple[str, str | None]:
-    """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default);
-    a control's ``_shuffled`` and a run's ``_seed<k>`` suffix are ignored (see :func:`split_control`)."""
-    base, _, sup = split_control(name)[0].partition("-")
-    if sup and sup not in ("weak", "full"):
-        raise ValueError(f"model {name!r}: supervision suffix must be -weak or -full")
-    return base, (sup or None)
-
-
 def model_overrides(name: str) -> tuple[str, dict[str, Any]]:
     from models.localizers.registry import get_entry
     from models.run.compare import supervision_overrides
@@ -89,7 +62,7 @@ def load_splits(store_dir: Path | str, annotations: Path | str, recipe: Recipe,
                 subsets: tuple[str, ...] = ("train", "validation", "test"),
                 classes: list[str] | None = None) -> dict[str, FeatureDataset]:
     """One FeatureDataset per subset over the store. The class list comes from *all* annotations
-    (:func:`models.data.dataset.class_list`, ``label_id`` order where the file has ids), so every split
+    (:func:`models.data.annotations.class_list`, ``label_id`` order where the file has ids), so every split
     and every checkpoint agrees on class indices; ``classes`` overrides it (a checkpoint's own list,
     :func:`checkpoint_classes`). Annotated videos that are not in the store (undecodable, or absent from
     a feature release) are logged and kept as each split's ``without_features``: they are not loaded,

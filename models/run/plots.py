@@ -61,3 +61,24 @@ def plot_loss_curves(out_png: Path | str, curves: dict[str, Sequence[float]], ti
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
+
+
+def plot_training_curve(out_png: Path | str, history: Sequence[dict], title: str = "") -> None:
+    """A localizer's run (``log.jsonl`` records): training loss and validation Avg mAP per epoch, side by side."""
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(ep, [h["train_loss"] for h in history], marker="o")
+    ax[0].set_xlabel("epoch")
+    ax[0].set_ylabel("training loss")
+    val = [(h["epoch"], h["val"]["avg"]) for h in history if h.get("val")]
+    if val:
+        ax[1].plot([e for e, _ in val], [100 * m for _, m in val], marker="o", color="C1")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylabel("validation Avg mAP (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    try:
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+    finally:
+        plt.close(fig)

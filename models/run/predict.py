@@ -103,9 +103,8 @@ def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: 
     Why bounded: drawing is most of an evaluation's time at benchmark size (2,167 UnAV-100 test videos took
     most of a 216 s evaluation) while a person looks at a few dozen; the metrics always cover every video.
     """
-    import time
-
     from models.run.metrics import load_predictions_json
+    from models.run.progress import Heartbeat
 
     preds = load_predictions_json(predictions_json)
     out_dir = Path(out_dir)
@@ -116,15 +115,14 @@ def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: 
     videos = sorted(dataset.video_ids)
     chosen = videos if max_videos is None else videos[: max(0, int(max_videos))]
     log.info("drawing %d of %d test timelines into %s", len(chosen), len(videos), out_dir)
-    t0 = last = time.perf_counter()
-    for i, vid in enumerate(chosen, 1):
-        if time.perf_counter() - last > 30:
-            last = time.perf_counter()
-            log.info("timelines: %d / %d (%.0f s)", i - 1, len(chosen), last - t0)
+    beat = Heartbeat("timelines drawn", len(chosen))
+    for vid in chosen:
         ann = dataset.annotations[vid]
         gt = [(s.start, s.end, s.label, 1.0) for s in ann.segments]
         plot_timeline(tmp_dir / f"{vid}.png", ann.duration, preds.get(vid, []), gt, title=vid,
                       banner=RANDOM_BANNER if recipe.weights == "random" else None)
+        beat.tick()
+    beat.finish()
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp_dir.replace(out_dir)

@@ -1,5 +1,5 @@
-"""Helpers every run entry shares: device and AMP choice, batches to the device, checkpoint I/O
-(``avloc-ckpt-v1``: ``best.pt`` / ``last.pt`` of :func:`models.run.train.train`) and the class list.
+"""Helpers every run entry shares: device and AMP choice, seeding and RNG state, batches to the device,
+checkpoint I/O (``avloc-ckpt-v1``: ``best.pt`` / ``last.pt`` of :func:`models.run.train.train`) and the class list.
 
 Used by :mod:`models.run.train`, :mod:`models.run.evaluate`, :mod:`models.run.predict` and the EAR stages
 (:mod:`models.avvp.train`); it imports none of them, so training may call evaluation (validation) without
@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -74,7 +76,42 @@ def amp_settings(device: torch.device, amp: bool) -> tuple[bool, torch.dtype]:
     return True, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators: where every training entry (the localizers'
+    :func:`models.run.train.train`, EAR's stages) starts, so a seed names one run on one machine."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch/NumPy/Python (and CUDA) RNG states as tensors and plain values, so a checkpoint
+    holding them still loads with ``weights_only=True``; restored on resume, dropout and crop draws
+    continue exactly where the interrupted run stopped."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
+                  float(cached)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` stored."""
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file renamed into place: a crash never leaves half a checkpoint."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -129,7 +166,7 @@ def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def read_classes(path: str | None, annotations: dict[str, Any]) -> list[str]:
     """Class list from a JSON list or a one-name-per-line text file; default: sorted labels."""
-    from models.data.dataset import class_list
+    from models.data.annotations import class_list
 
     if path is None:
         return class_list(annotations)

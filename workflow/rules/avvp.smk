@@ -11,69 +11,6 @@
 # train/val/test from raw LLP clips (workflow/rules/llp.smk). Without a validation split, stage 3 needs
 # `ear: {select: last}` (keep the last epoch).
 
-
-def check_avvp_sources(avvp):
-    """Each split of a benchmark has exactly one source; a second one would make two rules write it."""
-    for name, spec in avvp.items():
-        sources = {"dense": [k for k in ("planted", "dense", "dense_from") if spec.get(k)],
-                   "train/test": [k for k in ("planted", "llp", "train") if spec.get(k)]}
-        for split, given in sources.items():
-            if len(given) > 1:
-                raise WorkflowError(f"avvp.{name}: {split} data from both {' and '.join(given)}; keep one")
-
-
-check_avvp_sources(config.get("avvp", {}))
-
-
-def avvp_spec(name):
-    return config["avvp"][name]
-
-
-def avvp_selects_on_val(name):
-    """Stage 3 picks its epoch on the validation split (EARConfig.select, default best_val)."""
-    return avvp_spec(name).get("ear", {}).get("select", "best_val") == "best_val"
-
-
-def avvp_has_val(name):
-    spec = avvp_spec(name)
-    return bool(spec.get("planted") or "llp" in spec or spec.get("val"))
-
-
-def avvp_data(name, split):
-    """The .npz of `split` (dense, train, val, test) for benchmark `name`."""
-    spec = avvp_spec(name)
-    if split == "val" and not avvp_has_val(name):
-        raise WorkflowError(f"avvp.{name}: stage 3 selects its epoch on a validation split, and none is configured "
-                            "(give `val: <.npz>` with gt_a/gt_v, or `ear: {{select: last}}`)")
-    if spec.get("planted") or (split != "dense" and "llp" in spec) or (split == "dense" and "dense_from" in spec):
-        return f"data/avvp/{name}/{split}.npz"
-    if split not in spec:
-        raise WorkflowError(f"avvp.{name}: no `{split}` .npz configured (give planted: true, llp:, or the path)")
-    return spec[split]
-
-
-def avvp_modes(name):
-    return avvp_spec(name).get("modes", ["pseudo", "video"])
-
-
-def avvp_json(name, key):
-    return shlex.quote(json.dumps(avvp_spec(name).get(key, {}), sort_keys=True))
-
-
-def avvp_preset(name):
-    return "--preset planted" if avvp_spec(name).get("planted") else ""
-
-
-def avvp_banner(name):
-    """Warning stamped on plots and the summary: planted data, or features from random weights."""
-    spec = avvp_spec(name)
-    if spec.get("planted"):
-        return "PLANTED BENCHMARK: synthetic features, not LLP"
-    if spec.get("llp", {}).get("weights", "pretrained") == "random":
-        return "WEIGHTS: RANDOM - features from randomly initialised extractors"
-    return ""
-
-
 rule avvp_planted:
     output:
         dense="data/avvp/{name}/dense.npz",
@@ -117,14 +54,6 @@ rule ear_stage1:
         "{params.migration} --gen {params.gen} --seed {params.seed} > {log:q} 2>&1"
 
 
-def stage2_eval_inputs(wc):
-    """The splits with segment ground truth whose pseudo-labels stage 2 scores (Table III)."""
-    files = {"test": avvp_data(wc.name, "test")}
-    if avvp_has_val(wc.name):
-        files["val"] = avvp_data(wc.name, "val")
-    return files
-
-
 rule ear_stage2:
     input:
         unpack(stage2_eval_inputs),
@@ -146,16 +75,6 @@ rule ear_stage2:
     shell:
         "python -m models.avvp.train stage2 --generator {input.generator:q} --train {input.train:q} {params.evals} "
         "--out {output.labels:q} {params.shuffle} --seed {params.seed} > {log:q} 2>&1"
-
-
-def stage3_inputs(wc):
-    files = {"train": avvp_data(wc.name, "train"), "test": avvp_data(wc.name, "test")}
-    if avvp_selects_on_val(wc.name):
-        files["val"] = avvp_data(wc.name, "val")
-    if wc.mode != "video":
-        labels = "shuffled" if wc.mode == "shuffled" else "real"
-        files["pseudo"] = f"results/avvp/{wc.name}/stage2/{labels}/pseudo_labels.npz"
-    return files
 
 
 rule ear_stage3:

@@ -4,15 +4,6 @@
 # folder (the public UnAV-100 release: flat <vid>_rgb/_flow/_vggish.npy, float64 I3D; or another run's
 # results/<ds>), with no video and no extraction job.
 
-
-def store_source(ds):
-    """(root, layout, prefix) the store reads each video's features from."""
-    src = features_source(ds)
-    if src is None:
-        return f"results/{ds}", "ours", ""
-    return src["from"], src["layout"], src["prefix"]
-
-
 rule feature_store:
     input:
         features=lambda wc: feature_files(wc.ds),

@@ -1,7 +1,6 @@
 # The built-in demo dataset: synthetic audio-visual clips generated with ffmpeg, with known events and
 # UnAV-100-style annotations. A checkpoint, because its videos are only known once it has run.
 
-
 checkpoint demo_data:
     output:
         videos=directory("data/{ds}/videos"),

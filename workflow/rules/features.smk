@@ -8,22 +8,6 @@
 # (ContentError), gets a failure record as its outputs (`failed`, `stage` in each .json, empty .npy) and the
 # job succeeds; the store leaves it out (extractors/extract.py, features_job).
 
-KEEP_FLOW = config.get("keep_flow", False)
-
-
-def datasets_with_visual(kind):
-    """Wildcard constraint: the datasets whose recipe uses ``kind`` (a regex matching nothing if none),
-    so features/vggish/<vid>.npy has exactly one producing rule per dataset. A dataset whose features
-    already exist (``features: {from: ...}``) has none: nothing may try to extract them."""
-    names = [ds for ds in DATASETS if visual_kind(ds) == kind and "features" not in DATASETS[ds]]
-    return "|".join(re.escape(ds) for ds in names) if names else "(?!)"
-
-
-def feature_weights(wc):
-    kinds = ("flow", "i3d", "vggish") if visual_kind(wc.ds) == "i3d" else ("r21d", "vggish")
-    return [f for kind in kinds for f in weight_files(wc.ds, kind)]
-
-
 FEATURE_SHELL = (
     "python -m extractors.worker features --threads {threads} "
     "--record benchmarks/{wildcards.ds:q}/features/{wildcards.vid:q}.worker.json -- features --visual {params.visual} "

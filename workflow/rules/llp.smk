@@ -12,139 +12,9 @@
 # `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains
 # its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
-LLP_NAMES = [n for n, s in config.get("avvp", {}).items() if "llp" in s]
-
-
-DENSE_NAMES = [n for n, s in config.get("avvp", {}).items() if "dense_from" in s]
-
-
-def llp_spec(name):
-    """The `llp:` block; benchmarks without one (e.g. only `dense_from`) get the extractor defaults."""
-    return config["avvp"][name].get("llp", {})
-
-
-LLP_CSVS = {"train_csv": "AVVP_train.csv", "val_csv": "AVVP_val_pd.csv", "test_csv": "AVVP_test_pd.csv",
-            "eval_audio_csv": "AVVP_eval_audio.csv", "eval_visual_csv": "AVVP_eval_visual.csv"}
-
-
-def llp_source_dataset(name):
-    """`from_dataset`: the UnAV-format `datasets` entry whose clips and annotations stand in for LLP."""
-    ds = llp_spec(name).get("from_dataset")
-    if ds is not None and (ds not in DATASETS or "annotations" not in DATASETS[ds]):
-        raise WorkflowError(f"avvp.{name}.llp.from_dataset: {ds!r} is not a dataset with annotations in `datasets`")
-    return ds
-
-
-def llp_csv(name, key):
-    if llp_source_dataset(name):
-        return f"data/avvp/{name}/csv/{LLP_CSVS[key]}"
-    spec = llp_spec(name)
-    return str(Path(spec["annotations"]) / spec.get(key, LLP_CSVS[key]))
-
-
-_LLP_FOUND = {}
-
-
-def llp_videos(name):
-    """{video_id: path} of the decodable clips; the others are logged with their reason. Probed once per
-    Snakemake run (input functions call this for every job)."""
-    ds = llp_source_dataset(name)
-    if ds:
-        return videos(ds)
-    if name not in _LLP_FOUND:
-        found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
-                                   cache=Path("results") / "avvp" / name / "probe_cache.json")
-        discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
-        _LLP_FOUND[name] = found.accepted
-    return _LLP_FOUND[name]
-
-
-_LLP_SPLITS = {}
-
-
-def llp_split_videos(name, split):
-    """The usable clips of one split, in CSV order. Memoised per Snakemake run: every llp_features job's
-    input function reaches this, and re-reading the CSVs (or UnAV's JSON) per job made the DAG quadratic."""
-    key = (name, split)
-    if key not in _LLP_SPLITS:
-        _LLP_SPLITS[key] = _read_llp_split(name, split)
-    return _LLP_SPLITS[key]
-
-
-def _read_llp_split(name, split):
-    from models.data.dataset import read_llp, read_unav
-
-    ds = llp_source_dataset(name)
-    if ds:  # the CSVs are made by a job; the split is known from the annotations already
-        clips = videos(ds)  # first: waits for the demo generator
-        named = {"test": "test", "val": "validation"}  # the others are train (models.data.dataset.unav_to_llp_csvs)
-        ids = [v for v, a in read_unav(DATASETS[ds]["annotations"]).items()
-               if a.subset == named.get(split) or (split == "train" and a.subset not in named.values())]
-        return [v for v in ids if v in clips]
-    ids = read_llp(llp_csv(name, f"{split}_csv"))
-    clips = llp_videos(name)
-    return [v for v in ids if v in clips]
-
-
-def llp_splits(name):
-    """The splits a benchmark reads: val only where stage 3 selects its epoch on it."""
-    return ["train", "val", "test"] if avvp_selects_on_val(name) else ["train", "test"]
-
-
-_LLP_CLIPS = {}
-
-
-def llp_clips(name):
-    """{id: path} of the clips of the split CSVs (other files in the folder are not extracted); memoised
-    as llp_split_videos."""
-    if name not in _LLP_CLIPS:
-        clips = llp_videos(name)
-        _LLP_CLIPS[name] = {v: clips[v] for split in llp_splits(name) for v in llp_split_videos(name, split)}
-    return _LLP_CLIPS[name]
-
-
-def llp_needs_generator(name):
-    return any(m != "video" for m in avvp_modes(name))
-
-
-def llp_kinds(name):
-    from extractors.llp.extract import base_kinds
-
-    spec = llp_spec(name)
-    kinds = [*base_kinds(spec.get("visual", "resnet152_r21d")), *base_kinds(spec.get("audio", "vggish"))]
-    if llp_needs_generator(name):
-        kinds += ["clip", "clap"]
-    return list(dict.fromkeys(kinds))
-
-
-def llp_weight_files(name, text=False):
-    from extractors.llp.extract import weights_needed
-
-    spec = llp_spec(name)
-    kinds = (["clip", "clap"] if llp_needs_generator(name) else []) if text else llp_kinds(name)
-    names = weights_needed(kinds, spec.get("clip_model", "ViT-L-14"), spec.get("weights", "pretrained"), text=text)
-    return [f"{WEIGHTS_ROOT}/{REGISTRY[n].filename}" for n in names]
-
-
-def llp_common_args(name):
-    spec = llp_spec(name)
-    return (f"--weights {spec.get('weights', 'pretrained')} --weights-root {shlex.quote(WEIGHTS_ROOT)} "
-            f"--clip-model {shlex.quote(spec.get('clip_model', 'ViT-L-14'))} --seed {avvp_spec(name).get('seed', 0)}")
-
-
 wildcard_constraints:
     llp="|".join(re.escape(n) for n in LLP_NAMES) or "^$",
     dn="|".join(re.escape(n) for n in DENSE_NAMES) or "^$",
-
-
-def llp_feature_shell(bench_dir):
-    """The per-clip job; the worker writes the job's own resources beside Snakemake's benchmark file."""
-    return (
-        f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
-        "--entry extractors.llp.extract -- "
-        "clip --video={input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
-        "{params.common} --device {DEVICE} > {log:q} 2>&1"
-    )
 
 
 rule llp_features:
@@ -193,16 +63,6 @@ rule llp_text:
         "> {log:q} 2>&1"
 
 
-def llp_split_features(wc):
-    """The per-clip feature files of the split's clips (known once the clips are: may wait for the demo).
-    The job reads them from their folder (--features-dir): LLP's 11,849 paths would not fit a command line."""
-    wanted = llp_split_videos(wc.llp, wc.split)
-    if not wanted:
-        raise WorkflowError(f"avvp.{wc.llp}: no usable clip for the {wc.split} split (see "
-                            f"logs/avvp/{wc.llp}/rejected_videos.tsv and {llp_csv(wc.llp, f'{wc.split}_csv')})")
-    return [f"results/avvp/{wc.llp}/features/clips/{v}.npz" for v in wanted]
-
-
 rule llp_split:
     input:
         features=llp_split_features,
@@ -230,21 +90,6 @@ rule llp_split:
         "--features-dir results/avvp/{wildcards.llp:q}/features/clips "
         "--text {input.text:q} --visual {params.visual} --audio {params.audio} {params.generator} "
         "--out {output:q} > {log:q} 2>&1"
-
-
-def dense_dataset(name):
-    ds = avvp_spec(name)["dense_from"]
-    if ds not in DATASETS or "annotations" not in DATASETS[ds]:
-        raise WorkflowError(f"avvp.{name}.dense_from: {ds!r} is not a dataset with annotations in `datasets`")
-    return ds
-
-
-def dense_weight_files(name):
-    from extractors.llp.extract import weights_needed
-
-    spec = llp_spec(name)
-    names = weights_needed(["clip", "clap"], spec.get("clip_model", "ViT-L-14"), spec.get("weights", "pretrained"))
-    return [f"{WEIGHTS_ROOT}/{REGISTRY[n].filename}" for n in names]
 
 
 rule avvp_dense_features:

@@ -5,7 +5,6 @@
 # failure record instead (manifest with `failed` and `stage: media`, empty mp4/wav; extractors/extract.py)
 # and the job succeeds, so the dataset goes on without it; delete the manifest to retry the video.
 
-
 rule media:
     input:
         source_video,

@@ -6,29 +6,6 @@
 # (models.run.code_fingerprint: the localizer's modules + the shared data/training/evaluation code), so
 # editing one localizer reruns that model's jobs and nothing else.
 
-from models.run.code_fingerprint import code_fingerprint
-
-
-def dataset_models(ds):
-    """The configured models of `ds` followed by their label-shuffled controls."""
-    spec = DATASETS[ds]
-    return list(spec.get("models", [])) + [f"{m}_shuffled" for m in spec.get("controls", [])]
-
-
-def train_spec(ds, model):
-    """The train fields of ``model``'s job as JSON (a param); a ``_seed<k>`` run (reproduce.smk, the grammar
-    of models.run.pipeline.split_seed) trains with seed k."""
-    from models.run.pipeline import split_control, split_seed
-
-    base, _ = split_control(model)
-    seed = split_seed(model)[1]
-    spec = dict(DATASETS[ds].get("train", {}))
-    if seed is not None:
-        spec["seed"] = seed
-    spec["model_overrides"] = DATASETS[ds].get("model_overrides", {}).get(base, {})
-    return json.dumps(spec, sort_keys=True)
-
-
 rule train:
     input:
         store="results/{ds}/store",
@@ -112,11 +89,6 @@ rule compare:
         "../../envs/avloc.yaml"
     script:
         "../scripts/compare.py"
-
-
-def predictor(ds):
-    spec = DATASETS[ds]["predict_with"]
-    return f"results/{spec['dataset']}/models/{spec['model']}/best.pt"
 
 
 rule predict:

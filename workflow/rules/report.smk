@@ -1,20 +1,6 @@
 # One self-contained HTML summary per dataset (metrics, curves, timelines, provenance, rejected and failed
 # videos, random-weights banner); `snakemake --report` additionally collects every report() output.
 
-
-def summary_inputs(wc):
-    ds = wc.ds
-    spec = DATASETS[ds]
-    files = {"features": feature_files(ds)}
-    if spec.get("models"):
-        files["metrics"] = expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=dataset_models(ds))
-        files["compare"] = f"results/{ds}/compare.md"
-    if "predict_with" in spec:
-        model = spec["predict_with"]["model"]
-        files["predictions"] = [f"results/{ds}/predictions/{model}/{vid}.json" for vid in videos(ds)]
-    return files
-
-
 rule summary:
     input:
         unpack(summary_inputs),

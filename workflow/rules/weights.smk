@@ -3,17 +3,6 @@
 # a message naming the file, its official URL and where to put it. Random-weight recipes (the demo) need
 # none.
 
-from extractors.recipes import weights_needed
-from extractors.weights import REGISTRY
-
-WEIGHT_FILES = {spec.filename: name for name, spec in REGISTRY.items()}
-
-
-@functools.cache
-def weight_files(ds, kind):
-    return [f"{WEIGHTS_ROOT}/{REGISTRY[name].filename}" for name in weights_needed(recipe(ds), kind)]
-
-
 rule fetch_weights:
     output:
         f"{WEIGHTS_ROOT}/{{filename}}",

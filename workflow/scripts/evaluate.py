@@ -18,7 +18,7 @@ test = splits.get("test") or splits.get("validation")
 out_dir = Path(snakemake.output.metrics).parent
 name, _ = parse_model_name(snakemake.wildcards.model)
 metrics = evaluate(name, snakemake.input.checkpoint, test, recipe, out_dir,
-                   device=snakemake.config.get("device", "auto"))
+                   device=snakemake.config.get("device", "auto"), progress=True)
 plot_dataset_timelines(snakemake.output.predictions, test, snakemake.output.timelines, recipe,
                        max_videos=snakemake.params.max_timelines)
 logging.info("metrics %s", {k: metrics[k] for k in ("avg",) if k in metrics})

@@ -1,0 +1,132 @@
+"""The base of the point-based pyramid localizers (CCNet and DAVE): their shared config (architecture
+widths, target assignment, decoding, weak MIL and the training recipe) and ``loss`` / ``detect`` /
+optimizer. One implementation serves both models so that their comparison measures the backbones, not
+differences in target assignment or decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from models.localizers.base import ModelConfig
+from models.localizers.decoding import DecodeConfig, decode_config, decode_dense
+from models.localizers.losses import dense_loss, pyramid_weak_loss
+from models.localizers.optim import make_optimizer
+from models.localizers.pooling import class_gate, detect_from_probs
+from models.localizers.targets import DEFAULT_REG_RANGES
+
+
+def fuse_level_probs(level_probs: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Per-step probabilities ``(B, T, C)`` = mean over pyramid levels of each level's probabilities
+    repeated back to stride 1 (point ``i`` of level ``l`` covers steps ``[i 2^l, (i+1) 2^l)``)."""
+    ups = [p.repeat_interleave(2**lvl, dim=1)[:, :length] for lvl, p in enumerate(level_probs)]
+    return torch.stack(ups, 0).mean(0)
+
+
+@dataclass
+class PyramidConfig(DecodeConfig, ModelConfig):
+    """Fields shared by the point-based pyramid localizers (CCNet, DAVE): width, TDM, heads, target
+    assignment, weak-supervision MIL and optimisation, and (inherited, flat, so a config still survives
+    ``dataclasses.asdict`` -> checkpoint -> ``cfg_cls(**d)``) the UnAV-100 decoding of :class:`DecodeConfig`."""
+
+    supervision: str = "full"  # "full" | "weak"
+    d_model: int = 512  # UnAV-100 ``embd_dim`` / ``head_dim`` 512 (ttgeng233/UnAV libs/core/config.py)
+    n_heads: int = 4
+    dropout: float = 0.1
+    use_abs_pe: bool = True
+    use_tdm: bool = True
+    tdm_dim: int = 128
+    head_dim: int = 512
+    with_ln: bool = True  # LayerNorm after the embedding and hidden head convs (UnAV embd/head_with_ln)
+    head_layers: int = 3
+    cls_prior_prob: float | None = None  # None: class_head_prior's per-supervision default
+    reg_ranges: tuple[tuple[float, float], ...] = DEFAULT_REG_RANGES
+    center_sample_radius: float | None = None
+    reg_weight: float = 1.0
+    init_loss_norm: float = 100.0
+    mil_pool: str = "topk"  # as this project's CLASP; Tian's weak AVEL code max-pools ("max")
+    mil_topk_ratio: int = 8
+    weak_threshold: float = 0.5
+    gate_pool: str = "max"  # weak inference class gate, decoupled from mil_pool (models.localizers.pooling.class_gate)
+    weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
+    # training recipe, the same for CCNet and DAVE so their comparison is fair (models.run.train reads
+    # these; sources: ttgeng233/UnAV configs/avel_unav100.yaml, libs/core/config.py, train.py,
+    # libs/utils/train_utils.py; happyharrycn/actionformer_release libs/utils/train_utils.py)
+    optimizer: str = "adamw"  # "adamw" | "adam"
+    lr: float = 1e-4
+    epochs: int = 40
+    batch_size: int = 16
+    weight_decay: float = 1e-4
+    decay_1d: bool = False  # False: no decay on biases / norm weights / scales (ActionFormer make_optimizer)
+    warmup_epochs: int = 5  # linear warm-up, then cosine to 0 (per iteration)
+    grad_clip: float | None = 1.0  # clip_grad_l2norm
+    ema_decay: float | None = 0.999  # evaluation / selection / best.pt on EMA weights (ModelEma); None: off
+    crop_ratio: tuple[float, float] | None = (0.9, 1.0)  # random crop of training videos (UnAV/ActionFormer)
+    trunc_thresh: float = 0.5  # a cropped segment survives if more than this fraction of it is kept
+
+
+def class_head_prior(cfg: PyramidConfig) -> float:
+    """Initial probability of the class head (its output bias is ``-log((1 - p) / p)``).
+
+    Full supervision keeps RetinaNet's 0.01 (Lin et al. 2017 §4.1, ActionFormer/UnAV ``cls_prior_prob``):
+    it exists for the dense focal loss, where background points outnumber positives a hundredfold.
+    The weak MIL BCE has no such imbalance (one pooled score per class and video), and there the prior
+    only starts every pooled positive at ``-log 0.01 = 4.6`` nats behind, so the head spends the
+    short warm-up climbing out of it: weak DAVE's validation mAP stayed at 0 for half of the planted
+    bench's 40 epochs (docs/recipes.md). Weak heads therefore start at 0.5 (zero bias), the default
+    ``nn.Linear`` initialisation of the weak MIL heads of Tian et al.'s AVEL and of HAN. An explicit
+    ``cls_prior_prob`` wins. Weak models then move this start to the training label prior
+    (``class_prior: label``, :mod:`models.localizers.class_prior`); 0.5 is where ``class_prior: none`` leaves it."""
+    if cfg.cls_prior_prob is not None:
+        return float(cfg.cls_prior_prob)
+    return 0.5 if cfg.supervision == "weak" else 0.01
+
+
+class PyramidLocalizer(nn.Module):
+    """``loss`` / ``detect`` / optimizer shared by the point-based pyramid localizers (CCNet, DAVE).
+
+    Full supervision: focal + GIoU on the pyramid points (:func:`dense_loss`), Soft-NMS decoding.
+    Weak supervision: MIL over each level's class probabilities to the video label
+    (:func:`pyramid_weak_loss`), then thresholded per-step probabilities of the classes whose
+    video-level score passes (:func:`detect_from_probs`). Subclasses have ``cfg`` (a
+    :class:`PyramidConfig`, whose recipe fields choose the optimizer) and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
+    """
+
+    def _weak_step_probs(self, out: dict[str, Any], length: int) -> torch.Tensor:
+        probs = [torch.sigmoid(lg.float()) for lg in out["cls_logits"]]
+        if self.cfg.weak_inference == "finest":
+            return probs[0]
+        return fuse_level_probs(probs, length)
+
+    def class_prior_heads(self) -> list[tuple[torch.Tensor, float]]:
+        """The point heads' class output bias, shared by every level (models.localizers.class_prior)."""
+        return [(self.heads.cls_out.conv.bias, 1.0)]
+
+    def configure_optimizers(self, lr: float, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
+        return make_optimizer(self, self.cfg.optimizer, lr, self.cfg.weight_decay, self.cfg.warmup_epochs, epochs,
+                              steps_per_epoch, self.cfg.decay_1d)
+
+    def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self.supervision == "weak":
+            total = pyramid_weak_loss(out["cls_logits"], out["level_masks"], batch["labels"], self.cfg.mil_pool,
+                                      self.cfg.mil_topk_ratio)
+            out["loss_terms"] = {"mil_bce": float(total.detach())}
+            return total
+        total, terms = dense_loss(
+            out, batch, self.cfg.num_classes, self.cfg.reg_ranges, self.cfg.center_sample_radius,
+            self.loss_state, self.cfg.reg_weight, update_state=self.training,
+        )
+        out["loss_terms"] = terms
+        return total
+
+    @torch.no_grad()
+    def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
+        if self.supervision == "weak":
+            m = batch["mask"].bool()
+            gate = class_gate(out["step_probs"], m, self.cfg.gate_pool, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
+            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, gate)
+        return decode_dense(out, decode_config(self.cfg))
