@@ -14,7 +14,7 @@
    ``reproduce.md/.csv`` (mean ± std over the seeds beside the published row).
 3. **Report.** From Snakemake's ``benchmarks/`` files (wall s, peak RSS, CPU s per job), the runs'
    ``log.jsonl`` / ``config.json`` (train s per epoch, videos/s, validation s) and the evaluate logs (the
-   time spent drawing timelines, ``evaluate.max_timelines``): one table per fraction, each run's ratio to
+   time spent drawing timelines, ``evaluate.max_timelines``: "timelines drawn: N / N in S s"): one table per fraction, each run's ratio to
    the reference run of the same process (the first model's first seed), and with several ``--fractions``
    each cost per video against the smallest fraction's (1.0 = linear in the number of videos).
 
@@ -51,8 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from extractors.recipes import get_recipe  # noqa: E402
-from models.data.dataset import read_unav  # noqa: E402
 from models.data.planted_real import RealPlantedConfig, iter_real_planted, select_fraction  # noqa: E402
+from models.data.unav import read_unav  # noqa: E402
 
 DEFAULT_ANNOTATIONS = REPO / "tests" / "data" / "unav100_annotations.json.gz"
 DS = "unav"
@@ -164,7 +164,17 @@ def read_benchmark(path: Path) -> dict[str, float]:
     return {"s": num("s"), "rss_mb": num("max_rss"), "cpu_s": num("cpu_time")}
 
 
-PLOT_LINE = re.compile(r"drew (\d+) of (\d+) test timelines in ([\d.]+) s")
+# models.run.predict.plot_dataset_timelines: "drawing N of M test timelines", then its Heartbeat's last line
+PLOT_START = re.compile(r"drawing (\d+) of (\d+) test timelines")
+PLOT_DONE = re.compile(r"timelines drawn: (\d+) / \d+ in ([\d.]+) s")
+
+
+def plot_time(log_text: str) -> tuple[int, int, float] | None:
+    """(drawn, test videos, seconds) from an evaluate log; None when it has no plotting lines."""
+    start, done = PLOT_START.findall(log_text), PLOT_DONE.findall(log_text)
+    if not start or not done:
+        return None
+    return int(done[-1][0]), int(start[-1][1]), float(done[-1][1])
 
 
 def collect(work: Path) -> list[dict[str, Any]]:
@@ -189,12 +199,12 @@ def collect(work: Path) -> list[dict[str, Any]]:
     for tsv in sorted((bench / "evaluate").glob("*.tsv")):
         run = tsv.stem
         met = json.loads((res / "models" / run / "metrics.json").read_text())
-        found = PLOT_LINE.findall((work / "logs" / DS / "evaluate" / f"{run}.log").read_text())
+        found = plot_time((work / "logs" / DS / "evaluate" / f"{run}.log").read_text())
         row = {"rule": "evaluate", "run": run, **read_benchmark(tsv), "videos": met.get("n_videos"),
                "avg": 100 * met["avg"]}
         if found:
-            drawn, _, plot_s = found[-1]
-            row.update(plots=int(drawn), plot_s=float(plot_s), plot_share=float(plot_s) / row["s"])
+            drawn, _, plot_s = found
+            row.update(plots=drawn, plot_s=plot_s, plot_share=plot_s / row["s"])
         rows.append(row)
     for rule in ("unav_results", "reproduce"):
         for tsv in sorted((bench / rule).glob("*.tsv")) if (bench / rule).is_dir() else []:

@@ -126,7 +126,6 @@ def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: 
     if out_dir.exists():
         shutil.rmtree(out_dir)
     tmp_dir.replace(out_dir)
-    log.info("drew %d of %d test timelines in %.1f s", len(chosen), len(videos), time.perf_counter() - t0)
     return len(chosen)
 
 
