@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -109,22 +110,30 @@ def _background(rng: np.random.Generator, t_len: int, dim: int, cfg: RealPlanted
     return np.maximum(0.0, cfg.background + scene + _noise(rng, t_len, dim, noise_cfg))
 
 
-def make_real_planted_arrays(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, recipe: Recipe,
-                             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, VideoAnnotation], list[str]]:
-    """``({vid: (audio (T, Da), visual (T, Dv))}, annotations kept, classes in label_id order)``."""
+def iter_real_planted(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, recipe: Recipe,
+                      ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(vid, audio (T, Da), visual (T, Dv))`` float64, one video at a time, for the kept videos in the file's
+    order. A generator so that a full-size release (10,790 videos, ~20 GB as float32) is written video by
+    video (bench/fullsize_bench.py) instead of being held in memory."""
     classes = class_list(annotations)  # label_id order of the full file, also for a fraction
     cidx = {c: i for i, c in enumerate(classes)}
     anns = select_fraction(annotations, cfg.fraction, cfg.seed)
     pa, pv = planted_patterns(cfg, len(classes))
-    feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for i, (vid, ann) in enumerate(anns.items()):
         rng = np.random.default_rng([cfg.seed, i])  # per video: a fraction is a subset of the full release
         t_len = steps_for_duration(ann.duration, recipe)
         on = cfg.signal * event_steps(ann, cidx, t_len, recipe)
         audio = _background(rng, t_len, cfg.audio_dim, cfg) + on @ pa
         visual = _background(rng, t_len, cfg.visual_dim, cfg) + on @ pv
-        feats[vid] = (audio.astype(np.float32), visual.astype(np.float32))
-    return feats, anns, classes
+        yield vid, audio, visual
+
+
+def make_real_planted_arrays(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, recipe: Recipe,
+                             ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, VideoAnnotation], list[str]]:
+    """``({vid: (audio (T, Da), visual (T, Dv))}, annotations kept, classes in label_id order)``."""
+    feats = {vid: (a.astype(np.float32), v.astype(np.float32))
+             for vid, a, v in iter_real_planted(annotations, cfg, recipe)}
+    return feats, select_fraction(annotations, cfg.fraction, cfg.seed), class_list(annotations)
 
 
 def make_real_planted(annotations: dict[str, VideoAnnotation], cfg: RealPlantedConfig, out_dir: str | os.PathLike[str],

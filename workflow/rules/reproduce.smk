@@ -24,6 +24,8 @@ rule reproduce:
         context=lambda wc: reproduce_context(wc.ds),
     log:
         "logs/{ds}/reproduce.log",
+    benchmark:
+        "benchmarks/{ds}/reproduce.tsv"
     conda:
         "../../envs/avloc.yaml"
     script:
@@ -38,6 +40,8 @@ rule unav_results:
         "results/{ds}/models/{model}/unav_results.json",
     log:
         "logs/{ds}/unav_results/{model}.log",
+    benchmark:
+        "benchmarks/{ds}/unav_results/{model}.tsv"
     conda:
         "../../envs/avloc.yaml"
     shell:
