@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from extractors.media import ffmpeg_exe, normalize  # noqa: E402
+from extractors.synthetic_videos import make_aac_edit_list_pair  # noqa: E402
 
 
 def reference_chain(src: Path, tmp: Path) -> np.ndarray:
@@ -44,16 +45,9 @@ def reference_chain(src: Path, tmp: Path) -> np.ndarray:
 
 
 def generated_clips(tmp: Path) -> dict[str, Path]:
-    """An mp4 with the AAC encoder-delay edit list and one of the same content without it."""
-    ff = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y"]
-    video = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=5"]
-    audio = "sine=frequency=440:sample_rate=44100:duration=5,volume=0.5"
-    edl, adts, plain = tmp / "edit_list.mp4", tmp / "a.aac", tmp / "no_edit_list.mp4"
-    subprocess.run([*ff, *video, "-f", "lavfi", "-i", audio, "-c:v", "libx264", "-c:a", "aac", "-shortest",
-                    str(edl)], check=True)
-    subprocess.run([*ff, "-f", "lavfi", "-i", audio, "-c:a", "aac", "-f", "adts", str(adts)], check=True)
-    subprocess.run([*ff, *video, "-i", str(adts), "-c:v", "libx264", "-c:a", "copy", str(plain)], check=True)
-    return {"generated, edit list": edl, "generated, no edit list": plain}
+    """An mp4 with the AAC encoder-delay edit list and one of the same content without it (5 s)."""
+    pair = make_aac_edit_list_pair(tmp, duration_s=5.0)
+    return {"generated, edit list": pair["edit_list"], "generated, no edit list": pair["no_edit_list"]}
 
 
 def main() -> None:

@@ -469,6 +469,23 @@ def make_activitynet_like_clip(path: Path | str, width: int, height: int, rate: 
     return path
 
 
+def make_aac_edit_list_pair(out_dir: Path | str, duration_s: float = 3.0) -> dict[str, Path]:
+    """Two AAC-in-mp4 clips of the same content (a 440 Hz tone at 44.1 kHz, a test pattern): one muxed
+    straight from ffmpeg's AAC encoder, whose mp4 carries the encoder-delay edit list, and one whose AAC
+    went through ADTS first (no edit list). Why: the reference audio chain keeps the priming an edit list
+    trims, so audio alignment is measured on both kinds (tests/test_media.py, bench/audio_parity_bench.py)."""
+    out = Path(out_dir)
+    ff = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y"]
+    video = ["-f", "lavfi", "-i", f"testsrc=size=64x48:rate=25:duration={duration_s}"]
+    audio = f"sine=frequency=440:sample_rate=44100:duration={duration_s},volume=0.5"
+    edl, adts, plain = out / "edit_list.mp4", out / "edit_list_source.aac", out / "no_edit_list.mp4"
+    _run([*ff, *video, "-f", "lavfi", "-i", audio, "-c:v", "libx264", "-c:a", "aac", "-shortest", str(edl)])
+    _run([*ff, "-f", "lavfi", "-i", audio, "-c:a", "aac", "-f", "adts", str(adts)])
+    _run([*ff, *video, "-i", str(adts), "-c:v", "libx264", "-c:a", "copy", str(plain)])
+    adts.unlink()
+    return {"edit_list": edl, "no_edit_list": plain}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """CLI for the workflow: ``python -m extractors.synthetic_videos --out-dir D --spec '{"n_videos": 8}'``.
 

