@@ -360,9 +360,16 @@ def _submit(pool: str, key: str, request: bytes, entry: str) -> int:
                 except (BrokenPipeError, ConnectionResetError):
                     continue
                 try:
-                    if not replies.readline():
+                    try:
+                        acked = replies.readline()
+                    except ConnectionResetError:  # it closed with our request unread: it was exiting
+                        acked = b""
+                    if not acked:
                         continue
-                    reply = replies.readline()
+                    try:
+                        reply = replies.readline()
+                    except ConnectionResetError:  # died while running the job (reported below)
+                        reply = b""
                 except _Signalled as sig:
                     return _cancel(sock, replies, pid, sig.signum)
             if not reply:
