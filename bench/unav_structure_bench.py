@@ -40,9 +40,11 @@ LEGACY = {"proj_ln": False, "class_prior": "none", "input_norm": "none"}
 PYRAMID_LEGACY = {"class_prior": "none", "input_norm": "none"}
 
 
-def model_rows(width: int) -> dict[str, tuple[str, dict[str, Any], str]]:
-    """``{row: (registry name, overrides, loss term that is the video-level BCE)}``."""
-    pyr = {"supervision": "weak", "d_model": width, "head_dim": width, "n_heads": 4}
+def model_rows(width: int, tdm_dim: int | None = None) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """``{row: (registry name, overrides, loss term that is the video-level BCE)}``; ``tdm_dim`` overrides the
+    pyramid models' per-class TDM width (None: UnAV's 128, fixed whatever the model width)."""
+    pyr = {"supervision": "weak", "d_model": width, "head_dim": width, "n_heads": 4,
+           **({"tdm_dim": tdm_dim} if tdm_dim else {})}
     return {
         "clasp": ("clasp", {"hidden_dim": width}, "av"),
         "mil": ("mil", {"hidden_dim": width}, "video"),
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="default: each model's recipe (40)")
     ap.add_argument("--models", nargs="+", default=["clasp", "mil", "avel-weak", "dave-weak", "ccnet-weak"])
     ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--tdm-dim", type=int, default=None,
+                    help="DAVE/CCNet per-class TDM width (default UnAV's 128; its cost is C x tdm_dim per step)")
     ap.add_argument("--signal", type=float, default=2.5)
     ap.add_argument("--visual-dim", type=int, default=2048, help="planted visual feature size (I3D: 2048)")
     ap.add_argument("--lr", type=float, default=None, help="default: each model's recipe")
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     oracle = 100 * compute_dataset_metrics(oracle_model, ds["test"], recipe, device="cpu", amp=False)[0]["avg"]
     print(f"matched-filter oracle: test Avg mAP {oracle:.1f}", flush=True)
 
-    rows = model_rows(args.width)
+    rows = model_rows(args.width, args.tdm_dim)
     results = []
     for row in args.models:
         name, over, term = rows[row]
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
 
     print(f"\nreal-structure planted UnAV-100, fraction {args.fraction:g} ({len(ds['train'])} train videos), "
-          f"{args.visual_dim}-D visual, width {args.width}, signal {args.signal:g}, lr {args.lr or 'recipe'}, "
+          f"{args.visual_dim}-D visual, width {args.width}, tdm_dim {args.tdm_dim or 128}, signal {args.signal:g}, lr {args.lr or 'recipe'}, "
           f"epochs {args.epochs or 'recipe'}, label-prior BCE {prior:.4f}")
     print("| model | leaves the prior (epoch) | best val epoch | test Avg mAP | control | "
           "test video-level mAP | control | oracle Avg mAP |")
