@@ -63,6 +63,35 @@ def left_prior(history: list[dict[str, Any]], term: str, prior: float) -> int | 
     return None
 
 
+def time_steps(name: str, overrides: dict[str, Any], train_ds: Any, n: int, batch_size: int = 16) -> str:
+    """CPU and wall seconds per training step (forward, loss, backward, Adam step) on the first ``n`` batches of
+    ``train_ds``, and the epoch they add up to: how the weak pyramid models' speed was measured (issue #27)."""
+    import torch
+
+    from models.data.dataset import collate
+    from models.localizers.input_norm import fit_input_norm
+    from models.localizers.registry import build_model
+    from models.run.runtime import dataset_model_fields
+
+    torch.manual_seed(0)
+    model = build_model(name, **{**dataset_model_fields(train_ds), **overrides}).train()
+    fit_input_norm(model, train_ds)  # as models.run.train does (weak models standardise their inputs)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    batches = [collate([train_ds[i] for i in range(k * batch_size, min(len(train_ds), (k + 1) * batch_size))])
+               for k in range(n)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        out = model(batch)
+        loss = model.loss(out, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    wall, cpu = (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+    per_epoch = -(-len(train_ds) // batch_size)
+    return (f"{cpu:.2f} CPU s ({wall:.2f} s wall) per batch of {batch_size}, {per_epoch * cpu:.0f} CPU s per epoch "
+            f"of {len(train_ds)} videos ({torch.get_num_threads()} threads)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--annotations", type=Path, default=DEFAULT_ANNOTATIONS)
@@ -80,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="keep the data and runs here (default: a temp dir)")
+    ap.add_argument("--time-batches", type=int, default=0,
+                    help="only time this many training steps of each model (CPU s per batch and per epoch) and exit")
     args = ap.parse_args(argv)
 
     import torch
@@ -111,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{s} {len(d)}" for s, d in ds.items())
           + f" videos, {len(classes)} classes; label-prior BCE {prior:.4f}; built in {time.perf_counter() - t0:.0f} s",
           flush=True)
+    rows = model_rows(args.width, args.tdm_dim)
+    if args.time_batches:
+        for row in args.models:
+            print(f"{row}: {time_steps(rows[row][0], rows[row][1], ds['train'], args.time_batches)}", flush=True)
+        return 0
     pa, pv = planted_patterns(cfg, len(classes))
     oracle_model = MatchedFilter(pa, pv, cfg.signal).fit_background(ds["train"])
     oracle = 100 * compute_dataset_metrics(oracle_model, ds["test"], recipe, device="cpu", amp=False)[0]["avg"]
     print(f"matched-filter oracle: test Avg mAP {oracle:.1f}", flush=True)
 
-    rows = model_rows(args.width, args.tdm_dim)
     results = []
     for row in args.models:
         name, over, term = rows[row]
