@@ -21,6 +21,10 @@ heads at 0.5) beside today's. Widths are a CPU-sized override (``--width``, defa
     python bench/unav_structure_bench.py --fraction 0.1 --epochs 12 --models clasp mil --legacy
     # the CPU-sized table of docs/recipes.md: 512-D visual features, width 32, lr 1e-3
     python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --lr 1e-3 --epochs 16
+    # its DAVE-weak / CCNet-weak rows: UnAV's TDM is 100 x 128 channels per step, so a CPU-sized width 8, and
+    # one thread on a shared machine (docs/recipes.md says why); --time-batches 2 only times training steps
+    python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --tdm-dim 8 \
+        --lr 1e-3 --epochs 8 --threads 1 --models dave-weak ccnet-weak
 """
 
 from __future__ import annotations
