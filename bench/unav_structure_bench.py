@@ -21,6 +21,10 @@ heads at 0.5) beside today's. Widths are a CPU-sized override (``--width``, defa
     python bench/unav_structure_bench.py --fraction 0.1 --epochs 12 --models clasp mil --legacy
     # the CPU-sized table of docs/recipes.md: 512-D visual features, width 32, lr 1e-3
     python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --lr 1e-3 --epochs 16
+    # its DAVE-weak / CCNet-weak rows: UnAV's TDM is 100 x 128 channels per step, so a CPU-sized width 8, and
+    # one thread on a shared machine (docs/recipes.md says why); --time-batches 2 only times training steps
+    python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --tdm-dim 8 \
+        --lr 1e-3 --epochs 8 --threads 1 --models dave-weak ccnet-weak
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ LEGACY = {"proj_ln": False, "class_prior": "none", "input_norm": "none"}
 PYRAMID_LEGACY = {"class_prior": "none", "input_norm": "none"}
 
 
-def model_rows(width: int) -> dict[str, tuple[str, dict[str, Any], str]]:
-    """``{row: (registry name, overrides, loss term that is the video-level BCE)}``."""
-    pyr = {"supervision": "weak", "d_model": width, "head_dim": width, "n_heads": 4}
+def model_rows(width: int, tdm_dim: int | None = None) -> dict[str, tuple[str, dict[str, Any], str]]:
+    """``{row: (registry name, overrides, loss term that is the video-level BCE)}``; ``tdm_dim`` overrides the
+    pyramid models' per-class TDM width (None: UnAV's 128, fixed whatever the model width)."""
+    pyr = {"supervision": "weak", "d_model": width, "head_dim": width, "n_heads": 4,
+           **({"tdm_dim": tdm_dim} if tdm_dim else {})}
     return {
         "clasp": ("clasp", {"hidden_dim": width}, "av"),
         "mil": ("mil", {"hidden_dim": width}, "video"),
@@ -61,6 +67,35 @@ def left_prior(history: list[dict[str, Any]], term: str, prior: float) -> int | 
     return None
 
 
+def time_steps(name: str, overrides: dict[str, Any], train_ds: Any, n: int, batch_size: int = 16) -> str:
+    """CPU and wall seconds per training step (forward, loss, backward, Adam step) on the first ``n`` batches of
+    ``train_ds``, and the epoch they add up to: how the weak pyramid models' speed was measured (issue #27)."""
+    import torch
+
+    from models.data.dataset import collate
+    from models.localizers.input_norm import fit_input_norm
+    from models.localizers.registry import build_model
+    from models.run.runtime import dataset_model_fields
+
+    torch.manual_seed(0)
+    model = build_model(name, **{**dataset_model_fields(train_ds), **overrides}).train()
+    fit_input_norm(model, train_ds)  # as models.run.train does (weak models standardise their inputs)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    batches = [collate([train_ds[i] for i in range(k * batch_size, min(len(train_ds), (k + 1) * batch_size))])
+               for k in range(n)]
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        out = model(batch)
+        loss = model.loss(out, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    wall, cpu = (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+    per_epoch = -(-len(train_ds) // batch_size)
+    return (f"{cpu:.2f} CPU s ({wall:.2f} s wall) per batch of {batch_size}, {per_epoch * cpu:.0f} CPU s per epoch "
+            f"of {len(train_ds)} videos ({torch.get_num_threads()} threads)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--annotations", type=Path, default=DEFAULT_ANNOTATIONS)
@@ -68,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="default: each model's recipe (40)")
     ap.add_argument("--models", nargs="+", default=["clasp", "mil", "avel-weak", "dave-weak", "ccnet-weak"])
     ap.add_argument("--width", type=int, default=128)
+    ap.add_argument("--tdm-dim", type=int, default=None,
+                    help="DAVE/CCNet per-class TDM width (default UnAV's 128; its cost is C x tdm_dim per step)")
     ap.add_argument("--signal", type=float, default=2.5)
     ap.add_argument("--visual-dim", type=int, default=2048, help="planted visual feature size (I3D: 2048)")
     ap.add_argument("--lr", type=float, default=None, help="default: each model's recipe")
@@ -76,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-control", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None, help="keep the data and runs here (default: a temp dir)")
+    ap.add_argument("--time-batches", type=int, default=0,
+                    help="only time this many training steps of each model (CPU s per batch and per epoch) and exit")
     args = ap.parse_args(argv)
 
     import torch
@@ -108,12 +147,16 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{s} {len(d)}" for s, d in ds.items())
           + f" videos, {len(classes)} classes; label-prior BCE {prior:.4f}; built in {time.perf_counter() - t0:.0f} s",
           flush=True)
+    rows = model_rows(args.width, args.tdm_dim)
+    if args.time_batches:
+        for row in args.models:
+            print(f"{row}: {time_steps(rows[row][0], rows[row][1], ds['train'], args.time_batches)}", flush=True)
+        return 0
     pa, pv = planted_patterns(cfg, len(classes))
     oracle_model = MatchedFilter(pa, pv, cfg.signal).fit_background(ds["train"])
     oracle = 100 * compute_dataset_metrics(oracle_model, ds["test"], recipe, device="cpu", amp=False)[0]["avg"]
     print(f"matched-filter oracle: test Avg mAP {oracle:.1f}", flush=True)
 
-    rows = model_rows(args.width)
     results = []
     for row in args.models:
         name, over, term = rows[row]
@@ -142,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
 
     print(f"\nreal-structure planted UnAV-100, fraction {args.fraction:g} ({len(ds['train'])} train videos), "
-          f"{args.visual_dim}-D visual, width {args.width}, signal {args.signal:g}, lr {args.lr or 'recipe'}, "
+          f"{args.visual_dim}-D visual, width {args.width}, tdm_dim {args.tdm_dim or 128}, signal {args.signal:g}, lr {args.lr or 'recipe'}, "
           f"epochs {args.epochs or 'recipe'}, label-prior BCE {prior:.4f}")
     print("| model | leaves the prior (epoch) | best val epoch | test Avg mAP | control | "
           "test video-level mAP | control | oracle Avg mAP |")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import localizer_batch
 
 from models.localizers.avel import AVEL, AVELConfig, step_targets
 from models.localizers.dave import DAVE, DAVEConfig
+from models.localizers.tdm import TemporalDependency
 
 C, DA, DV, T = 4, 12, 20, 64
 
@@ -123,3 +125,44 @@ def test_every_lazily_registered_model_resolves_to_its_class() -> None:
     for name in LAZY:
         cfg_cls, model_cls = get_entry(name)
         assert model_cls.__name__.lower() == name and cfg_cls.__name__.lower() == f"{name}config"
+
+
+def _padded_tdm(tdm: TemporalDependency, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """TemporalDependency.forward as it was before issue #27: both branches over the whole padded batch."""
+    B, T, _ = x.shape
+    e = F.relu(tdm.expand(x, mask)).view(B, T, tdm.c, tdm.h)
+    et = e.permute(0, 2, 1, 3).reshape(B * tdm.c, T, tdm.h)
+    t_out = tdm.temporal(et, mask.repeat_interleave(tdm.c, dim=0)).view(B, tdm.c, T, tdm.h).permute(0, 2, 1, 3)
+    ec = e.reshape(B * T, tdm.c, tdm.h)
+    c_out = tdm.cooccur(ec, torch.ones(B * T, tdm.c, dtype=torch.bool)).view(B, T, tdm.c, tdm.h)
+    out = (t_out + c_out) * mask[..., None, None].to(x.dtype)
+    return tdm.squeeze(out.reshape(B, T, tdm.c * tdm.h), mask)
+
+
+@pytest.mark.parametrize("masks", ["prefix", "holes"])
+def test_tdm_on_valid_steps_equals_padded_batch(masks: str) -> None:
+    """The TDM runs its transformers per video on the valid steps only and its convolutions up to one step
+    past the longest video (the issue #27 speed fix): outputs and gradients equal the padded computation,
+    also with garbage on padded steps and with masks that are not a prefix."""
+    torch.manual_seed(0)
+    tdm = TemporalDependency(12, 6, 5, heads=2)
+    B, T = 4, 40
+    lengths = torch.tensor([33, 7, 20, 1])
+    mask = torch.arange(T)[None] < lengths[:, None]
+    if masks == "holes":
+        mask[0, 3:9] = False
+        mask[2, 0] = False
+    x = torch.randn(B, T, 12) * 3  # padded steps carry values too
+    grads = []
+    for fn in (_padded_tdm, TemporalDependency.forward):
+        xx = x.clone().requires_grad_(True)
+        tdm.zero_grad()
+        y = fn(tdm, xx, mask)
+        (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        grads.append((y.detach(), xx.grad.clone(), [p.grad.clone() for p in tdm.parameters()]))
+    (y0, gx0, gp0), (y1, gx1, gp1) = grads
+    assert y1.shape == y0.shape == (B, T, 12)
+    torch.testing.assert_close(y1, y0, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-6, atol=1e-6)
+    for a, b in zip(gp1, gp0, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
