@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.media import ffmpeg_exe
+from extractors.ffmpeg import ffmpeg_exe
 
 DEFAULT_CLASSES = [
     "red_beep",

@@ -182,7 +182,7 @@ def test_checker_sees_function_local_and_upward_imports() -> None:
 # Issue #25: frames were read three ways, windows built three ways, audio decoded three ways. Each now has one
 # home; these checks fail when a second one comes back. They parse the modules (nothing is imported).
 FRAME_SOURCE = "extractors.frames"  # iter_frames (OpenCV or ffmpeg's fps filter) and window_groups
-AUDIO_SOURCE = "extractors.media"  # decode_audio / load_audio: every audio decode and resample
+AUDIO_SOURCE = "extractors.audio"  # decode_audio / load_audio: every audio decode and resample
 GONE = ("iter_frames_rgb", "_window_groups", "iter_windows", "decode_audio_16k", "decode_audio_48k",
         "decode_audio_int16", "hann_periodic", "_FlowSource")
 
@@ -219,7 +219,7 @@ def test_one_definition_of_each_decode_and_window_function(name: str) -> None:
 
 def test_the_replaced_duplicates_stay_gone() -> None:
     back = [f"{m}: {n}" for m in MODULES for n in defs_in(_source(m)) if n in GONE]
-    assert not back, "a second decode/window path came back (use extractors.frames / extractors.media):\n" + \
+    assert not back, "a second decode/window path came back (use extractors.frames / extractors.audio):\n" + \
         "\n".join(back)
 
 

@@ -440,7 +440,7 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
                     "testsrc2=size=64x48:rate=25:duration=2.5", "-f", "lavfi", "-i",
                     "sine=frequency=880:sample_rate=44100:duration=2.5", "-ac", "2", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-y", str(vid)], check=True)
-    from extractors.media import load_audio
+    from extractors.audio import load_audio
 
     wave, meta = load_audio(vid, clap.SAMPLE_RATE, 10.0, resampler="soxr")
     assert meta["has_audio"] and meta["source_sample_rate"] == 44100 and meta["source_channels"] == 2

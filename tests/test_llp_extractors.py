@@ -141,8 +141,8 @@ def test_clip_job_reports_a_failing_clip_and_the_reader_counts_it(tmp_path):
 def test_only_the_clips_own_fault_is_a_failed_clip(tmp_path, monkeypatch):
     """ContentError (undecodable, too short) is recorded as a failed clip; an environment fault (here: no
     ffmpeg binary) fails the job and writes nothing, so a good clip is never recorded as bad."""
+    from extractors.ffmpeg import ffmpeg_exe
     from extractors.llp.extract import main
-    from extractors.media import ffmpeg_exe
 
     short = tmp_path / "short.mp4"  # 0.5 s: less than one 1 s segment
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.5",

@@ -219,7 +219,7 @@ def test_llp_jobs_run_in_their_own_environment_and_only_bad_clips_are_recorded(c
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """A 40 s 640x360 clip with audio: its media job (libx264 re-encode) runs for several seconds."""
-    from extractors.media import ffmpeg_exe
+    from extractors.ffmpeg import ffmpeg_exe
 
     path = tmp_path_factory.mktemp("long") / "long clip.mp4"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=40",

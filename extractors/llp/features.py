@@ -67,10 +67,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from extractors.audio import load_audio
 from extractors.errors import ContentError
 from extractors.frames import iter_frames, window_groups
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
-from extractors.media import load_audio
 from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network
 
 FPS = 8
