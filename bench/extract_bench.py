@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_pairs} flow pairs")
 
         raft = RAFTFlow(iters=recipe.raft_iters)
-        from extractors.weights import build_model_weights
+        from extractors.weight_loading import build_model_weights
 
         build_model_weights(raft.net, recipe.raft_weights, recipe.weights, args.weights_root, recipe.seed)
         raft = raft.to(dev).eval()

@@ -210,7 +210,7 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
 
     from extractors.errors import MediaError
     from extractors.media import normalize
-    from extractors.weights import keep_networks_resident
+    from extractors.weight_loading import keep_networks_resident
 
     keep_networks_resident(True)  # one set of networks for the whole list
     done: list[str] = []

@@ -162,7 +162,7 @@ def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
     """A missing checkpoint or an unknown kind is not a bad clip: the job raises and writes nothing."""
     from extractors.llp.extract import main
     from extractors.synthetic_videos import make_demo_dataset
-    from extractors.weights import WeightsError
+    from extractors.weight_registry import WeightsError
 
     make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=2.0, seed=2)
     video = tmp_path / "d" / "videos" / "demo_000.mp4"
@@ -182,7 +182,7 @@ def test_networks_stay_resident_across_clip_jobs(tmp_path, monkeypatch):
     import extractors.vggish as vggish_mod
     from extractors.llp import clap
     from extractors.llp.extract import main
-    from extractors.weights import keep_networks_resident
+    from extractors.weight_loading import keep_networks_resident
 
     calls: dict[str, int] = {}
     built: dict[str, list[object]] = {}

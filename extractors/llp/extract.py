@@ -42,7 +42,7 @@ from extractors.errors import ContentError
 from extractors.io import load_npz, save_npz, write_json
 from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
-from extractors.weights import DEFAULT_ROOT
+from extractors.weight_registry import DEFAULT_ROOT
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
 AUDIO_KINDS = ("vggish", "clap", "clap_maps")

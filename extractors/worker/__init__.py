@@ -14,7 +14,7 @@ arguments, working directory, thread count, **its whole environment and umask**,
 stdout/stderr file descriptors (so everything the job prints lands in the job's Snakemake log). The
 worker runs the job's *entry* in-process (``main(argv)`` of :data:`~extractors.worker.protocol.ENTRIES`: :mod:`extractors.extract`
 by default, ``extractors.llp.extract`` for LLP's per-clip jobs) with
-:func:`extractors.weights.keep_networks_resident` on, replies with the exit code and waits for the next
+:func:`extractors.weight_loading.keep_networks_resident` on, replies with the exit code and waits for the next
 job.
 
 The job's own environment: for the duration of a job the worker's ``os.environ``, umask, working

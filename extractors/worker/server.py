@@ -206,7 +206,7 @@ def serve(pool: str, slot: int, socket_path: Path, lock_path: Path, idle_s: floa
         import extractors.i3d  # noqa: F401
         import extractors.r21d  # noqa: F401
         import extractors.vggish  # noqa: F401
-        from extractors.weights import keep_networks_resident
+        from extractors.weight_loading import keep_networks_resident
 
         keep_networks_resident(True)
         if torch.cuda.is_available():
