@@ -164,7 +164,11 @@ def _submit(pool: str, key: str, request: bytes, entry: str) -> int:
                 except (BrokenPipeError, ConnectionResetError):
                     continue
                 try:
-                    if not replies.readline():
+                    try:
+                        accepted = replies.readline()
+                    except ConnectionResetError:  # it closed with our request unread (it was exiting): not run
+                        accepted = b""
+                    if not accepted:
                         continue
                     reply = replies.readline()
                 except _Signalled as sig:
