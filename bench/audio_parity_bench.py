@@ -30,8 +30,9 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from extractors.media import ffmpeg_exe, normalize  # noqa: E402
-from extractors.synthetic_videos import make_aac_edit_list_pair  # noqa: E402
+from extractors.download_like_clips import make_aac_edit_list_pair  # noqa: E402
+from extractors.ffmpeg import ffmpeg_exe  # noqa: E402
+from extractors.media import normalize  # noqa: E402
 
 
 def reference_chain(src: Path, tmp: Path) -> np.ndarray:

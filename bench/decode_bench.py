@@ -23,8 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extractors.media import ffmpeg_exe, normalize, probe  # noqa: E402
-from extractors.synthetic_videos import ODD_RATE_LIKE, THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
+from extractors.download_like_clips import ODD_RATE_LIKE, THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
+from extractors.ffmpeg import ffmpeg_exe  # noqa: E402
+from extractors.media import normalize  # noqa: E402
+from extractors.probe import probe  # noqa: E402
 
 
 def default_clips() -> list[Path]:

@@ -31,13 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from extractors.download_like_clips import THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
 from extractors.flow import compute_flow, crop_quantize  # noqa: E402
 from extractors.flow_store import read_flow_store  # noqa: E402
 from extractors.frames import iter_frames, num_pairs_needed, num_windows  # noqa: E402
 from extractors.i3d import build_i3d, extract_i3d, flow_input, rgb_input  # noqa: E402
 from extractors.raft import RAFTFlow, raft_pairs  # noqa: E402
 from extractors.recipes import get_recipe  # noqa: E402
-from extractors.synthetic_videos import THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
 
 
 def sync(device: str) -> None:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{n_pairs} flow pairs")
 
         raft = RAFTFlow(iters=recipe.raft_iters)
-        from extractors.weights import build_model_weights
+        from extractors.weight_loading import build_model_weights
 
         build_model_weights(raft.net, recipe.raft_weights, recipe.weights, args.weights_root, recipe.seed)
         raft = raft.to(dev).eval()

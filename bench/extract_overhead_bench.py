@@ -34,7 +34,7 @@ from extractors.extract import run_features  # noqa: E402
 from extractors.media import normalize  # noqa: E402
 from extractors.recipes import get_recipe  # noqa: E402
 from extractors.synthetic_videos import make_demo_dataset  # noqa: E402
-from extractors.weights import keep_networks_resident  # noqa: E402
+from extractors.weight_loading import keep_networks_resident  # noqa: E402
 
 
 def in_process(clips: list[Path], out: Path, recipe_name: str, threads: int) -> float:

@@ -26,10 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from extractors.download_like_clips import ODD_RATE_LIKE, make_activitynet_like_clip  # noqa: E402
 from extractors.frames import iter_frames, resize_frame  # noqa: E402
 from extractors.i3d import I3D, rgb_input  # noqa: E402
 from extractors.media import normalize  # noqa: E402
-from extractors.synthetic_videos import ODD_RATE_LIKE, make_activitynet_like_clip  # noqa: E402
 
 
 def read_opencv(mp4: Path) -> np.ndarray:

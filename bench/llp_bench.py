@@ -4,7 +4,7 @@ Why it matters: LLP has 11,849 10-s clips. Building the networks (CLIP, CLAP's H
 ResNet-152, R(2+1)D-18; with real weights also reading and hashing multi-GB checkpoints) costs more
 than embedding one clip, so ``workflow/rules/llp.smk`` runs its per-clip jobs on resident extraction
 workers (:mod:`extractors.worker`) that keep each network loaded
-(:func:`extractors.llp.features.built_once`, :func:`extractors.weights.keep_networks_resident`). This script
+(:func:`extractors.llp.features.built_once`, :func:`extractors.weight_loading.keep_networks_resident`). This script
 measures both in one process on synthetic 10 s clips (ffmpeg):
 
 1. reference, "a process per clip": networks are not kept resident, so every clip pays for building
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from extractors.llp.extract import extract_video  # noqa: E402
 from extractors.synthetic_videos import make_demo_dataset  # noqa: E402
-from extractors.weights import keep_networks_resident  # noqa: E402
+from extractors.weight_loading import keep_networks_resident  # noqa: E402
 
 
 def run(clips: list[Path], kinds: list[str], per_clip_rebuild: bool, **kw: object) -> float:

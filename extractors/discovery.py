@@ -71,7 +71,8 @@ def name_reason(entry: os.DirEntry[str]) -> str | None:
 
 def _probe_reason(path: Path, min_duration_s: float) -> str | None:
     """None when the file is usable, else the reason it is not (MediaError's message)."""
-    from extractors.media import MediaError, check_usable
+    from extractors.errors import MediaError
+    from extractors.probe import check_usable
 
     try:
         check_usable(path, min_duration_s=min_duration_s)

@@ -34,6 +34,10 @@ class ContentError(Exception):
         super().__init__(f"{self.path}: {reason}")
 
 
+class MediaError(ContentError):
+    """A video that cannot be normalized (the input's own fault); ``str()`` names the file and the reason."""
+
+
 def failure_reason(err: ContentError) -> str:
     """The reason a failure record stores (the same text as LLP's per-clip records)."""
     return f"{type(err).__name__}: {err}"

@@ -208,8 +208,9 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
     """
     from tqdm import tqdm
 
-    from extractors.media import MediaError, normalize
-    from extractors.weights import keep_networks_resident
+    from extractors.errors import MediaError
+    from extractors.media import normalize
+    from extractors.weight_loading import keep_networks_resident
 
     keep_networks_resident(True)  # one set of networks for the whole list
     done: list[str] = []

@@ -113,7 +113,7 @@ def _ffmpeg_frames(path: Path | str, fps: float, max_seconds: float | None) -> I
     import imageio_ffmpeg
 
     from extractors.errors import ContentError
-    from extractors.media import probe
+    from extractors.probe import probe
 
     probe(path)  # MediaError (a ContentError) names why a file is not usable video
     limit = [] if max_seconds is None else ["-t", str(max_seconds)]

@@ -185,16 +185,12 @@ def convert_piergiaj(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def build_i3d(modality: str, weights_name: str, mode: str, weights_root: Path, seed: int,
               device: str | torch.device = "cpu") -> tuple[I3D, dict[str, Any]]:
     """I3D for one stream with weights from the registry (``mode='random'`` → seeded, labelled random, He
-    init so that the features keep the input's scale: see ``extractors.weights.reinit_``)."""
-    from extractors.weights import build_model_weights, resident_network
+    init so that the features keep the input's scale: see ``extractors.weight_loading.reinit_``)."""
+    from extractors.weight_loading import resident_model
 
-    def build() -> tuple[I3D, dict[str, Any]]:
-        model = I3D(modality, bn_eps=1e-3 if weights_name.endswith("_imagenet") else 1e-5)
-        prov = build_model_weights(model, weights_name, mode, weights_root, seed, random_init="he")
-        return model.to(device).eval(), prov
-
-    return resident_network(("i3d", modality, weights_name, seed, str(device)), [weights_name], mode,
-                            weights_root, build)
+    return resident_model(("i3d", modality, weights_name, seed),
+                          lambda: I3D(modality, bn_eps=1e-3 if weights_name.endswith("_imagenet") else 1e-5),
+                          weights_name, mode, weights_root, seed, device, random_init="he")
 
 
 # ----------------------------------------------------------------------------- pre-processing

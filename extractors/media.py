@@ -76,62 +76,28 @@ and nothing appears at the output paths. Pre-existing outputs are left untouched
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from extractors.errors import ContentError
+from extractors.audio import TARGET_SR, decode_audio, reference_audio_chain, write_wav
+from extractors.errors import MediaError
+from extractors.ffmpeg import file_url, run_ffmpeg
 from extractors.io import sha256_file
-from extractors.recipes import AUDIO_ALIGNMENTS, SHORT_AUDIO
+from extractors.probe import MIN_DURATION_S, MediaInfo, check_usable, count_frames
+from extractors.recipes import SHORT_AUDIO
 
-TARGET_SR = 16000
-MIN_DURATION_S = 0.96
 #: An output with fewer frames than this fraction of ``round(duration * fps)`` is treated as truncated.
 MIN_DECODED_FRACTION = 0.9
 #: Audio padded by at least this much (s) gets a manifest warning; any padding is in ``audio_padded_s``.
 PAD_WARN_S = 0.1
-
-
-class MediaError(ContentError):
-    """A video that cannot be normalized (the input's own fault); ``str()`` names the file and the reason."""
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What :func:`probe` learned about a file (PyAV, demux only: no frame is decoded)."""
-
-    path: str
-    duration_s: float  # video duration: max(stream header, first packet start .. last packet end)
-    container_duration_s: float | None
-    fps_avg: float  # average frame rate reported by the demuxer
-    fps_nominal: float | None  # the stream's base ("r_frame_rate") rate
-    variable_frame_rate: bool  # packet durations differ by more than 1 % (measured, not guessed)
-    n_video_packets: int
-    width: int
-    height: int
-    video_codec: str
-    video_stream_index: int
-    has_audio: bool
-    audio_codec: str | None = None
-    audio_stream_index: int | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-    audio_duration_s: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -171,189 +137,12 @@ class MediaManifest:
         return cls(**d)
 
 
-# --------------------------------------------------------------------------------------------- helpers
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary: imageio-ffmpeg's static build (there is no system ffmpeg here)."""
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-_FFMPEG_CASCADE = (  # consequences ffmpeg (7+, threaded CLI) prints after the real error
-    "conversion failed",
-    "exiting with exit code",
-    "error opening output file",
-    "error while opening encoder",
-    "could not open encoder before eof",
-    "error sending frames to consumers",
-    "task finished with error code",
-    "terminating thread with return code",
-    "nothing was written into output file",
-    "error while processing the decoded data",
-)
-
-
-def _last_meaningful_line(stderr: str) -> str:
-    """The last stderr line that is not one of ffmpeg's cascade messages, without the
-    ``[component @ 0x...]`` prefixes, e.g. 'width not divisible by 2 (175x143)'."""
-    lines = [re.sub(r"^(\[[^\]]*@ 0x[0-9a-f]+\]\s*)+", "", ln.strip()) for ln in stderr.splitlines()]
-    lines = [ln for ln in lines if ln]
-    for ln in reversed(lines):
-        if not any(g in ln.lower() for g in _FFMPEG_CASCADE):
-            return ln
-    return lines[-1] if lines else "ffmpeg failed without a message"
-
-
-#: errno values whose message in ffmpeg's stderr means the environment failed (full disk, read-only or
-#: missing output folder, memory), raised as OSError rather than MediaError (extractors/errors.py)
-_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM)
-
-
-def _run_ffmpeg(src: Path, args: Sequence[str], what: str, capture_stdout: bool = False) -> bytes:
-    """Run ffmpeg with an argument list (never a shell), raise MediaError with its last error line."""
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
-    proc = subprocess.run(
-        cmd, stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    if proc.returncode != 0:
-        stderr = proc.stderr.decode("utf-8", "replace")
-        if proc.returncode < 0 or "received signal" in stderr:
-            # stopped from outside (a cancelled job, the OOM killer): never the video's fault, never recorded
-            sig = -proc.returncode if proc.returncode < 0 else "a"
-            raise InterruptedError(f"ffmpeg {what} of {src} was stopped by {sig} signal")
-        for code in _ENVIRONMENT_ERRNOS:  # the machine's fault, not the video's: never a recorded bad input
-            if os.strerror(code) in stderr:
-                raise OSError(code, f"ffmpeg {what} of {src}: {os.strerror(code)}")
-        msg = _last_meaningful_line(stderr)
-        raise MediaError(src, f"ffmpeg {what} failed (exit {proc.returncode}): {msg}")
-    return proc.stdout if capture_stdout else b""
-
-
 def _tmp_name(final: Path, ext: str | None = None) -> Path:
     """``.<name>.tmp-<pid><ext>`` beside ``final`` (same filesystem, so os.replace is atomic).
 
     The real extension is kept last so ffmpeg/soundfile infer the right format."""
     ext = final.suffix if ext is None else ext
     return final.with_name(f".{final.stem}.tmp-{os.getpid()}{ext}")
-
-
-def _url(path: Path) -> str:
-    """Explicit ``file:`` URL so names with ':' (or starting with '-') are never parsed as a
-    protocol or an option by ffmpeg/PyAV."""
-    return "file:" + str(path)
-
-
-def _f(x: Fraction | int | float | None) -> float | None:
-    return None if x is None else float(x)
-
-
-# ---------------------------------------------------------------------------------------------- probe
-def probe(path: str | os.PathLike[str]) -> MediaInfo:
-    """Read stream facts with PyAV; raises MediaError for files that are not usable video.
-
-    Variable frame rate is *measured* from the demuxed packet timestamps (cheap: no decoding)
-    because containers often report a nominal rate that hides VFR."""
-    import av
-
-    p = Path(path)
-    if not p.exists():
-        raise MediaError(p, "file does not exist")
-    if not p.is_file():
-        raise MediaError(p, "not a regular file")
-    if p.stat().st_size == 0:
-        raise MediaError(p, "empty file (0 bytes)")
-    try:
-        container = av.open(_url(p), metadata_errors="ignore")
-    except av.error.FFmpegError as e:  # InvalidDataError, etc.
-        raise MediaError(p, f"not a readable media file ({getattr(e, 'strerror', None) or e})") from e
-    try:
-        vstreams = [
-            s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)
-        ]
-        if not vstreams:
-            raise MediaError(p, "no video stream")
-        vs = vstreams[0]
-        astreams = list(container.streams.audio)
-        as_ = astreams[0] if astreams else None
-        cdur = container.duration / 1e6 if container.duration else None
-        vdur = float(vs.duration * vs.time_base) if vs.duration and vs.time_base else cdur
-        vcc = vs.codec_context
-        width, height = int(vcc.width or 0), int(vcc.height or 0)
-        if width <= 0 or height <= 0:
-            raise MediaError(p, "video stream has no frame size (corrupt header?)")
-
-        # Demux the video packets only: timestamps give the true frame rate and VFR-ness.
-        pts: list[int] = []
-        first_pkt = last_end = None
-        try:
-            for pkt in container.demux(vs):
-                if pkt.pts is None:
-                    continue
-                pts.append(pkt.pts)
-                t0 = float(pkt.pts * vs.time_base)
-                first_pkt = t0 if first_pkt is None else min(first_pkt, t0)
-                end = t0 + float((pkt.duration or 0) * vs.time_base)
-                last_end = end if last_end is None else max(last_end, end)
-        except av.error.FFmpegError:
-            pass  # truncated files stop demuxing early; normalize() checks the decoded length
-        if not pts:
-            raise MediaError(p, "video stream has no packets (truncated or corrupt file)")
-        pts.sort()
-        diffs = np.diff(np.asarray(pts, dtype=np.int64))
-        diffs = diffs[diffs > 0]
-        vfr = False
-        if diffs.size >= 2:
-            med = float(np.median(diffs))
-            # 1-tick jitter is timestamp rounding (29.97 fps in a 1/1000 time base gives 33/34 ms)
-            vfr = bool(np.mean(np.abs(diffs - med) > max(0.01 * med, 1.0)) > 0.01)
-        # Some muxers store the last frame's *start* as the stream duration (seen with VFR mp4s);
-        # the demuxed end of the last packet is the duration the fps filter actually sees.
-        span = (last_end - first_pkt) if last_end is not None and first_pkt is not None else 0.0
-        vdur = max(vdur or 0.0, span)
-        fps_avg = _f(vs.average_rate) or (len(pts) / vdur if vdur else 0.0)
-
-        a_kwargs: dict[str, Any] = {}
-        if as_ is not None:
-            acc = as_.codec_context
-            a_kwargs = dict(
-                audio_codec=acc.name,
-                audio_stream_index=as_.index,
-                sample_rate=int(acc.sample_rate or 0) or None,
-                channels=int(acc.layout.nb_channels) if acc.layout else None,
-                audio_duration_s=float(as_.duration * as_.time_base) if as_.duration else cdur,
-            )
-        return MediaInfo(
-            path=str(p),
-            duration_s=float(vdur),
-            container_duration_s=cdur,
-            fps_avg=float(fps_avg),
-            fps_nominal=_f(vs.base_rate),
-            variable_frame_rate=vfr,
-            n_video_packets=len(pts),
-            width=width,
-            height=height,
-            video_codec=vcc.name,
-            video_stream_index=vs.index,
-            has_audio=as_ is not None,
-            **a_kwargs,
-        )
-    finally:
-        container.close()
-
-
-def check_usable(path: str | os.PathLike[str], min_duration_s: float = MIN_DURATION_S) -> MediaInfo:
-    """Cheap admission test (probe + minimum duration), the same checks normalize() starts with.
-
-    Raises MediaError with the documented reason; truncation of files whose index survives is only
-    detected by normalize() (it needs a decode)."""
-    info = probe(path)
-    if info.duration_s < min_duration_s:
-        raise MediaError(
-            path,
-            f"clip too short: {info.duration_s:.3f} s is below the {min_duration_s:g} s minimum "
-            f"(one feature window)",
-        )
-    return info
 
 
 def fps_filter_source_indices(times_s: Sequence[float], end_s: float, fps: float) -> list[int]:
@@ -373,123 +162,6 @@ def fps_filter_source_indices(times_s: Sequence[float], end_s: float, fps: float
             i += 1
         out.append(i)
     return out
-
-
-# ------------------------------------------------------------------------------------------- normalize
-def _count_frames(mp4: Path) -> tuple[int, int, int, float]:
-    """(frames, width, height, fps) of a written mp4, from its index (mp4 stores exact counts)."""
-    import av
-
-    with av.open(_url(mp4)) as c:
-        vs = c.streams.video[0]
-        n = vs.frames
-        if not n:  # index without counts: count packets
-            n = sum(1 for pkt in c.demux(vs) if pkt.size)
-        return int(n), int(vs.codec_context.width), int(vs.codec_context.height), float(vs.average_rate or 0)
-
-
-def decode_audio(src: Path, info: MediaInfo, alignment: str = "reference",
-                 scratch: Path | None = None) -> tuple[np.ndarray, str, str | None]:
-    """All samples of the first audio stream as int16, shape (n, channels), original rate; the path that
-    decoded them (``"adts-copy"`` or ``"container"``) and, when the ADTS copy failed, why.
-
-    ``alignment="reference"`` (the default) runs the reference chain for AAC: ``-acodec copy`` into an ADTS
-    ``.aac`` file (``scratch``, removed afterwards), then a decode of that file. ADTS cannot carry an mp4's
-    encoder-delay edit list, so the reference keeps the encoder's priming samples (1024 at the start, about
-    23 ms at 44.1 kHz, plus the last frame's padding) that a decode straight from the container drops;
-    keeping them is what makes VGGish windows line up with the released features. Other codecs cannot be
-    stream-copied into ADTS (the reference fails on them) and are decoded from the container, as is an AAC
-    stream whose copy fails (the reason is returned, so the video is not lost).
-    ``alignment="trimmed"``: always decode from the container, applying its edit list (audio sample 0 at
-    video time 0); identical to ``reference`` on files without an edit list.
-    Conversion to s16 is ffmpeg's (the same swresample path the reference's '.aac -> .wav' takes)."""
-    assert info.audio_stream_index is not None and info.channels
-    if alignment not in AUDIO_ALIGNMENTS:
-        raise ValueError(f"audio alignment must be one of {AUDIO_ALIGNMENTS}, got {alignment!r}")
-    to_pcm = ["-vn", "-sn", "-dn", "-acodec", "pcm_s16le", "-f", "s16le", "pipe:1"]
-    raw, used, copy_error = None, "container", None
-    if alignment == "reference" and info.audio_codec == "aac":
-        if scratch is None:
-            fd, name = tempfile.mkstemp(suffix=".aac")
-            os.close(fd)
-            scratch = Path(name)
-        try:
-            _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn",
-                              "-acodec", "copy", "-f", "adts", _url(scratch)], "audio stream copy (reference chain)")
-            raw, used = _run_ffmpeg(src, ["-i", _url(scratch), *to_pcm], "audio decode", capture_stdout=True), "adts-copy"
-        except MediaError as err:
-            copy_error = str(err)
-        finally:
-            scratch.unlink(missing_ok=True)
-    if raw is None:
-        raw = _run_ffmpeg(src, ["-i", _url(src), "-map", f"0:{info.audio_stream_index}", *to_pcm], "audio decode",
-                          capture_stdout=True)
-    x = np.frombuffer(raw, dtype="<i2")
-    usable = x.size - x.size % info.channels
-    return x[:usable].reshape(-1, info.channels), used, copy_error
-
-
-def reference_audio_chain(pcm_int16: np.ndarray, sr: int, target_sr: int = TARGET_SR) -> np.ndarray:
-    """torchvggish's ``wavfile_to_examples`` front half: /32768, channel mean, resampy kaiser_best."""
-    import resampy
-
-    x = pcm_int16 / 32768.0  # float64, as the reference
-    if x.ndim > 1:
-        x = np.mean(x, axis=1)
-    if sr != target_sr:
-        x = resampy.resample(x, sr, target_sr)  # default filter='kaiser_best'
-    return x
-
-
-AudioResampler = Literal["resampy", "soxr"]
-
-
-def load_audio(src: str | os.PathLike[str], sample_rate: int = TARGET_SR, max_seconds: float | None = None,
-               resampler: AudioResampler = "resampy") -> tuple[np.ndarray, dict[str, Any]]:
-    """The one audio decode of the feature extractors: mono float audio of the first audio stream of ``src``
-    at ``sample_rate``, at most ``max_seconds`` s (None: all), and ``meta`` (``has_audio``, the source rate and
-    channels, the resampler). A file without audio gives silence of its duration (at most ``max_seconds``).
-
-    ``resampler`` names the reference each recipe follows:
-
-    - ``"resampy"`` (VGGish, torchvggish's ``wavfile_to_examples``; the media stage's wav): int16 at the source
-      rate (:func:`decode_audio`, ``alignment="reference"``), ``/ 32768``, channel mean, resampy
-      ``kaiser_best`` over the whole track (float64), then cut to ``max_seconds``.
-    - ``"soxr"`` (CLAP, librosa's ``load`` with ``soxr_hq`` in laion_clap/VALOR): ffmpeg reads at most
-      ``max_seconds`` s (``-t``) and resamples each channel with soxr at 20-bit precision, as float32; the
-      channels are then averaged (librosa ``to_mono``).
-    """
-    if resampler not in ("resampy", "soxr"):
-        raise ValueError(f"resampler must be 'resampy' or 'soxr', got {resampler!r}")
-    path = Path(src)
-    info = probe(path)
-    meta: dict[str, Any] = {"has_audio": bool(info.has_audio), "source_sample_rate": info.sample_rate,
-                            "source_channels": info.channels,
-                            "resampler": ("resampy kaiser_best" if resampler == "resampy"
-                                          else "ffmpeg aresample soxr precision=20")}
-    dtype = np.float64 if resampler == "resampy" else np.float32
-    if not info.has_audio or info.audio_stream_index is None:
-        dur = info.duration_s if info.duration_s else float(max_seconds or 0.0)
-        n = int(round((min(dur, max_seconds) if max_seconds else dur) * sample_rate))
-        return np.zeros(n, dtype), meta
-    if resampler == "resampy":
-        wave = reference_audio_chain(decode_audio(path, info)[0], int(info.sample_rate or 0), sample_rate)
-        return (wave if max_seconds is None else wave[: int(round(max_seconds * sample_rate))]), meta
-    limit = [] if max_seconds is None else ["-t", str(max_seconds)]
-    raw = _run_ffmpeg(path, ["-i", _url(path), "-map", f"0:{info.audio_stream_index}", "-vn", "-sn", "-dn", *limit,
-                             "-af", f"aresample={sample_rate}:resampler=soxr:precision=20",
-                             "-acodec", "pcm_f32le", "-f", "f32le", "pipe:1"], f"{sample_rate} Hz audio decode",
-                      capture_stdout=True)
-    ch = int(info.channels or 1)
-    x = np.frombuffer(raw, dtype="<f4")
-    return x[: x.size - x.size % ch].reshape(-1, ch).mean(axis=1).astype(np.float32), meta
-
-
-def write_wav(path: Path, x: np.ndarray, sr: int) -> None:
-    """``x`` as a float32 WAV (VGGish reads it without a second int16 quantisation)."""
-    import soundfile as sf
-
-    sf.write(str(path), np.asarray(x, dtype=np.float32), sr, subtype="FLOAT", format="WAV")
 
 
 def normalize(
@@ -537,23 +209,23 @@ def normalize(
         t0 = time.perf_counter()
 
         def reencode(vf: str) -> list[str]:
-            return ["-i", _url(src), "-map", f"0:{info.video_stream_index}", "-an", "-sn", "-dn",
-                    "-filter:v", vf, "-c:v", "libx264", *preset, "-f", "mp4", _url(tmp_mp4)]
+            return ["-i", file_url(src), "-map", f"0:{info.video_stream_index}", "-an", "-sn", "-dn",
+                    "-filter:v", vf, "-c:v", "libx264", *preset, "-f", "mp4", file_url(tmp_mp4)]
 
         vf = f"fps=fps={fps:g}"
         try:
-            _run_ffmpeg(src, reencode(vf), "video re-encode")
+            run_ffmpeg(src, reencode(vf), "video re-encode")
         except MediaError:
             if not (info.width % 2 or info.height % 2):
                 raise
             # libx264 refuses odd sizes in 4:2:0 (4:4:4 sources pass above, as in the reference)
-            _run_ffmpeg(src, reencode(vf + ",crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"),
+            run_ffmpeg(src, reencode(vf + ",crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"),
                         "video re-encode (cropped to even size)")
             warnings.append(
                 f"odd frame size {info.width}x{info.height} cropped to "
                 f"{info.width - info.width % 2}x{info.height - info.height % 2} for libx264 4:2:0"
             )
-        n_frames, out_w, out_h, _ = _count_frames(tmp_mp4)
+        n_frames, out_w, out_h, _ = count_frames(tmp_mp4)
         expected = round(info.duration_s * fps)
         if n_frames < MIN_DECODED_FRACTION * expected - 1:
             raise MediaError(

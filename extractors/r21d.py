@@ -42,9 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from extractors.frames import host_to_device, iter_frames, window_groups
-from extractors.io import package_version
+from extractors.io import package_version, sha256_file
 from extractors.recipes import Recipe
-from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network, sha256_file
+from extractors.weight_loading import resident_model
+from extractors.weight_registry import DEFAULT_ROOT
 
 RESIZE_HW = (128, 171)
 CROP = 112
@@ -175,14 +176,8 @@ def features_from_frames(model: R2Plus1D34, frames: Iterable[np.ndarray], stack:
 def build_r21d(recipe: Recipe, weights_root: Path = DEFAULT_ROOT, device: str = "cpu",
                weights_name: str = DEFAULT_WEIGHTS) -> tuple[R2Plus1D34, dict[str, Any]]:
     """R(2+1)D-34 with the recipe's weights (ig65m checkpoint, or explicitly random and seeded)."""
-
-    def build() -> tuple[R2Plus1D34, dict[str, Any]]:
-        model = R2Plus1D34(num_classes=400)
-        prov = build_model_weights(model, weights_name, recipe.weights, weights_root, recipe.seed)
-        return model.eval().to(device), prov
-
-    return resident_network(("r21d", weights_name, recipe.seed, str(device)), [weights_name], recipe.weights,
-                            weights_root, build)
+    return resident_model(("r21d", weights_name, recipe.seed), lambda: R2Plus1D34(num_classes=400), weights_name,
+                          recipe.weights, weights_root, recipe.seed, device)
 
 
 def extract_r21d(

@@ -183,16 +183,12 @@ class RAFTFlow(nn.Module):
 def build_raft(recipe: Any, weights_root: Path = Path("resources/weights"),
                device: str | torch.device = "cpu") -> tuple[RAFTFlow, dict[str, Any]]:
     """RAFT with the recipe's weights (``recipe.raft_weights``; ``recipe.weights == 'random'`` → seeded
-    random init, recorded in the provenance). Weights go through the registry in ``extractors.weights``."""
-    from extractors.weights import build_model_weights, resident_network
+    random init, recorded in the provenance). Weights go through the registry in ``extractors.weight_registry``."""
+    from extractors.weight_loading import resident_model
 
-    def build() -> tuple[RAFTFlow, dict[str, Any]]:
-        model = RAFTFlow(iters=recipe.raft_iters)
-        prov = build_model_weights(model.net, recipe.raft_weights, recipe.weights, weights_root, recipe.seed)
-        return model.to(device).eval(), prov
-
-    key = ("raft", recipe.raft_weights, recipe.raft_iters, recipe.seed, str(device))
-    return resident_network(key, [recipe.raft_weights], recipe.weights, weights_root, build)
+    return resident_model(("raft", recipe.raft_weights, recipe.raft_iters, recipe.seed),
+                          lambda: RAFTFlow(iters=recipe.raft_iters), recipe.raft_weights, recipe.weights, weights_root,
+                          recipe.seed, device, weights_of=lambda model: model.net)
 
 
 # ----------------------------------------------------------------------------- flow over a video

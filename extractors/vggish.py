@@ -45,16 +45,11 @@ import torch
 from torch import nn
 
 from extractors.frames import host_to_device
-from extractors.io import package_version
+from extractors.io import package_version, sha256_file
 from extractors.recipes import Recipe
-from extractors.weights import (
-    DEFAULT_ROOT,
-    build_model_weights,
-    load_state_dict,
-    resident_network,
-    sha256_file,
-    verify,
-)
+from extractors.weight_files import verify
+from extractors.weight_loading import load_state_dict, resident_model
+from extractors.weight_registry import DEFAULT_ROOT
 
 SAMPLE_RATE = 16000
 WIN = 400  # 25 ms
@@ -229,16 +224,9 @@ def embed_examples(model: VGGish, examples: np.ndarray, device: str = "cpu", bat
 def build_vggish(recipe: Recipe, weights_root: Path = DEFAULT_ROOT, device: str = "cpu"
                  ) -> tuple[VGGish, dict[str, Any]]:
     """VGGish with the recipe's weights (registry checkpoint, or explicitly random and seeded; random uses
-    He init so the embeddings keep the log-mel's scale, see ``extractors.weights.reinit_``)."""
-
-    def build() -> tuple[VGGish, dict[str, Any]]:
-        model = VGGish()
-        prov = build_model_weights(model, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed,
-                                   random_init="he")
-        return model.eval().to(device), prov
-
-    return resident_network(("vggish", recipe.seed, str(device)), [WEIGHTS_NAME], recipe.weights, weights_root,
-                            build)
+    He init so the embeddings keep the log-mel's scale, see ``extractors.weight_loading.reinit_``)."""
+    return resident_model(("vggish", recipe.seed), VGGish, WEIGHTS_NAME, recipe.weights, weights_root, recipe.seed,
+                          device, random_init="he")
 
 
 def extract_vggish(

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from extractors.synthetic_videos import ODD_RATE_LIKE, THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
+from extractors.download_like_clips import ODD_RATE_LIKE, THIRTY_FPS_LIKE, make_activitynet_like_clip  # noqa: E402
 
 torch.set_num_threads(1)
 

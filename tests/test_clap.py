@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from extractors import weights as W
+from extractors import weight_loading, weight_registry
 from extractors.llp import clap
-from extractors.weights import REGISTRY, WeightsError, WeightSpec
+from extractors.weight_registry import REGISTRY, WeightsError, WeightSpec
 
 FIXTURE = Path(__file__).parent / "fixtures" / "clap_630k_fusion_keys.json"
 FUSION_URL = "https://huggingface.co/lukewys/laion_clap/resolve/main/630k-fusion-best.pt"
@@ -60,13 +60,13 @@ def test_registry_unwraps_training_checkpoint(tmp_path: Path, monkeypatch: pytes
     torch.save({"epoch": 45, "name": "run", "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
                tmp_path / spec.filename)
     other = clap.MLPLayers((4, 4, 4))
-    prov = W.build_model_weights(other, spec.name, "pretrained", tmp_path)
+    prov = weight_loading.build_model_weights(other, spec.name, "pretrained", tmp_path)
     assert prov["weights"] == "clap_like"
     torch.testing.assert_close(other.state_dict(), net.state_dict())
     torch.save({"epoch": 1}, tmp_path / spec.filename)
     (tmp_path / (spec.filename + ".sha256")).unlink()
     with pytest.raises(WeightsError, match="no 'state_dict' entry"):
-        W.load_state_dict(spec.name, tmp_path)
+        weight_loading.load_state_dict(spec.name, tmp_path)
 
 
 # ------------------------------------------------------------------------- (b) front end vs numpy
@@ -440,7 +440,7 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
                     "testsrc2=size=64x48:rate=25:duration=2.5", "-f", "lavfi", "-i",
                     "sine=frequency=880:sample_rate=44100:duration=2.5", "-ac", "2", "-c:v", "libx264",
                     "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-y", str(vid)], check=True)
-    from extractors.media import load_audio
+    from extractors.audio import load_audio
 
     wave, meta = load_audio(vid, clap.SAMPLE_RATE, 10.0, resampler="soxr")
     assert meta["has_audio"] and meta["source_sample_rate"] == 44100 and meta["source_channels"] == 2
@@ -454,7 +454,7 @@ def test_extract_llp_clap_from_video(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
     # the maps of the 2 whole seconds: one HTSAT pass over the clip (2 s -> repeat-padded 10 s)
     assert maps.shape == (2, 768) and maps.dtype == np.float32 and np.isfinite(maps).all()
-    model, _, _ = clap.build_clap("random", W.DEFAULT_ROOT, 2, "clap_630k")  # seeded: the same weights
+    model, _, _ = clap.build_clap("random", weight_registry.DEFAULT_ROOT, 2, "clap_630k")  # seeded: the same weights
     np.testing.assert_allclose(maps, clap.clap_feature_maps(model, wave, n_segments=2), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="non-empty subset"):
         llp.extract_llp_clap(vid, mode="random", kinds=("vggish",))

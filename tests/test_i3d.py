@@ -136,7 +136,7 @@ def naive_rgb_windows(path: Path, stack: int, step: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def test_rgb_features_match_naive_recipe_and_are_batch_independent(tmp_path: Path) -> None:
-    from extractors.weights import build_model_weights
+    from extractors.weight_loading import build_model_weights
 
     clip = write_lossless_clip(tmp_path / "clip.mkv", textured_frames(15, 240, 320))  # resized to 256x341
     rgb, again = I3D("rgb").eval(), I3D("rgb")
@@ -217,7 +217,7 @@ def test_compute_flow_raft_stores_cropped_quantized_padded_flow(tmp_path: Path) 
     clip = write_lossless_clip(tmp_path / "r.mkv", frames)
     recipe = get_recipe("unav100", weights="random", stack=2, step=2, short_side=224, raft_iters=1)
     net = RAFTFlow(iters=1).eval()
-    from extractors.weights import build_model_weights
+    from extractors.weight_loading import build_model_weights
 
     build_model_weights(net.net, "raft-sintel", "random", seed=0)
     compute_flow(clip, recipe, tmp_path / "r.npz", batch_size=4, flow_net=net)

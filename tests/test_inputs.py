@@ -16,11 +16,13 @@ import numpy as np
 import pytest
 
 import extractors.extract as extract
+import extractors.ffmpeg as ffmpeg_runner
 import extractors.media as media
 from extractors import discovery
 from extractors.errors import ContentError
+from extractors.ffmpeg import ffmpeg_exe
 from extractors.frames import num_windows
-from extractors.media import ffmpeg_exe, normalize
+from extractors.media import normalize
 from extractors.recipes import VGGISH_MIN_S, get_recipe
 from extractors.synthetic_videos import make_clip
 from extractors.vggish import num_examples, read_wav_16k_mono
@@ -119,7 +121,7 @@ def test_environment_errors_are_not_recorded_as_bad_inputs(clips, tmp_path, monk
     def ffmpeg_full(cmd, **kw):
         return subprocess.CompletedProcess(cmd, 1, b"", b"[out#0/mp4] Error writing trailer: No space left on device\n")
 
-    monkeypatch.setattr(media.subprocess, "run", ffmpeg_full)
+    monkeypatch.setattr(ffmpeg_runner.subprocess, "run", ffmpeg_full)
     with pytest.raises(OSError, match="No space left on device") as ei:
         extract.media_job(clips["good"], o["mp4"], o["wav"], fps=25.0)
     assert ei.value.errno == errno.ENOSPC and not isinstance(ei.value, ContentError)
@@ -130,7 +132,7 @@ def test_environment_errors_are_not_recorded_as_bad_inputs(clips, tmp_path, monk
 def test_a_stopped_ffmpeg_is_not_recorded_as_a_bad_input(clips, tmp_path, monkeypatch, rc, stderr):
     """ffmpeg killed (a cancelled job, the OOM killer) or stopping on a signal: the job fails, no record."""
     o = outputs(tmp_path, "good")
-    monkeypatch.setattr(media.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, rc, b"", stderr))
+    monkeypatch.setattr(ffmpeg_runner.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, rc, b"", stderr))
     with pytest.raises(InterruptedError, match="was stopped by") as ei:
         extract.media_job(clips["good"], o["mp4"], o["wav"], fps=25.0)
     assert not isinstance(ei.value, ContentError)

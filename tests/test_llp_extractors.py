@@ -141,8 +141,8 @@ def test_clip_job_reports_a_failing_clip_and_the_reader_counts_it(tmp_path):
 def test_only_the_clips_own_fault_is_a_failed_clip(tmp_path, monkeypatch):
     """ContentError (undecodable, too short) is recorded as a failed clip; an environment fault (here: no
     ffmpeg binary) fails the job and writes nothing, so a good clip is never recorded as bad."""
+    from extractors.ffmpeg import ffmpeg_exe
     from extractors.llp.extract import main
-    from extractors.media import ffmpeg_exe
 
     short = tmp_path / "short.mp4"  # 0.5 s: less than one 1 s segment
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25:duration=0.5",
@@ -162,7 +162,7 @@ def test_missing_weights_fail_the_clip_job_loudly(tmp_path):
     """A missing checkpoint or an unknown kind is not a bad clip: the job raises and writes nothing."""
     from extractors.llp.extract import main
     from extractors.synthetic_videos import make_demo_dataset
-    from extractors.weights import WeightsError
+    from extractors.weight_registry import WeightsError
 
     make_demo_dataset(tmp_path / "d", n_videos=1, duration_s=2.0, seed=2)
     video = tmp_path / "d" / "videos" / "demo_000.mp4"
@@ -182,7 +182,7 @@ def test_networks_stay_resident_across_clip_jobs(tmp_path, monkeypatch):
     import extractors.vggish as vggish_mod
     from extractors.llp import clap
     from extractors.llp.extract import main
-    from extractors.weights import keep_networks_resident
+    from extractors.weight_loading import keep_networks_resident
 
     calls: dict[str, int] = {}
     built: dict[str, list[object]] = {}

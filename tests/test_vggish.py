@@ -18,7 +18,8 @@ from torch import nn
 
 from extractors import vggish as V
 from extractors.recipes import get_recipe
-from extractors.weights import WeightsError, build_model_weights
+from extractors.weight_loading import build_model_weights
+from extractors.weight_registry import WeightsError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PCA_NPZ = Path(__file__).parent / "data" / "vggish_pca_params.npz"  # Google's public params, tests/data/README.md

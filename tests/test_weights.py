@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from extractors import weights as W
-from extractors.weights import REGISTRY, WeightsError, WeightSpec
+from extractors import io, weight_files, weight_loading, weight_registry, weights
+from extractors.weight_registry import REGISTRY, WeightsError, WeightSpec
 
 
 class Tiny(nn.Module):
@@ -74,10 +74,10 @@ def test_registry_urls_names_and_hash_prefixes() -> None:
 
 def test_registered_full_digest_matches_the_public_pca_npz(tmp_path: Path) -> None:
     src = Path(__file__).parent / "data" / "vggish_pca_params.npz"  # Google's file, see tests/data/README.md
-    dst = W.weights_path("vggish_pca_npz", tmp_path)
+    dst = weight_registry.weights_path("vggish_pca_npz", tmp_path)
     dst.write_bytes(src.read_bytes())
-    assert W.verify("vggish_pca_npz", tmp_path) == REGISTRY["vggish_pca_npz"].sha256
-    sd = W.load_state_dict("vggish_pca_npz", tmp_path)
+    assert weight_files.verify("vggish_pca_npz", tmp_path) == REGISTRY["vggish_pca_npz"].sha256
+    sd = weight_loading.load_state_dict("vggish_pca_npz", tmp_path)
     assert tuple(sd["pca_eigen_vectors"].shape) == (128, 128) and tuple(sd["pca_means"].shape) == (128,)
     assert not (tmp_path / (dst.name + ".sha256")).exists()  # a full registered digest needs no pin
 
@@ -86,7 +86,7 @@ def test_registered_full_digest_matches_the_public_pca_npz(tmp_path: Path) -> No
 def test_missing_file_error_names_file_url_and_path(tmp_path: Path) -> None:
     spec = REGISTRY["vggish"]
     with pytest.raises(WeightsError) as ei:
-        W.load_state_dict("vggish", tmp_path)
+        weight_loading.load_state_dict("vggish", tmp_path)
     msg = str(ei.value)
     assert spec.filename in msg
     assert spec.url in msg
@@ -99,34 +99,34 @@ def test_missing_file_error_names_file_url_and_path(tmp_path: Path) -> None:
 
 def test_missing_file_never_falls_back_to_random(tmp_path: Path) -> None:
     with pytest.raises(WeightsError):
-        W.build_model_weights(Tiny(), "vggish", "pretrained", tmp_path)
+        weight_loading.build_model_weights(Tiny(), "vggish", "pretrained", tmp_path)
 
 
 def test_full_sha256_mismatch_detected(tmp_path: Path) -> None:
-    p = W.weights_path("r2plus1d_18", tmp_path)
+    p = weight_registry.weights_path("r2plus1d_18", tmp_path)
     p.write_bytes(b"not the torchvision checkpoint")
     with pytest.raises(WeightsError, match="SHA-256 mismatch"):
-        W.load_state_dict("r2plus1d_18", tmp_path)
+        weight_loading.load_state_dict("r2plus1d_18", tmp_path)
 
 
 def test_prefix_mismatch_detected(tmp_path: Path) -> None:
-    p = W.weights_path("vggish", tmp_path)
+    p = weight_registry.weights_path("vggish", tmp_path)
     p.write_bytes(b"corrupt download")
     with pytest.raises(WeightsError, match="starting with 10086976"):
-        W.load_state_dict("vggish", tmp_path)
+        weight_loading.load_state_dict("vggish", tmp_path)
 
 
 def test_trust_on_first_use_pin_then_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _register(monkeypatch)
-    p = W.weights_path("tiny", tmp_path)
+    p = weight_registry.weights_path("tiny", tmp_path)
     sd, digest = _save_tiny(p)
-    loaded = W.load_state_dict("tiny", tmp_path)
+    loaded = weight_loading.load_state_dict("tiny", tmp_path)
     assert all(torch.equal(loaded[k], v) for k, v in sd.items())
     pin = tmp_path / "tiny-test.pth.sha256"
     assert pin.read_text().split()[0] == digest
     _save_tiny(p, seed=1)  # the file changes after it was pinned
     with pytest.raises(WeightsError, match="pinned"):
-        W.load_state_dict("tiny", tmp_path)
+        weight_loading.load_state_dict("tiny", tmp_path)
 
 
 # ---------------------------------------------------------------- fetch
@@ -135,7 +135,7 @@ def test_fetch_unreachable_url_raises_clear_error(tmp_path: Path, monkeypatch: p
     spec = _register(monkeypatch, url=missing.as_uri())
     root = tmp_path / "root"
     with pytest.raises(WeightsError) as ei:
-        W.fetch("tiny", root)
+        weight_files.fetch("tiny", root)
     msg = str(ei.value)
     assert spec.filename in msg and spec.url in msg and str(root / spec.filename) in msg
     assert not (root / spec.filename).exists()
@@ -145,7 +145,7 @@ def test_fetch_unreachable_url_raises_clear_error(tmp_path: Path, monkeypatch: p
 def test_fetch_unreachable_via_cli_exit_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     _register(monkeypatch, url=(tmp_path / "missing.pth").as_uri())
-    assert W.main(["fetch", "tiny", "--root", str(tmp_path / "r")]) == 1
+    assert weights.main(["fetch", "tiny", "--root", str(tmp_path / "r")]) == 1
     assert "tiny-test.pth" in capsys.readouterr().err
 
 
@@ -154,14 +154,14 @@ def test_fetch_file_url_verifies_and_renames(tmp_path: Path, monkeypatch: pytest
     sd, digest = _save_tiny(src)
     _register(monkeypatch, url=src.as_uri(), sha256=digest)
     root = tmp_path / "root"
-    path = W.fetch("tiny", root)
+    path = weight_files.fetch("tiny", root)
     assert path == root / "tiny-test.pth" and path.read_bytes() == src.read_bytes()
     assert sorted(p.name for p in root.iterdir()) == ["tiny-test.pth"]  # temp file renamed, nothing else
     model = Tiny()
-    prov = W.build_model_weights(model, "tiny", "pretrained", root)
+    prov = weight_loading.build_model_weights(model, "tiny", "pretrained", root)
     assert prov["weights"] == "tiny" and prov["sha256"] == digest
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
-    assert W.fetch("tiny", root) == path  # present and valid: no second download
+    assert weight_files.fetch("tiny", root) == path  # present and valid: no second download
 
 
 def test_fetch_rejects_wrong_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,7 +170,7 @@ def test_fetch_rejects_wrong_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     _register(monkeypatch, url=src.as_uri(), sha256="0" * 64)
     root = tmp_path / "root"
     with pytest.raises(WeightsError, match="SHA-256 mismatch"):
-        W.fetch("tiny", root)
+        weight_files.fetch("tiny", root)
     assert list(root.iterdir()) == []
 
 
@@ -182,8 +182,8 @@ def test_fetch_extracts_archive_member_and_uses_mirror(tmp_path: Path, monkeypat
         zf.write(inner, "models/tiny.pth")
     _register(monkeypatch, url=(tmp_path / "gone.zip").as_uri(), archive_member="models/tiny.pth",
               mirrors=((zpath.as_uri(), "models/tiny.pth"),), sha256=digest)
-    path = W.fetch("tiny", tmp_path / "root")
-    assert W.sha256_file(path) == digest
+    path = weight_files.fetch("tiny", tmp_path / "root")
+    assert io.sha256_file(path) == digest
 
 
 def test_main_fetch_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -191,7 +191,7 @@ def test_main_fetch_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     src = tmp_path / "tiny.pth"
     _, digest = _save_tiny(src)
     _register(monkeypatch, url=src.as_uri(), sha256=digest)
-    assert W.main(["fetch", "tiny", "--root", str(tmp_path / "r")]) == 0
+    assert weights.main(["fetch", "tiny", "--root", str(tmp_path / "r")]) == 0
     assert digest in capsys.readouterr().out
 
 
@@ -199,11 +199,11 @@ def test_main_fetch_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 def test_numpy_arrays_in_pth_load_weights_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchvggish's PCA .pth stores numpy arrays; they load through an explicit allowlist."""
     _register(monkeypatch)
-    p = W.weights_path("tiny", tmp_path)
+    p = weight_registry.weights_path("tiny", tmp_path)
     rng = np.random.default_rng(0)
     arrays = {"pca_eigen_vectors": rng.standard_normal((4, 4)), "pca_means": rng.standard_normal((4, 1))}
     torch.save(arrays, p)
-    sd = W.load_state_dict("tiny", tmp_path)
+    sd = weight_loading.load_state_dict("tiny", tmp_path)
     assert np.array_equal(sd["pca_eigen_vectors"].numpy(), arrays["pca_eigen_vectors"])
     assert sd["pca_means"].dtype == torch.float64
 
@@ -211,7 +211,7 @@ def test_numpy_arrays_in_pth_load_weights_only(tmp_path: Path, monkeypatch: pyte
 def test_numpy1_pickled_arrays_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files written under numpy 1 name ``numpy.core.multiarray._reconstruct`` (numpy 2: ``numpy._core``)."""
     _register(monkeypatch)
-    p = W.weights_path("tiny", tmp_path)
+    p = weight_registry.weights_path("tiny", tmp_path)
     torch.save({"pca_means": np.arange(3.0)}, tmp_path / "np2.pth")
     with zipfile.ZipFile(tmp_path / "np2.pth") as zin, zipfile.ZipFile(p, "w", zipfile.ZIP_STORED) as zout:
         for n in zin.namelist():
@@ -220,15 +220,15 @@ def test_numpy1_pickled_arrays_load(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                 data = data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
                 assert b"cnumpy.core.multiarray\n" in data
             zout.writestr(n, data)
-    assert np.array_equal(W.load_state_dict("tiny", tmp_path)["pca_means"].numpy(), np.arange(3.0))
+    assert np.array_equal(weight_loading.load_state_dict("tiny", tmp_path)["pca_means"].numpy(), np.arange(3.0))
 
 
 def test_arbitrary_pickles_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _register(monkeypatch)
-    p = W.weights_path("tiny", tmp_path)
+    p = weight_registry.weights_path("tiny", tmp_path)
     torch.save({"w": torch.zeros(1), "obj": Path("x")}, p)
     with pytest.raises(WeightsError, match="weights_only"):
-        W.load_state_dict("tiny", tmp_path)
+        weight_loading.load_state_dict("tiny", tmp_path)
 
 
 def test_converter_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,24 +236,24 @@ def test_converter_is_applied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     mod.write_text("def strip(sd):\n    return {k.removeprefix('module.'): v for k, v in sd.items()}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     _register(monkeypatch, converter="conv_mod_for_test:strip")
-    p = W.weights_path("tiny", tmp_path / "root")
+    p = weight_registry.weights_path("tiny", tmp_path / "root")
     torch.manual_seed(0)
     sd = {f"module.{k}": v for k, v in Tiny().state_dict().items()}
     p.parent.mkdir(parents=True)
     torch.save(sd, p)
     model = Tiny()
-    W.build_model_weights(model, "tiny", "pretrained", tmp_path / "root")
+    weight_loading.build_model_weights(model, "tiny", "pretrained", tmp_path / "root")
     assert torch.equal(model.fc.weight, sd["module.fc.weight"])
 
 
 def test_pretrained_load_is_strict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _register(monkeypatch)
-    p = W.weights_path("tiny", tmp_path)
+    p = weight_registry.weights_path("tiny", tmp_path)
     sd = Tiny().state_dict()
     sd.pop("fc.bias")
     torch.save(sd, p)
     with pytest.raises(RuntimeError, match="fc.bias"):
-        W.build_model_weights(Tiny(), "tiny", "pretrained", tmp_path)
+        weight_loading.build_model_weights(Tiny(), "tiny", "pretrained", tmp_path)
 
 
 # ---------------------------------------------------------------- random mode
@@ -262,10 +262,10 @@ def test_random_mode_deterministic_labelled_and_leaves_global_rng(tmp_path: Path
     a.bn.running_mean.fill_(5.0)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    pa = W.build_model_weights(a, "vggish", "random", tmp_path, seed=7)
+    pa = weight_loading.build_model_weights(a, "vggish", "random", tmp_path, seed=7)
     assert torch.equal(torch.get_rng_state(), before)
-    W.build_model_weights(b, "vggish", "random", tmp_path, seed=7)
-    W.build_model_weights(c, "vggish", "random", tmp_path, seed=8)
+    weight_loading.build_model_weights(b, "vggish", "random", tmp_path, seed=7)
+    weight_loading.build_model_weights(c, "vggish", "random", tmp_path, seed=8)
     assert pa["weights"] == "random" and pa["seed"] == 7
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
@@ -276,6 +276,6 @@ def test_random_mode_deterministic_labelled_and_leaves_global_rng(tmp_path: Path
 
 def test_unknown_mode_and_name() -> None:
     with pytest.raises(ValueError):
-        W.build_model_weights(Tiny(), "vggish", "pretrianed", seed=0)  # type: ignore[arg-type]
+        weight_loading.build_model_weights(Tiny(), "vggish", "pretrianed", seed=0)  # type: ignore[arg-type]
     with pytest.raises(WeightsError, match="unknown weights name"):
-        W.weights_path("nope")
+        weight_registry.weights_path("nope")

@@ -1,4 +1,4 @@
-"""Resident extraction workers (extractors/worker.py): jobs of one pool share a worker that keeps its
+"""Resident extraction workers (extractors/worker/): jobs of one pool share a worker that keeps its
 networks loaded, each job's output lands in that job's own log, a failing job fails alone (and the
 worker is replaced), idle workers exit, and AVLOC_WORKER=0 runs the job in its own process. Issue 22:
 each job runs in its own environment, a stopped job stops and publishes nothing, a killed worker leaves
@@ -180,7 +180,7 @@ NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 def slot_file(env: dict[str, str], pool: str, kind: str) -> Path:
     """The path of slot 0's lock/socket/log of ``pool`` as the client computes it in ``env``."""
-    code = f"from extractors.worker import slot_paths; print(slot_paths({pool!r}, 0)[{kind!r}])"
+    code = f"from extractors.worker.protocol import slot_paths; print(slot_paths({pool!r}, 0)[{kind!r}])"
     return Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                check=True).stdout.strip())
 
@@ -219,7 +219,7 @@ def test_llp_jobs_run_in_their_own_environment_and_only_bad_clips_are_recorded(c
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory) -> Path:
     """A 40 s 640x360 clip with audio: its media job (libx264 re-encode) runs for several seconds."""
-    from extractors.media import ffmpeg_exe
+    from extractors.ffmpeg import ffmpeg_exe
 
     path = tmp_path_factory.mktemp("long") / "long clip.mp4"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=40",
@@ -423,17 +423,36 @@ def test_sockets_are_private_and_both_ends_check_the_other_user(clips, worker_en
 
 
 def test_exit_codes_follow_python():
-    from extractors.worker import _exit_code
+    from extractors.worker.jobs import exit_code
 
     def exits(code):
         def main(argv):
             raise SystemExit(code)
         return main
 
-    assert _exit_code(lambda argv: None, []) == 0
-    assert _exit_code(lambda argv: 3, []) == 3
-    assert _exit_code(exits(None), []) == 0 and _exit_code(exits(0), []) == 0 and _exit_code(exits(2), []) == 2
-    assert _exit_code(exits("bad arguments"), []) == 1
+    assert exit_code(lambda argv: None, []) == 0
+    assert exit_code(lambda argv: 3, []) == 3
+    assert exit_code(exits(None), []) == 0 and exit_code(exits(0), []) == 0 and exit_code(exits(2), []) == 2
+    assert exit_code(exits("bad arguments"), []) == 1
+
+
+@pytest.mark.parametrize("edited", ["worker/client.py", "worker/server.py", "media.py", "llp/clap/model.py",
+                                    "extract.py"])
+def test_fingerprint_covers_every_module_of_extractors(tmp_path, monkeypatch, edited):
+    """A worker runs code from all of extractors/ (its own package included): editing any module, in a
+    subpackage or not, gives a new fingerprint, so jobs go to a fresh worker running the new code."""
+    from extractors.worker import protocol
+
+    assert protocol.EXTRACTORS_DIR == Path(protocol.__file__).resolve().parents[1]
+    assert protocol.EXTRACTORS_DIR.name == "extractors"
+    copy = tmp_path / "extractors"
+    shutil.copytree(protocol.EXTRACTORS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(protocol, "EXTRACTORS_DIR", copy)
+    before = protocol.fingerprint()
+    assert protocol.fingerprint() == before
+    with open(copy / edited, "a") as fh:
+        fh.write("# edited\n")
+    assert protocol.fingerprint() != before, f"editing extractors/{edited} must start a new worker"
 
 
 def test_an_exiting_worker_loses_no_job_and_stale_files_are_swept(clips, worker_env, tmp_path):
@@ -474,11 +493,11 @@ def test_an_exiting_worker_loses_no_job_and_stale_files_are_swept(clips, worker_
 def test_idle_exit_stops_listening_under_the_slot_lock(tmp_path):
     import socket as sk
 
-    from extractors.worker import _Server
+    from extractors.worker.server import Server
 
     lock = tmp_path / "s.lock"
     path = Path(tempfile.mkdtemp(prefix="w", dir="/tmp")) / "s.sock"
-    server = _Server("media", 0, path, lock, None)
+    server = Server("media", 0, path, lock, None)
     assert path.stat().st_mode & 0o777 == 0o600
     holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     import fcntl

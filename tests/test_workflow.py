@@ -279,7 +279,7 @@ def test_config_mistakes_fail_the_dry_run_naming_the_key(tmp_path, tiny_data, wh
 def test_missing_weights_hint_is_a_target_that_works(tmp_path, tiny_data):
     """The missing-weights message suggests `snakemake fetch_all_weights --cores 1`: with a pretrained-weights
     recipe it dry-runs to one fetch job per checkpoint the recipe needs (RAFT, I3D RGB and flow, VGGish)."""
-    from extractors.weights import FETCH_HINT, REGISTRY
+    from extractors.weight_registry import FETCH_HINT, REGISTRY
 
     videos, annotations = tiny_data
     write_config(tmp_path, videos, annotations, weights="pretrained", flow="raft")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from extractors.discovery import read_rejections, read_tsv
-from extractors.media import ffmpeg_exe
+from extractors.ffmpeg import ffmpeg_exe
 from extractors.synthetic_videos import make_demo_dataset
 from tests.test_workflow import job_counts, smk, write_config
 

@@ -12,7 +12,7 @@
 # Process tracking (task/none in both cases):
 # - proctrack/cgroup where the cgroup v1 freezer hierarchy is mounted and writable (this project's CI
 #   machines: a VM with the hybrid v1 layout). It tracks every process a step starts, also one that
-#   leaves the process tree: the resident extraction workers (extractors/worker.py, a new session
+#   leaves the process tree: the resident extraction workers (extractors/worker/, a new session
 #   re-parented to init once their first client exits) are killed when their step ends.
 # - proctrack/linuxproc otherwise (docker containers, cgroup v2-only hosts: SLURM 22.05's cgroup/v2
 #   needs systemd's D-Bus to create its scope, which containers do not have). It follows the process

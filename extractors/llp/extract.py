@@ -15,7 +15,7 @@
   empty ``.npz`` and ``failed: <reason>`` in the ``.json``, and the job succeeds, so the other clips
   complete and the split job counts it (:func:`read_clips`); any other error (missing or corrupt
   checkpoint, missing temp dir, full disk, CUDA) fails the job. Audio for VGGish is
-  the reference chain of :mod:`extractors.media` (int16 at the source rate, channel mean, resampy to
+  the reference chain of :mod:`extractors.audio` (int16 at the source rate, channel mean, resampy to
   16 kHz); a clip without an audio track gets silence as long as the clip (at most 10 s) and
   ``has_audio: false``.
 
@@ -42,7 +42,7 @@ from extractors.errors import ContentError
 from extractors.io import load_npz, save_npz, write_json
 from extractors.llp.features import COMBINED, N_SEGMENTS, WeightsMode
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT
-from extractors.weights import DEFAULT_ROOT
+from extractors.weight_registry import DEFAULT_ROOT
 
 VISUAL_KINDS = ("resnet152", "r21d", "clip")
 AUDIO_KINDS = ("vggish", "clap", "clap_maps")
@@ -102,8 +102,8 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
         prov["weights"].update(vp["weights"])
         prov["visual"] = {k: v for k, v in vp.items() if k != "weights"}
     if "vggish" in kinds:
+        from extractors.audio import TARGET_SR, load_audio, write_wav
         from extractors.llp.features import extract_llp_vggish
-        from extractors.media import TARGET_SR, load_audio, write_wav
 
         wave, meta = load_audio(video, TARGET_SR, max_seconds=float(N_SEGMENTS))  # the reference chain, as media's
         prov["has_audio"] = meta["has_audio"]
@@ -118,7 +118,7 @@ def extract_video(video: Path | str, kinds: Sequence[str], mode: WeightsMode = "
 
         n_seg = next(iter(feats.values())).shape[0] if visual else None
         if n_seg is None and max_seconds is None:
-            from extractors.media import probe
+            from extractors.probe import probe
 
             n_seg = int(probe(video).duration_s)
         cf, p = extract_llp_clap(video, mode, root, seed, device, n_segments=n_seg, max_seconds=max_seconds,

@@ -67,17 +67,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from extractors.audio import load_audio
 from extractors.errors import ContentError
 from extractors.frames import iter_frames, window_groups
 from extractors.llp.prompts import AUDIO_PROMPT, VISUAL_PROMPT, format_prompts  # noqa: F401 - part of this API
-from extractors.media import load_audio
-from extractors.weights import DEFAULT_ROOT, build_model_weights, resident_network
+from extractors.weight_loading import build_model_weights, resident_network
+from extractors.weight_registry import DEFAULT_ROOT
 
 FPS = 8
 N_SEGMENTS = 10
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# registry names of the CLIP checkpoints (see the report: the lead adds them to extractors.weights)
+# registry names of the CLIP checkpoints (see the report: the lead adds them to extractors.weight_registry)
 CLIP_WEIGHTS = {"ViT-L-14": "clip_vit_l14_openai", "ViT-B-32": "clip_vit_b32_openai"}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -119,7 +120,7 @@ def imagenet_transform(frames: np.ndarray, short_side: int = 256, crop: int = 22
 # ----------------------------------------------------------------------------- models
 def built_once(weights: Sequence[str], mode: WeightsMode, root: Path | str, builder: Any, *args: Any) -> Any:
     """``builder(*args)`` (a tuple whose last item is the provenance), memoised by
-    :func:`extractors.weights.resident_network`: while :func:`~extractors.weights.keep_networks_resident` is
+    :func:`extractors.weight_loading.resident_network`: while :func:`~extractors.weight_loading.keep_networks_resident` is
     on (the extraction worker serving one per-clip job after another), each network is built once per process
     and rebuilt only when a checkpoint file of ``weights`` (registry names) changes; off (library calls,
     tests), every call builds fresh modules. Building (or loading and hashing a checkpoint) costs more than

@@ -4,7 +4,7 @@ The workflow's ``train``, ``evaluate`` and ``predict`` rules take :func:`code_fi
 default ``params`` rerun trigger retrains (re-evaluates) a model when *its* code changes, and nothing else:
 editing ``models/localizers/ccnet.py`` reruns the ``ccnet-*`` jobs only, editing the shared training loop
 reruns every model. (Snakemake's own ``code`` trigger sees the rule's script, not the modules it imports;
-the worker's :func:`extractors.worker.fingerprint` keys live processes by size and mtime, which a ``git
+the worker's :func:`extractors.worker.protocol.fingerprint` keys live processes by size and mtime, which a ``git
 checkout`` changes without changing a byte, so reruns are keyed by content here.)
 
 The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modules), :data:`TRAIN_FILES`

@@ -29,7 +29,7 @@ from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
 from extractors import discovery
 from extractors.recipes import get_recipe, weights_needed
-from extractors.weights import REGISTRY
+from extractors.weight_registry import REGISTRY
 from models.run.code_fingerprint import code_fingerprint
 from models.run.names import run_name, split_control, split_seed
 

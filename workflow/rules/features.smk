@@ -2,7 +2,7 @@
 # R(2+1)D-34 for ActivityNet) and VGGish from the media stage's mp4/wav. One job rather than one per
 # stage: the frames are decoded once for flow and RGB, flow never round-trips through the disk
 # (kept only with keep_flow), and the DAG has two jobs per video (media, features), so it stays small
-# at 10k-20k videos. Jobs run on resident workers (extractors/worker.py): the networks are built once
+# at 10k-20k videos. Jobs run on resident workers (extractors/worker/): the networks are built once
 # per worker, not per video. The recipe (minus training-only fields) is a param, so a recipe edit
 # reruns exactly these jobs. A video whose media job recorded a failure, or whose content fails here
 # (ContentError), gets a failure record as its outputs (`failed`, `stage` in each .json, empty .npy) and the

@@ -6,7 +6,7 @@
 # feature set 2) and `audio` (VGGish; `clap_maps` = CLAP HTSAT feature maps per second for set 2); shapes in
 # docs/recipes.md, "LLP feature shapes". The generator's CLIP + CLAP embeddings are extracted only when a mode
 # needs pseudo-labels. One job per clip extracts every kind of it in one pass (shared decoding), so a new clip
-# costs only its own extraction; the jobs run on resident extraction workers (extractors/worker.py, pool `llp`,
+# costs only its own extraction; the jobs run on resident extraction workers (extractors/worker/, pool `llp`,
 # entry extractors.llp.extract) that keep the networks loaded across clips. A clip that fails still gets its
 # files (an empty .npz, `failed` in the .json) and the split job skips and counts it; a weights error fails the job.
 # `dense_from: <dataset>` builds stage 1's dense AV data from a UnAV-format entry of `datasets` (EAR pre-trains

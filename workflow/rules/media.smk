@@ -1,6 +1,6 @@
 # Decode every video to a constant frame rate mp4 at the source resolution and a 16 kHz mono float32 wav
 # (the reference audio chain); the manifest records has_audio (silent track when the video has none).
-# Runs on a resident worker (extractors/worker.py): PyAV, resampy's compiled filter and numpy are loaded
+# Runs on a resident worker (extractors/worker/): PyAV, resampy's compiled filter and numpy are loaded
 # once per worker, not once per video. A video whose own content cannot be normalized (MediaError) gets a
 # failure record instead (manifest with `failed` and `stage: media`, empty mp4/wav; extractors/extract.py)
 # and the job succeeds, so the dataset goes on without it; delete the manifest to retry the video.

@@ -1,4 +1,4 @@
-# Pretrained checkpoints from the registry (extractors/weights.py), SHA-256 verified. Feature jobs list
+# Pretrained checkpoints from the registry (extractors/weight_registry.py), SHA-256 verified. Feature jobs list
 # the checkpoints their recipe needs as inputs, so a first run fetches them; offline the fetch fails with
 # a message naming the file, its official URL and where to put it. Random-weight recipes (the demo) need
 # none.

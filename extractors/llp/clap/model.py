@@ -24,7 +24,9 @@ from extractors.llp.clap.frontend import quantize_int16
 from extractors.llp.clap.htsat import HTSAT, HTSAT_CONFIGS
 from extractors.llp.clap.roberta import RobertaConfig, RobertaEncoder
 from extractors.llp.clap.tokenizer import ByteFallbackTokenizer, RobertaBPETokenizer
-from extractors.weights import DEFAULT_ROOT, build_model_weights, get_spec, verify, weights_path
+from extractors.weight_files import verify
+from extractors.weight_loading import build_model_weights
+from extractors.weight_registry import DEFAULT_ROOT, get_spec, weights_path
 
 DEFAULT_CHECKPOINT = "clap_630k_fusion"
 TOKENIZER_FILES = ("roberta_base_vocab", "roberta_base_merges")
@@ -103,7 +105,7 @@ def build_clap(mode: WeightsMode = "pretrained", root: Path | str = DEFAULT_ROOT
     """CLAP model (eval mode), its tokenizer and provenance.
 
     ``pretrained``: the registered checkpoint and roberta-base tokenizer files must be present (else
-    :class:`~extractors.weights.WeightsError` with URL and path; never a fallback). ``random``: seeded,
+    :class:`~extractors.weight_registry.WeightsError` with URL and path; never a fallback). ``random``: seeded,
     labelled weights and the labelled byte-fallback tokenizer (the BPE files are not needed offline).
     """
     if checkpoint not in CLAP_CHECKPOINTS:

@@ -2,7 +2,7 @@
 
 Audio (``get_audio_embedding``, per 1 s segment):
 
-1. 48 kHz mono: decoded from the *source video* by :func:`extractors.media.load_audio` (``resampler="soxr"``:
+1. 48 kHz mono: decoded from the *source video* by :func:`extractors.audio.load_audio` (``resampler="soxr"``:
    librosa's default ``soxr_hq`` is soxr too; channel mean = librosa's ``to_mono``). The pipeline's 16 kHz wav
    is not used: upsampling it would leave nothing above 8 kHz while CLAP's mel bank reaches 14 kHz.
 2. Segments: VALOR splits the clip into ``S`` parts, ``start_i = round(linspace(0, N, S + 1))[i]``,
