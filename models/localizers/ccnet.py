@@ -168,14 +168,8 @@ class CCNet(PyramidLocalizer):
 
     def __init__(self, cfg: CCNetConfig) -> None:
         super().__init__()
-        if cfg.supervision not in ("full", "weak"):
-            raise ValueError(f"supervision must be 'full' or 'weak', got {cfg.supervision!r}")
-        cfg.reg_ranges = tuple((float(lo), float(hi)) for lo, hi in cfg.reg_ranges)  # lists after JSON
-        self.cfg = cfg
-        self.supervision = cfg.supervision
         d, d2, L = cfg.d_model, 2 * cfg.d_model, cfg.l_c
-        self.max_stride = 2 ** (L - 1)
-        self.t_pad = -(-cfg.t_max // self.max_stride) * self.max_stride
+        self.init_pyramid(cfg, L)
         self.embed_a = ConvEmbedding(cfg.audio_dim, d, with_ln=cfg.with_ln)
         self.embed_v = ConvEmbedding(cfg.visual_dim, d, with_ln=cfg.with_ln)
         self.register_buffer("pe", sinusoid_encoding(self.t_pad, d) / d**0.5, persistent=False)

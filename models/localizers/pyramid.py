@@ -96,6 +96,18 @@ class PyramidLocalizer(nn.Module):
     :class:`PyramidConfig`, whose recipe fields choose the optimizer) and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
     """
 
+    def init_pyramid(self, cfg: PyramidConfig, n_levels: int) -> None:
+        """What every pyramid model sets first: its supervision (checked), ``reg_ranges`` as tuples (lists
+        after a JSON round trip), and the padded length ``t_pad`` (``t_max`` rounded up to the coarsest
+        level's stride ``2 ** (n_levels - 1)``, so every level's length divides evenly)."""
+        if cfg.supervision not in ("full", "weak"):
+            raise ValueError(f"supervision must be 'full' or 'weak', got {cfg.supervision!r}")
+        cfg.reg_ranges = tuple((float(lo), float(hi)) for lo, hi in cfg.reg_ranges)
+        self.cfg = cfg
+        self.supervision = cfg.supervision
+        self.max_stride = 2 ** (n_levels - 1)
+        self.t_pad = -(-cfg.t_max // self.max_stride) * self.max_stride
+
     def _weak_step_probs(self, out: dict[str, Any], length: int) -> torch.Tensor:
         probs = [torch.sigmoid(lg.float()) for lg in out["cls_logits"]]
         if self.cfg.weak_inference == "finest":
