@@ -170,7 +170,10 @@ def _submit(pool: str, key: str, request: bytes, entry: str) -> int:
                         accepted = b""
                     if not accepted:
                         continue
-                    reply = replies.readline()
+                    try:
+                        reply = replies.readline()
+                    except ConnectionResetError:  # it died while running the job: reported below
+                        reply = b""
                 except _Signalled as sig:
                     return _cancel(sock, replies, pid, sig.signum)
             if not reply:
