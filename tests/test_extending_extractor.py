@@ -73,9 +73,9 @@ def test_doc_toy_extractor_runs_through_snakemake(toy: Path) -> None:
     name = cfg["datasets"][ds]["recipe_overrides"]["visual"]
     vids = sorted(p.stem for p in (toy / "data" / "videos").glob("*.mp4"))
     targets = [f"results/{ds}/features/{name}/{v}.npy" for v in vids] + [f"results/{ds}/store"]
-    dry = smk(toy, "-n", "--workflow-profile", "none", "--cores", "1", *targets).stdout
+    dry = smk(toy, "--cores", "1", *targets, "-n", "--workflow-profile", "none").stdout
     assert job_counts(dry) == {"media": 2, f"features_{name}": 2, "feature_store": 1}
-    smk(toy, "--cores", "2", "--workflow-profile", "none", "--resources", "gpu=1", *targets)
+    smk(toy, "--cores", "2", *targets, "--workflow-profile", "none", "--resources", "gpu=1")
     r = get_recipe("demo")
     for v in vids:
         feats = np.load(toy / "results" / ds / "features" / name / f"{v}.npy")
