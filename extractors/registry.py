@@ -145,8 +145,8 @@ def load_module(path: str | Path) -> None:
         _LOADING = before
 
 
-
 def load_modules(paths: Iterable[str | Path]) -> None:
+    """Run each user extractor file (the config's ``extractors:``, the CLI's ``--extractor-module``)."""
     for p in paths:
         load_module(p)
 
