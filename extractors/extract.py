@@ -1,8 +1,9 @@
-"""The one extraction entry: any subset of {flow, i3d, vggish, r21d} for a list of videos.
+"""The one extraction entry: any subset of the flow store and the extractors of :mod:`extractors.registry`
+(i3d, r21d, vggish, a user's) for a list of videos, dispatched through that table.
 
 Used two ways:
 - per video by the Snakemake rules (``media``, then ``features`` = visual + VGGish; the single stages
-  ``flow``/``i3d``/``vggish``/``r21d`` stay available), one video per job so Snakemake owns skipping,
+  ``flow`` and one per extractor stay available), one video per job so Snakemake owns skipping,
   retries and parallelism; the jobs run on resident workers (:mod:`extractors.worker`) so the networks
   are built once per worker, not once per video;
 - in one process for a list of raw videos (``python -m extractors.extract run VIDEO... --out-dir D
@@ -34,12 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from extractors import registry
 from extractors.errors import ContentError, failure_reason, read_failure, write_failure  # noqa: F401 - re-exported
 from extractors.io import package_version, save_npy, sha256_file, write_json
-from extractors.recipes import AUDIO_ALIGNMENTS, SHORT_AUDIO, Recipe, get_recipe, weights_needed  # noqa: F401 - re-exported
+from extractors.recipes import AUDIO_ALIGNMENTS, SHORT_AUDIO, Recipe, get_recipe  # noqa: F401 - re-exported
 
 log = logging.getLogger("extractors")
-KINDS = ("flow", "i3d", "vggish", "r21d")
+
+
+def kinds() -> tuple[str, ...]:
+    """What ``run``/the single-stage commands accept: the flow store and every registered extractor."""
+    return ("flow", *registry.EXTRACTORS)
 
 
 def resolve_device(device: str) -> str:
@@ -92,71 +98,64 @@ def media_info(wav: Path | None) -> dict[str, Any]:
     return {"has_audio": m.get("has_audio"), "audio_padded_s": m.get("audio_padded_s", 0.0)}
 
 
-def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | None, out: Path,
-              recipe: Recipe, weights_root: Path, device: str, batch_size: int, bf16: bool = False) -> None:
-    """Extract one kind of feature for one normalized video (the Snakemake per-job entry)."""
+def run_flow(*, mp4: Path, out: Path, recipe: Recipe, weights_root: Path, device: str, batch_size: int,
+             bf16: bool = False) -> None:
+    """Store one normalized video's optical flow (for extractors that use flow: kept with ``keep_flow``)."""
     import torch
 
-    device = resolve_device(device)
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    from extractors.flow import compute_flow
+
     t0 = time.perf_counter()
+    prov = compute_flow(mp4, recipe, out, device=resolve_device(device), batch_size=batch_size,
+                        weights_root=weights_root, dtype=torch.bfloat16 if bf16 else torch.float32)
+    write_json(out.with_name(out.name + ".json"), prov)
+    log.info("flow: %s -> %s (%d pairs) in %.1f s", mp4, out, prov["n_pairs"], time.perf_counter() - t0)
+
+
+def run_stage(kind: str, *, mp4: Path | None, wav: Path | None, flow: Path | None, out: Path,
+              recipe: Recipe, weights_root: Path, device: str, batch_size: int, bf16: bool = False) -> None:
+    """Extract one kind of feature (an extractor of :data:`extractors.registry.EXTRACTORS`, or ``flow``)
+    for one normalized video (the Snakemake per-job entry)."""
     if kind == "flow":
-        from extractors.flow import compute_flow
-
-        prov = compute_flow(mp4, recipe, out, device=device, batch_size=batch_size, weights_root=weights_root,
-                            dtype=dtype)
-        write_json(out.with_name(out.name + ".json"), prov)
-        log.info("flow: %s -> %s (%d pairs) in %.1f s", mp4, out, prov["n_pairs"], time.perf_counter() - t0)
-        return
-    if kind == "i3d":
-        from extractors.i3d import extract_i3d
-
-        feats, prov = extract_i3d(mp4, recipe, weights_root=weights_root, device=device,
-                                  batch_size=batch_size, flow_path=flow, dtype=dtype)
-        source = mp4
-    elif kind == "vggish":
-        from extractors.vggish import extract_vggish
-
-        feats, prov = extract_vggish(wav, recipe, weights_root=weights_root, device=device,
-                                     batch_size=batch_size)
+        return run_flow(mp4=mp4, out=out, recipe=recipe, weights_root=weights_root, device=device,
+                        batch_size=batch_size, bf16=bf16)
+    ext = registry.get(kind)
+    t0 = time.perf_counter()
+    device = resolve_device(device)
+    inputs = registry.Inputs(mp4=mp4, wav=wav, recipe=recipe, weights_root=weights_root, device=device,
+                             batch_size=batch_size, bf16=bf16, flow=flow if ext.uses_flow else None)
+    feats, prov = ext.run(inputs)
+    source = wav if ext.reads == "audio" else mp4
+    if ext.reads == "audio":
         prov = {**prov, **media_info(wav)}
-        source = wav
-    elif kind == "r21d":
-        from extractors.r21d import extract_r21d
-
-        feats, prov = extract_r21d(mp4, recipe, weights_root=weights_root, device=device,
-                                   batch_size=batch_size)
-        source = mp4
-    else:
-        raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
     if np.shape(feats)[0] == 0:  # shorter than one window: discovery's minimum (Recipe.min_duration_s) prevents it
         raise ContentError(source, f"too short: no complete {kind} window (0 feature steps)")
+    if np.ndim(feats) != 2 or np.shape(feats)[1] != ext.dim:
+        raise ValueError(f"extractor {kind!r} returned features of shape {np.shape(feats)}; it declares (T, {ext.dim})")
     write_features(out, feats, prov, recipe, source)
     log.info("%s: %s -> %s %s on %s in %.1f s", kind, source, out, tuple(np.shape(feats)), device,
              time.perf_counter() - t0)
+    return None
 
 
 def run_features(*, mp4: Path, wav: Path, visual: str, out_visual: Path, out_audio: Path, recipe: Recipe,
                  weights_root: Path, device: str, batch_size: int, flow_out: Path | None = None,
                  bf16: bool = False) -> None:
     """Every feature of one normalized video in one call (the per-video Snakemake job): the visual
-    stream (``i3d`` = RAFT flow + two-stream I3D, or ``r21d``) and VGGish on the same device.
+    extractor (``i3d`` = RAFT flow + two-stream I3D, ``r21d``, or a user's) and VGGish on the same device.
 
-    For I3D the flow is computed in memory from the same decoded frames as the RGB stream (identical
-    to computing it from a stored flow file, tested), unless ``flow_out`` asks to keep it on disk."""
-    if visual == "i3d":
-        if flow_out is not None:
-            run_stage("flow", mp4=mp4, wav=wav, flow=None, out=flow_out, recipe=recipe,
-                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
-        run_stage("i3d", mp4=mp4, wav=wav, flow=flow_out, out=out_visual, recipe=recipe,
-                  weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
-    elif visual == "r21d":
-        run_stage("r21d", mp4=mp4, wav=wav, flow=None, out=out_visual, recipe=recipe,
-                  weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
-    else:
-        raise ValueError(f"unknown visual feature kind {visual!r}; expected 'i3d' or 'r21d'")
-    run_stage("vggish", mp4=mp4, wav=wav, flow=None, out=out_audio, recipe=recipe, weights_root=weights_root,
-              device=device, batch_size=max(batch_size, 64))
+    An extractor that uses flow (I3D) computes it in memory from the same decoded frames as its RGB stream
+    (identical to computing it from a stored flow file, tested), unless ``flow_out`` asks to keep it on disk."""
+    ext = registry.get(visual)
+    if ext.reads != "frames":
+        raise ValueError(f"visual extractor {visual!r} reads {ext.reads}; expected one of {registry.visual_names()}")
+    if ext.uses_flow and flow_out is not None:
+        run_flow(mp4=mp4, out=flow_out, recipe=recipe, weights_root=weights_root, device=device,
+                 batch_size=batch_size, bf16=bf16)
+    run_stage(visual, mp4=mp4, wav=wav, flow=flow_out, out=out_visual, recipe=recipe,
+              weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+    run_stage(registry.AUDIO, mp4=mp4, wav=wav, flow=None, out=out_audio, recipe=recipe,
+              weights_root=weights_root, device=device, batch_size=max(batch_size, 64))
 
 
 def features_job(*, mp4: Path, wav: Path, visual: str, out_visual: Path, out_audio: Path,
@@ -226,10 +225,10 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
             failed.append((str(video), str(err)))
             continue
         flow = None
-        if "flow" in kinds or "i3d" in kinds:
+        if "flow" in kinds or any(registry.get(k).uses_flow for k in kinds if k != "flow"):
             flow = out_dir / "flow" / f"{vid}.npz"
-            run_stage("flow", mp4=mp4, wav=wav, flow=None, out=flow, recipe=recipe,
-                      weights_root=weights_root, device=device, batch_size=batch_size, bf16=bf16)
+            run_flow(mp4=mp4, out=flow, recipe=recipe, weights_root=weights_root, device=device,
+                     batch_size=batch_size, bf16=bf16)
         try:
             for kind in (k for k in kinds if k != "flow"):
                 run_stage(kind, mp4=mp4, wav=wav, flow=flow, out=out_dir / kind / f"{vid}.npy", recipe=recipe,
@@ -243,6 +242,10 @@ def extract_videos(videos: list[Path], out_dir: Path, recipe: Recipe, kinds: lis
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)  # user extractors first: their names are commands and choices
+    pre.add_argument("--extractor-module", action="append", default=[])
+    registry.load_modules(pre.parse_known_args(argv)[0].extractor_module)
+    known = kinds()
     parser = argparse.ArgumentParser(prog="python -m extractors.extract", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -253,22 +256,25 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--bf16", action="store_true", help="bf16 autocast (off by default: exact recipe)")
+        p.add_argument("--extractor-module", action="append", default=[], metavar="FILE",
+                       help="a user's extractor file (config `extractors:`, docs/extending.md); repeatable")
 
-    for kind in KINDS:
+    for kind in known:
         p = sub.add_parser(kind, help=f"extract {kind} for one normalized video")
         common(p)
         p.add_argument("--mp4", type=Path)
         p.add_argument("--wav", type=Path)
-        p.add_argument("--flow", type=Path, default=None, help="stored flow (i3d); computed in memory if absent")
+        p.add_argument("--flow", type=Path, default=None, help="stored flow (extractors using flow: i3d); computed in memory if absent")
         p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("features", help="visual (i3d or r21d) + vggish features of one normalized video")
+    p = sub.add_parser("features", help=f"visual ({', '.join(registry.visual_names())}) + {registry.AUDIO} features "
+                       "of one normalized video")
     common(p)
     p.add_argument("--mp4", type=Path, required=True)
     p.add_argument("--wav", type=Path, required=True)
-    p.add_argument("--visual", choices=("i3d", "r21d"), required=True)
+    p.add_argument("--visual", choices=registry.visual_names(), required=True)
     p.add_argument("--out-visual", type=Path, required=True)
     p.add_argument("--out-audio", type=Path, required=True)
-    p.add_argument("--flow-out", type=Path, default=None, help="also keep the RAFT flow store here (i3d)")
+    p.add_argument("--flow-out", type=Path, default=None, help="also keep the flow store here (extractors using flow: i3d)")
     p = sub.add_parser("media", help="normalize one raw video to a constant-FPS mp4 + 16 kHz mono wav")
     p.add_argument("--src", type=Path, required=True)
     p.add_argument("--mp4", type=Path, required=True)
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     common(p)
     p.add_argument("videos", type=Path, nargs="+")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--kinds", default="i3d,vggish", help=f"comma-separated subset of {KINDS}")
+    p.add_argument("--kinds", default="i3d,vggish", help=f"comma-separated subset of {known}")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "media":
@@ -299,11 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                      batch_size=args.batch_size, flow_out=args.flow_out, bf16=args.bf16)
         return 0
     if args.command == "run":
-        kinds = [k for k in args.kinds.split(",") if k]
-        unknown = sorted(set(kinds) - set(KINDS))
+        wanted = [k for k in args.kinds.split(",") if k]
+        unknown = sorted(set(wanted) - set(known))
         if unknown:
-            parser.error(f"unknown kinds {unknown}; choose from {KINDS}")
-        _, failed = extract_videos(args.videos, args.out_dir, recipe, kinds, args.weights_root, args.device,
+            parser.error(f"unknown kinds {unknown}; choose from {known}")
+        _, failed = extract_videos(args.videos, args.out_dir, recipe, wanted, args.weights_root, args.device,
                                    args.batch_size, args.bf16)
         for path, reason in failed:
             print(f"FAILED {path}: {reason}", file=sys.stderr)

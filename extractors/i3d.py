@@ -40,6 +40,7 @@ from torch import nn
 from extractors.flow import FlowSource, flow_model, flow_windows, store_meta
 from extractors.flow_store import iter_flow_pairs, read_meta
 from extractors.frames import center_offsets, host_to_device
+from extractors.registry import Inputs
 
 # ----------------------------------------------------------------------------- network
 
@@ -273,3 +274,10 @@ def extract_i3d(mp4_path: Path, recipe: Any, weights_root: Path = Path("resource
             "dtype": str(dtype).replace("torch.", ""), "seconds": time.time() - t0,
             "weights": "injected" if modules else recipe.weights}
     return out, prov
+
+
+def extract(inp: Inputs) -> tuple[np.ndarray, dict[str, Any]]:
+    """The extractor table's entry (extractors/registry.py): flow from ``inp.flow`` or computed in memory."""
+    return extract_i3d(inp.mp4, inp.recipe, weights_root=inp.weights_root, device=inp.device,
+                       batch_size=inp.batch_size, flow_path=inp.flow,
+                       dtype=torch.bfloat16 if inp.bf16 else torch.float32)

@@ -91,7 +91,7 @@ from extractors.audio import TARGET_SR, decode_audio, reference_audio_chain, wri
 from extractors.errors import MediaError
 from extractors.ffmpeg import file_url, run_ffmpeg
 from extractors.io import sha256_file
-from extractors.probe import MIN_DURATION_S, MediaInfo, check_usable, count_frames
+from extractors.probe import MIN_DURATION_S, MediaInfo, check_usable, written_video_info
 from extractors.recipes import SHORT_AUDIO
 
 #: An output with fewer frames than this fraction of ``round(duration * fps)`` is treated as truncated.
@@ -225,7 +225,7 @@ def normalize(
                 f"odd frame size {info.width}x{info.height} cropped to "
                 f"{info.width - info.width % 2}x{info.height - info.height % 2} for libx264 4:2:0"
             )
-        n_frames, out_w, out_h, _ = count_frames(tmp_mp4)
+        n_frames, out_w, out_h, _ = written_video_info(tmp_mp4)
         expected = round(info.duration_s * fps)
         if n_frames < MIN_DECODED_FRACTION * expected - 1:
             raise MediaError(

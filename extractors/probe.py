@@ -156,8 +156,9 @@ def check_usable(path: str | os.PathLike[str], min_duration_s: float = MIN_DURAT
     return info
 
 
-def count_frames(mp4: Path) -> tuple[int, int, int, float]:
-    """(frames, width, height, fps) of a written mp4, from its index (mp4 stores exact counts)."""
+def written_video_info(mp4: Path) -> tuple[int, int, int, float]:
+    """(frames, width, height, fps) of the media stage's written mp4, from its index (mp4 stores exact counts);
+    not :func:`extractors.frames.count_frames`, which decodes to count what the I3D reference loop reads."""
     import av
 
     with av.open(file_url(mp4)) as c:

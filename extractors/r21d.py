@@ -44,6 +44,7 @@ from torch import nn
 from extractors.frames import host_to_device, iter_frames, window_groups
 from extractors.io import package_version, sha256_file
 from extractors.recipes import Recipe
+from extractors.registry import Inputs
 from extractors.weight_loading import resident_model
 from extractors.weight_registry import DEFAULT_ROOT
 
@@ -214,3 +215,9 @@ def extract_r21d(
         "decoder": "opencv",
     }
     return feats, prov
+
+
+def extract(inp: Inputs) -> tuple[np.ndarray, dict[str, Any]]:
+    """The extractor table's entry (extractors/registry.py)."""
+    return extract_r21d(inp.mp4, inp.recipe, weights_root=inp.weights_root, device=inp.device,
+                        batch_size=inp.batch_size)

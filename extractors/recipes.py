@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from extractors.registry import EXTRACTORS
+
 FlowMethod = Literal["raft", "farneback"]
-VisualModel = Literal["i3d", "r21d"]
+VisualModel = str  # an extractor reading frames (extractors/registry.py): i3d, r21d or a user's
 WeightsMode = Literal["pretrained", "random"]
 ShortAudio = Literal["pad", "cut"]
 SHORT_AUDIO = ("pad", "cut")
@@ -66,9 +68,10 @@ class Recipe:
 
     @property
     def min_frames(self) -> int:
-        """Frames one visual window needs: ``stack + 1`` (I3D's flow needs the frame after the window),
-        ``stack`` for R(2+1)D."""
-        return self.stack if self.visual == "r21d" else self.stack + 1
+        """Frames one visual window needs: ``stack`` plus the extractor's ``extra_frames`` (I3D's flow needs
+        the frame after the window; an extractor not loaded here counts as I3D, the longer)."""
+        ext = EXTRACTORS.get(self.visual)
+        return self.stack + (1 if ext is None else ext.extra_frames)
 
     @property
     def min_duration_s(self) -> float:
@@ -123,16 +126,3 @@ def get_recipe(name: str, **overrides: Any) -> Recipe:
         raise KeyError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
     return RECIPES[name].replace(**overrides) if overrides else RECIPES[name]
 
-
-def weights_needed(recipe: Recipe, kind: str) -> list[str]:
-    """Registry names of the checkpoints one feature kind needs under ``recipe`` (none for random
-    weights or classical flow), so Snakemake can make them inputs of the feature jobs."""
-    if recipe.weights == "random":
-        return []
-    needs = {
-        "flow": [recipe.raft_weights] if recipe.flow == "raft" else [],
-        "i3d": ["i3d_rgb", "i3d_flow"],
-        "vggish": ["vggish"],
-        "r21d": ["r2plus1d_34_32_ig65m_ft_kinetics"],
-    }
-    return needs[kind]

@@ -47,6 +47,7 @@ from torch import nn
 from extractors.frames import host_to_device
 from extractors.io import package_version, sha256_file
 from extractors.recipes import Recipe
+from extractors.registry import Inputs
 from extractors.weight_files import verify
 from extractors.weight_loading import load_state_dict, resident_model
 from extractors.weight_registry import DEFAULT_ROOT
@@ -271,3 +272,9 @@ def extract_vggish(
         prov["pca_source"] = str(pca_source)
         prov["pca_sha256"] = sha256_file(src) if src.is_file() else verify(str(pca_source), weights_root)
     return feats, prov
+
+
+def extract(inp: Inputs) -> tuple[np.ndarray, dict[str, Any]]:
+    """The extractor table's entry (extractors/registry.py)."""
+    return extract_vggish(inp.wav, inp.recipe, weights_root=inp.weights_root, device=inp.device,
+                          batch_size=inp.batch_size)

@@ -236,7 +236,7 @@ def _typo(cfg: dict, where: str, value) -> None:
 
 @pytest.mark.parametrize("where, value, message", [
     ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
-                     "device, extensions, keep_flow, weights_root"),
+                     "device, extensions, extractors, keep_flow, weights_root"),
     ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
     ("datasets.tiny.recipe", "unav101",
      "datasets.tiny.recipe: 'unav101' is not one of unav100, activitynet, demo (did you mean 'unav100'?)"),

@@ -12,7 +12,8 @@ The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modu
 prediction, metrics and plots) and :data:`PREDICT_FILES` (the ``predict`` rule: timelines of new videos). ``tests/test_code_fingerprint.py`` checks it against the imports of these
 files, so a new import of a project module that is missing here fails the test rather than going unseen.
 Not counted: :mod:`extractors.io` (atomic writes) and :mod:`models.run.progress` (progress lines), which
-cannot change a number, and, for training,
+cannot change a number, :mod:`extractors.registry` (the extractor table: it acts through the feature files,
+which are the model's inputs, so adding an extractor retrains nothing), and, for training,
 :mod:`models.run.plots` (``curve.png`` is a picture of the log; editing the plots re-evaluates, it does not retrain). Any byte counts, comments included.
 """
 

@@ -27,17 +27,21 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import IncompleteCheckpointException, WorkflowError
 
-from extractors import discovery
-from extractors.recipes import get_recipe, weights_needed
+from extractors import discovery, registry
+from extractors.recipes import get_recipe
 from extractors.weight_registry import REGISTRY
 from models.run.code_fingerprint import code_fingerprint
 from models.run.names import run_name, split_control, split_seed
+
+# a user's extractors (config `extractors:`, docs/extending.md): registered before anything asks for names
+EXTRACTOR_MODULES = config.get("extractors", [])
+registry.load_modules(EXTRACTOR_MODULES)
 
 wildcard_constraints:
     ds="[A-Za-z0-9_-]+",
     model="[A-Za-z0-9_-]+",
     vid="[^/]+",
-    kind="i3d|vggish|r21d",
+    kind="|".join(registry.EXTRACTORS),
 
 
 DATASETS = config.get("datasets", {})
@@ -48,7 +52,12 @@ EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
 
 @functools.cache
 def recipe(ds):
-    return get_recipe(DATASETS[ds]["recipe"], **DATASETS[ds].get("recipe_overrides", {}))
+    r = get_recipe(DATASETS[ds]["recipe"], **DATASETS[ds].get("recipe_overrides", {}))
+    if r.visual not in registry.visual_names():
+        raise WorkflowError(f"dataset {ds!r}: visual extractor {r.visual!r} is not registered; known: "
+                            f"{registry.visual_names()} (a user's extractor file goes under `extractors:`, "
+                            "docs/extending.md)")
+    return r
 
 
 @functools.cache
@@ -79,7 +88,7 @@ def source_feature_paths(ds, vid):
     from models.data.features import feature_paths  # imported on use: demo-only DAGs skip it
 
     src = features_source(ds)
-    return feature_paths(vid, src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
+    return feature_paths(vid, src["from"], src["layout"], visual_kind(ds), registry.AUDIO, src["prefix"])
 
 
 def discover_features(ds):
@@ -92,7 +101,8 @@ def discover_features(ds):
     ann = read_annotations(DATASETS[ds]["annotations"], recipe(ds))
     if not Path(src["from"]).is_dir() or (src["layout"] == "ours" and not Path(src["from"], "features").is_dir()):
         raise WorkflowError(f"dataset {ds!r}: feature folder {src['from']} (layout {src['layout']}) not found")
-    found, missing = find_features(sorted(ann), src["from"], src["layout"], visual_kind(ds), "vggish", src["prefix"])
+    found, missing = find_features(sorted(ann), src["from"], src["layout"], visual_kind(ds), registry.AUDIO,
+                                   src["prefix"])
     if not found:
         raise WorkflowError(f"dataset {ds!r}: none of the {len(ann)} annotated videos has features under "
                             f"{src['from']} (layout {src['layout']}); first missing: {next(iter(missing.values()), '')}")
@@ -144,7 +154,7 @@ def visual_kind(ds):
 
 
 def feature_kinds(ds):
-    return [visual_kind(ds), "vggish"]
+    return [visual_kind(ds), registry.AUDIO]
 
 
 def training_datasets():
@@ -202,13 +212,16 @@ WEIGHT_FILES = {spec.filename: name for name, spec in REGISTRY.items()}
 
 @functools.cache
 def weight_files(ds, kind):
-    return [f"{WEIGHTS_ROOT}/{REGISTRY[name].filename}" for name in weights_needed(recipe(ds), kind)]
+    return [f"{WEIGHTS_ROOT}/{REGISTRY[name].filename}" for name in registry.weights_needed(recipe(ds), kind)]
 
 
 # ==================== features.smk: the helpers of its rules ====================
 
 
 KEEP_FLOW = config.get("keep_flow", False)
+# one features_<name> rule per extractor that reads frames (features.smk); the user's files reach the jobs
+VISUAL_EXTRACTORS = registry.visual_names()
+EXTRACTOR_MODULE_ARGS = " ".join(f"--extractor-module {shlex.quote(str(p))}" for p in EXTRACTOR_MODULES)
 
 
 def datasets_with_visual(kind):
@@ -220,8 +233,27 @@ def datasets_with_visual(kind):
 
 
 def feature_weights(wc):
-    kinds = ("flow", "i3d", "vggish") if visual_kind(wc.ds) == "i3d" else ("r21d", "vggish")
-    return [f for kind in kinds for f in weight_files(wc.ds, kind)]
+    return [f for kind in feature_kinds(wc.ds) for f in weight_files(wc.ds, kind)]
+
+
+def feature_outputs(name):
+    """A features_<name> rule's outputs: the visual and audio features with their provenance, and the flow
+    store where the extractor uses flow and keep_flow asks for it."""
+    out = {"visual": f"results/{{ds}}/features/{name}/{{vid}}.npy",
+           "visual_provenance": f"results/{{ds}}/features/{name}/{{vid}}.json",
+           "audio": f"results/{{ds}}/features/{registry.AUDIO}/{{vid}}.npy",
+           "audio_provenance": f"results/{{ds}}/features/{registry.AUDIO}/{{vid}}.json"}
+    if KEEP_FLOW and registry.get(name).uses_flow:
+        out |= {"flow": "results/{ds}/flow/{vid}.npz", "flow_provenance": "results/{ds}/flow/{vid}.npz.json"}
+    return out
+
+
+def extra_feature_args(wildcards, output):
+    """``--flow-out`` where the rule keeps the flow, and the user's extractor files. One param under its old
+    name (flow_out) and an unchanged shell command, so results made before the generic rule do not rerun
+    (Snakemake's params and code triggers)."""
+    flow = f"--flow-out {shlex.quote(output.flow)}" if "flow" in output.keys() else ""
+    return " ".join(a for a in (flow, EXTRACTOR_MODULE_ARGS) if a)
 
 
 # ==================== dataset.smk: the helpers of its rules ====================

@@ -1,5 +1,5 @@
-# Per-video features: one job per video computes the visual stream (RAFT flow + two-stream I3D, or
-# R(2+1)D-34 for ActivityNet) and VGGish from the media stage's mp4/wav. One job rather than one per
+# Per-video features: one job per video computes the visual stream (RAFT flow + two-stream I3D, R(2+1)D-34
+# for ActivityNet, or a user's extractor) and VGGish from the media stage's mp4/wav. One job rather than one per
 # stage: the frames are decoded once for flow and RGB, flow never round-trips through the disk
 # (kept only with keep_flow), and the DAG has two jobs per video (media, features), so it stays small
 # at 10k-20k videos. Jobs run on resident workers (extractors/worker/): the networks are built once
@@ -17,63 +17,34 @@ FEATURE_SHELL = (
 )
 
 
-rule features_i3d:
-    input:
-        mp4="results/{ds}/media/{vid}.mp4",
-        wav="results/{ds}/media/{vid}.wav",
-        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
-        weights=feature_weights,
-    output:
-        visual="results/{ds}/features/i3d/{vid}.npy",
-        visual_provenance="results/{ds}/features/i3d/{vid}.json",
-        audio="results/{ds}/features/vggish/{vid}.npy",
-        audio_provenance="results/{ds}/features/vggish/{vid}.json",
-        **({"flow": "results/{ds}/flow/{vid}.npz", "flow_provenance": "results/{ds}/flow/{vid}.npz.json"}
-           if KEEP_FLOW else {}),
-    wildcard_constraints:
-        ds=datasets_with_visual("i3d"),
-    params:
-        visual="i3d",
-        recipe=lambda wc: extraction_recipe_json(wc.ds),
-        flow_out=lambda wc, output: f"--flow-out {shlex.quote(output.flow)}" if KEEP_FLOW else "",
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "logs/{ds}/features/{vid}.log",
-    benchmark:
-        "benchmarks/{ds}/features/{vid}.tsv"
-    conda:
-        "../../envs/avloc.yaml"
-    shell:
-        FEATURE_SHELL
+# One rule per visual extractor of extractors/registry.py (features_i3d, features_r21d, a user's
+# features_<name>), all from this one definition: outputs, weights and the rest derive from the declaration.
+for _visual in VISUAL_EXTRACTORS:
 
-
-rule features_r21d:
-    input:
-        mp4="results/{ds}/media/{vid}.mp4",
-        wav="results/{ds}/media/{vid}.wav",
-        manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
-        weights=feature_weights,
-    output:
-        visual="results/{ds}/features/r21d/{vid}.npy",
-        visual_provenance="results/{ds}/features/r21d/{vid}.json",
-        audio="results/{ds}/features/vggish/{vid}.npy",
-        audio_provenance="results/{ds}/features/vggish/{vid}.json",
-    wildcard_constraints:
-        ds=datasets_with_visual("r21d"),
-    params:
-        visual="r21d",
-        recipe=lambda wc: extraction_recipe_json(wc.ds),
-        flow_out="",
-    threads: 2
-    resources:
-        gpu=1,
-    log:
-        "logs/{ds}/features/{vid}.log",
-    benchmark:
-        "benchmarks/{ds}/features/{vid}.tsv"
-    conda:
-        "../../envs/avloc.yaml"
-    shell:
-        FEATURE_SHELL
+    rule:
+        name:
+            f"features_{_visual}"
+        input:
+            mp4="results/{ds}/media/{vid}.mp4",
+            wav="results/{ds}/media/{vid}.wav",
+            manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
+            weights=feature_weights,
+        output:
+            **feature_outputs(_visual),
+        wildcard_constraints:
+            ds=datasets_with_visual(_visual),
+        params:
+            visual=_visual,
+            recipe=lambda wc: extraction_recipe_json(wc.ds),
+            flow_out=extra_feature_args,  # --flow-out, the user's extractor files: see common.smk
+        threads: 2
+        resources:
+            gpu=1,
+        log:
+            "logs/{ds}/features/{vid}.log",
+        benchmark:
+            "benchmarks/{ds}/features/{vid}.tsv"
+        conda:
+            "../../envs/avloc.yaml"
+        shell:
+            FEATURE_SHELL
