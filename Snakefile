@@ -28,7 +28,7 @@ try:
     registry.use_modules(config.get("localizer_modules") or [])
     config_check.raise_if(config_check.schema_errors(config, config_check.load_schema(
         Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")))
-except (config_check.ConfigError, FileNotFoundError, ValueError) as exc:  # a module's own errors: traceback
+except (config_check.ConfigError, FileNotFoundError, ValueError) as exc:  # other errors keep their traceback
     raise WorkflowError(str(exc)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 
