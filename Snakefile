@@ -5,10 +5,10 @@
 
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
+from models.localizers import registry
 from models.run import config_check
 
 min_version("9.0")
@@ -20,12 +20,15 @@ configfile: "config/config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# The user's localizers (`localizer_modules`, docs/extending.md) are imported first: their declarations add their
+# names to the schema's model pattern (models.run.config_check.load_schema), the config check and the jobs.
 # A misspelt key or value: one line naming it (with "did you mean"), not Snakemake's schema dump; model names and
 # fields, predict_with and its recipe are checked after the includes (models.run.config_check).
 try:
-    config_check.raise_if(config_check.schema_errors(config, yaml.safe_load(
-        (Path(workflow.basedir) / "workflow/schemas/config.schema.yaml").read_text())))
-except config_check.ConfigError as exc:
+    registry.use_modules(config.get("localizer_modules") or [])
+    config_check.raise_if(config_check.schema_errors(config, config_check.load_schema(
+        Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")))
+except (config_check.ConfigError, FileNotFoundError, ValueError) as exc:  # other errors keep their traceback
     raise WorkflowError(str(exc)) from None
 validate(config, "workflow/schemas/config.schema.yaml")
 

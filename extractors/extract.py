@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--bf16", action="store_true", help="bf16 autocast (off by default: exact recipe)")
         p.add_argument("--extractor-module", action="append", default=[], metavar="FILE",
-                       help="a user's extractor file (config `extractors:`, docs/extending.md); repeatable")
+                       help="a user's extractor file (config `extractor_modules:`, docs/extending.md); repeatable")
 
     for kind in known:
         p = sub.add_parser(kind, help=f"extract {kind} for one normalized video")

@@ -8,7 +8,7 @@ and a recipe's ``visual`` names one. Torch-free: the built-in entries are ``"mod
 imported on first use, because the workflow and the media stage import this without torch.
 
 A user's extractor is one Python file that calls :func:`register`, named in the config under
-``extractors:`` (docs/extending.md, "Add an extractor"); :func:`load_modules` runs it.
+``extractor_modules:`` (docs/extending.md, "Add an extractor"); :func:`load_modules` runs it.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ for _builtin in (
 def get(name: str) -> Extractor:
     if name not in EXTRACTORS:
         raise KeyError(f"unknown extractor {name!r}; known: {sorted(EXTRACTORS)} (a user extractor's file goes "
-                       "under `extractors:` in the config, docs/extending.md)")
+                       "under `extractor_modules:` in the config, docs/extending.md)")
     return EXTRACTORS[name]
 
 
@@ -132,7 +132,7 @@ def load_module(path: str | Path) -> None:
     name of its own path, so a resident worker (extractors/worker) never runs an edited file's old code."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"extractor module {path} (config `extractors:`) not found")
+        raise FileNotFoundError(f"extractor module {path} (config `extractor_modules:`) not found")
     name = f"avloc_extractor_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
@@ -146,7 +146,7 @@ def load_module(path: str | Path) -> None:
 
 
 def load_modules(paths: Iterable[str | Path]) -> None:
-    """Run each user extractor file (the config's ``extractors:``, the CLI's ``--extractor-module``)."""
+    """Run each user extractor file (the config's ``extractor_modules:``, the CLI's ``--extractor-module``)."""
     for p in paths:
         load_module(p)
 

@@ -120,9 +120,9 @@ def test_registered_by_name() -> None:
 
 
 def test_every_lazily_registered_model_resolves_to_its_class() -> None:
-    from models.localizers.registry import LAZY, get_entry
+    from models.localizers.registry import get_entry, names
 
-    for name in LAZY:
+    for name in set(names(None)) - {"clasp", "mil"}:  # the ones imported on first use before the declarations
         cfg_cls, model_cls = get_entry(name)
         assert model_cls.__name__.lower() == name and cfg_cls.__name__.lower() == f"{name}config"
 

@@ -236,13 +236,13 @@ def _typo(cfg: dict, where: str, value) -> None:
 
 @pytest.mark.parametrize("where, value, message", [
     ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
-                     "device, extensions, extractors, keep_flow, weights_root"),
+                     "device, extensions, extractor_modules, keep_flow, localizer_modules, weights_root"),
     ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
     ("datasets.tiny.recipe", "unav101",
      "datasets.tiny.recipe: 'unav101' is not one of unav100, activitynet, demo (did you mean 'unav100'?)"),
     ("device", "gpu", "device: 'gpu' does not match '^(auto|cpu|cuda(:[0-9]+)?)$' (did you mean 'cpu'?)"),
     ("datasets.tiny.models", ["mil", "clsp"], "datasets.tiny.models.1: 'clsp' does not match "
-                                              "'^(clasp|mil|avel|ccnet|dave)(-(weak|full))?$' (did you mean 'clasp'?)"),
+                                              "'^(avel|ccnet|clasp|dave|mil)(-(weak|full))?$' (did you mean 'clasp'?)"),
     ("datasets.new.videos", None, "datasets.new.videos: None is not of type 'string'"),
     ("datasets.tiny.model_overrides.mil.epoch", 5,
      "datasets.tiny.model_overrides.mil: unknown key 'epoch' (did you mean 'epochs'?)"),

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
+from models.localizers.registry import register_localizer
 
 GATINGS = ("video", "modality")
 SELECTIONS = ("best_val", "last")
@@ -139,6 +140,7 @@ class _GraphUnit(nn.Module):
         return F.leaky_relu(h, self.slope)
 
 
+@register_localizer("ear", config=EARConfig, supervision=("weak",), section="avvp")  # trained by avvp: stages
 class EAR(nn.Module):
     """AVVP model with AMDF + ERM; see the module docstring for the equations."""
 

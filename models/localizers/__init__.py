@@ -9,5 +9,6 @@
   defaults), :mod:`~models.localizers.optim` (optimizer, warm-up cosine schedule) and
   :mod:`~models.localizers.pyramid` (their shared config and ``loss``/``detect``).
 - :mod:`~models.localizers.postprocess` -- step <-> seconds, Soft-NMS.
-- :mod:`~models.localizers.registry` -- model name -> (config class, module class).
+- :mod:`~models.localizers.registry` -- model name -> its declaration (config class, module class, supervision
+  modes, source modules): each model declares itself once with ``@register_localizer`` (docs/extending.md).
 """

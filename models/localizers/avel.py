@@ -37,6 +37,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from models.localizers.base import ModelConfig
 from models.localizers.losses import weak_loss
 from models.localizers.pooling import class_gate, detect_from_probs
+from models.localizers.registry import register_localizer
 
 
 @dataclass
@@ -73,6 +74,8 @@ class AudioGuidedAttention(nn.Module):
         return (w[..., None] * vr).sum(2), w
 
 
+@register_localizer("avel", config=AVELConfig, supervision=("weak", "full"),
+                    uses=("models.localizers.losses", "models.localizers.targets"))
 class AVEL(nn.Module):
     """AVEL localizer following the ``models.localizers.base`` contract."""
 

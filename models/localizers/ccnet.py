@@ -85,7 +85,8 @@ from models.localizers.layers import (
     sinusoid_encoding,
 )
 from models.localizers.losses import DenseLossState
-from models.localizers.pyramid import PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.pyramid import PYRAMID_MODULES, PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.registry import register_localizer
 from models.localizers.tdm import TemporalDependency
 
 
@@ -163,6 +164,7 @@ class F2CBlock(nn.Module):
         return g + self.mha(self.ln_q(g), self.ln_kv(pooled), m, pm[:, : g.shape[1]])
 
 
+@register_localizer("ccnet", config=CCNetConfig, supervision=("weak", "full"), uses=PYRAMID_MODULES)
 class CCNet(PyramidLocalizer):
     """CCNet localizer following the ``models.localizers.base`` contract (see module docstring)."""
 

@@ -31,6 +31,7 @@ from torch import nn
 from models.localizers.base import Detection
 from models.localizers.mil import MILConfig, Projection, check_mask, fp32_head, gate_probs, weak_bce
 from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.registry import register_localizer
 
 _LN2 = math.log(2.0)
 
@@ -142,6 +143,7 @@ def _meae_head(d: int, n_classes: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, n_classes))
 
 
+@register_localizer("clasp", config=CLASPConfig, supervision=("weak",), uses=("models.localizers.mil",))
 class CLASP(nn.Module):
     """The CLASP localizer (weak supervision); the module docstring maps the paper's steps to the code."""
 

@@ -52,7 +52,8 @@ from models.localizers.layers import (
     sinusoid_encoding,
 )
 from models.localizers.losses import DenseLossState
-from models.localizers.pyramid import PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.pyramid import PYRAMID_MODULES, PyramidConfig, PyramidLocalizer, class_head_prior
+from models.localizers.registry import register_localizer
 from models.localizers.tdm import TemporalDependency
 
 
@@ -101,6 +102,7 @@ class MHCABlock(nn.Module):
         return self.ffn(skip + att, m2), m2
 
 
+@register_localizer("dave", config=DAVEConfig, supervision=("weak", "full"), uses=PYRAMID_MODULES)
 class DAVE(PyramidLocalizer):
     """DAVE localizer following the ``models.localizers.base`` contract (see module docstring)."""
 

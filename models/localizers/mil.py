@@ -38,6 +38,7 @@ from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
 from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
+from models.localizers.registry import register_localizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +130,7 @@ class MILConfig(ModelConfig):
     batch_size: int = 16
 
 
+@register_localizer("mil", config=MILConfig, supervision=("weak",))
 class MILBaseline(nn.Module):
     """Projection -> ``[a; v]`` -> linear classifier + sigmoid per step -> MIL pooling -> BCE."""
 

@@ -19,6 +19,10 @@ from models.localizers.optim import make_optimizer
 from models.localizers.pooling import class_gate, detect_from_probs
 from models.localizers.targets import DEFAULT_REG_RANGES
 
+# What a pyramid model builds on beyond its own module: its declaration's `uses` (the code fingerprint's files)
+PYRAMID_MODULES = tuple(f"models.localizers.{m}" for m in ("decoding", "heads", "layers", "losses", "optim",
+                                                           "pyramid", "targets", "tdm"))
+
 
 def fuse_level_probs(level_probs: list[torch.Tensor], length: int) -> torch.Tensor:
     """Per-step probabilities ``(B, T, C)`` = mean over pyramid levels of each level's probabilities

@@ -7,7 +7,9 @@ reruns every model. (Snakemake's own ``code`` trigger sees the rule's script, no
 the worker's :func:`extractors.worker.protocol.fingerprint` keys live processes by size and mtime, which a ``git
 checkout`` changes without changing a byte, so reruns are keyed by content here.)
 
-The mapping lives here and nowhere else: :data:`MODEL_FILES` (a model's own modules), :data:`TRAIN_FILES`
+A model's own modules come from its declaration (``uses`` of
+:func:`models.localizers.registry.register_localizer`, :func:`model_files`); the stage files live here and nowhere
+else: :data:`TRAIN_FILES`
 (data, training, validation-selection code every model's training runs), :data:`EVALUATE_FILES` (test-split
 prediction, metrics and plots) and :data:`PREDICT_FILES` (the ``predict`` rule: timelines of new videos). ``tests/test_code_fingerprint.py`` checks it against the imports of these
 files, so a new import of a project module that is missing here fails the test rather than going unseen.
@@ -56,19 +58,6 @@ PREDICT_FILES: tuple[str, ...] = (*_COMMON, "models/run/predict.py", "models/run
                                   "models/run/compare.py", "workflow/scripts/predict.py",
                                   "extractors/errors.py")  # a failed video's record is its prediction
 
-# A model's own modules (the localizer and the model-specific modules it builds on).
-_LOSSES = ("models/localizers/losses.py", "models/localizers/targets.py")  # dense and weak losses
-_PYRAMID = (*_LOSSES, "models/localizers/decoding.py", "models/localizers/heads.py", "models/localizers/layers.py",
-            "models/localizers/optim.py", "models/localizers/pyramid.py", "models/localizers/tdm.py")
-MODEL_FILES: dict[str, tuple[str, ...]] = {
-    "mil": ("models/localizers/mil.py",),
-    "clasp": ("models/localizers/clasp.py", "models/localizers/mil.py"),
-    "avel": ("models/localizers/avel.py", *_LOSSES),
-    "ccnet": ("models/localizers/ccnet.py", *_PYRAMID),
-    "dave": ("models/localizers/dave.py", *_PYRAMID),
-    "ear": ("models/avvp/ear.py",),
-}
-
 STAGES = {"train": TRAIN_FILES, "evaluate": EVALUATE_FILES, "predict": PREDICT_FILES}
 
 
@@ -80,15 +69,20 @@ def base_model(name: str) -> str:
     return parse_model_name(name)[0]
 
 
+def own_files(base: str) -> list[str]:
+    """Source files of registered localizer ``base``, its own module first: repository-relative inside the
+    repository, absolute for a user's module outside it (``localizer_modules``)."""
+    from models.localizers.registry import source_files
+
+    return [p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else str(p) for p in source_files(base)]
+
+
 def model_files(name: str, stage: str) -> list[str]:
-    """Repository-relative source files of model ``name`` (a workflow name) for ``stage`` (:data:`STAGES`)."""
-    base = base_model(name)
-    if base not in MODEL_FILES:
-        raise KeyError(f"model {name!r}: no entry in models.run.code_fingerprint.MODEL_FILES (known: "
-                       f"{sorted(MODEL_FILES)}); list the new localizer's modules there so code changes rerun it")
+    """Source files of model ``name`` (a workflow name) for ``stage`` (:data:`STAGES`): its declared modules
+    (:func:`own_files`) and the stage's."""
     if stage not in STAGES:
         raise KeyError(f"stage {stage!r}: expected one of {sorted(STAGES)}")
-    return sorted(set(MODEL_FILES[base]) | set(STAGES[stage]))
+    return sorted(set(own_files(base_model(name))) | set(STAGES[stage]))
 
 
 @functools.cache
@@ -104,7 +98,9 @@ def code_fingerprint(name: str, stage: str, root: str | os.PathLike[str] = REPO)
     h = hashlib.sha256()
     for rel in model_files(name, stage):
         path = Path(root, rel)
-        if not rel.startswith("workflow/") and not Path(root, rel.split("/")[0]).is_dir():
+        if Path(rel).is_absolute():  # a user's module: hashed under its file name, so a moved project keeps it
+            rel = path.name
+        elif not rel.startswith("workflow/") and not Path(root, rel.split("/")[0]).is_dir():
             # a workflow folder without the packages beside it (the Snakefile and workflow/ copied on their
             # own): its jobs import the installed packages, so those are the code that decides the output
             path = Path(REPO, rel)

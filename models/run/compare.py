@@ -10,7 +10,7 @@ tIoU 0.5 ... 0.9 and Avg over 0.1 ... 0.9, in percent) plus each run's own folde
 CLI::
 
     python -m models.run.compare --planted --out results/compare \\
-        --models ccnet:full ccnet:weak dave:full dave:weak avel:weak clasp:weak --epochs 20 --controls \\
+        --models ccnet-full ccnet-weak dave-full dave-weak avel-weak clasp-weak --epochs 20 --controls \\
         --set ccnet.d_model=64 --set dave.d_model=64
 
 ``--planted`` builds the synthetic planted-event benchmark (``models.data.synthetic``); otherwise
@@ -31,8 +31,8 @@ from typing import Any
 import pandas as pd
 
 from extractors.io import write_text
-from models.localizers.registry import get_entry
-from models.run.names import run_name
+from models.localizers.registry import SUPERVISIONS, get_spec
+from models.run.names import parse_model_name, run_name
 
 THETAS = ("0.5", "0.6", "0.7", "0.8", "0.9")
 COLUMNS = [f"mAP@{t}" for t in THETAS] + ["Avg"]
@@ -41,20 +41,19 @@ ModelSpec = tuple[str, str] | tuple[str, str, dict[str, Any]]
 
 
 def supervision_overrides(name: str, supervision: str) -> dict[str, Any]:
-    """Config overrides that select ``supervision`` for model ``name``.
+    """Config overrides that select ``supervision`` for model ``name``, one of the modes its declaration
+    names (:func:`models.localizers.registry.register_localizer`).
 
     Models whose config has a ``supervision`` field get it set; models without one (weak-only
-    localizers such as CLASP) accept only ``'weak'``.
+    localizers such as CLASP) accept only their one mode.
     """
-    if supervision not in ("full", "weak"):
-        raise ValueError(f"supervision must be 'full' or 'weak', got {supervision!r}")
-    cfg_cls, model_cls = get_entry(name)
-    if "supervision" in {f.name for f in dataclasses.fields(cfg_cls)}:
-        return {"supervision": supervision}
-    fixed = getattr(model_cls, "supervision", "weak")
-    if supervision != fixed:
-        raise ValueError(f"model {name!r} supports only {fixed!r} supervision, not {supervision!r}")
-    return {}
+    if supervision not in SUPERVISIONS:
+        raise ValueError(f"supervision must be {' or '.join(map(repr, sorted(SUPERVISIONS)))}, got {supervision!r}")
+    spec = get_spec(name)
+    if supervision not in spec.supervision:
+        raise ValueError(f"model {name!r} supports only {' or '.join(map(repr, spec.supervision))} supervision, "
+                         f"not {supervision!r}")
+    return {"supervision": supervision} if "supervision" in {f.name for f in dataclasses.fields(spec.config)} else {}
 
 
 def row_label(name: str, supervision: str, control: bool) -> str:
@@ -131,7 +130,8 @@ def _parse_value(v: str) -> Any:
 
 
 def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
-    """``name:supervision`` items plus ``name.field=value`` overrides -> model specs."""
+    """Model names as in the workflow (``ccnet-full``, :func:`models.run.names.parse_model_name`; ``ccnet:full``
+    reads the same; weak when no supervision is given) plus ``name.field=value`` overrides -> model specs."""
     per_model: dict[str, dict[str, Any]] = {}
     for s in sets:
         key, _, val = s.partition("=")
@@ -141,7 +141,7 @@ def parse_models(items: Sequence[str], sets: Sequence[str]) -> list[ModelSpec]:
         per_model.setdefault(mname, {})[fld] = _parse_value(val)
     specs: list[ModelSpec] = []
     for it in items:
-        name, _, sup = it.partition(":")
+        name, sup = parse_model_name(it.replace(":", "-", 1))
         specs.append((name, sup or "weak", per_model.get(name, {})))
     return specs
 
@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.data.unav import read_unav
 
     ap = argparse.ArgumentParser(description="Train and compare localizers in one mAP table.")
-    ap.add_argument("--models", nargs="+", required=True, help="name:supervision, e.g. ccnet:full avel:weak")
+    ap.add_argument("--models", nargs="+", required=True, help="model names as in the workflow, e.g. ccnet-full avel-weak")
     ap.add_argument("--set", action="append", default=[], help="name.field=value config override (JSON value)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--planted", action="store_true", help="use the synthetic planted-event benchmark")

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-# Localizers a `datasets` entry can train (the schema's `models` pattern); `ear` is registered too, but
-# runs under `avvp:` with its own config sections.
-LOCALIZERS = ("avel", "ccnet", "clasp", "dave", "mil")
+from models.localizers import registry
+from models.run.names import model_pattern
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,18 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 def _path(parts: Iterable[Any]) -> str:
     return ".".join(str(p) for p in parts)
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The config schema with its model-name pattern filled in from the registry: the localizers a
+    ``datasets`` entry can train (declared ones and the config's ``localizer_modules``; EAR runs under
+    ``avvp:``), each with an optional ``-weak``/``-full``. The file leaves the pattern out, so the model list
+    is written nowhere but in the declarations."""
+    import yaml
+
+    schema = yaml.safe_load(Path(path).read_text())
+    schema["definitions"]["model_name"]["pattern"] = model_pattern(registry.names())
+    return schema
 
 
 def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -80,7 +93,6 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
 
 def model_override_errors(datasets: Mapping[str, Any]) -> list[str]:
     """``model_overrides.<model>`` must name a localizer and only fields of its config dataclass."""
-    from models.localizers.registry import get_entry
     from models.run.pipeline import parse_model_name, split_control
 
     lines = []
@@ -97,11 +109,12 @@ def model_override_errors(datasets: Mapping[str, Any]) -> list[str]:
             except ValueError as exc:
                 lines.append(f"{where}: {exc}")
                 continue
-            if base not in LOCALIZERS:
-                lines.append(f"{where}: unknown model {base!r}{did_you_mean(base, LOCALIZERS)}; "
-                             f"models: {', '.join(LOCALIZERS)}")
+            localizers = registry.names()
+            if base not in localizers:
+                lines.append(f"{where}: unknown model {base!r}{did_you_mean(base, localizers)}; "
+                             f"models: {', '.join(localizers)}")
                 continue
-            known = {f.name for f in dataclasses.fields(get_entry(base)[0])}
+            known = {f.name for f in dataclasses.fields(registry.get_entry(base)[0])}
             for key in sorted(set(fields or {}) - known):
                 lines.append(f"{where}: unknown key {key!r}{did_you_mean(key, known)}")
     return lines

@@ -8,6 +8,9 @@ table and the reports all read and write names through these functions, so the g
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from models.localizers.registry import SUPERVISIONS
 
 CONTROL_SUFFIX = "_shuffled"
 SEED_RE = re.compile(r"(.+)_seed(\d+)")
@@ -35,9 +38,15 @@ def parse_model_name(name: str) -> tuple[str, str | None]:
     """``ccnet-weak`` -> (``ccnet``, ``weak``); ``clasp`` -> (``clasp``, None = the model's default);
     a control's ``_shuffled`` and a run's ``_seed<k>`` suffix are ignored (see :func:`split_control`)."""
     base, _, sup = split_control(name)[0].partition("-")
-    if sup and sup not in ("weak", "full"):
-        raise ValueError(f"model {name!r}: supervision suffix must be -weak or -full")
+    if sup and sup not in SUPERVISIONS:
+        raise ValueError(f"model {name!r}: supervision suffix must be {' or '.join(f'-{s}' for s in SUPERVISIONS)}")
     return base, (sup or None)
+
+
+def model_pattern(models: Iterable[str]) -> str:
+    """The regular expression of a configured model name (no control or seed suffix): one of ``models``
+    with an optional supervision suffix; the config schema's ``models`` / ``controls`` items."""
+    return f"^({'|'.join(models)})(-({'|'.join(SUPERVISIONS)}))?$"
 
 
 def run_name(model: str, control: bool = False, seed: int | None = None) -> str:

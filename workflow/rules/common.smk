@@ -33,8 +33,8 @@ from extractors.weight_registry import REGISTRY
 from models.run.code_fingerprint import code_fingerprint
 from models.run.names import run_name, split_control, split_seed
 
-# a user's extractors (config `extractors:`, docs/extending.md): registered before anything asks for names
-EXTRACTOR_MODULES = config.get("extractors", [])
+# a user's extractors (config `extractor_modules:`, docs/extending.md): registered before anything asks for names
+EXTRACTOR_MODULES = config.get("extractor_modules", [])
 registry.load_modules(EXTRACTOR_MODULES)
 
 wildcard_constraints:
@@ -55,7 +55,7 @@ def recipe(ds):
     r = get_recipe(DATASETS[ds]["recipe"], **DATASETS[ds].get("recipe_overrides", {}))
     if r.visual not in registry.visual_names():
         raise WorkflowError(f"dataset {ds!r}: visual extractor {r.visual!r} is not registered; known: "
-                            f"{registry.visual_names()} (a user's extractor file goes under `extractors:`, "
+                            f"{registry.visual_names()} (a user's extractor file goes under `extractor_modules:`, "
                             "docs/extending.md)")
     return r
 
