@@ -32,6 +32,11 @@ from extractors.recipes import get_recipe, weights_needed
 from extractors.weight_registry import REGISTRY
 from models.run.code_fingerprint import code_fingerprint
 from models.run.names import run_name, split_control, split_seed
+from models.run import slurm_status
+
+# snakemake-executor-plugin-slurm reads sacct's `CANCELLED by <uid>` as a running job (Snakemake then waits
+# for ever after `scancel`): read the state word instead (models/run/slurm_status.py, docs/cluster.md)
+slurm_status.install()
 
 wildcard_constraints:
     ds="[A-Za-z0-9_-]+",
