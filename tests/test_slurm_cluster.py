@@ -90,7 +90,8 @@ def local_profile(src: Path, dst: Path, account: str, cpu_part: str, gpu_part: s
     8-core, 64 GB node; the controller rejects larger requests). Status polling is quicker than on a busy
     cluster and a failed job is not retried (the cancel test). Nothing else changes."""
     text = src.read_text()
-    assert re.findall(r"YOUR_\w+", text) == ["YOUR_GPU_PARTITION"], "one placeholder (docs/cluster.md)"
+    settings = "\n".join(line.split("#")[0] for line in text.splitlines())  # not the comments
+    assert re.findall(r"YOUR_\w+", settings) == ["YOUR_GPU_PARTITION"], "one placeholder (docs/cluster.md)"
     prof = yaml.safe_load(text.replace("YOUR_GPU_PARTITION", gpu_part))
     prof["default-resources"].update(slurm_account=account, slurm_partition=cpu_part)
     prof["group-components"] = [f"extract={PER_SUBMISSION}"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from extractors.discovery import read_tsv
 from extractors.recipes import get_recipe
 from extractors.synthetic_videos import make_demo_dataset
 
@@ -235,7 +236,7 @@ def _typo(cfg: dict, where: str, value) -> None:
 
 
 @pytest.mark.parametrize("where, value, message", [
-    ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
+    ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, cluster_names, datasets, "
                      "device, extensions, keep_flow, weights_root"),
     ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
     ("datasets.tiny.recipe", "unav101",
@@ -308,8 +309,11 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     videos, annotations = tiny_data
     write_config(tmp_path, videos, annotations)
-    proc = smk(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
+    proc = smk(tmp_path, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
     out = proc.stdout + proc.stderr
+    # the SLURM profile's own default-resources (profiles/default is not read with --workflow-profile)
+    assert "Using workflow specific profile" in out and "profiles/default" not in out
+    assert re.search(r"rule feature_store:(?:\n\s+\S.*)*\n\s+resources: .*mem_mb=8000", out), out[-3000:]
     assert "Group job extract" in out, "per-video jobs are submitted in groups"
     blocks = [blk.strip() for blk in re.split(r"^(?=\s*rule \w+:$)", out, flags=re.M)]
     feature_jobs = [blk for blk in blocks if blk.startswith("rule features_i3d:")]
@@ -318,6 +322,28 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     media_jobs = [blk for blk in blocks if blk.startswith("rule media:")]
     assert media_jobs and all("gpu=1" not in blk for blk in media_jobs)
     assert all("YOUR_GPU_PARTITION" in blk for blk in media_jobs), "grouped with the GPU features jobs"
+
+
+def test_slurm_profile_leaves_out_names_a_job_command_cannot_carry(tmp_path, tiny_data):
+    """Under profiles/slurm (`cluster_names: true`) a name with both quote kinds or a comma is left out at
+    discovery with its reason, so the dry run plans the others; without it (a workstation run) the same
+    names are extracted."""
+    videos, annotations = tiny_data
+    folder = tmp_path / "videos"
+    shutil.copytree(videos, folder)
+    src = sorted(folder.glob("*.mp4"))[0]
+    for bad in ("both ' and \"", "a,b"):
+        shutil.copy(src, folder / f"{bad}.mp4")
+    write_config(tmp_path, folder, annotations)
+    proc = smk(tmp_path, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n")
+    out = proc.stdout + proc.stderr
+    assert job_counts(out)["features_i3d"] == 5, out[-2000:]
+    assert "tiny: 2 videos left out before any job" in out
+    rejected = {r["file"]: r["reason"] for r in read_tsv(tmp_path / "logs" / "tiny" / "rejected_videos.tsv")}
+    assert rejected["a,b.mp4"].startswith("comma in the file name")
+    assert "cannot be quoted in a cluster job's command" in rejected["both ' and \".mp4"]
+    local = smk(tmp_path, "--workflow-profile", "none", "-n", "--cores", "1").stdout
+    assert job_counts(local)["features_i3d"] == 7
 
 
 def test_slurm_profile_groups_every_per_video_rule():

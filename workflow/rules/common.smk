@@ -49,6 +49,9 @@ DATASETS = config.get("datasets", {})
 WEIGHTS_ROOT = config.get("weights_root", "resources/weights")
 DEVICE = config.get("device", "auto")
 EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
+# Under profiles/slurm (its `config: cluster_names: true`): names a cluster job's command line cannot carry
+# are left out at discovery with their reason (extractors.discovery.cluster_name_reason), not at submission.
+CLUSTER_NAMES = config.get("cluster_names", False)
 
 
 @functools.cache
@@ -121,7 +124,7 @@ def discover(ds):
         if "generate_demo" in DATASETS[ds]:
             checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
         found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).min_duration_s,
-                                   cache=Path("results") / ds / "probe_cache.json")
+                                   cache=Path("results") / ds / "probe_cache.json", cluster_names=CLUSTER_NAMES)
         discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
         if found.rejected and workflow.is_main_process:  # not again in every job's own snakemake process
             print(discovery.rejection_summary(ds, found.rejected, Path("logs") / ds / "rejected_videos.tsv"),
@@ -393,7 +396,8 @@ def llp_videos(name):
         return videos(ds)
     if name not in _LLP_FOUND:
         found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
-                                   cache=Path("results") / "avvp" / name / "probe_cache.json")
+                                   cache=Path("results") / "avvp" / name / "probe_cache.json",
+                                   cluster_names=CLUSTER_NAMES)
         discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
         _LLP_FOUND[name] = found.accepted
     return _LLP_FOUND[name]
