@@ -53,7 +53,8 @@ try:
     from models.avvp.ear import EARConfig
     from models.avvp.pseudo_labels import GeneratorConfig
 
-    config_check.raise_if(config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
+    config_check.raise_if(config_check.videos_folder_errors(DATASETS, config.get("avvp", {})) +
+        config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
         config.get("avvp", {}), {"gen": GeneratorConfig, "ear": EARConfig}) + config_check.predict_with_errors(
         DATASETS, {ds: dataset_models(ds) + (reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
                    for ds in DATASETS}))

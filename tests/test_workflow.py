@@ -277,6 +277,30 @@ def test_config_mistakes_fail_the_dry_run_naming_the_key(tmp_path, tiny_data, wh
     assert "jsonschema" not in out and len(out.splitlines()) < 15, "one line, not a schema dump"
 
 
+def test_missing_videos_folder_is_one_line_naming_the_key(tmp_path, tiny_data):
+    """A videos folder that does not exist stops the dry run with the dataset's key, not a traceback out of
+    the first input function that lists it."""
+    _, annotations = tiny_data
+    write_config(tmp_path, Path("data/my_vidoes"), annotations)
+    proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "\ndatasets.tiny.videos: folder data/my_vidoes does not exist\n" in out, out[-3000:]
+    assert "InputFunctionException" not in out and "FileNotFoundError" not in out and len(out.splitlines()) < 15
+
+
+def test_unknown_dataset_in_a_target_lists_the_known_ones(tmp_path, tiny_data):
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "results/nonexistent/compare.md",
+               check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ("unknown dataset 'nonexistent' in a target (results/<dataset>/...); datasets in the config: tiny"
+            in out), out[-3000:]
+    assert "KeyError" not in out
+
+
 def test_missing_weights_hint_is_a_target_that_works(tmp_path, tiny_data):
     """The missing-weights message suggests `snakemake fetch_all_weights --cores 1`: with a pretrained-weights
     recipe it dry-runs to one fetch job per checkpoint the recipe needs (RAFT, I3D RGB and flow, VGGish)."""

@@ -45,7 +45,16 @@ wildcard_constraints:
     kind="i3d|vggish|r21d",
 
 
-DATASETS = config.get("datasets", {})
+class Datasets(dict):
+    """config["datasets"]; a name that is not there (a target such as results/<typo>/compare.md) says so
+    and lists the configured ones, rather than a KeyError."""
+
+    def __missing__(self, ds):
+        raise WorkflowError(f"unknown dataset {ds!r} in a target (results/<dataset>/...); "
+                            f"datasets in the config: {', '.join(sorted(self)) or 'none'}")
+
+
+DATASETS = Datasets(config.get("datasets", {}))
 WEIGHTS_ROOT = config.get("weights_root", "resources/weights")
 DEVICE = config.get("device", "auto")
 EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
