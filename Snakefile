@@ -30,12 +30,6 @@ except config_check.ConfigError as exc:
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
-# `snakemake --lint` findings kept on purpose (tests/test_workflow.py fails on any other):
-# - "Shell command directly uses variable DEVICE": the device is not a rule param on purpose: params are a
-#   rerun trigger, and moving a run from cpu to cuda must not re-extract every video.
-# - "... uses variable WEIGHTS_ROOT": the weight files themselves are inputs (or fetch_weights' output), so
-#   provenance is tracked by file; a param (or a changed command, the `code` trigger) would re-run every
-#   feature job, or re-fetch every checkpoint, of existing projects.
 include: "workflow/rules/common.smk"  # every input function and shared import; config, recipes, usable videos
 include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
 include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)

@@ -63,6 +63,18 @@ EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
 CLUSTER_NAMES = config.get("cluster_names", False)
 
 
+def untracked(value):
+    """A param holding ``value`` that is no rerun trigger. Why: the device and the weights folder reach the
+    shell commands as params (no global in a shell command: `snakemake --lint` is clean), but moving a run
+    from cpu to cuda, or the weight files to another folder, must not re-extract every video. Snakemake
+    records only params not computed by a function that takes `input`, `output`, `threads` or `resources`
+    (snakemake/rules.py `_is_deriving_function`, persistence `_params` over `job.non_derived_params`);
+    such a param is taken to follow from what is tracked already. The weight files themselves are inputs,
+    so they are tracked by file. tests/test_workflow.py (incremental reruns) checks that changing either
+    reruns nothing."""
+    return lambda wildcards, resources: value
+
+
 @functools.cache
 def recipe(ds):
     return get_recipe(DATASETS[ds]["recipe"], **DATASETS[ds].get("recipe_overrides", {}))
@@ -492,7 +504,7 @@ def llp_feature_shell(bench_dir):
         f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
         "--entry extractors.llp.extract -- "
         "clip --video={input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
-        "{params.common} --device {DEVICE} > {log:q} 2>&1"
+        "{params.common} --device {params.device} > {log:q} 2>&1"
     )
 
 

@@ -12,7 +12,7 @@ FEATURE_SHELL = (
     "python -m extractors.worker features --threads {threads} "
     "--record benchmarks/{wildcards.ds:q}/features/{wildcards.vid:q}.worker.json -- features --visual {params.visual} "
     "--mp4 {input.mp4:q} --wav {input.wav:q} --out-visual {output.visual:q} --out-audio {output.audio:q} "
-    "{params.flow_out} --recipe-json {params.recipe:q} --device {DEVICE} --weights-root {WEIGHTS_ROOT:q} "
+    "{params.flow_out} --recipe-json {params.recipe:q} --device {params.device} --weights-root {params.weights_root:q} "
     "> {log:q} 2>&1"
 )
 
@@ -35,6 +35,8 @@ rule features_i3d:
     params:
         visual="i3d",
         recipe=lambda wc: extraction_recipe_json(wc.ds),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
+        weights_root=untracked(WEIGHTS_ROOT),
         flow_out=lambda wc, output: f"--flow-out {shlex.quote(output.flow)}" if KEEP_FLOW else "",
     threads: 2
     resources:
@@ -65,6 +67,8 @@ rule features_r21d:
     params:
         visual="r21d",
         recipe=lambda wc: extraction_recipe_json(wc.ds),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
+        weights_root=untracked(WEIGHTS_ROOT),
         flow_out="",
     threads: 2
     resources:
