@@ -7,7 +7,8 @@ What only a real cluster shows, asserted from ``sacct`` and the outputs: the con
 profile's requests; every rule is a SLURM job; the extraction is grouped as configured; each submission
 asks for at most one GPU on the partition it should; the features equal a local run's bit for bit; the
 resident workers started inside an allocation are gone when it ends and left their per-job records; a
-second run submits nothing.
+second run submits nothing; ``scancel`` of a running submission ends the run non-zero with the job named
+as cancelled, and the rerun resubmits only that submission.
 
 Marked ``slurm`` and skipped (with the reason) where no cluster answers. CI:
 ``ci/slurm/ci.sh`` (brings the cluster up, runs this file, tears it down). By hand:

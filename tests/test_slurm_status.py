@@ -111,9 +111,10 @@ def test_install_is_idempotent_and_can_be_turned_off(shipped, monkeypatch):
     assert wrapped.avloc_base_states and not hasattr(wrapped.__wrapped__, "avloc_base_states")
 
 
-FAKE_CLUSTER = {  # sbatch submits nothing and prints a job id; sacct: that job was cancelled by root
+FAKE_CLUSTER = {  # sbatch submits nothing and prints a job id; sacct: that job was cancelled by root (and,
+    # asked for the account of the user's latest job, since the profile names none, the one sacctmgr knows)
     "sbatch": f"#!/bin/sh\necho \"$*\" >> \"$FAKE_SLURM_LOG\"\necho {JOB}\n",
-    "sacct": f"#!/bin/sh\necho '{JOB}|CANCELLED by 0'\n",
+    "sacct": f"#!/bin/sh\ncase \"$*\" in *Account*) echo YOUR_ACCOUNT ;; *) echo '{JOB}|CANCELLED by 0' ;; esac\n",
     "squeue": "#!/bin/sh\nexit 0\n", "sinfo": "#!/bin/sh\nexit 0\n", "scontrol": "#!/bin/sh\nexit 0\n",
     "sacctmgr": "#!/bin/sh\necho YOUR_ACCOUNT\n", "sshare": "#!/bin/sh\necho YOUR_ACCOUNT\n",
 }
