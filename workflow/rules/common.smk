@@ -32,6 +32,11 @@ from extractors.recipes import get_recipe
 from extractors.weight_registry import REGISTRY
 from models.run.code_fingerprint import code_fingerprint
 from models.run.names import run_name, split_control, split_seed
+from models.run import slurm_status
+
+# snakemake-executor-plugin-slurm reads sacct's `CANCELLED by <uid>` as a running job (Snakemake then waits
+# for ever after `scancel`): read the state word instead (models/run/slurm_status.py, docs/cluster.md)
+slurm_status.install()
 
 # a user's extractors (config `extractor_modules:`, docs/extending.md): registered before anything asks for names
 EXTRACTOR_MODULES = config.get("extractor_modules", [])
@@ -44,10 +49,34 @@ wildcard_constraints:
     kind="|".join(registry.EXTRACTORS),
 
 
-DATASETS = config.get("datasets", {})
+class Datasets(dict):
+    """config["datasets"]; a name that is not there (a target such as results/<typo>/compare.md) says so
+    and lists the configured ones, rather than a KeyError."""
+
+    def __missing__(self, ds):
+        raise WorkflowError(f"unknown dataset {ds!r} in a target (results/<dataset>/...); "
+                            f"datasets in the config: {', '.join(sorted(self)) or 'none'}")
+
+
+DATASETS = Datasets(config.get("datasets", {}))
 WEIGHTS_ROOT = config.get("weights_root", "resources/weights")
 DEVICE = config.get("device", "auto")
 EXTENSIONS = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
+# Under profiles/slurm (its `config: cluster_names: true`): names a cluster job's command line cannot carry
+# are left out at discovery with their reason (extractors.discovery.cluster_name_reason), not at submission.
+CLUSTER_NAMES = config.get("cluster_names", False)
+
+
+def untracked(value):
+    """A param holding ``value`` that is no rerun trigger. Why: the device and the weights folder reach the
+    shell commands as params (no global in a shell command: `snakemake --lint` is clean), but moving a run
+    from cpu to cuda, or the weight files to another folder, must not re-extract every video. Snakemake
+    records only params not computed by a function that takes `input`, `output`, `threads` or `resources`
+    (snakemake/rules.py `_is_deriving_function`, persistence `_params` over `job.non_derived_params`);
+    such a param is taken to follow from what is tracked already. The weight files themselves are inputs,
+    so they are tracked by file. tests/test_workflow.py (incremental reruns) checks that changing either
+    reruns nothing."""
+    return lambda wildcards, resources: value
 
 
 @functools.cache
@@ -126,7 +155,7 @@ def discover(ds):
         if "generate_demo" in DATASETS[ds]:
             checkpoints.demo_data.get(ds=ds)  # raises until the generator has run: nothing memoised
         found = discovery.discover(videos_dir(ds), EXTENSIONS, min_duration_s=recipe(ds).min_duration_s,
-                                   cache=Path("results") / ds / "probe_cache.json")
+                                   cache=Path("results") / ds / "probe_cache.json", cluster_names=CLUSTER_NAMES)
         discovery.write_rejections(found.rejected, Path("logs") / ds / "rejected_videos.tsv")
         if found.rejected and workflow.is_main_process:  # not again in every job's own snakemake process
             print(discovery.rejection_summary(ds, found.rejected, Path("logs") / ds / "rejected_videos.tsv"),
@@ -420,7 +449,8 @@ def llp_videos(name):
         return videos(ds)
     if name not in _LLP_FOUND:
         found = discovery.discover(Path(llp_spec(name)["videos"]), EXTENSIONS, min_duration_s=1.0,
-                                   cache=Path("results") / "avvp" / name / "probe_cache.json")
+                                   cache=Path("results") / "avvp" / name / "probe_cache.json",
+                                   cluster_names=CLUSTER_NAMES)
         discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
         _LLP_FOUND[name] = found.accepted
     return _LLP_FOUND[name]
@@ -506,7 +536,7 @@ def llp_feature_shell(bench_dir):
         f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
         "--entry extractors.llp.extract -- "
         "clip --video={input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
-        "{params.common} --device {DEVICE} > {log:q} 2>&1"
+        "{params.common} --device {params.device} > {log:q} 2>&1"
     )
 
 

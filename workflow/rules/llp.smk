@@ -32,6 +32,7 @@ rule llp_features:
         kinds=lambda wc: ",".join(llp_kinds(wc.llp)),
         seconds=10,  # LLP's clips (extractors.llp.features.N_SEGMENTS)
         common=lambda wc: llp_common_args(wc.llp),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
         gpu=1,
@@ -105,6 +106,7 @@ rule avvp_dense_features:
         kinds="clip,clap",
         common=lambda wc: llp_common_args(wc.dn),
         seconds=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
         gpu=1,
