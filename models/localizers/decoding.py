@@ -287,9 +287,7 @@ def video_nms(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: Wea
         order = np.argsort(-scores, kind="stable")[:cap]
         return order, scores[order]
     s, e = segs[:, 0], segs[:, 1]
-    inter = np.clip(np.minimum(e[:, None], e[None]) - np.maximum(s[:, None], s[None]), 0.0, None)
     lens = e - s
-    iou = np.where(labels[:, None] == labels[None], inter / (lens[:, None] + lens[None] - inter), 0.0)
     sc = scores.astype(np.float64).copy()
     alive = np.ones(len(sc), bool)
     keep: list[int] = []
@@ -299,9 +297,11 @@ def video_nms(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: Wea
         keep.append(i)
         kept.append(float(sc[i]))
         alive[i] = False
+        inter = np.maximum(np.minimum(e[i], e) - np.maximum(s[i], s), 0.0)
+        iou = np.where(labels == labels[i], inter / (lens[i] + lens - inter), 0.0)
         if cfg.nms == "hard":
-            alive &= iou[i] < cfg.nms_iou
+            alive &= iou < cfg.nms_iou
         else:
-            sc *= np.exp(-(iou[i] ** 2) / cfg.nms_sigma)
+            sc *= np.exp(-(iou**2) / cfg.nms_sigma)
             alive &= sc >= min_score
     return np.asarray(keep, np.int64), np.asarray(kept)
