@@ -141,19 +141,20 @@ def select_decoder(model: torch.nn.Module, ds: Any, device: str | torch.device =
             if score(cand) > best_score:
                 best, best_score = cand, score(cand)
         say(f"decoder selection: sweep {name} ({len(values)} settings) in {time.perf_counter() - t1:.1f} s, "
-            f"best so far {100 * best_score:.2f} Avg mAP ({_short(best)}), {len(scores)} decoded")
+            f"best so far {100 * best_score:.2f} Avg mAP ({describe(best)}), {len(scores)} decoded")
     paper = WeakDecodeConfig(mode="paper")
     paper_score = score(paper)
     if paper_score > best_score:
         best, best_score = paper, paper_score
     record = {"mode": "selected", "chosen": best.to_dict(), "split_avg": best_score, "paper_split_avg": paper_score,
               "n_candidates": len(scores), "n_videos": len(cache.videos), "seconds": time.perf_counter() - t0}
-    say(f"decoder selection: chose {_short(best)}: {100 * best_score:.2f} Avg mAP (paper rule "
+    say(f"decoder selection: chose {describe(best)}: {100 * best_score:.2f} Avg mAP (paper rule "
         f"{100 * paper_score:.2f}), {len(scores)} decoders in {time.perf_counter() - t0:.1f} s")
     return best, record
 
 
-def _short(cfg: WeakDecodeConfig) -> str:
+def describe(cfg: WeakDecodeConfig) -> str:
+    """A decoder in a few words (progress lines, the bench table)."""
     if cfg.mode == "paper":
         return "paper rule"
     thr = next((k for k, v in THRESHOLDS.items() if v == cfg.thresholds), str(cfg.thresholds))
