@@ -115,7 +115,7 @@ def test_standard_decoder_hand_case():
     iou = {(9.5, 19.5, 0): 10 / 12, (13.5, 18.5, 0): 5 / 12}
     for d in soft[1:]:  # decayed by exp(-tIoU^2 / 0.4) with the kept one (each other's decay comes later)
         assert d[3] <= before[d[:3]] * np.exp(-iou[d[:3]] ** 2 / 0.4) + 1e-9
-    assert standard_video_events(p, video, dataclasses.replace(multi, nms="gaussian", max_seg_num=2)) == soft[:2]
+    assert standard_video_events(p, video, dataclasses.replace(multi, nms="gaussian", max_segments=2)) == soft[:2]
     # the best class is always kept, even below class_threshold (CoLA keeps its argmax)
     assert {d[2] for d in standard_video_events(p, video, dataclasses.replace(cfg, class_threshold=0.95))} == {0}
 

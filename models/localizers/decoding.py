@@ -27,8 +27,8 @@ class probabilities and video-level scores -> segments (:func:`decode_weak`), wi
   the class's video-level score (this project's review of issue 31; proposals of different videos are then
   ranked by how sure the model is the class is present) or ``score: add`` adds ``video_weight`` x the video
   score (BaS-Net/CoLA's ``+ 0.2 x score``); proposals with a score <= 0 are dropped; (6) per-class NMS,
-  ``nms: hard`` at ``nms_iou`` (BaS-Net 0.7, CoLA 0.6) or ``gaussian`` Soft-NMS with ``nms_sigma`` (the
-  fully supervised UnAV/CCNet: 0.4), or ``none``; at most ``max_seg_num`` segments per video (UnAV: 100).
+  ``nms: hard`` at ``nms_iou`` (BaS-Net 0.7, CoLA 0.6) or ``gaussian`` Soft-NMS with ``sigma`` (the
+  fully supervised UnAV/CCNet: 0.4), or ``none``; at most ``max_segments`` segments per video (UnAV: 100).
   Not done: BaS-Net/CoLA's linear upsampling of the scores (x24) before thresholding, which they need
   because their features are resampled to a fixed 750 (CoLA) segments; here steps are 0.32 s and a run's
   ends are already cell edges (``models.localizers.postprocess``).
@@ -112,7 +112,7 @@ def _soft_nms_to_list(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Te
     if segs.shape[0] == 0:
         return []
     s, sc, lb, _ = soft_nms(
-        segs.numpy(), scores.numpy(), labels.numpy(), sigma=cfg.nms_sigma, iou_threshold=cfg.iou_threshold,
+        segs.numpy(), scores.numpy(), labels.numpy(), sigma=cfg.sigma, iou_threshold=cfg.iou_threshold,
         min_score=cfg.min_score, method="gaussian", max_seg_num=cfg.max_seg_num,
     )
     return [(float(a), float(e), int(c), float(p)) for (a, e), c, p in zip(s, lb, sc, strict=True)]
@@ -146,8 +146,8 @@ class WeakDecodeConfig:
     video_weight: float = 0.2  # BaS-Net/CoLA's gamma (score: add only)
     nms: str = "hard"  # "hard" | "gaussian" | "none"
     nms_iou: float = 0.5
-    nms_sigma: float = 0.4
-    max_seg_num: int = 100
+    sigma: float = DecodeConfig.nms_sigma  # Gaussian Soft-NMS width (UnAV's, written once in DecodeConfig)
+    max_segments: int = DecodeConfig.max_seg_num  # per video (UnAV's max_seg_num)
 
     def __post_init__(self) -> None:
         self.thresholds = tuple(float(t) for t in self.thresholds)  # a list after JSON
@@ -276,13 +276,13 @@ def video_nms(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: Wea
     """(kept indices, their scores), best first: per-class greedy NMS of one video's proposals.
 
     ``hard`` drops the proposals of the kept one's class with tIoU >= ``nms_iou`` (BaS-Net/CoLA's ``nms``);
-    ``gaussian`` multiplies their scores by ``exp(-tIoU^2 / nms_sigma)`` and drops those below ``min_score``
+    ``gaussian`` multiplies their scores by ``exp(-tIoU^2 / sigma)`` and drops those below ``min_score``
     (the Soft-NMS decay of ActionFormer/UnAV, :func:`models.localizers.postprocess.soft_nms`); ``none`` keeps
     all. All classes run in one loop (proposals of other classes have tIoU 0 with the kept one) taking the
-    highest remaining score each time, and stop after ``max_seg_num``: kept scores never rise, so this equals
-    NMS per class then a cut of the union to the ``max_seg_num`` best, at a tenth of the per-class loops' cost
+    highest remaining score each time, and stop after ``max_segments``: kept scores never rise, so this equals
+    NMS per class then a cut of the union to the ``max_segments`` best, at a tenth of the per-class loops' cost
     (decoder selection decodes every validation video a dozen times)."""
-    cap = cfg.max_seg_num if cfg.max_seg_num > 0 else len(scores)
+    cap = cfg.max_segments if cfg.max_segments > 0 else len(scores)
     if cfg.nms == "none":
         order = np.argsort(-scores, kind="stable")[:cap]
         return order, scores[order]
@@ -302,6 +302,6 @@ def video_nms(segs: np.ndarray, scores: np.ndarray, labels: np.ndarray, cfg: Wea
         if cfg.nms == "hard":
             alive &= iou < cfg.nms_iou
         else:
-            sc *= np.exp(-(iou**2) / cfg.nms_sigma)
+            sc *= np.exp(-(iou**2) / cfg.sigma)
             alive &= sc >= min_score
     return np.asarray(keep, np.int64), np.asarray(kept)
