@@ -112,7 +112,7 @@ def _soft_nms_to_list(segs: torch.Tensor, scores: torch.Tensor, labels: torch.Te
     if segs.shape[0] == 0:
         return []
     s, sc, lb, _ = soft_nms(
-        segs.numpy(), scores.numpy(), labels.numpy(), sigma=cfg.sigma, iou_threshold=cfg.iou_threshold,
+        segs.numpy(), scores.numpy(), labels.numpy(), sigma=cfg.nms_sigma, iou_threshold=cfg.iou_threshold,
         min_score=cfg.min_score, method="gaussian", max_seg_num=cfg.max_seg_num,
     )
     return [(float(a), float(e), int(c), float(p)) for (a, e), c, p in zip(s, lb, sc, strict=True)]
