@@ -167,6 +167,8 @@ def select_and_store(best_path: str | Path, requested: Any, sel_ds: Any, split: 
     """Training's decoder step: choose the decoder of the model in ``best_path`` on ``sel_ds`` when the run's
     config asks ``decoder: auto`` (``requested``), and write it and its record into ``best_path``. Returns the
     record (``None`` for a model without a weak decoder)."""
+    if requested is None:  # a model config without a weak decoder (EAR)
+        return None
     model = model_from_checkpoint(best_path, device=device)
     if not supports_selection(model):
         return None
