@@ -135,8 +135,8 @@ class WeakDecodeConfig:
     """The weak decoder (module docstring). Defaults: the standard decoder before any selection (what a
     run validates its epochs with when ``decoder: auto``, and where the selection's search starts): the
     values the search chose on validation for CLASP, MIL and the oracle on the real-structure planted bench
-    (fraction 0.05, docs/recipes.md "The weak decoder"), where every run chose 5 classes, BaS-Net's
-    thresholds and Gaussian Soft-NMS, and CLASP/MIL a 25-41-step average."""
+    (fraction 0.05, docs/recipes.md "The weak decoder"), where every run chose 5 classes and BaS-Net's
+    thresholds, and CLASP/MIL Gaussian Soft-NMS and a 15-41-step average."""
 
     mode: str = "standard"  # "paper" | "standard"
     smooth: int = 25  # moving-average width in steps over the valid steps (1: none)
