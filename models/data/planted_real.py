@@ -39,7 +39,7 @@ from models.data.steps import covered_steps, seconds_to_steps
 from models.data.store import FeatureStore
 from models.data.synthetic import PlantedConfig, _noise, write_planted
 from models.localizers.base import Detection
-from models.localizers.pooling import detect_from_probs
+from models.localizers.decoding import WeakOutputs, decode_weak
 
 
 @dataclass
@@ -144,22 +144,37 @@ def make_real_planted(annotations: dict[str, VideoAnnotation], cfg: RealPlantedC
     return write_planted(feats, anns, classes, out_dir, meta), anns, classes
 
 
+@dataclass
+class OracleConfig:
+    """The oracle's decoding: the paper rule's threshold and the weak ``decoder`` every weak model has
+    (:class:`models.localizers.mil.MILConfig`), so the oracle row goes through the same decoder."""
+
+    threshold: float = 0.5
+    decoder: Any = "auto"
+
+
 class MatchedFilter(nn.Module):
     """The oracle: per step and class, ``(<x_t, pattern_c> - background_c) / signal`` of each stream,
-    averaged over the two streams and clipped to [0, 1], then the weak models' inference (max gate,
-    threshold 0.5, runs of steps). ``background_c`` is the projection's median over the training steps
-    (events are rare, so the median is the background's)."""
+    averaged over the two streams and clipped to [0, 1], then the weak models' decoder
+    (:func:`models.localizers.decoding.decode_weak`, video score and paper gate = the step scores' max over
+    time). ``background_c`` is the projection's median over the training steps (events are rare, so the
+    median is the background's)."""
 
     supervision = "weak"
 
-    def __init__(self, pa: np.ndarray, pv: np.ndarray, signal: float, threshold: float = 0.5) -> None:
+    def __init__(self, pa: np.ndarray, pv: np.ndarray, signal: float, threshold: float = 0.5,
+                 decoder: Any = "auto") -> None:
         super().__init__()
         self.register_buffer("pa", torch.as_tensor(pa, dtype=torch.float32))
         self.register_buffer("pv", torch.as_tensor(pv, dtype=torch.float32))
         self.register_buffer("bg_a", torch.zeros(len(pa)))
         self.register_buffer("bg_v", torch.zeros(len(pv)))
         self.signal = float(signal)
-        self.threshold = float(threshold)
+        self.cfg = OracleConfig(float(threshold), decoder)
+
+    @property
+    def threshold(self) -> float:
+        return self.cfg.threshold
 
     def fit_background(self, ds: Any, max_videos: int = 500) -> MatchedFilter:
         proj_a, proj_v = [], []
@@ -179,9 +194,12 @@ class MatchedFilter(nn.Module):
         p = (0.5 * (za + zv)).clamp(0.0, 1.0).masked_fill(~mask.unsqueeze(-1), 0.0)
         return {"p_av": p, "mask": mask}
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs:
+        top = out["p_av"].amax(dim=1)
+        return WeakOutputs(out["p_av"], out["mask"], top, top, self.cfg.threshold, by_score=True)
+
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        gate = out["p_av"].amax(dim=1)
-        return detect_from_probs(out["p_av"], out["mask"], self.threshold, gate, by_score=True)
+        return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)
 
 
 def label_prior_bce(labels: np.ndarray) -> float:

@@ -13,8 +13,9 @@ says they do):
   activation are zeroed on padded steps, so a ``kernel_size > 1`` convolution sees the same
   zeros at the end of the valid sequence as its own zero padding would; outputs on valid steps
   therefore never depend on what is stored in (or how long) the padding is.
-- MIL pooling and detection: :func:`models.localizers.pooling.mil_pool` and
-  :func:`models.localizers.pooling.detect_from_probs`, the same two functions every weak model uses.
+- MIL pooling and decoding: :func:`models.localizers.pooling.mil_pool` and
+  :func:`models.localizers.decoding.decode_weak` (the ``decoder`` field: the paper's rule or the standard
+  weak-localization decoder, chosen on validation), the same two functions every weak model uses.
 - :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
   probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
 - :func:`fp32_head` -- a classifier head and its sigmoid in float32 even under AMP: in bf16 the
@@ -37,7 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.localizers.base import Detection, ModelConfig
-from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
+from models.localizers.decoding import WeakOutputs, decode_weak
+from models.localizers.pooling import class_gate, mil_pool
 from models.localizers.registry import register_localizer
 
 
@@ -108,6 +110,13 @@ def gate_probs(cfg: MILConfig, out: dict[str, Any], step_probs: torch.Tensor, ma
     return class_gate(step_probs, mask, cfg.gate_pool, cfg.pooling, cfg.topk_div)
 
 
+def weak_outputs(cfg: MILConfig, out: dict[str, Any]) -> WeakOutputs:
+    """CLASP's and MIL's decoder inputs: per-step ``p_av``, the MIL-pooled ``video_p`` the loss trained (the
+    standard decoder ranks classes by it), the paper rule's gate (:func:`gate_probs`) and threshold."""
+    p, mask = out["p_av"], out["mask"]
+    return WeakOutputs(p, mask, out["video_p"], gate_probs(cfg, out, p, mask), cfg.threshold, by_score=True)
+
+
 # --------------------------------------------------------------------------------------------
 # the baseline
 # --------------------------------------------------------------------------------------------
@@ -125,6 +134,9 @@ class MILConfig(ModelConfig):
     topk_div: int = 8
     threshold: float = 0.5
     gate_pool: str = "max"  # inference class gate: "max" | "topk" | "mean" | "train" (= pooling) | "none"
+    # "auto" (chosen on validation after training, models.run.decoder_selection) | "paper" | "standard" | a dict
+    # of models.localizers.decoding.WeakDecodeConfig fields; threshold and gate_pool are the paper rule's
+    decoder: Any = "auto"
     lr: float = 1e-4
     epochs: int = 40
     batch_size: int = 16
@@ -162,6 +174,9 @@ class MILBaseline(nn.Module):
         out["loss_terms"] = {"video": float(loss.detach())}
         return loss
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs:
+        """The decoder's inputs: ``p_av``, the training pool ``video_p`` and the paper rule's gate."""
+        return weak_outputs(self.cfg, out)
+
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
-        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)
+        return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)

@@ -27,7 +27,7 @@ import argparse
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +83,12 @@ def _trim(batch: dict[str, Any], length: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
-                    batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
-                    ) -> dict[str, list[tuple[float, float, int, float]]]:
-    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
+def iter_outputs(model: torch.nn.Module, ds: Any, device: str | torch.device = "auto", batch_size: int = 16,
+                 amp: bool = True, full_length: bool = True) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(batch, model output)`` over ``ds`` in eval mode, as prediction sees them (full length, length-sorted
+    batches trimmed to their longest video); also what decoder selection computes its step scores with."""
     from models.data.dataset import make_loader
-    from models.localizers.postprocess import step_events_to_seconds
-    from models.run.progress import Heartbeat
 
-    recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
     amp_on, amp_dtype = amp_settings(dev, amp)
     t_min = None
@@ -99,8 +96,6 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
         ds, t_min = full_length_view(ds)
     was_training = model.training
     model.eval()
-    preds: dict[str, list[tuple[float, float, int, float]]] = {}
-    beat = Heartbeat("predict: videos", len(ds)) if progress else None
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
             if t_min is not None:
@@ -108,19 +103,39 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
-            dets = model.detect(out, batch)
-            valid = batch["mask"].sum(dim=1).tolist()
-            lengths = batch["lengths"].tolist() if "lengths" in batch else valid
-            for b, vid in enumerate(batch["video_ids"]):
-                dur = float(batch["durations"][b])
-                clipped = int(lengths[b]) > int(valid[b])
-                preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else int(valid[b]), dur)
-            if beat is not None:
-                beat.tick(len(batch["video_ids"]))
-        if beat is not None:
-            beat.finish()
+            yield batch, out
     finally:
         model.train(was_training)
+
+
+def valid_and_clipped(batch: dict[str, Any]) -> list[tuple[int, bool]]:
+    """Per video of a batch: (valid steps, whether it was clipped to ``t_max``; then its last cell is not
+    extended to the duration, :func:`models.localizers.postprocess.step_events_to_seconds`)."""
+    valid = batch["mask"].sum(dim=1).tolist()
+    lengths = batch["lengths"].tolist() if "lengths" in batch else valid
+    return [(int(n), int(t) > int(n)) for n, t in zip(valid, lengths, strict=True)]
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
+                    batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
+                    ) -> dict[str, list[tuple[float, float, int, float]]]:
+    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
+    from models.localizers.postprocess import step_events_to_seconds
+    from models.run.progress import Heartbeat
+
+    recipe = recipe if recipe is not None else ds.recipe
+    preds: dict[str, list[tuple[float, float, int, float]]] = {}
+    beat = Heartbeat("predict: videos", len(ds)) if progress else None
+    for batch, out in iter_outputs(model, ds, device, batch_size, amp, full_length):
+        dets = model.detect(out, batch)
+        for b, (vid, (n, clipped)) in enumerate(zip(batch["video_ids"], valid_and_clipped(batch), strict=True)):
+            dur = float(batch["durations"][b])
+            preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else n, dur)
+        if beat is not None:
+            beat.tick(len(batch["video_ids"]))
+    if beat is not None:
+        beat.finish()
     return preds
 
 
@@ -195,7 +210,9 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
              out_dir: str | os.PathLike[str], batch_size: int = 16, device: str | torch.device = "auto",
              amp: bool = True, progress: bool = False, full_length: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON
-    (with the checkpoint's ``selection``: which held-out videos chose it)."""
+    (with the checkpoint's ``selection``: which held-out videos chose it, and a weak model's ``decoder``:
+    the one it decodes with and, when chosen on validation, its validation score;
+    :mod:`models.run.decoder_selection`)."""
     from models.run.metrics import write_predictions_json
 
     out_dir = Path(out_dir)
@@ -208,7 +225,8 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
                                              full_length)
     rec = recipe if recipe is not None else dataset.recipe
     info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec)),
-            "selection": ck.get("selection"), "ema_weights": bool(ck.get("ema", False))}
+            "selection": ck.get("selection"), "ema_weights": bool(ck.get("ema", False)),
+            "decoder": ck.get("decoder")}
     write_predictions_json(named, out_dir / "predictions.json", extra=info)
     metrics = {**info, **metrics}
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))
