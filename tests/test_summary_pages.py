@@ -83,13 +83,6 @@ def test_avvp_parses_end_at_the_clips_real_length(tmp_path, monkeypatch) -> None
 
 
 # ------------------------------------------------------------------ page pieces
-def test_markdown_table_becomes_an_html_table() -> None:
-    out = page.markdown_to_html("Demo table\n\n" + COMPARE_MD)
-    assert out.startswith("<p>Demo table</p><table><tr><th>Method</th><th>mAP@0.5</th>")
-    assert "<tr><td>clasp</td><td>70.1</td>" in out and "<td>69.8</td></tr></table>" in out
-    assert "|" not in out and "---" not in out
-
-
 def test_provenance_shows_only_the_fields_of_the_flow_method_used() -> None:
     shown = summary.provenance_recipe(DEMO_RECIPE)
     assert shown["flow"] == "farneback" and "raft_iters" not in shown and "raft_weights" not in shown
@@ -121,10 +114,16 @@ def _demo_dataset(tmp: Path) -> Path:
     return ann
 
 
+TIOUS = [round(0.1 * k, 1) for k in range(1, 10)]
+
+
 def _model_run(res: Path, name: str, avg: float, n_holdout: int = 2) -> Path:
     d = res / "models" / name
     d.mkdir(parents=True)
+    per_class = {"red_beep": [avg + 0.1] * 9, "bars_hum": [avg] * 9, "grid_buzz": [avg - 0.1] * 9}
     met = {"avg": avg, "reported": {k: avg for k in ("0.5", "0.6", "0.7", "0.8", "0.9")}, "n_videos": 8,
+           "tious": TIOUS, "mAP": {str(t): avg for t in TIOUS}, "per_class": per_class,
+           "n_events_per_class": {"red_beep": 3, "bars_hum": 3, "grid_buzz": 2},
            "selection": {"split": "train-holdout", "n": n_holdout, "frac": 0.2, "video_ids": ["demo_003", "demo_007"]}}
     (d / "metrics.json").write_text(json.dumps(met))
     hit = [{"segment": [6.0, 7.68], "label": "grid_buzz", "score": 0.8}] if name == "mil" else []  # tIoU 0.87
@@ -153,9 +152,28 @@ def test_demo_page_says_what_the_data_is_and_which_epoch(tmp_path) -> None:
     assert "<b>clasp</b>: checkpoint of epoch 2 of 3, the best Avg mAP (65.0 %)" in page
     assert "2 clip(s) (demo_003, demo_007)" in page and "ranged 18.0–65.0 %" in page and "partly luck" in page
     assert "<b>clasp_shuffled</b>: checkpoint" not in page  # the control gets no selection line
-    comparison = page.split("<h2>Comparison</h2>")[1].split("<h2>")[0]
-    assert "<table>" in comparison and "| Method |" not in page and "<pre>| " not in page
-    assert 'href="compare.md"' in comparison
+    # every tIoU column the Avg is taken over, the Avg's range in its header, and no second (Comparison) table
+    scores = page.split("<h2>Test-split mAP (%)</h2>")[1].split("</table>")[0]
+    assert "<th>mAP@0.1</th>" in scores and "<th>mAP@0.9</th>" in scores and "<th>Avg (0.1:0.9)</th>" in scores
+    assert "<tr><td>clasp</td>" + "<td>68.5</td>" * 10 + "</tr>" in scores
+    assert "<h2>Comparison</h2>" not in page and "| Method |" not in page and page.count("<th>mAP@0.5</th>") == 1
+    assert 'href="compare.md"' in page
+    # per-class AP, worst class first, with the test events of each class; sortable in the browser
+    per_class = page.split("Per-class AP (%), worst class first</h3>")[1].split("</table>")[0]
+    assert per_class.startswith('<table class="sortable per-class"><tr><th>class</th><th>test events</th>'
+                                "<th>clasp AP@0.5</th><th>clasp Avg (0.1:0.9)</th>")
+    assert per_class.index("grid_buzz") < per_class.index("bars_hum") < per_class.index("red_beep")
+    assert "<tr><td>grid_buzz</td><td>2</td><td>58.5</td><td>58.5</td>" in per_class
+    assert "<script>" in page and "table.sortable" in page
+    # the recipe differs from the README's default: said in words
+    assert "uses Farneback optical flow (OpenCV, classical, no weights) at 12.5 FPS" in page
+    assert "not the README's default, RAFT optical flow at 25 FPS" in page and "minutes on 2 CPU cores" in page
+    # one timeline figure per test clip: model, then its control; distractors and false positives named
+    assert page.count("<figure class='timeline'") == 8
+    fig = page.split("id='timeline-demo_011'>")[1].split("</figure>")[0]
+    assert "1 distractor(s) (grid_buzz visual only 5.76–7.68 s)" in fig
+    assert "mil: 1 true positive, 1 distractor" in fig and "clasp — shuffled-label control: 1 true positive" in fig
+    assert page.index("clasp — shuffled-label control:") > page.index("clasp: ") and "explain_predictions" in page
     provenance = html.unescape(page.split("<h2>Provenance</h2>")[1].split("</pre>")[0])
     assert '"flow": "farneback"' in provenance and "raft" not in provenance
     assert "CLASP 68.5 vs MIL 69.8 Avg mAP (MIL ahead by 1.3)" in page
@@ -247,23 +265,40 @@ def _chromium() -> str | None:
     return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-def test_page_renders_in_headless_chromium(tmp_path) -> None:
-    """The DOM Chromium builds from a page has the Comparison table as a table element (not text). CI
-    installs Chromium and sets AVLOC_BROWSER_REQUIRED=1 (.ci/run), so there a missing browser fails."""
+def _dom(page_html: Path) -> str:
+    """The DOM headless Chromium builds from a page, after its scripts ran. CI installs Chromium and sets
+    AVLOC_BROWSER_REQUIRED=1 (.ci/run), so there a missing browser fails."""
     if _chromium() is None:
         why = "no headless Chromium on PATH (apt-get install chromium)"
         if os.environ.get("AVLOC_BROWSER_REQUIRED") == "1":
             pytest.fail(why)
         pytest.skip(why)
-    res = tmp_path / "demo"
-    metrics = [_model_run(res, "mil", 0.698)]
-    (res / "compare.md").write_text(COMPARE_MD)
-    summary.write_summary(res / "summary.html", "demo", DEMO_RECIPE, metrics=metrics, compare_md=res / "compare.md")
     out = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          (res / "summary.html").as_uri()], capture_output=True, text=True, timeout=120, check=True)
-    dom = out.stdout
-    comparison = dom.split("<h2>Comparison</h2>")[1]
-    assert "<table><tbody><tr><th>Method</th>" in comparison
+                          page_html.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
+
+
+def test_page_renders_in_headless_chromium(tmp_path) -> None:
+    """In the DOM a browser builds: the score table with every tIoU column, the per-class AP table (sortable:
+    its headers got their click handler), one timeline figure per test clip whose caption names the
+    distractor a prediction hit and the shuffled-label control's panel."""
+    ann = _demo_dataset(tmp_path)
+    res = tmp_path / "demo"
+    metrics = [_model_run(res, "mil", 0.698), _model_run(res, "mil_shuffled", 0.05)]
+    (res / "compare.md").write_text(COMPARE_MD)
+    summary.write_summary(res / "summary.html", "demo", DEMO_RECIPE, metrics=metrics, compare_md=res / "compare.md",
+                          annotations=ann, generator={"seed": 0, "noise": 0})
+    dom = _dom(res / "summary.html")
+    assert "<th>mAP@0.1</th>" in dom and "<th>Avg (0.1:0.9)</th>" in dom and "<h2>Comparison</h2>" not in dom
+    per_class = dom.split('<table class="sortable per-class">')[1].split("</table>")[0]
+    assert '<th title="click to sort"' in per_class  # the inline script ran on it
+    assert per_class.count("<tr>") == 4 and "<td>grid_buzz</td><td>2</td>" in per_class
+    figures = re.findall(r"<figure class=\"timeline\" id=\"timeline-(demo_\d+)\"><img [^>]*>"
+                         r"<figcaption class=\"note\">([^<]*)</figcaption>", dom)
+    assert [v for v, _ in figures] == [f"demo_{i:03d}" for i in range(10, 18)]
+    caption = dict(figures)["demo_011"]
+    assert "grid_buzz visual only 5.76–7.68 s" in caption and "mil: 1 true positive, 1 distractor" in caption
+    assert caption.endswith("mil — shuffled-label control: 1 true positive.")  # the control panel
 
 
 def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:

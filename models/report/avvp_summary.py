@@ -13,6 +13,7 @@ import numpy as np
 
 from models.report.page import img, table, write_page
 from models.report.summary import NO_ACCURACY
+from models.report.tables import avvp_delta_rows
 
 AVVP_MODES = {"pseudo": "generated pseudo-labels", "video": "video-level labels only",
               "shuffled": "shuffled labels (control)"}
@@ -124,8 +125,10 @@ def _avvp_control_lines(runs: Sequence[tuple[str, dict[str, Any]]]) -> list[str]
         if test.get(mode):
             real = 100 * test[mode]["seg_type"]
             verdict = "above" if real > ctrl else "NOT above"
+            above = sum(test[mode][k] > test["shuffled"][k] for k in test[mode])
             out.append(f"<p><b>{html.escape(AVVP_MODES[mode])}</b>: segment Type@AV {real:.1f} % vs {ctrl:.1f} % "
-                       f"with shuffled labels: {verdict} its control.</p>")
+                       f"with shuffled labels: {verdict} its control; above it on {above} of the "
+                       f"{len(test[mode])} columns.</p>")
     return out
 
 
@@ -153,7 +156,14 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
     parts.append("<h2>Test split, F-score (%)</h2>")
     parts.append(table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *pct(r.get("test"))] for m, r in runs]))
     parts.append("<p>seg_* segment level, evt_* event level (HAN's evaluator, models/avvp/metrics.py); "
-                 "type = Type@AV, event = Event@AV.</p>")
+                 "type = Type@AV (the mean of a, v and av), event = Event@AV.</p>")
+    deltas = avvp_delta_rows(runs, KEYS)
+    if deltas:
+        parts.append("<h3>Each run minus its label-shuffled control, every column (points)</h3>")
+        parts.append(table(["training labels", *KEYS], [[AVVP_MODES.get(m, m), *d] for m, *d in deltas]))
+        parts.append("<p class='note'>Positive: above chance on that column. The control is a real run, so it "
+                     "can score high where predicting little is rewarded: a clip and modality with neither ground "
+                     "truth nor prediction scores 1.0, so a silent control still collects those clips' seg_av.</p>")
     parts.extend(_avvp_protocol_lines(runs))
     parts.extend(_avvp_control_lines(runs))
     parts.extend(_avvp_prediction_lines(metrics, runs))
@@ -168,17 +178,32 @@ def write_avvp_summary(out_html: Path | str, name: str, metrics: Sequence[Path],
                      "parse. The paper reports the validation and test rows.</p>")
     curves = {f"stage 3, {AVVP_MODES.get(m, m)}": [h["loss"] for h in r.get("log", [])] for m, r in runs}
     panels = [list(curves)]
+    ylabels = ["stage-3 training loss"]
+    val_curves = {f"val, {AVVP_MODES.get(m, m)}": [100 * h["val_seg_type"] for h in r.get("log", [])]
+                  for m, r in runs if r.get("log") and all("val_seg_type" in h for h in r["log"])}
+    marks = {f"val, {AVVP_MODES.get(m, m)}": int(r["selection"]["epoch"]) for m, r in runs
+             if (r.get("selection") or {}).get("val") and f"val, {AVVP_MODES.get(m, m)}" in val_curves}
+    if val_curves:  # the curve the epoch was chosen on, the chosen epoch starred
+        curves = {**curves, **val_curves}
+        panels.append(list(val_curves))
+        ylabels.append("validation seg Type@AV (%)")
     if stage1_json is not None and Path(stage1_json).exists():
         s1 = json.loads(Path(stage1_json).read_text())
         curves = {"stage 1 (generator)": [h["loss"] for h in s1.get("log", [])], **curves}
         panels = [["stage 1 (generator)"], *panels]  # other objective, other scale: its own axis
+        ylabels = ["generator training loss", *ylabels]
         parts.append(f"<p>Stage 1: label migration {'on' if s1.get('migration') else 'off'}, "
                      f"{len(s1.get('log', []))} epochs, {s1.get('seconds', '?')} s.</p>")
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "curves.png"
-        plot_loss_curves(png, curves, title=f"EAR training losses — {name}", panels=panels)
-        parts.append(f"<h2>Training curves</h2>{img(png, 900 if len(panels) > 1 else 700)}"
-                     "<p>Epochs numbered from 1, as the selected epoch above.</p>")
+        plot_loss_curves(png, curves, title=f"EAR training losses and validation score — {name}", panels=panels,
+                         ylabels=ylabels, marks=marks)
+        parts.append(f"<h2>Training and validation curves</h2>{img(png, 1000 if len(panels) > 1 else 700)}"
+                     "<p>Epochs numbered from 1, as the selected epoch above. "
+                     + ("The right panel is the curve each run's epoch was chosen on: segment-level Type@AV on the "
+                        "validation split after every epoch; the star marks the epoch kept (the earliest best)."
+                        if val_curves else "No validation split scored per epoch: the last epoch is kept.")
+                     + "</p>")
     for m, _ in runs:
         timelines = sorted((Path(metrics[0]).parent.parent / m / "timelines").glob("*.png"))
         if timelines:

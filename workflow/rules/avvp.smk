@@ -81,8 +81,7 @@ rule ear_stage3:
     input:
         unpack(stage3_inputs),
     output:
-        metrics=report("results/avvp/{name}/{mode}/metrics.json", caption="../report/avvp.rst",
-                       category="AVVP (EAR)", labels={"benchmark": "{name}", "labels": "{mode}"}),
+        metrics="results/avvp/{name}/{mode}/metrics.json",  # in the report as metrics.html (report.smk)
         predictions="results/avvp/{name}/{mode}/predictions.json",
         model="results/avvp/{name}/{mode}/ear.pt",
         curve="results/avvp/{name}/{mode}/curve.png",

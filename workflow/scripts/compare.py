@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from models.report.page import write_page
+from models.report.tables import map_table, per_class_table
 from models.run.compare import metrics_row, write_table
 from models.run.pipeline import log_to_file, parse_model_name, split_control
 
@@ -27,3 +29,8 @@ write_table(pd.DataFrame(rows).set_index("row"), tmp_dir)
 (tmp_dir / "table.md").replace(snakemake.output.markdown)
 (tmp_dir / "table.csv").replace(snakemake.output.csv)
 tmp_dir.rmdir()
+# the report's view: every tIoU column of the Avg and per-class AP, rounded
+runs = [(Path(p).parent.name, json.loads(Path(p).read_text())) for p in snakemake.input.metrics]
+write_page(snakemake.output.html, f"Comparison — {snakemake.wildcards.ds}",
+           [f"<h1>Test-split mAP (%) — {snakemake.wildcards.ds}</h1>", map_table(runs),
+            "<h2>Per-class AP (%), worst first</h2>", per_class_table(runs)])
