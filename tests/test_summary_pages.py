@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from models.report import avvp_summary, page, summary
+from models.report import avvp_summary, summary
 from models.run import plots
 
 COMPARE_MD = ("| Method | mAP@0.5 | mAP@0.6 | mAP@0.7 | mAP@0.8 | mAP@0.9 | Avg |\n"
@@ -91,6 +91,9 @@ def test_provenance_shows_only_the_fields_of_the_flow_method_used() -> None:
     r21d = summary.provenance_recipe({**DEMO_RECIPE, "flow": "raft", "visual": "r21d"})
     assert not {"flow", "raft_iters", "raft_weights"} & set(r21d)
     assert DEMO_RECIPE["raft_iters"] == 20  # the caller's dict is untouched
+    from extractors.recipes import get_recipe  # what a prediction JSON records (models.run.predict)
+
+    assert "raft_iters" not in get_recipe("demo").provenance() and "raft_iters" in get_recipe("unav100").provenance()
 
 
 def test_selected_epoch_is_the_earliest_best(tmp_path) -> None:
@@ -317,3 +320,85 @@ def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:
                                test_npz=tmp_path / "test.npz")
     page = (tmp_path / "u.html").read_text()
     assert "<b>1 of the 3 classes in the 2 test clip(s) never occur in the 3 training clip(s)' labels</b> (red_beep)" in page
+
+
+# ------------------------------------------------------------------ issue 33
+def test_each_false_positive_is_named_by_the_documented_rule() -> None:
+    from models.run.metrics import explain_predictions
+
+    gt = [(0.96, 2.88, "red_beep"), (4.8, 6.72, "grid_buzz")]
+    dis = [(7.68, 9.6, "bars_hum")]
+    pred = [(0.96, 2.88, "red_beep", 0.95), (1.0, 2.5, "red_beep", 0.6),  # found; found again
+            (7.7, 9.6, "bars_hum", 0.9), (4.8, 5.2, "grid_buzz", 0.4),  # a distractor; an event cut short
+            (4.8, 6.72, "red_beep", 0.3), (3.0, 3.5, "fractal_hiss", 0.1)]  # another class's event; nothing
+    assert explain_predictions(pred, gt, dis) == ["TP", "duplicate", "distractor", "mistimed", "wrong class",
+                                                  "background"]
+    # the AP's matching: the higher score takes the event, whatever the input order
+    assert explain_predictions(pred[1::-1], gt) == ["duplicate", "TP"]
+
+
+def test_timeline_draws_distractors_tags_and_a_colour_bar(tmp_path, monkeypatch) -> None:
+    figs = _capture_figures(monkeypatch)
+    plots.plot_timeline_panels(tmp_path / "t.png", 9.64, [("clasp", [(7.7, 9.6, "bars_hum", 0.9)], ["distractor"]),
+                                                           ("clasp — shuffled-label control", [], [])],
+                               [(0.96, 2.88, "red_beep", 1.0)], title="demo_003",
+                               distractors=[(7.68, 9.6, "bars_hum", "visual_only")])
+    fig = figs[0]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 and len(fig.axes) == 3  # two runs over the same rows, and the score's colour bar
+    texts = [t.get_text() for t in panels[0].texts]
+    assert "distractor" in texts and "visual only" in texts and "0.90" in texts
+    assert [t.get_text() for t in panels[1].texts] == ["visual only"]  # drawn in the control's panel too
+    assert panels[0].get_title(loc="left") == "demo_003 — clasp"
+
+
+def test_avvp_page_compares_every_column_with_the_control_and_shows_the_selection_curve(tmp_path, monkeypatch) -> None:
+    from models.avvp.metrics import KEYS
+
+    runs = [_avvp_run(tmp_path, "pseudo", 0.30), _avvp_run(tmp_path, "shuffled", 0.10)]
+    for m, best in zip(runs, (2, 1), strict=True):
+        met = json.loads(m.read_text())
+        met["log"] = [{"epoch": e, "loss": 1.0 / e, "val_seg_type": v} for e, v in ((1, 0.2), (2, 0.5), (3, 0.4))]
+        met["selection"] = {"by": "best validation seg_type", "epoch": best, "val": {"seg_type": 0.5}}
+        met["test"]["seg_av"] = 0.05 if m.parent.name == "pseudo" else 0.43  # a silent control's free seg_av
+        m.write_text(json.dumps(met))
+    figs = _capture_figures(monkeypatch)
+    avvp_summary.write_avvp_summary(tmp_path / "v.html", "planted", runs)
+    page = (tmp_path / "v.html").read_text()
+    delta = page.split("minus its label-shuffled control, every column (points)</h3>")[1].split("</table>")[0]
+    assert "".join(f"<th>{k}</th>" for k in KEYS) in delta
+    assert "<tr><td>generated pseudo-labels</td><td>+20.0</td><td>+20.0</td><td>-38.0</td>" in delta
+    assert "above it on 9 of the 10 columns" in page
+    val = [ax for ax in figs[-1].axes if ax.get_ylabel() == "validation seg Type@AV (%)"][0]
+    assert [list(line.get_ydata()) for line in val.lines[::2]] == [[20.0, 50.0, 40.0]] * 2
+    assert [list(line.get_xdata()) for line in val.lines[1::2]] == [[2], [1]]  # each run's selected epoch, starred
+    assert "the star marks the epoch kept" in page
+
+
+def test_metrics_page_is_rounded_tables_not_raw_json(tmp_path) -> None:
+    from models.report.tables import write_metrics_page
+
+    d = tmp_path / "models" / "clasp"
+    met = json.loads(_model_run(tmp_path, "clasp", 0.3).read_text())
+    met["tious"] = [0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    (d / "metrics.json").write_text(json.dumps(met))
+    write_metrics_page(d / "metrics.json", d / "metrics.html", "Metrics — demo/models/clasp")
+    page = (d / "metrics.html").read_text()
+    assert "<th>Avg (0.1:0.9)</th>" in page and "<td>30.0</td>" in page and "0.30000000000000004" not in page
+    assert '<table class="sortable per-class">' in page and "<td>grid_buzz</td><td>2</td><td>20.0</td>" in page
+    ear = tmp_path / "pseudo"
+    _avvp_run(tmp_path, "pseudo", 0.25)
+    write_metrics_page(ear / "metrics.json", ear / "metrics.html", "Metrics — avvp/planted/pseudo")
+    assert "<tr><td>test</td>" + "<td>25.0</td>" * 10 + "</tr>" in (ear / "metrics.html").read_text()
+
+
+def test_samples_page_says_the_classes_are_synthetic(tmp_path, monkeypatch) -> None:
+    from models.run import runtime
+
+    ck = tmp_path / "best.pt"
+    ck.write_bytes(b"")
+    monkeypatch.setattr(runtime, "load_checkpoint", lambda p: {"classes": ["red_beep", "bars_hum"]})
+    text = summary._synthetic_classes_line({"dataset": "demo", "model": "clasp", "checkpoint": str(ck),
+                                            "synthetic": True})
+    assert "<b>The 2 classes (red_beep, bars_hum) are the demo's synthetic ones</b>" in text
+    assert "mean nothing about these clips" in text

@@ -12,15 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models.report.page import table, write_page
-
-
-def avg_header(tious: Sequence[float]) -> str:
-    """``Avg (0.1:0.9)``: the mean's thresholds in the header, so an Avg above every column shown cannot
-    read as a bug (the UnAV-100 / CCNet tables show the columns Avg is taken over)."""
-    if not tious:
-        return "Avg"
-    ts = sorted(float(t) for t in tious)
-    return f"Avg ({ts[0]:g}:{ts[-1]:g})"
+from models.run.compare import avg_header
 
 
 def map_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
