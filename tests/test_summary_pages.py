@@ -402,3 +402,30 @@ def test_samples_page_says_the_classes_are_synthetic(tmp_path, monkeypatch) -> N
                                             "synthetic": True})
     assert "<b>The 2 classes (red_beep, bars_hum) are the demo's synthetic ones</b>" in text
     assert "mean nothing about these clips" in text
+
+
+def test_avvp_page_measures_why_events_score_zero_where_segments_do_not(tmp_path) -> None:
+    """A parse that covers an event's seconds but runs past its ends: seg F high, evt F 0.0 (IoU < 0.5)."""
+    from extractors.io import save_npz
+    from models.avvp.metrics import avvp_scores
+
+    gt = np.zeros((1, 2, 10), np.float32)
+    gt[0, 0, 1:3] = 1  # class a, 1-3 s
+    pred = np.zeros_like(gt)
+    pred[0, 0, 0:5] = 1  # 0-5 s: IoU 2/5
+    scores = avvp_scores(pred, pred, gt, gt)
+    assert scores["seg_type"] > 0.5 and scores["evt_type"] == 0.0  # by hand: seg F 2*2/(2*2+3) = 0.57
+    save_npz(tmp_path / "test.npz", gt_a=gt, gt_v=gt, video_ids=np.array(["v0"]), class_names=np.array(["a", "b"]))
+    m = _avvp_run(tmp_path, "video", 0.0)
+    met = json.loads(m.read_text())
+    met["test"] = scores
+    m.write_text(json.dumps(met))
+    (m.parent / "predictions.json").write_text(json.dumps(
+        {"segment_seconds": 1.0, "videos": {"v0": {"audio": [[0, 5, "a", 0.9]], "visual": [[0, 5, "a", 0.8]]}}}))
+    em = avvp_summary.event_matches(m.parent / "predictions.json", tmp_path / "test.npz")
+    assert (em["n_gt"], em["overlapped"], em["matched"], em["best_ious"]) == (2, 2, 0, [0.4, 0.4])
+    avvp_summary.write_avvp_summary(tmp_path / "e.html", "demo_llp", [m], test_npz=tmp_path / "test.npz")
+    page = (tmp_path / "e.html").read_text()
+    assert "but every event-level score 0.0, measured" in page
+    assert "predicted runs of the right class overlap 2 and reach IoU 0.5 on 0; the best IoUs are 0.40, 0.40" in page
+    assert "(e.g. v0, audio a: event 1–3 s, predicted 0–5 s, IoU 0.40)" in page
