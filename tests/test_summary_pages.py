@@ -156,10 +156,10 @@ def test_demo_page_says_what_the_data_is_and_which_epoch(tmp_path) -> None:
     assert "2 clip(s) (demo_003, demo_007)" in page and "ranged 18.0–65.0 %" in page and "partly luck" in page
     assert "<b>clasp_shuffled</b>: checkpoint" not in page  # the control gets no selection line
     # every tIoU column the Avg is taken over, the Avg's range in its header, and no second (Comparison) table
-    scores = page.split("<h2>Test-split mAP (%)</h2>")[1].split("</table>")[0]
-    assert "<th>mAP@0.1</th>" in scores and "<th>mAP@0.9</th>" in scores and "<th>Avg (0.1:0.9)</th>" in scores
+    scores = page.split("<h2>Test-split mAP (%) at each tIoU threshold</h2>")[1].split("</table>")[0]
+    assert "".join(f"<th>{t}</th>" for t in TIOUS) + "<th>Avg (0.1:0.9)</th>" in scores
     assert "<tr><td>clasp</td>" + "<td>68.5</td>" * 10 + "</tr>" in scores
-    assert "<h2>Comparison</h2>" not in page and "| Method |" not in page and page.count("<th>mAP@0.5</th>") == 1
+    assert "<h2>Comparison</h2>" not in page and "| Method |" not in page and page.count("<th>0.5</th>") == 1
     assert 'href="compare.md"' in page
     # per-class AP, worst class first, with the test events of each class; sortable in the browser
     per_class = page.split("Per-class AP (%), worst class first</h3>")[1].split("</table>")[0]
@@ -292,7 +292,7 @@ def test_page_renders_in_headless_chromium(tmp_path) -> None:
     summary.write_summary(res / "summary.html", "demo", DEMO_RECIPE, metrics=metrics, compare_md=res / "compare.md",
                           annotations=ann, generator={"seed": 0, "noise": 0})
     dom = _dom(res / "summary.html")
-    assert "<th>mAP@0.1</th>" in dom and "<th>Avg (0.1:0.9)</th>" in dom and "<h2>Comparison</h2>" not in dom
+    assert "<th>0.1</th><th>0.2</th>" in dom and "<th>Avg (0.1:0.9)</th>" in dom and "<h2>Comparison</h2>" not in dom
     per_class = dom.split('<table class="sortable per-class">')[1].split("</table>")[0]
     assert '<th title="click to sort"' in per_class  # the inline script ran on it
     assert per_class.count("<tr>") == 4 and "<td>grid_buzz</td><td>2</td>" in per_class

@@ -44,7 +44,7 @@ SORT_JS = ("document.querySelectorAll('table.sortable th').forEach((th,i)=>{th.t
            "rows.forEach(r=>r.parentNode.appendChild(r));});});")
 
 STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:3px 8px}.banner{background:#c00;color:#fff;padding:8px;"
+          "td,th{border:1px solid #ccc;padding:3px 7px}th{font-size:92%}.banner{background:#c00;color:#fff;padding:8px;"
           "font-weight:bold}.note{color:#444;font-size:90%}")
 
 

@@ -250,11 +250,11 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
             name, control = split_control(Path(m).parent.name)
             avg[(name, control)] = metrics_row(met)["Avg"]
             n_videos.add(met.get("n_videos"))
-            runs.append((f"{name} (shuffled labels: control)" if control else name, met))
+            runs.append((f"{name} (control)" if control else name, met))
             if not control:
                 selection.append(_selection_line(Path(m).parent.name, met, Path(m).parent / "log.jsonl"))
         header = avg_header(runs[0][1].get("tious", []))
-        parts.append("<h2>Test-split mAP (%)</h2>")
+        parts.append("<h2>Test-split mAP (%) at each tIoU threshold</h2>")
         parts.append(map_table(runs))
         videos = ", ".join(str(n) for n in sorted(n_videos, key=str))
         paper = ""
@@ -264,7 +264,8 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                      f"{link(Path(compare_md), out_dir)}{' and ' + link(csv, out_dir) if csv.exists() else ''} "
                      "(all digits).")
         parts.append(f"<p>{html.escape(header)} = the mean of the columns shown, tIoU 0.1 to 0.9 in steps of 0.1 "
-                     f"(UnAV-100 protocol, docs/recipes.md), on {html.escape(videos)} test video(s). The papers "
+                     f"(UnAV-100 protocol, docs/recipes.md), on {html.escape(videos)} test video(s); <i>(control)</i>: the "
+                     "same model trained on labels shuffled across videos, the chance level. The papers "
                      f"print mAP@0.5…0.9 beside it, so their Avg can sit above every column they show.{paper}</p>")
         parts.extend(_control_verdicts(avg))
         test_events = _test_events_per_class(annotations)

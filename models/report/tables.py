@@ -16,12 +16,13 @@ from models.run.compare import avg_header
 
 
 def map_table(runs: Sequence[tuple[str, dict[str, Any]]]) -> str:
-    """Rows = runs (label, ``metrics.json``), columns = mAP (%) at every tIoU of the Avg, then the Avg."""
+    """Rows = runs (label, ``metrics.json``), columns = mAP (%) at every tIoU of the Avg (headed by the bare
+    threshold, as the papers' tables), then the Avg."""
     tious = [float(t) for t in runs[0][1].get("tious", [])] if runs else []
     keys = list(runs[0][1].get("mAP", {})) if runs else []
     rows = [[label, *(f"{100 * float(met.get('mAP', {}).get(k, float('nan'))):.1f}" for k in keys),
              f"{100 * float(met['avg']):.1f}"] for label, met in runs]
-    return table(["model", *(f"mAP@{k}" for k in keys), avg_header(tious)], rows)
+    return table(["model \\ tIoU", *keys, avg_header(tious)], rows)
 
 
 def per_class_rows(runs: Sequence[tuple[str, dict[str, Any]]],
@@ -78,7 +79,7 @@ def write_metrics_page(metrics_json: Path | str, out_html: Path | str, title: st
     met = json.loads(Path(metrics_json).read_text())
     parts = [f"<h1>{html.escape(title)}</h1>"]
     if "mAP" in met:
-        parts += ["<h2>Test-split mAP (%)</h2>", map_table([(str(met.get("model", "")), met)]),
+        parts += ["<h2>Test-split mAP (%) at each tIoU threshold</h2>", map_table([(str(met.get("model", "")), met)]),
                   f"<p>{html.escape(avg_header(met.get('tious', [])))}: the mean of the columns; "
                   f"{met.get('n_videos', '?')} test video(s), {met.get('n_predictions', '?')} predictions.</p>",
                   "<h2>Per-class AP (%), worst first</h2>", per_class_table([(str(met.get("model", "")), met)])]

@@ -32,5 +32,5 @@ write_table(pd.DataFrame(rows).set_index("row"), tmp_dir, runs[0][1].get("tious"
 tmp_dir.rmdir()
 # the report's view: every tIoU column of the Avg and per-class AP, rounded
 write_page(snakemake.output.html, f"Comparison — {snakemake.wildcards.ds}",
-           [f"<h1>Test-split mAP (%) — {snakemake.wildcards.ds}</h1>", map_table(runs),
+           [f"<h1>Test-split mAP (%) at each tIoU — {snakemake.wildcards.ds}</h1>", map_table(runs),
             "<h2>Per-class AP (%), worst first</h2>", per_class_table(runs)])
