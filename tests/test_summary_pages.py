@@ -302,6 +302,12 @@ def test_page_renders_in_headless_chromium(tmp_path) -> None:
     caption = dict(figures)["demo_011"]
     assert "grid_buzz visual only 5.76–7.68 s" in caption and "mil: 1 true positive, 1 distractor" in caption
     assert caption.endswith("mil — shuffled-label control: 1 true positive.")  # the control panel
+    # a click on "test events" sorts by it, a second one reverses
+    clicked = res / "clicked.html"
+    clicked.write_text((res / "summary.html").read_text().replace(
+        "</body>", "<script>const h=document.querySelectorAll('table.sortable th')[1];h.click();h.click();</script></body>"))
+    rows = _dom(clicked).split('<table class="sortable per-class">')[1].split("</table>")[0]
+    assert re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", rows)[-1] == ("grid_buzz", "2")
 
 
 def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:
