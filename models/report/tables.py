@@ -91,13 +91,29 @@ def write_metrics_page(metrics_json: Path | str, out_html: Path | str, title: st
         def pct(d: dict[str, float] | None) -> list[str]:
             return [f"{100 * d[k]:.1f}" if d else "–" for k in KEYS]
 
-        parts += ["<h2>Test split, F-score (%)</h2>", table(["split", *KEYS], [["test", *pct(met.get("test"))]])]
+        sel = met.get("selection") or {}
+        rows = [["test", *pct(met.get("test"))]]
+        if sel.get("val"):
+            rows.append([f"validation, epoch {sel.get('epoch')} (chose it)", *pct(sel["val"])])
+        parts += ["<h2>F-score (%)</h2>", table(["split", *KEYS], rows)]
         pl = {"train": met.get("pseudo_labels_train"), **(met.get("pseudo_labels") or {})}
         pl_rows = [[split, *pct(d)] for split, d in pl.items() if d]
         if pl_rows:
             parts += ["<h2>Its pseudo-labels, F-score (%)</h2>", table(["split", *KEYS], pl_rows)]
         facts = {k: met.get(k) for k in ("mode", "shuffled_labels", "selection", "seed", "seconds", "test_videos")
                  if k in met}
-    parts += ["<h2>Run</h2>", f"<pre>{html.escape(json.dumps(facts, indent=1, default=str))}</pre>",
+    parts += ["<h2>Run</h2>", f"<pre>{html.escape(json.dumps(_rounded(facts), indent=1, default=str))}</pre>",
               f"<p>All digits: {html.escape(Path(metrics_json).name)} beside this page.</p>"]
     write_page(out_html, title, parts)
+
+
+def _rounded(obj: Any) -> Any:
+    """Floats to 4 significant digits, recursively (``0.30000000000000004`` -> ``0.3``); validation scores
+    of a selection are in the table above, not repeated."""
+    if isinstance(obj, float):
+        return float(f"{obj:.4g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items() if not (k == "val" and isinstance(v, dict))}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
