@@ -74,12 +74,19 @@ def plot_timeline_panels(out_png: Path | str, duration: float, panels: Sequence[
                                    hatch="////", linewidth=1.0)
                     ax.text(s + 0.05, r + 0.68, kind.replace("_", " "), fontsize=7, va="center", color="#a04000")
             mine = [k for k, ev in enumerate(predicted) if ev[2] == label]
-            lane, n_lanes = _lanes([predicted[k] for k in mine])
+            tag_of = {k: (tags[k] if tags is not None and tags[k] != "TP" else "") for k in mine}
+            # a false positive's tag goes right of its bar, or left of it where the clip ends; the bar and
+            # its tag take one lane, so that no tag runs into the next bar or tag
+            char_s = 5.5 * duration / 800  # seconds per character of the 7-pt tag on the ~800 px wide axis
+            right = {k: predicted[k][1] + (len(tag_of[k]) + 1) * char_s < duration for k in mine}
+            spans = [(predicted[k][0] - (0 if right[k] or not tag_of[k] else (len(tag_of[k]) + 1) * char_s),
+                      predicted[k][1] + ((len(tag_of[k]) + 1) * char_s if right[k] and tag_of[k] else 0), "", 0.0)
+                     for k in mine]
+            lane, n_lanes = _lanes(spans)
             for k, ln in zip(mine, lane, strict=True):
                 s, e, _, score = predicted[k]
                 colour = cmap(norm(float(score)))
-                tag = tags[k] if tags is not None else ""
-                fp = bool(tag) and tag != "TP"
+                fp = bool(tag_of[k])
                 any_fp |= fp
                 h = 0.35 / n_lanes
                 y = r + 0.1 + (n_lanes - 1 - ln) * h
@@ -87,10 +94,9 @@ def plot_timeline_panels(out_png: Path | str, duration: float, panels: Sequence[
                                edgecolors=FP_COLOUR if fp else "none", linewidth=1.5 if fp else 0.0)
                 ax.text(s + 0.03, y + h / 2, f"{score:.2f}", fontsize=7 if n_lanes == 1 else 6, va="center",
                         color=text_colour(colour))
-                if fp:  # right of the bar, or left of it where the clip ends
-                    right = e + 0.12 * duration < duration
-                    ax.text(e + 0.05 if right else s - 0.05, y + h / 2, tag, fontsize=7, va="center",
-                            ha="left" if right else "right", color=FP_COLOUR, fontweight="bold")
+                if fp:
+                    ax.text(e + 0.05 if right[k] else s - 0.05, y + h / 2, tag_of[k], fontsize=7, va="center",
+                            ha="left" if right[k] else "right", color=FP_COLOUR, fontweight="bold")
         ax.set_yticks([r + 0.5 for r in range(rows)], labels or ["(no events)"])
         ax.set_ylim(0, rows + 0.1)
         ax.set_xlim(0, max(duration, 1e-3))
