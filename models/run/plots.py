@@ -110,7 +110,8 @@ def plot_timeline_panels(out_png: Path | str, duration: float, panels: Sequence[
     if dis:
         handles.append(mpatches.Patch(facecolor="white", edgecolor="#ff7f0e", hatch="////",
                                       label="distractor: one stream only, not an event"))
-    handles.append(mpatches.Patch(facecolor=cmap(0.7), label="prediction (lower half, colour = score)"))
+    handles.append(mpatches.Patch(facecolor=cmap(0.7), label="prediction (lower half, colour = score)"
+                                  if ground_truth is not None else "prediction (colour = score)"))
     if any_fp:
         handles.append(mpatches.Patch(facecolor="white", edgecolor=FP_COLOUR, linewidth=2,
                                       label="false positive at tIoU 0.5, tagged with what it hit"))
