@@ -435,3 +435,24 @@ def test_avvp_page_measures_why_events_score_zero_where_segments_do_not(tmp_path
     assert "but every event-level score 0.0, measured" in page
     assert "predicted runs of the right class overlap 2 and reach IoU 0.5 on 0; the best IoUs are 0.40, 0.40" in page
     assert "(e.g. v0, audio a: event 1–3 s, predicted 0–5 s, IoU 0.40)" in page
+
+
+def test_pseudo_label_rows_with_segments_but_no_events_are_explained(tmp_path) -> None:
+    """Pseudo-labels that mark a clip's class over the whole 5 s clip, events of 2 s: seg F > 0, evt F 0."""
+    from extractors.io import save_npz
+
+    gt = np.zeros((1, 2, 10), np.float32)
+    gt[0, 0, 1:3] = 1
+    mask = np.zeros((1, 10), bool)
+    mask[0, :5] = True
+    pseudo = np.zeros((1, 10, 2), np.float32)
+    pseudo[0, :5, 0] = 0.9  # (N, T, C), the whole clip
+    save_npz(tmp_path / "train.npz", gt_a=gt, gt_v=gt, mask=mask)
+    save_npz(tmp_path / "pseudo_labels.npz", pseudo_a=pseudo, pseudo_v=pseudo)
+    m = avvp_summary.pseudo_label_runs(tmp_path / "pseudo_labels.npz", tmp_path / "train.npz")
+    assert (m["n_gt"], m["matched"], m["best_ious"], m["run_len"], m["gt_len"], m["clip_s"]) == (2, 0, [0.4, 0.4],
+                                                                                              5.0, 2.0, 5.0)
+    row = [("generated pseudo-labels", "val", {"seg_type": 0.57, "evt_type": 0.0})]
+    text = "".join(avvp_summary._pseudo_label_lines(row, tmp_path / "pseudo_labels.npz", tmp_path / "train.npz", 0.5))
+    assert "their runs last 5.0 s on average on clips of 5.0 s, the events 2.0 s" in text
+    assert "best IoUs 0.40, 0.40, 0 of 2 events matched" in text
