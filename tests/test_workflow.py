@@ -97,8 +97,8 @@ def test_dry_run_has_one_job_per_video_and_per_model(tmp_path, tiny_data):
     counts = job_counts(out)
     n = len(list(videos.glob("*.mp4")))
     assert {k: counts.get(k) for k in ("media", "features_i3d")} == {"media": n, "features_i3d": n}
-    assert len(counts) == 8, f"two jobs per video (media, features) plus six dataset-level jobs: {counts}"
-    assert counts["train"] == counts["evaluate"] == 1
+    assert len(counts) == 9, f"two jobs per video (media, features) plus seven dataset-level jobs: {counts}"
+    assert counts["train"] == counts["evaluate"] == counts["metrics_page"] == 1
     assert counts["feature_store"] == counts["compare"] == counts["summary"] == 1
     assert "features_r21d" not in counts and "fetch_weights" not in counts  # demo: I3D recipe, random weights
 
@@ -130,7 +130,7 @@ def test_real_run_features_metrics_and_report(finished_run):
     assert (res / "compare.md").read_text().count("|") > 10
     html = (res / "summary.html").read_text()
     assert "WEIGHTS: RANDOM" in html and "broken.mp4" in html
-    assert re.search(r"<td>mil</td>(<td>\d+\.\d\d</td>){6}</tr>", html), "metrics row with all six columns"
+    assert re.search(r"<td>mil</td>(<td>\d+\.\d</td>){10}</tr>", html), "mAP at tIoU 0.1 ... 0.9 and Avg"
     assert any((res / "models" / "mil" / "timelines").glob("*.png"))
 
 
@@ -141,7 +141,7 @@ def test_snakemake_report_builds_from_a_finished_run(finished_run):
     out = work / "results" / "report.html"
     smk(work, "--report", str(out), "--workflow-profile", "none")
     html = out.read_text()
-    assert len(html) > 10_000 and "summary.html" in html and "metrics.json" in html
+    assert len(html) > 10_000 and "summary.html" in html and "metrics.html" in html and "compare.html" in html
 
 
 def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
@@ -163,7 +163,9 @@ def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((tmp_path / "out" / f"{vid}.json").read_text())
     ck = load_checkpoint(ckpt)
-    assert got["recipe"] == ck["recipe"] and ck["recipe"]["name"] == "demo" and got["weights"] == "random"
+    # the JSON's recipe is the checkpoint's without the fields of a flow method it did not use (issue 33)
+    assert got["recipe"] == Recipe(**ck["recipe"]).provenance() and ck["recipe"]["name"] == "demo"
+    assert got["weights"] == "random" and "raft_iters" not in got["recipe"] and got["recipe"]["flow"] == "farneback"
     assert (tmp_path / "out" / f"{vid}.csv").read_text().startswith("start_s,end_s,label,score")
     recipe = Recipe(**ck["recipe"])
     want = predict_features(ckpt, np.load(res / "features" / "vggish" / f"{vid}.npy"),

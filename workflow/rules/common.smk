@@ -218,6 +218,7 @@ def all_targets(wildcards):
     targets = []
     for ds in training_datasets():
         targets += expand("results/{ds}/models/{model}/metrics.json", ds=ds, model=DATASETS[ds]["models"])
+        targets += expand("results/{ds}/models/{model}/metrics.html", ds=ds, model=dataset_models(ds))
         targets.append(f"results/{ds}/compare.md")
         targets.append(f"results/{ds}/summary.html")
         targets += record_files(ds)
@@ -228,6 +229,7 @@ def all_targets(wildcards):
         targets += record_files(ds)
     for name, spec in config.get("avvp", {}).items():
         targets.append(f"results/avvp/{name}/summary.html")
+        targets += [f"results/avvp/{name}/{mode}/metrics.html" for mode in avvp_modes(name)]
     for ds in reproduce_datasets():  # workflow/rules/reproduce.smk
         targets += [f"results/{ds}/reproduce.md", f"results/{ds}/reproduce.csv"]
     return targets
@@ -429,6 +431,13 @@ def llp_source_dataset(name):
     if ds is not None and (ds not in DATASETS or "annotations" not in DATASETS[ds]):
         raise WorkflowError(f"avvp.{name}.llp.from_dataset: {ds!r} is not a dataset with annotations in `datasets`")
     return ds
+
+
+def llp_split_has_gt(name, split):
+    """Whether a split's clips have segment ground truth: LLP's validation and test splits; the training
+    split too where the CSVs come from a UnAV-format entry (`from_dataset`: every clip's events are known),
+    so stage 2's pseudo-labels get their training row (real LLP has no segment labels for training)."""
+    return split != "train" or bool(llp_source_dataset(name))
 
 
 def llp_csv(name, key):

@@ -70,7 +70,7 @@ rule llp_split:
         text="data/avvp/{llp}/text.npz",
         weak=lambda wc: llp_csv(wc.llp, f"{wc.split}_csv"),
         evals=lambda wc: [llp_csv(wc.llp, "eval_audio_csv"), llp_csv(wc.llp, "eval_visual_csv")]
-        if wc.split != "train" else [],
+        if llp_split_has_gt(wc.llp, wc.split) else [],
     output:
         "data/avvp/{llp}/{split}.npz",
     wildcard_constraints:
@@ -78,7 +78,7 @@ rule llp_split:
     params:
         evals=lambda wc: (f"--eval-audio-csv {shlex.quote(llp_csv(wc.llp, 'eval_audio_csv'))} "
                           f"--eval-visual-csv {shlex.quote(llp_csv(wc.llp, 'eval_visual_csv'))}")
-        if wc.split != "train" else "",
+        if llp_split_has_gt(wc.llp, wc.split) else "",
         visual=lambda wc: llp_spec(wc.llp).get("visual", "resnet152_r21d"),
         audio=lambda wc: llp_spec(wc.llp).get("audio", "vggish"),
         generator=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-generator",

@@ -11,7 +11,9 @@ rule summary:
         rejected=lambda wc: json.dumps(rejected(wc.ds), sort_keys=True),
         recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
         generator=lambda wc: json.dumps(DATASETS[wc.ds].get("generate_demo"), sort_keys=True),
-        predict_with=lambda wc: json.dumps({**DATASETS[wc.ds]["predict_with"], "checkpoint": predictor(wc.ds)}
+        predict_with=lambda wc: json.dumps({**DATASETS[wc.ds]["predict_with"], "checkpoint": predictor(wc.ds),
+                                            "synthetic": "generate_demo" in DATASETS[
+                                                DATASETS[wc.ds]["predict_with"]["dataset"]]}
                                            if "predict_with" in DATASETS[wc.ds] else None, sort_keys=True),
     log:
         "logs/{ds}/summary.log",
@@ -21,3 +23,21 @@ rule summary:
         "../../envs/avloc.yaml"
     script:
         "../scripts/summary.py"
+
+
+# One short HTML page of rounded tables per metrics.json (a localizer's mAP per tIoU and per-class AP, or an
+# EAR run's F-scores): what `snakemake --report` shows for a run's metrics instead of the raw JSON.
+rule metrics_page:
+    input:
+        "results/{run}/metrics.json",
+    output:
+        report("results/{run}/metrics.html", caption="../report/metrics.rst", category="Metrics",
+               labels={"run": "{run}"}),
+    wildcard_constraints:
+        run="[^/]+/models/[^/]+|avvp/[^/]+/[^/]+",
+    log:
+        "logs/metrics_page/{run}.log",
+    conda:
+        "../../envs/avloc.yaml"
+    script:
+        "../scripts/metrics_page.py"
