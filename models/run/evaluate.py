@@ -74,20 +74,12 @@ def _video_length(ds: Any, vid: str) -> int:
     return lengths[vid]
 
 
-def _trim(batch: dict[str, Any], length: int) -> dict[str, Any]:
-    """The batch cut to its first ``length`` steps (padding beyond the longest video dropped)."""
-    out = dict(batch)
-    for k in ("audio", "visual", "mask"):
-        out[k] = batch[k][:, :length]
-    return out
-
-
 @torch.no_grad()
 def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
                     batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
                     ) -> dict[str, list[tuple[float, float, int, float]]]:
     """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
-    from models.data.dataset import make_loader
+    from models.data.dataset import make_loader, trim_padding
     from models.localizers.postprocess import step_events_to_seconds
     from models.run.progress import Heartbeat
 
@@ -103,8 +95,9 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
     beat = Heartbeat("predict: videos", len(ds)) if progress else None
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
-            if t_min is not None:
-                batch = _trim(batch, max(t_min, int(batch["mask"].sum(dim=1).max())))
+            if t_min is not None:  # a pad-free model sees its batch cut to the longest video in it
+                longest = int(batch["mask"].sum(dim=1).max())
+                batch = trim_padding(batch, longest if getattr(model, "pad_free", False) else max(t_min, longest))
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
@@ -144,7 +137,7 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     model has learnt the classes at all when its segments do not yet reach a tIoU of 0.5 (docs/recipes.md,
     "Weak models at UnAV-100's structure"). Non-interpolated AP over all videos, ties broken by video order.
     """
-    from models.data.dataset import make_loader
+    from models.data.dataset import make_loader, trim_padding
 
     dev = resolve_device(device)
     was_training = model.training
@@ -152,6 +145,8 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     scores, labels = [], []
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
+            if getattr(model, "pad_free", False):
+                batch = trim_padding(batch)
             labels.append(batch["labels"].float())
             batch = to_device(batch, dev)
             scores.append(video_scores(model(batch), batch["mask"]).cpu())
