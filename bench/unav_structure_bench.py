@@ -235,18 +235,25 @@ def main(argv: list[str] | None = None) -> int:
             field = TOPK_FIELD.get(row)
             ks = args.topk_div if (args.topk_div and field) else [None]
             candidates = []
+            # a sweep trains each candidate without its control, then the control of the one chosen on validation
+            sweep = len(ks) > 1
             for k in ks:
                 run_over = {**over, **extra, **({field: k} if k else {})}
                 k_used = getattr(make_config(name, **run_over), field) if field else None
                 tag = f"{row}{suffix.replace(' ', '_')}_k{k_used}"
                 runs = [train_row(name, run_over, term, ds, recipe, work / "runs" / f"{tag}_s{seed}", args, seed,
-                                  prior, test_dis) | {"row": row + suffix, "topk_div": k_used} for seed in args.seeds]
+                                  prior, test_dis, (False,) if sweep else (False, True))
+                        | {"row": row + suffix, "topk_div": k_used, "over": run_over, "tag": tag} for seed in args.seeds]
                 candidates.append(summarise(runs))
-            chosen = max(candidates, key=lambda r: r["val"])
-            if len(candidates) > 1:
+            chosen = max(candidates, key=lambda r: r["val"])  # ties: the first --topk-div given
+            if sweep:
                 print(f"{row}{suffix}: top-k T/" + ", T/".join(f"{c['topk_div']} val {c['val']:.2f} test {c['test']:.2f}"
                                                          for c in candidates)
                       + f"; chosen on validation: T/{chosen['topk_div']}", flush=True)
+                if not args.no_control:
+                    chosen = summarise([r | train_row(name, r["over"], term, ds, recipe,
+                                                      work / "runs" / f"{r['tag']}_s{r['seed']}", args, r["seed"],
+                                                      prior, test_dis, (True,)) for r in chosen["per_seed"]])
             results.append(chosen)
 
     print(f"\nreal-structure planted UnAV-100, fraction {args.fraction:g} ({len(ds['train'])} train videos), "
@@ -254,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
           f"width {args.width}, tdm_dim {args.tdm_dim or 128}, signal {args.signal:g}, lr {args.lr or 'recipe'}, "
           f"epochs {args.epochs or 'recipe'}, label-prior BCE {prior:.4f}; Avg mAP in %, means over the seeds")
     print_table(results, oracle)
-    print(json.dumps({"oracle": oracle, "prior_bce": prior, "rows": results}, default=str))
+    print(json.dumps({"oracle": oracle, "prior_bce": prior, "rows": [{k: v for k, v in r.items() if k != "over"}
+                                                                     for r in results]}, default=str))
     return 0
 
 
@@ -274,13 +282,15 @@ def evaluate_row(model: Any, ds: dict[str, Any], recipe: Any, test_dis: list) ->
 
 
 def train_row(name: str, over: dict[str, Any], term: str, ds: dict[str, Any], recipe: Any, out: Path,
-              args: argparse.Namespace, seed: int, prior: float, test_dis: list) -> dict[str, Any]:
-    """One seed of one row: the model and (unless --no-control) its label-shuffled control, selected on validation."""
+              args: argparse.Namespace, seed: int, prior: float, test_dis: list,
+              which: tuple[bool, ...] = (False, True)) -> dict[str, Any]:
+    """One seed of one row: the model (``which`` holds False) and (True; not with --no-control) its label-shuffled
+    control, each selected on validation."""
     from models.run.runtime import model_from_checkpoint
     from models.run.train import train
 
     res: dict[str, Any] = {"seed": seed}
-    for control in (False, True) if not args.no_control else (False,):
+    for control in [c for c in which if not (c and args.no_control)]:
         where = out.with_name(out.name + ("_shuffled" if control else ""))
         t1 = time.perf_counter()
         best = train(name, ds["train"], ds["validation"], where, over, epochs=args.epochs, lr=args.lr, seed=seed,
