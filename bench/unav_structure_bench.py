@@ -5,9 +5,20 @@ Builds the real-structure planted benchmark (:mod:`models.data.planted_real`: ev
 class and segment of the real annotation file, or a seeded fraction of each subset; features planted per
 segment), then trains each weak model with its recipe (CLASP and MIL: Adam 1e-4, batch 16, 40 epochs; the
 weak pyramid models and AVEL with theirs) and its label-shuffled control, selects on validation, and
-reports per epoch the loss terms and validation Avg mAP, and at the end:
+reports per epoch the loss terms and validation Avg mAP, and at the end one table (issue #31):
 
-    model | leaves the prior | test Avg mAP (control) | test video-level mAP (control) | oracle
+    model | top-k T/ | seeds | leaves the prior | best val epoch | val Avg mAP | test Avg mAP | control |
+    test video-level mAP | control | distractors reported | ratio to best full
+
+The release has single-modality distractors (``--distractors``, 1 per video by default: a class pattern in one
+stream only, not annotated, listed in ``distractors.json``); "distractors reported" counts the test ones a
+model reported as events (a prediction of the class with tIoU >= 0.5, models.run.metrics.distractors_reported).
+The rows ``mil-step`` (MIL's network with per-step labels), ``ccnet-full`` and ``dave-full`` are the
+full-supervision ceiling; each weak row's test Avg mAP is printed as a share of the best of them.
+``--seeds 0 1`` trains every row per seed and prints the means; ``--topk-div 2 8`` trains each top-k ratio and
+keeps the one of best validation Avg mAP (the others are printed; controls only for the chosen one).
+``--time-batches N`` times N training steps per model, padded to t_max and trimmed to the longest video.
+The table's columns are :data:`COLUMNS` (one entry per column).
 
 The video-level mAP (:func:`models.run.evaluate.video_level_map`) ranks the test videos by each class's
 video score: it shows whether a model has learnt the classes when its segments do not yet reach tIoU 0.5.
@@ -19,6 +30,9 @@ heads at 0.5) beside today's. Widths are a CPU-sized override (``--width``, defa
 
     python bench/unav_structure_bench.py --fraction 0.25                  # a quarter: 1,622 train videos
     python bench/unav_structure_bench.py --fraction 0.1 --epochs 12 --models clasp mil --legacy
+    # issue #31: weak rows against the per-step ceiling, the top-k ratio chosen on validation, one thread
+    python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --lr 1e-3 --epochs 10 \
+        --models clasp mil mil-step --topk-div 2 8 --threads 1
     # the CPU-sized table of docs/recipes.md: 512-D visual features, width 32, lr 1e-3
     python bench/unav_structure_bench.py --fraction 0.1 --visual-dim 512 --signal 3 --width 32 --lr 1e-3 --epochs 16
     # its DAVE-weak / CCNet-weak rows: UnAV's TDM is 100 x 128 channels per step, so a CPU-sized width 8, and
