@@ -13,7 +13,8 @@ any length natively (masks, resampled position codes and CCNet's resampled ``W_u
 likewise run whole test videos at once, interpolating their position embedding), so a video longer
 than ``t_max`` is one input of its own length; videos are batched in order of length and each batch
 is padded only to ``max(t_max, longest video in it)``, so videos up to ``t_max`` are seen exactly as
-in training.  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
+in training; a ``pad_free`` model (MIL, CLASP: valid-step outputs independent of the padding) gets the
+batch cut to its longest video, as it trains (:func:`models.data.dataset.trim_padding`).  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
 missed).
 
 Outputs in ``out_dir``: ``predictions.json`` (ActivityNet results format, seconds, class names)
