@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.localizers.base import ModelConfig
+from models.localizers.base import ModelConfig, step_targets
 from models.localizers.decoding import WeakOutputs, decode_weak
 from models.localizers.losses import weak_loss
 from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
@@ -145,14 +145,4 @@ class AVEL(nn.Module):
         return detect_from_probs(out["step_probs"], batch["mask"].bool(), self.cfg.threshold, None)
 
 
-def step_targets(segments: list[torch.Tensor], T: int, num_classes: int, device: torch.device | str = "cpu"
-                 ) -> torch.Tensor:
-    """Per-step multi-hot targets ``(B, T, C)``: step ``t`` is positive for ``c`` if ``start <= t < end``."""
-    out = torch.zeros(len(segments), T, num_classes, device=device)
-    t = torch.arange(T, device=device, dtype=torch.float32)
-    for b, seg in enumerate(segments):
-        seg = torch.as_tensor(seg, dtype=torch.float32, device=device).reshape(-1, 3)
-        for s, e, c in seg.tolist():
-            out[b, (t >= s) & (t < e), int(c)] = 1.0
-    return out
 

@@ -137,6 +137,8 @@ class CLASPConfig(MILConfig):
             raise ValueError(f"anchor_modality must be 'both', 'audio' or 'visual', got {self.anchor_modality!r}")
         if self.meae_on not in ("raw", "transformer"):
             raise ValueError(f"meae_on must be 'raw' or 'transformer', got {self.meae_on!r}")
+        if self.targets != "video":
+            raise ValueError(f"CLASP is weakly supervised (targets 'video'), got targets={self.targets!r}")
         if self.hidden_dim % self.n_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} not divisible by n_heads {self.n_heads}")
 
@@ -150,6 +152,9 @@ class CLASP(nn.Module):
     """The CLASP localizer (weak supervision); the module docstring maps the paper's steps to the code."""
 
     supervision = "weak"
+    #: valid-step outputs do not depend on the padding (masked projection, key-padding masks, anchors only
+    #: among valid steps): batches are trimmed to their longest video (models.data.dataset.trim_padding)
+    pad_free = True
 
     def __init__(self, cfg: CLASPConfig) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from typing import Any
 
 from extractors.recipes import provenance_fields
 from models.report.page import img, link, table, write_page
+from models.run.metrics import distractors_reported
 
 
 def provenance_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -53,17 +54,9 @@ def dataset_facts(annotations: Path | str) -> dict[str, Any]:
 
 
 def distractor_hits(predictions_json: Path | str, test_distractors: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    """How many single-modality distractors a model reported as events: a prediction of the distractor's
-    class with tIoU >= 0.5 (``predictions.json``, ActivityNet format). Why: rejecting what only one stream
-    shows is what CLASP's cross-modal agreement is for; this measures whether the baseline needs it."""
-    results = json.loads(Path(predictions_json).read_text()).get("results", {})
-
-    def tiou(x: Sequence[float], y: Sequence[float]) -> float:
-        inter = max(0.0, min(x[1], y[1]) - max(x[0], y[0]))
-        return inter / max(max(x[1], y[1]) - min(x[0], y[0]), 1e-9)
-
-    return sum(any(r["label"] == e["label"] and tiou(r["segment"], e["segment"]) >= 0.5 for r in results.get(vid, []))
-               for vid, e in test_distractors)
+    """How many single-modality distractors a model reported as events, read from its ``predictions.json``
+    (:func:`models.run.metrics.distractors_reported`: a prediction of the distractor's class with tIoU >= 0.5)."""
+    return distractors_reported(json.loads(Path(predictions_json).read_text()), test_distractors)
 
 
 def _data_section(facts: dict[str, Any], generator: dict[str, Any] | None) -> list[str]:

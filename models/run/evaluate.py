@@ -13,7 +13,8 @@ any length natively (masks, resampled position codes and CCNet's resampled ``W_u
 likewise run whole test videos at once, interpolating their position embedding), so a video longer
 than ``t_max`` is one input of its own length; videos are batched in order of length and each batch
 is padded only to ``max(t_max, longest video in it)``, so videos up to ``t_max`` are seen exactly as
-in training.  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
+in training; a ``pad_free`` model (MIL, CLASP: valid-step outputs independent of the padding) gets the
+batch cut to its longest video, as it trains (:func:`models.data.dataset.trim_padding`).  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
 missed).
 
 Outputs in ``out_dir``: ``predictions.json`` (ActivityNet results format, seconds, class names)
@@ -74,20 +75,12 @@ def _video_length(ds: Any, vid: str) -> int:
     return lengths[vid]
 
 
-def _trim(batch: dict[str, Any], length: int) -> dict[str, Any]:
-    """The batch cut to its first ``length`` steps (padding beyond the longest video dropped)."""
-    out = dict(batch)
-    for k in ("audio", "visual", "mask"):
-        out[k] = batch[k][:, :length]
-    return out
-
-
 @torch.no_grad()
 def iter_outputs(model: torch.nn.Module, ds: Any, device: str | torch.device = "auto", batch_size: int = 16,
                  amp: bool = True, full_length: bool = True) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """``(batch, model output)`` over ``ds`` in eval mode, as prediction sees them (full length, length-sorted
     batches trimmed to their longest video); also what decoder selection computes its step scores with."""
-    from models.data.dataset import make_loader
+    from models.data.dataset import make_loader, trim_padding
 
     dev = resolve_device(device)
     amp_on, amp_dtype = amp_settings(dev, amp)
@@ -98,8 +91,9 @@ def iter_outputs(model: torch.nn.Module, ds: Any, device: str | torch.device = "
     model.eval()
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
-            if t_min is not None:
-                batch = _trim(batch, max(t_min, int(batch["mask"].sum(dim=1).max())))
+            if t_min is not None:  # a pad-free model sees its batch cut to the longest video in it
+                longest = int(batch["mask"].sum(dim=1).max())
+                batch = trim_padding(batch, longest if getattr(model, "pad_free", False) else max(t_min, longest))
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
@@ -159,7 +153,7 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     model has learnt the classes at all when its segments do not yet reach a tIoU of 0.5 (docs/recipes.md,
     "Weak models at UnAV-100's structure"). Non-interpolated AP over all videos, ties broken by video order.
     """
-    from models.data.dataset import make_loader
+    from models.data.dataset import make_loader, trim_padding
 
     dev = resolve_device(device)
     was_training = model.training
@@ -167,6 +161,8 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     scores, labels = [], []
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
+            if getattr(model, "pad_free", False):
+                batch = trim_padding(batch)
             labels.append(batch["labels"].float())
             batch = to_device(batch, dev)
             scores.append(video_scores(model(batch), batch["mask"]).cpu())

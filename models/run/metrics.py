@@ -274,3 +274,19 @@ def explain_predictions(predicted: Sequence[tuple[float, float, Hashable, float]
         kind = max(best, key=lambda k: (best[k], -FP_KINDS.index(k)))
         tags[i] = kind if best[kind] >= min_overlap else "background"
     return tags
+
+
+def distractors_reported(predictions: Any, distractors: Sequence[tuple[str, Mapping[str, Any]]],
+                         min_tiou: float = 0.5) -> int:
+    """How many unannotated single-modality distractors ``[(vid, {"segment": [s, e], "label": ...})]`` a model
+    reported as events: a prediction of the distractor's class with tIoU >= ``min_tiou`` against it, whatever
+    its score (``predictions``: ``{vid: [(s, e, label, score)]}`` or ActivityNet results). Why: rejecting
+    what only one stream shows is what CLASP's cross-modal agreement is for (issue #31); the one home of
+    this count for the synthetic videos' report and the planted benchmarks."""
+    preds = _normalize_pred(predictions)
+    n = 0
+    for vid, e in distractors:
+        cand = [(s, t) for s, t, lab, _ in preds.get(vid, []) if lab == e["label"]]
+        if cand and float(np.nanmax(segment_iou(np.asarray(e["segment"], float), np.asarray(cand)))) >= min_tiou:
+            n += 1
+    return n

@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from extractors.io import write_text
-from models.data.dataset import make_loader
+from models.data.dataset import make_loader, trim_padding
 from models.localizers.class_prior import fit_class_prior, mean_prior
 from models.localizers.input_norm import fit_input_norm
 from models.localizers.registry import build_model, get_entry, make_config
@@ -228,8 +228,8 @@ def build_run(model_name: str, train_ds: Any, val_ds: Any | None, out_dir: Path,
               f"(mean class frequency {mean_prior(train_labels):.4f})")
     model = model.to(dev)
     ema = ModelEma(model, ema_decay) if ema_decay else None
-    supervision = getattr(model, "supervision", "weak")
-    fit_ds = ShuffledLabels(base_ds, seed, with_segments=supervision == "full") if shuffle_labels else base_ds
+    supervision = getattr(model, "supervision", "weak")  # "weak", "full", or "step" (MIL's per-step ceiling)
+    fit_ds = ShuffledLabels(base_ds, seed, with_segments=supervision != "weak") if shuffle_labels else base_ds
     steps_per_epoch = math.ceil(len(fit_ds) / batch_size)
     if hasattr(model, "configure_optimizers"):  # the model's own recipe (e.g. warm-up + cosine)
         optimizer, scheduler = model.configure_optimizers(lr, epochs, steps_per_epoch)
@@ -321,6 +321,8 @@ def train_one_epoch(run: Run, epoch: int, num_workers: int = 0, progress: bool =
             progress_log.info("[%s] epoch %d/%d batch %d/%d loss %.4f, %.0f s in, epoch ETA %.0f s", run.title,
                               epoch + 1, run.epochs, it, run.steps_per_epoch, tot / n_seen, beat - t0,
                               done * (run.steps_per_epoch - it))
+        if getattr(model, "pad_free", False):  # per-batch padding: cut to the longest video (trim_padding)
+            batch = trim_padding(batch)
         batch = to_device(batch, dev)
         with torch.autocast(device_type=dev.type, dtype=run.amp_dtype, enabled=run.amp_on):
             out = model(batch)
