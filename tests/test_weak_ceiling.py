@@ -133,7 +133,11 @@ def test_trimmed_padding_leaves_valid_outputs_loss_and_gradients_unchanged(name,
     for a, b in zip(g1, g0, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     model.eval()
-    assert model.detect(model(short), short) == model.detect(model(batch), batch)
+    with torch.no_grad():  # the same events; scores equal up to float rounding (the decoder sums over steps)
+        for d1, d0 in zip(model.detect(model(short), short), model.detect(model(batch), batch), strict=True):
+            d1, d0 = sorted(d1), sorted(d0)
+            assert [d[:3] for d in d1] == [d[:3] for d in d0]
+            np.testing.assert_allclose([d[3] for d in d1], [d[3] for d in d0], rtol=1e-4, atol=1e-6)
 
 
 def test_step_supervised_mil_learns_per_step_labels(tmp_path):
