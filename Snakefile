@@ -33,12 +33,6 @@ except (config_check.ConfigError, FileNotFoundError, ValueError) as exc:  # othe
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
-# `snakemake --lint` findings kept on purpose (tests/test_workflow.py fails on any other):
-# - "Shell command directly uses variable DEVICE": the device is not a rule param on purpose: params are a
-#   rerun trigger, and moving a run from cpu to cuda must not re-extract every video.
-# - "... uses variable WEIGHTS_ROOT": the weight files themselves are inputs (or fetch_weights' output), so
-#   provenance is tracked by file; a param (or a changed command, the `code` trigger) would re-run every
-#   feature job, or re-fetch every checkpoint, of existing projects.
 include: "workflow/rules/common.smk"  # every input function; the config objects (models.run/avvp.workflow_config)
 include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
 include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)
@@ -56,7 +50,8 @@ try:
     from models.avvp.ear import EARConfig
     from models.avvp.pseudo_labels import GeneratorConfig
 
-    config_check.raise_if(config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
+    config_check.raise_if(config_check.videos_folder_errors(DATASETS, config.get("avvp", {})) +
+        config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
         config.get("avvp", {}), {"gen": GeneratorConfig, "ear": EARConfig}) + config_check.predict_with_errors(
         DATASETS, {ds: project.dataset_models(ds) + (project.reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
                    for ds in DATASETS}))

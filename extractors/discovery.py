@@ -69,6 +69,27 @@ def name_reason(entry: os.DirEntry[str]) -> str | None:
     return None
 
 
+def cluster_name_reason(name: str) -> str | None:
+    """Why a video id cannot reach a job that a cluster executor runs (None: it can), checked at
+    discovery under the SLURM profile (config ``cluster_names: true``) so the file is left out with this
+    reason instead of its submission failing.
+
+    Why: Snakemake's executor interface writes each job's wildcards into the job's command line as
+    ``--target-jobs 'rule:ds=...,vid=<id>'`` (snakemake-interface-executor-plugins ``utils.py``:
+    ``encode_target_jobs_cli_args``, then ``format_cli_value``, which quotes with Python's ``repr``) and
+    the job's Snakemake splits the wildcards at every comma (``snakemake/target_jobs.py``). ``repr``
+    gives a shell-safe word only when it single-quotes a name without a backslash, or double-quotes a
+    name without ``$``, a backtick or a backslash; a name with both quote kinds gets ``\\'`` escapes the
+    shell keeps (snakemake issues #2366 and #4298)."""
+    if "," in name:
+        return "comma in the file name: a cluster job's --target-jobs splits at it; rename the file"
+    quoted = repr(name)
+    if quoted == f"'{name}'" or (quoted == f'"{name}"' and not any(c in name for c in "$`\\")):
+        return None
+    return ("the file name cannot be quoted in a cluster job's command (both quote kinds, a backslash, or a "
+            "single quote with $ or a backtick); rename the file")
+
+
 def _probe_reason(path: Path, min_duration_s: float) -> str | None:
     """None when the file is usable, else the reason it is not (MediaError's message)."""
     from extractors.errors import MediaError
@@ -97,9 +118,11 @@ def _probe_all(paths: list[Path], min_duration_s: float, workers: int | None) ->
 
 
 def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: float = 0.96,
-             cache: Path | None = None, workers: int | None = None) -> Discovery:
+             cache: Path | None = None, workers: int | None = None, cluster_names: bool = False) -> Discovery:
     """Probe every video file in ``folder`` (non-recursive, sorted) into accepted / rejected; files
-    whose (name, size, mtime) are in ``cache`` are not probed again, new ones are probed in parallel."""
+    whose (name, size, mtime) are in ``cache`` are not probed again, new ones are probed in parallel.
+    ``cluster_names``: also reject the names a cluster job's command cannot carry
+    (:func:`cluster_name_reason`)."""
     exts = {e.lower() for e in (extensions or DEFAULT_EXTENSIONS)}
     if not folder.is_dir():
         raise FileNotFoundError(f"videos folder {folder} does not exist")
@@ -117,6 +140,8 @@ def discover(folder: Path, extensions: list[str] | None = None, min_duration_s: 
         if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in exts:
             continue
         reason = name_reason(entry)
+        if reason is None and cluster_names:
+            reason = cluster_name_reason(Path(entry.name).stem)
         if reason is not None:
             found.rejected[entry.name] = reason
             continue

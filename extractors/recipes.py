@@ -90,6 +90,10 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def provenance(self) -> dict[str, Any]:
+        """The fields as provenance shows them (prediction JSON, summary pages): :func:`provenance_fields`."""
+        return provenance_fields(self.to_dict())
+
     def fingerprint(self) -> str:
         """Stable short hash of every field, for Snakemake ``params`` and provenance."""
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
@@ -97,6 +101,25 @@ class Recipe:
 
     def replace(self, **changes: Any) -> Recipe:
         return dataclasses.replace(self, **changes)
+
+
+# Recipe fields that only one flow method reads: shown in provenance only when that method is the recipe's.
+FLOW_ONLY_FIELDS = {"raft": ("raft_iters", "raft_weights")}
+
+
+def provenance_fields(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe dict without the fields of a flow method it does not use: ``raft_iters``/``raft_weights``
+    beside ``flow: farneback`` read as if RAFT had run. A visual model without optical flow (R(2+1)D) shows
+    no flow fields at all. The checkpoint keeps the full recipe (``to_dict``); this is for people."""
+    shown = dict(recipe)
+    uses_flow = shown.get("visual", "i3d") == "i3d"
+    for method, fields in FLOW_ONLY_FIELDS.items():
+        if not uses_flow or shown.get("flow") != method:
+            for f in fields:
+                shown.pop(f, None)
+    if not uses_flow:
+        shown.pop("flow", None)
+    return shown
 
 
 RECIPES: dict[str, Recipe] = {

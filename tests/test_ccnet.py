@@ -199,10 +199,11 @@ def test_weak_gate_is_decoupled_from_the_training_pool() -> None:
     mask = torch.ones(1, T, dtype=torch.bool)
     out, batch = {"step_probs": p}, {"mask": mask}
     assert mil_pool(p, mask, "topk")[0, 2] < 0.5
-    kept = CCNet(small_cfg(supervision="weak")).detect(out, batch)[0]
+    paper = {"supervision": "weak", "decoder": "paper"}  # the paper's rule (models.localizers.decoding)
+    kept = CCNet(small_cfg(**paper)).detect(out, batch)[0]
     assert kept == [(9.5, 11.5, 2, pytest.approx(0.95))]
-    assert CCNet(small_cfg(supervision="weak", gate_pool="train")).detect(out, batch) == [[]]
-    assert len(CCNet(small_cfg(supervision="weak", gate_pool="none")).detect(out, batch)[0]) == 1
+    assert CCNet(small_cfg(**paper, gate_pool="train")).detect(out, batch) == [[]]
+    assert len(CCNet(small_cfg(**paper, gate_pool="none")).detect(out, batch)[0]) == 1
 
 
 def test_class_head_prior_follows_the_supervision() -> None:

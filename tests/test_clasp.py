@@ -237,11 +237,12 @@ def test_detect_keeps_only_confident_classes_and_uses_cell_edges():
     mask = torch.arange(T)[None] < 7
     dets = detect_from_probs(p, mask, threshold=0.5, video_probs=video, by_score=True)[0]
     assert sorted(dets) == sorted([(1.5, 4.5, 0, pytest.approx(0.7)), (5.5, 6.5, 0, pytest.approx(0.9))])
-    model = MILBaseline(MILConfig(num_classes=3, gate_pool="train"))  # gate on the training pool
+    # the paper's rule (decoder: paper; models.localizers.decoding), gating on the training pool
+    model = MILBaseline(MILConfig(num_classes=3, gate_pool="train", decoder="paper"))
     out = {"p_av": p, "video_p": video, "mask": mask}
     assert model.detect(out, {}) == [dets]
     # the default gate pools by max, decoupled from the training pool: class 1 (every step 0.95) passes
-    default = MILBaseline(MILConfig(num_classes=3)).detect(out, {})[0]
+    default = MILBaseline(MILConfig(num_classes=3, decoder="paper")).detect(out, {})[0]
     assert sorted(default) == sorted(dets + [(-0.5, 6.5, 1, pytest.approx(0.95))])
 
 

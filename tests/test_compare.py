@@ -47,7 +47,7 @@ def test_compare_writes_one_table(tiny_planted: dict[str, FeatureDataset], tmp_p
     assert list(csv.index) == list(df.index)
     assert csv.loc["avel (weak)", "Avg"] == pytest.approx(df.loc["avel (weak)", "Avg"], abs=1e-4)
     md = (tmp_path / "table.md").read_text().splitlines()
-    assert md[0] == "| Method | mAP@0.5 | mAP@0.6 | mAP@0.7 | mAP@0.8 | mAP@0.9 | Avg |"
+    assert md[0] == "| Method | mAP@0.5 | mAP@0.6 | mAP@0.7 | mAP@0.8 | mAP@0.9 | Avg (0.1:0.9) |"  # Avg's range named
     assert md[2].startswith("| ccnet (full) | ") and len(md) == 2 + 4
 
 

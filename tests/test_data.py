@@ -277,6 +277,9 @@ def test_unav_to_llp_csvs_round_trips_through_read_llp(tmp_path):
                                                       "AVVP_test_pd.csv", "AVVP_train.csv", "AVVP_val_pd.csv"]
     train = read_llp(paths["AVVP_train.csv"])
     assert {v: r["labels"] for v, r in train.items()} == {"a": ["Dog"]}
+    # the training clips' events are known: their eval rows let stage 2's pseudo-labels be scored on train
+    train = read_llp(paths["AVVP_train.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])
+    assert train["a"]["audio"] == [Segment(1.0, 4.0, "Dog")]
     val = read_llp(paths["AVVP_val_pd.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])
     assert list(val) == ["b"] and val["b"]["audio"] == [Segment(0.0, 2.0, "Cat")]
     test = read_llp(paths["AVVP_test_pd.csv"], paths["AVVP_eval_audio.csv"], paths["AVVP_eval_visual.csv"])

@@ -4,6 +4,7 @@ whatever its name, and the rejection TSV parses back with the project's own read
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,39 @@ def test_tsv_round_trips_any_cell():
     assert text.startswith("file\treason\n")
     back = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t"))
     assert [[r["file"], r["reason"]] for r in back] == cells
+
+
+CLUSTER_NAMES = ["plain", "a b", 'a "quoted" clip', "it's", "it's a $clip", "it's `x`", "both ' and \"", "a,b",
+                 "back\\slash", "$HOME", "`date`", "ü é", "semi;colon", "amp&", "bang!", "tilde~", "it's (1)"]
+
+
+@pytest.mark.parametrize("name", CLUSTER_NAMES)
+def test_cluster_names_are_those_a_job_command_carries_back(name):
+    """cluster_name_reason against what really happens: the job's --target-jobs argument as Snakemake's
+    executor interface writes it, through bash, parsed by Snakemake's own parser. A name passes exactly
+    when it comes back unchanged."""
+    executors = pytest.importorskip("snakemake_interface_executor_plugins.utils")
+    from snakemake.target_jobs import parse_target_jobs_cli_args
+
+    spec = type("Spec", (), {"rulename": "media", "wildcards_dict": {"ds": "tiny", "vid": name}})()
+    arg = executors.format_cli_arg("--target-jobs", executors.encode_target_jobs_cli_args([spec]))
+    shell = subprocess.run(["bash", "-c", f"printf '%s\\0' {arg}"], capture_output=True, text=True)
+    words = shell.stdout.split("\0")[:-1]
+    try:
+        back = parse_target_jobs_cli_args(words[1:])[0].wildcards_dict.get("vid") if shell.returncode == 0 else None
+    except Exception:  # noqa: BLE001 - any failure to parse is a name that does not come back
+        back = None
+    assert (discovery.cluster_name_reason(name) is None) == (words[:1] == ["--target-jobs"] and back == name), (
+        name, arg, words, back)
+
+
+def test_cluster_names_are_rejected_only_when_asked(tmp_path, base_clip):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("good", "it's a $clip", "a,b", 'a "quoted" clip'):
+        (folder / f"{name}.mp4").write_bytes(base_clip.read_bytes())
+    assert sorted(discovery.discover(folder).accepted) == sorted(["good", "it's a $clip", "a,b", 'a "quoted" clip'])
+    found = discovery.discover(folder, cluster_names=True)
+    assert sorted(found.accepted) == ["a \"quoted\" clip", "good"]
+    assert found.rejected["a,b.mp4"].startswith("comma in the file name")
+    assert "cannot be quoted in a cluster job's command" in found.rejected["it's a $clip.mp4"]

@@ -75,7 +75,7 @@ def test_thousand_videos_are_25_grouped_gpu_submissions(thousand_videos: Path, t
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_LOG": str(log)}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), "--profile", str(REPO / "profiles" / "slurm"),
+           "--configfile", str(tmp_path / "config.yaml"), "--workflow-profile", str(REPO / "profiles" / "slurm"),
            "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "0", "--retries", "0"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     calls = log.read_text().splitlines()

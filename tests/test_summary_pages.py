@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from models.report import avvp_summary, page, summary
+from models.report import avvp_summary, summary
 from models.run import plots
 
 COMPARE_MD = ("| Method | mAP@0.5 | mAP@0.6 | mAP@0.7 | mAP@0.8 | mAP@0.9 | Avg |\n"
@@ -83,13 +83,6 @@ def test_avvp_parses_end_at_the_clips_real_length(tmp_path, monkeypatch) -> None
 
 
 # ------------------------------------------------------------------ page pieces
-def test_markdown_table_becomes_an_html_table() -> None:
-    out = page.markdown_to_html("Demo table\n\n" + COMPARE_MD)
-    assert out.startswith("<p>Demo table</p><table><tr><th>Method</th><th>mAP@0.5</th>")
-    assert "<tr><td>clasp</td><td>70.1</td>" in out and "<td>69.8</td></tr></table>" in out
-    assert "|" not in out and "---" not in out
-
-
 def test_provenance_shows_only_the_fields_of_the_flow_method_used() -> None:
     shown = summary.provenance_recipe(DEMO_RECIPE)
     assert shown["flow"] == "farneback" and "raft_iters" not in shown and "raft_weights" not in shown
@@ -98,6 +91,9 @@ def test_provenance_shows_only_the_fields_of_the_flow_method_used() -> None:
     r21d = summary.provenance_recipe({**DEMO_RECIPE, "flow": "raft", "visual": "r21d"})
     assert not {"flow", "raft_iters", "raft_weights"} & set(r21d)
     assert DEMO_RECIPE["raft_iters"] == 20  # the caller's dict is untouched
+    from extractors.recipes import get_recipe  # what a prediction JSON records (models.run.predict)
+
+    assert "raft_iters" not in get_recipe("demo").provenance() and "raft_iters" in get_recipe("unav100").provenance()
 
 
 def test_selected_epoch_is_the_earliest_best(tmp_path) -> None:
@@ -121,10 +117,16 @@ def _demo_dataset(tmp: Path) -> Path:
     return ann
 
 
+TIOUS = [round(0.1 * k, 1) for k in range(1, 10)]
+
+
 def _model_run(res: Path, name: str, avg: float, n_holdout: int = 2) -> Path:
     d = res / "models" / name
     d.mkdir(parents=True)
+    per_class = {"red_beep": [avg + 0.1] * 9, "bars_hum": [avg] * 9, "grid_buzz": [avg - 0.1] * 9}
     met = {"avg": avg, "reported": {k: avg for k in ("0.5", "0.6", "0.7", "0.8", "0.9")}, "n_videos": 8,
+           "tious": TIOUS, "mAP": {str(t): avg for t in TIOUS}, "per_class": per_class,
+           "n_events_per_class": {"red_beep": 3, "bars_hum": 3, "grid_buzz": 2},
            "selection": {"split": "train-holdout", "n": n_holdout, "frac": 0.2, "video_ids": ["demo_003", "demo_007"]}}
     (d / "metrics.json").write_text(json.dumps(met))
     hit = [{"segment": [6.0, 7.68], "label": "grid_buzz", "score": 0.8}] if name == "mil" else []  # tIoU 0.87
@@ -153,9 +155,28 @@ def test_demo_page_says_what_the_data_is_and_which_epoch(tmp_path) -> None:
     assert "<b>clasp</b>: checkpoint of epoch 2 of 3, the best Avg mAP (65.0 %)" in page
     assert "2 clip(s) (demo_003, demo_007)" in page and "ranged 18.0–65.0 %" in page and "partly luck" in page
     assert "<b>clasp_shuffled</b>: checkpoint" not in page  # the control gets no selection line
-    comparison = page.split("<h2>Comparison</h2>")[1].split("<h2>")[0]
-    assert "<table>" in comparison and "| Method |" not in page and "<pre>| " not in page
-    assert 'href="compare.md"' in comparison
+    # every tIoU column the Avg is taken over, the Avg's range in its header, and no second (Comparison) table
+    scores = page.split("<h2>Test-split mAP (%) at each tIoU threshold</h2>")[1].split("</table>")[0]
+    assert "".join(f"<th>{t}</th>" for t in TIOUS) + "<th>Avg (0.1:0.9)</th>" in scores
+    assert "<tr><td>clasp</td>" + "<td>68.5</td>" * 10 + "</tr>" in scores
+    assert "<h2>Comparison</h2>" not in page and "| Method |" not in page and page.count("<th>0.5</th>") == 1
+    assert 'href="compare.md"' in page
+    # per-class AP, worst class first, with the test events of each class; sortable in the browser
+    per_class = page.split("Per-class AP (%), worst class first</h3>")[1].split("</table>")[0]
+    assert per_class.startswith('<table class="sortable per-class"><tr><th>class</th><th>test events</th>'
+                                "<th>clasp AP@0.5</th><th>clasp Avg (0.1:0.9)</th>")
+    assert per_class.index("grid_buzz") < per_class.index("bars_hum") < per_class.index("red_beep")
+    assert "<tr><td>grid_buzz</td><td>2</td><td>58.5</td><td>58.5</td>" in per_class
+    assert "<script>" in page and "table.sortable" in page
+    # the recipe differs from the README's default: said in words
+    assert "uses Farneback optical flow (OpenCV, classical, no weights) at 12.5 FPS" in page
+    assert "not the README's default, RAFT optical flow at 25 FPS" in page and "minutes on 2 CPU cores" in page
+    # one timeline figure per test clip: model, then its control; distractors and false positives named
+    assert page.count("<figure class='timeline'") == 8
+    fig = page.split("id='timeline-demo_011'>")[1].split("</figure>")[0]
+    assert "1 distractor(s) (grid_buzz visual only 5.76–7.68 s)" in fig
+    assert "mil: 1 true positive, 1 distractor" in fig and "clasp — shuffled-label control: 1 true positive" in fig
+    assert page.index("clasp — shuffled-label control:") > page.index("clasp: ") and "explain_predictions" in page
     provenance = html.unescape(page.split("<h2>Provenance</h2>")[1].split("</pre>")[0])
     assert '"flow": "farneback"' in provenance and "raft" not in provenance
     assert "CLASP 68.5 vs MIL 69.8 Avg mAP (MIL ahead by 1.3)" in page
@@ -247,23 +268,46 @@ def _chromium() -> str | None:
     return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-def test_page_renders_in_headless_chromium(tmp_path) -> None:
-    """The DOM Chromium builds from a page has the Comparison table as a table element (not text). CI
-    installs Chromium and sets AVLOC_BROWSER_REQUIRED=1 (.ci/run), so there a missing browser fails."""
+def _dom(page_html: Path) -> str:
+    """The DOM headless Chromium builds from a page, after its scripts ran. CI installs Chromium and sets
+    AVLOC_BROWSER_REQUIRED=1 (.ci/run), so there a missing browser fails."""
     if _chromium() is None:
         why = "no headless Chromium on PATH (apt-get install chromium)"
         if os.environ.get("AVLOC_BROWSER_REQUIRED") == "1":
             pytest.fail(why)
         pytest.skip(why)
-    res = tmp_path / "demo"
-    metrics = [_model_run(res, "mil", 0.698)]
-    (res / "compare.md").write_text(COMPARE_MD)
-    summary.write_summary(res / "summary.html", "demo", DEMO_RECIPE, metrics=metrics, compare_md=res / "compare.md")
     out = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
-                          (res / "summary.html").as_uri()], capture_output=True, text=True, timeout=120, check=True)
-    dom = out.stdout
-    comparison = dom.split("<h2>Comparison</h2>")[1]
-    assert "<table><tbody><tr><th>Method</th>" in comparison
+                          page_html.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
+
+
+def test_page_renders_in_headless_chromium(tmp_path) -> None:
+    """In the DOM a browser builds: the score table with every tIoU column, the per-class AP table (sortable:
+    its headers got their click handler), one timeline figure per test clip whose caption names the
+    distractor a prediction hit and the shuffled-label control's panel."""
+    ann = _demo_dataset(tmp_path)
+    res = tmp_path / "demo"
+    metrics = [_model_run(res, "mil", 0.698), _model_run(res, "mil_shuffled", 0.05)]
+    (res / "compare.md").write_text(COMPARE_MD)
+    summary.write_summary(res / "summary.html", "demo", DEMO_RECIPE, metrics=metrics, compare_md=res / "compare.md",
+                          annotations=ann, generator={"seed": 0, "noise": 0})
+    dom = _dom(res / "summary.html")
+    assert "<th>0.1</th><th>0.2</th>" in dom and "<th>Avg (0.1:0.9)</th>" in dom and "<h2>Comparison</h2>" not in dom
+    per_class = dom.split('<table class="sortable per-class">')[1].split("</table>")[0]
+    assert '<th title="click to sort"' in per_class  # the inline script ran on it
+    assert per_class.count("<tr>") == 4 and "<td>grid_buzz</td><td>2</td>" in per_class
+    figures = re.findall(r"<figure class=\"timeline\" id=\"timeline-(demo_\d+)\"><img [^>]*>"
+                         r"<figcaption class=\"note\">([^<]*)</figcaption>", dom)
+    assert [v for v, _ in figures] == [f"demo_{i:03d}" for i in range(10, 18)]
+    caption = dict(figures)["demo_011"]
+    assert "grid_buzz visual only 5.76–7.68 s" in caption and "mil: 1 true positive, 1 distractor" in caption
+    assert caption.endswith("mil — shuffled-label control: 1 true positive.")  # the control panel
+    # a click on "test events" sorts by it, a second one reverses
+    clicked = res / "clicked.html"
+    clicked.write_text((res / "summary.html").read_text().replace(
+        "</body>", "<script>const h=document.querySelectorAll('table.sortable th')[1];h.click();h.click();</script></body>"))
+    rows = _dom(clicked).split('<table class="sortable per-class">')[1].split("</table>")[0]
+    assert re.findall(r"<tr><td>(\w+)</td><td>(\d+)</td>", rows)[-1] == ("grid_buzz", "2")
 
 
 def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:
@@ -282,3 +326,133 @@ def test_avvp_page_names_test_classes_never_seen_in_training(tmp_path) -> None:
                                test_npz=tmp_path / "test.npz")
     page = (tmp_path / "u.html").read_text()
     assert "<b>1 of the 3 classes in the 2 test clip(s) never occur in the 3 training clip(s)' labels</b> (red_beep)" in page
+
+
+# ------------------------------------------------------------------ issue 33
+def test_each_false_positive_is_named_by_the_documented_rule() -> None:
+    from models.run.metrics import explain_predictions
+
+    gt = [(0.96, 2.88, "red_beep"), (4.8, 6.72, "grid_buzz")]
+    dis = [(7.68, 9.6, "bars_hum")]
+    pred = [(0.96, 2.88, "red_beep", 0.95), (1.0, 2.5, "red_beep", 0.6),  # found; found again
+            (7.7, 9.6, "bars_hum", 0.9), (4.8, 5.2, "grid_buzz", 0.4),  # a distractor; an event cut short
+            (4.8, 6.72, "red_beep", 0.3), (3.0, 3.5, "fractal_hiss", 0.1)]  # another class's event; nothing
+    assert explain_predictions(pred, gt, dis) == ["TP", "duplicate", "distractor", "mistimed", "wrong class",
+                                                  "background"]
+    # the AP's matching: the higher score takes the event, whatever the input order
+    assert explain_predictions(pred[1::-1], gt) == ["duplicate", "TP"]
+
+
+def test_timeline_draws_distractors_tags_and_a_colour_bar(tmp_path, monkeypatch) -> None:
+    figs = _capture_figures(monkeypatch)
+    plots.plot_timeline_panels(tmp_path / "t.png", 9.64, [("clasp", [(7.7, 9.6, "bars_hum", 0.9)], ["distractor"]),
+                                                           ("clasp — shuffled-label control", [], [])],
+                               [(0.96, 2.88, "red_beep", 1.0)], title="demo_003",
+                               distractors=[(7.68, 9.6, "bars_hum", "visual_only")])
+    fig = figs[0]
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 and len(fig.axes) == 3  # two runs over the same rows, and the score's colour bar
+    texts = [t.get_text() for t in panels[0].texts]
+    assert "distractor" in texts and "visual only" in texts and "0.90" in texts
+    assert [t.get_text() for t in panels[1].texts] == ["visual only"]  # drawn in the control's panel too
+    assert panels[0].get_title(loc="left") == "demo_003 — clasp"
+
+
+def test_avvp_page_compares_every_column_with_the_control_and_shows_the_selection_curve(tmp_path, monkeypatch) -> None:
+    from models.avvp.metrics import KEYS
+
+    runs = [_avvp_run(tmp_path, "pseudo", 0.30), _avvp_run(tmp_path, "shuffled", 0.10)]
+    for m, best in zip(runs, (2, 1), strict=True):
+        met = json.loads(m.read_text())
+        met["log"] = [{"epoch": e, "loss": 1.0 / e, "val_seg_type": v} for e, v in ((1, 0.2), (2, 0.5), (3, 0.4))]
+        met["selection"] = {"by": "best validation seg_type", "epoch": best, "val": {"seg_type": 0.5}}
+        met["test"]["seg_av"] = 0.05 if m.parent.name == "pseudo" else 0.43  # a silent control's free seg_av
+        m.write_text(json.dumps(met))
+    figs = _capture_figures(monkeypatch)
+    avvp_summary.write_avvp_summary(tmp_path / "v.html", "planted", runs)
+    page = (tmp_path / "v.html").read_text()
+    delta = page.split("minus its label-shuffled control, every column (points)</h3>")[1].split("</table>")[0]
+    assert "".join(f"<th>{k}</th>" for k in KEYS) in delta
+    assert "<tr><td>generated pseudo-labels</td><td>+20.0</td><td>+20.0</td><td>-38.0</td>" in delta
+    assert "above it on 9 of the 10 columns" in page
+    val = [ax for ax in figs[-1].axes if ax.get_ylabel() == "validation seg Type@AV (%)"][0]
+    assert [list(line.get_ydata()) for line in val.lines[::2]] == [[20.0, 50.0, 40.0]] * 2
+    assert [list(line.get_xdata()) for line in val.lines[1::2]] == [[2], [1]]  # each run's selected epoch, starred
+    assert "the star marks the epoch kept" in page
+
+
+def test_metrics_page_is_rounded_tables_not_raw_json(tmp_path) -> None:
+    from models.report.tables import write_metrics_page
+
+    d = tmp_path / "models" / "clasp"
+    met = json.loads(_model_run(tmp_path, "clasp", 0.3).read_text())
+    met["tious"] = [0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    (d / "metrics.json").write_text(json.dumps(met))
+    write_metrics_page(d / "metrics.json", d / "metrics.html", "Metrics — demo/models/clasp")
+    page = (d / "metrics.html").read_text()
+    assert "<th>Avg (0.1:0.9)</th>" in page and "<td>30.0</td>" in page and "0.30000000000000004" not in page
+    assert '<table class="sortable per-class">' in page and "<td>grid_buzz</td><td>2</td><td>20.0</td>" in page
+    ear = tmp_path / "pseudo"
+    _avvp_run(tmp_path, "pseudo", 0.25)
+    write_metrics_page(ear / "metrics.json", ear / "metrics.html", "Metrics — avvp/planted/pseudo")
+    assert "<tr><td>test</td>" + "<td>25.0</td>" * 10 + "</tr>" in (ear / "metrics.html").read_text()
+
+
+def test_samples_page_says_the_classes_are_synthetic(tmp_path, monkeypatch) -> None:
+    from models.run import runtime
+
+    ck = tmp_path / "best.pt"
+    ck.write_bytes(b"")
+    monkeypatch.setattr(runtime, "load_checkpoint", lambda p: {"classes": ["red_beep", "bars_hum"]})
+    text = summary._synthetic_classes_line({"dataset": "demo", "model": "clasp", "checkpoint": str(ck),
+                                            "synthetic": True})
+    assert "<b>The 2 classes (red_beep, bars_hum) are the demo's synthetic ones</b>" in text
+    assert "mean nothing about these clips" in text
+
+
+def test_avvp_page_measures_why_events_score_zero_where_segments_do_not(tmp_path) -> None:
+    """A parse that covers an event's seconds but runs past its ends: seg F high, evt F 0.0 (IoU < 0.5)."""
+    from extractors.io import save_npz
+    from models.avvp.metrics import avvp_scores
+
+    gt = np.zeros((1, 2, 10), np.float32)
+    gt[0, 0, 1:3] = 1  # class a, 1-3 s
+    pred = np.zeros_like(gt)
+    pred[0, 0, 0:5] = 1  # 0-5 s: IoU 2/5
+    scores = avvp_scores(pred, pred, gt, gt)
+    assert scores["seg_type"] > 0.5 and scores["evt_type"] == 0.0  # by hand: seg F 2*2/(2*2+3) = 0.57
+    save_npz(tmp_path / "test.npz", gt_a=gt, gt_v=gt, video_ids=np.array(["v0"]), class_names=np.array(["a", "b"]))
+    m = _avvp_run(tmp_path, "video", 0.0)
+    met = json.loads(m.read_text())
+    met["test"] = scores
+    m.write_text(json.dumps(met))
+    (m.parent / "predictions.json").write_text(json.dumps(
+        {"segment_seconds": 1.0, "videos": {"v0": {"audio": [[0, 5, "a", 0.9]], "visual": [[0, 5, "a", 0.8]]}}}))
+    em = avvp_summary.event_matches(m.parent / "predictions.json", tmp_path / "test.npz")
+    assert (em["n_gt"], em["overlapped"], em["matched"], em["best_ious"]) == (2, 2, 0, [0.4, 0.4])
+    avvp_summary.write_avvp_summary(tmp_path / "e.html", "demo_llp", [m], test_npz=tmp_path / "test.npz")
+    page = (tmp_path / "e.html").read_text()
+    assert "but every event-level score 0.0, measured" in page
+    assert "predicted runs of the right class overlap 2 and reach IoU 0.5 on 0; the best IoUs are 0.40, 0.40" in page
+    assert "(e.g. v0, audio a: event 1–3 s, predicted 0–5 s, IoU 0.40)" in page
+
+
+def test_pseudo_label_rows_with_segments_but_no_events_are_explained(tmp_path) -> None:
+    """Pseudo-labels that mark a clip's class over the whole 5 s clip, events of 2 s: seg F > 0, evt F 0."""
+    from extractors.io import save_npz
+
+    gt = np.zeros((1, 2, 10), np.float32)
+    gt[0, 0, 1:3] = 1
+    mask = np.zeros((1, 10), bool)
+    mask[0, :5] = True
+    pseudo = np.zeros((1, 10, 2), np.float32)
+    pseudo[0, :5, 0] = 0.9  # (N, T, C), the whole clip
+    save_npz(tmp_path / "train.npz", gt_a=gt, gt_v=gt, mask=mask)
+    save_npz(tmp_path / "pseudo_labels.npz", pseudo_a=pseudo, pseudo_v=pseudo)
+    m = avvp_summary.pseudo_label_runs(tmp_path / "pseudo_labels.npz", tmp_path / "train.npz")
+    assert (m["n_gt"], m["matched"], m["best_ious"], m["run_len"], m["gt_len"], m["clip_s"]) == (2, 0, [0.4, 0.4],
+                                                                                              5.0, 2.0, 5.0)
+    row = [("generated pseudo-labels", "val", {"seg_type": 0.57, "evt_type": 0.0})]
+    text = "".join(avvp_summary._pseudo_label_lines(row, tmp_path / "pseudo_labels.npz", tmp_path / "train.npz", 0.5))
+    assert "their runs last 5.0 s on average on clips of 5.0 s, the events 2.0 s" in text
+    assert "best IoUs 0.40, 0.40, 0 of 2 events matched" in text

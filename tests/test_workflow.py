@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from extractors.discovery import read_tsv
 from extractors.recipes import get_recipe
 from extractors.synthetic_videos import make_demo_dataset
 
@@ -96,8 +97,8 @@ def test_dry_run_has_one_job_per_video_and_per_model(tmp_path, tiny_data):
     counts = job_counts(out)
     n = len(list(videos.glob("*.mp4")))
     assert {k: counts.get(k) for k in ("media", "features_i3d")} == {"media": n, "features_i3d": n}
-    assert len(counts) == 8, f"two jobs per video (media, features) plus six dataset-level jobs: {counts}"
-    assert counts["train"] == counts["evaluate"] == 1
+    assert len(counts) == 9, f"two jobs per video (media, features) plus seven dataset-level jobs: {counts}"
+    assert counts["train"] == counts["evaluate"] == counts["metrics_page"] == 1
     assert counts["feature_store"] == counts["compare"] == counts["summary"] == 1
     assert "features_r21d" not in counts and "fetch_weights" not in counts  # demo: I3D recipe, random weights
 
@@ -129,7 +130,7 @@ def test_real_run_features_metrics_and_report(finished_run):
     assert (res / "compare.md").read_text().count("|") > 10
     html = (res / "summary.html").read_text()
     assert "WEIGHTS: RANDOM" in html and "broken.mp4" in html
-    assert re.search(r"<td>mil</td>(<td>\d+\.\d\d</td>){6}</tr>", html), "metrics row with all six columns"
+    assert re.search(r"<td>mil</td>(<td>\d+\.\d</td>){10}</tr>", html), "mAP at tIoU 0.1 ... 0.9 and Avg"
     assert any((res / "models" / "mil" / "timelines").glob("*.png"))
 
 
@@ -140,7 +141,7 @@ def test_snakemake_report_builds_from_a_finished_run(finished_run):
     out = work / "results" / "report.html"
     smk(work, "--report", str(out), "--workflow-profile", "none")
     html = out.read_text()
-    assert len(html) > 10_000 and "summary.html" in html and "metrics.json" in html
+    assert len(html) > 10_000 and "summary.html" in html and "metrics.html" in html and "compare.html" in html
 
 
 def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
@@ -162,7 +163,9 @@ def test_predict_cli_uses_the_checkpoint_recipe(finished_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads((tmp_path / "out" / f"{vid}.json").read_text())
     ck = load_checkpoint(ckpt)
-    assert got["recipe"] == ck["recipe"] and ck["recipe"]["name"] == "demo" and got["weights"] == "random"
+    # the JSON's recipe is the checkpoint's without the fields of a flow method it did not use (issue 33)
+    assert got["recipe"] == Recipe(**ck["recipe"]).provenance() and ck["recipe"]["name"] == "demo"
+    assert got["weights"] == "random" and "raft_iters" not in got["recipe"] and got["recipe"]["flow"] == "farneback"
     assert (tmp_path / "out" / f"{vid}.csv").read_text().startswith("start_s,end_s,label,score")
     recipe = Recipe(**ck["recipe"])
     want = predict_features(ckpt, np.load(res / "features" / "vggish" / f"{vid}.npy"),
@@ -216,6 +219,10 @@ def test_incremental_reruns(finished_run, tiny_data):
         assert counts["feature_store"] == counts["train"] == counts["evaluate"] == 1
     finally:
         (work / "videos" / "new video.mp4").unlink()
+    # the device and the weights folder are no rerun trigger (common.smk `untracked`), though they are params
+    moved = smk(work, "-n", "--workflow-profile", "none", "--cores", "1", "--config", "device=cpu",
+                "weights_root=elsewhere/weights").stdout
+    assert "Nothing to be done" in moved, moved[-2000:]
     # a recipe change (feature step) reruns every video's feature jobs but not the media stage
     write_config(work, work / "videos", work / "annotations.json", step=6)
     try:
@@ -235,7 +242,7 @@ def _typo(cfg: dict, where: str, value) -> None:
 
 
 @pytest.mark.parametrize("where, value, message", [
-    ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, datasets, "
+    ("datasetz", {}, "config: unknown key 'datasetz' (did you mean 'datasets'?); allowed: avvp, cluster_names, datasets, "
                      "device, extensions, extractor_modules, keep_flow, localizer_modules, weights_root"),
     ("datasets.tiny.epochs", 3, "datasets.tiny: unknown key 'epochs' (did you mean 'train.epochs'?); allowed: "),
     ("datasets.tiny.recipe", "unav101",
@@ -276,6 +283,30 @@ def test_config_mistakes_fail_the_dry_run_naming_the_key(tmp_path, tiny_data, wh
     assert "jsonschema" not in out and len(out.splitlines()) < 15, "one line, not a schema dump"
 
 
+def test_missing_videos_folder_is_one_line_naming_the_key(tmp_path, tiny_data):
+    """A videos folder that does not exist stops the dry run with the dataset's key, not a traceback out of
+    the first input function that lists it."""
+    _, annotations = tiny_data
+    write_config(tmp_path, Path("data/my_vidoes"), annotations)
+    proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "\ndatasets.tiny.videos: folder data/my_vidoes does not exist\n" in out, out[-3000:]
+    assert "InputFunctionException" not in out and "FileNotFoundError" not in out and len(out.splitlines()) < 15
+
+
+def test_unknown_dataset_in_a_target_lists_the_known_ones(tmp_path, tiny_data):
+    videos, annotations = tiny_data
+    write_config(tmp_path, videos, annotations)
+    proc = smk(tmp_path, "-n", "--workflow-profile", "none", "--cores", "1", "results/nonexistent/compare.md",
+               check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert ("unknown dataset 'nonexistent' in a target (results/<dataset>/...); datasets in the config: tiny"
+            in out), out[-3000:]
+    assert "KeyError" not in out
+
+
 def test_missing_weights_hint_is_a_target_that_works(tmp_path, tiny_data):
     """The missing-weights message suggests `snakemake fetch_all_weights --cores 1`: with a pretrained-weights
     recipe it dry-runs to one fetch job per checkpoint the recipe needs (RAFT, I3D RGB and flow, VGGish)."""
@@ -290,26 +321,25 @@ def test_missing_weights_hint_is_a_target_that_works(tmp_path, tiny_data):
         assert f"resources/weights/{REGISTRY[name].filename}" in out
 
 
-def test_lint_findings_are_only_the_justified_ones(tmp_path):
-    """`snakemake --lint` on the shipped config: every remaining finding is one the Snakefile's comment
-    justifies (DEVICE / WEIGHTS_ROOT in shell commands, kept out of params so they are no rerun trigger); a
-    new kind of finding fails here, "mixed rules and functions" included (input functions live in common.smk)."""
+def test_lint_is_clean(tmp_path):
+    """`snakemake --lint` on the shipped config exits 0 with no finding (the device and weights folder reach
+    the shell commands as untracked params: common.smk `untracked`; input functions live in common.smk)."""
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config.yaml")
     proc = smk(tmp_path, "--lint", "--workflow-profile", "none", check=False)
     out = proc.stdout + proc.stderr
-    findings = {ln.strip() for ln in out.splitlines() if ln.strip().startswith("* ")}
-    justified = {"* Shell command directly uses variable DEVICE from outside of the rule:",
-                 "* Shell command directly uses variable WEIGHTS_ROOT from outside of the rule:"}
-    assert findings and findings <= justified, findings - justified
-    assert "Path composition" not in out and "Lints for" in out
+    assert proc.returncode == 0, out[-3000:]
+    assert "Lints for" not in out and "in a good condition" in out, out[-3000:]
 
 
 def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     pytest.importorskip("snakemake_executor_plugin_slurm")
     videos, annotations = tiny_data
     write_config(tmp_path, videos, annotations)
-    proc = smk(tmp_path, "--profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
+    proc = smk(tmp_path, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n", "--printshellcmds")
     out = proc.stdout + proc.stderr
+    # the SLURM profile's own default-resources (profiles/default is not read with --workflow-profile)
+    assert "Using workflow specific profile" in out and "profiles/default" not in out
+    assert re.search(r"rule feature_store:(?:\n\s+\S.*)*\n\s+resources: .*mem_mb=8000", out), out[-3000:]
     assert "Group job extract" in out, "per-video jobs are submitted in groups"
     blocks = [blk.strip() for blk in re.split(r"^(?=\s*rule \w+:$)", out, flags=re.M)]
     feature_jobs = [blk for blk in blocks if blk.startswith("rule features_i3d:")]
@@ -318,6 +348,28 @@ def test_slurm_profile_dry_run_requests_gpus(tmp_path, tiny_data):
     media_jobs = [blk for blk in blocks if blk.startswith("rule media:")]
     assert media_jobs and all("gpu=1" not in blk for blk in media_jobs)
     assert all("YOUR_GPU_PARTITION" in blk for blk in media_jobs), "grouped with the GPU features jobs"
+
+
+def test_slurm_profile_leaves_out_names_a_job_command_cannot_carry(tmp_path, tiny_data):
+    """Under profiles/slurm (`cluster_names: true`) a name with both quote kinds or a comma is left out at
+    discovery with its reason, so the dry run plans the others; without it (a workstation run) the same
+    names are extracted."""
+    videos, annotations = tiny_data
+    folder = tmp_path / "videos"
+    shutil.copytree(videos, folder)
+    src = sorted(folder.glob("*.mp4"))[0]
+    for bad in ("both ' and \"", "a,b"):
+        shutil.copy(src, folder / f"{bad}.mp4")
+    write_config(tmp_path, folder, annotations)
+    proc = smk(tmp_path, "--workflow-profile", str(REPO / "profiles" / "slurm"), "-n")
+    out = proc.stdout + proc.stderr
+    assert job_counts(out)["features_i3d"] == 5, out[-2000:]
+    assert "tiny: 2 videos left out before any job" in out
+    rejected = {r["file"]: r["reason"] for r in read_tsv(tmp_path / "logs" / "tiny" / "rejected_videos.tsv")}
+    assert rejected["a,b.mp4"].startswith("comma in the file name")
+    assert "cannot be quoted in a cluster job's command" in rejected["both ' and \".mp4"]
+    local = smk(tmp_path, "--workflow-profile", "none", "-n", "--cores", "1").stdout
+    assert job_counts(local)["features_i3d"] == 7
 
 
 def test_slurm_profile_groups_every_per_video_rule():

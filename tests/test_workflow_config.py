@@ -135,6 +135,7 @@ def test_avvp_sources_data_and_stage_arguments() -> None:
     assert b.stage1_log("p") == [] and b.stage1_log("l") == "results/avvp/l/stage1/generator.json"
     assert shuffle_flag("shuffled") == "--shuffle-labels" and shuffle_flag("real") == ""
     assert b.unless_generator("p", "--no-generator") == "--no-generator" and b.unless_generator("l", "x") == ""
+    assert not b.split_has_gt("l", "train") and b.eval_csvs("l", "train") == []
     assert b.eval_args("l", "train") == "" and b.eval_csvs("l", "test") == ["csv/AVVP_eval_audio.csv",
                                                                           "csv/AVVP_eval_visual.csv"]
     assert b.split_csvs("l") == ["csv/AVVP_train.csv", "csv/AVVP_val_pd.csv", "csv/AVVP_test_pd.csv"]
@@ -153,11 +154,58 @@ def test_llp_splits_from_a_unav_dataset_are_read_once(monkeypatch) -> None:
     b.clips("x"), b.split_videos("x", "train")
     assert reads == ["train", "val", "test"]
     assert b.csv("x", "train_csv") == "data/avvp/x/csv/AVVP_train.csv" and b.source_annotations("x") == str(SLICE)
+    # from a UnAV-format entry every split has segment ground truth, the training split too (stage 2's row)
+    assert b.split_has_gt("x", "train") and b.eval_csvs("x", "train") == [
+        "data/avvp/x/csv/AVVP_eval_audio.csv", "data/avvp/x/csv/AVVP_eval_visual.csv"]
+    assert b.eval_args("x", "train") == ("--eval-audio-csv data/avvp/x/csv/AVVP_eval_audio.csv "
+                                         "--eval-visual-csv data/avvp/x/csv/AVVP_eval_visual.csv")
     with pytest.raises(WorkflowError, match="avvp.y.llp.from_dataset: 'nope' is not a dataset with annotations"):
         Benchmarks({"avvp": {"y": {"llp": {"from_dataset": "nope"}}}}, p).source_dataset("y")
 
 
-def test_llp_feature_shell_leaves_the_device_to_the_workflow() -> None:
+def test_llp_feature_shell_takes_the_device_as_a_param() -> None:
     shell = llp_feature_shell("benchmarks/avvp/{wildcards.llp:q}/features")
     assert "--record benchmarks/avvp/{wildcards.llp:q}/features/{wildcards.vid:q}.worker.json" in shell
-    assert "--device {DEVICE} > {log:q} 2>&1" in shell and "{threads}" in shell
+    # a param (common.smk `untracked`), not a workflow global: `snakemake --lint` stays clean
+    assert "--device {params.device} > {log:q} 2>&1" in shell and "{threads}" in shell and "DEVICE" not in shell
+
+
+def test_an_unknown_dataset_says_so_and_lists_the_configured_ones() -> None:
+    p = project({"b": {"recipe": "demo"}, "a": {"recipe": "demo"}})
+    with pytest.raises(WorkflowError, match=r"unknown dataset 'typo' in a target .*datasets in the config: a, b"):
+        p.datasets["typo"]
+    assert "typo" not in p.datasets and p.datasets.get("typo") is None  # membership and .get do not raise
+    with pytest.raises(WorkflowError, match="datasets in the config: none"):
+        project({}).datasets["x"]
+
+
+def test_cluster_names_reach_both_discoveries(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def fake_discover(folder, *args, **kwargs):
+        seen.append(kwargs["cluster_names"])
+        return discovery.Discovery(accepted={"a": folder / "a.mp4"}, rejected={})
+
+    monkeypatch.setattr(discovery, "discover", fake_discover)
+    for given, want in (({}, False), ({"cluster_names": True}, True)):
+        p = project({"d": {"recipe": "demo", "videos": "v"}}, **given)
+        p.videos("d")
+        Benchmarks({"avvp": {"x": {"llp": {"videos": "clips"}}}}, p).llp_videos("x")
+        assert seen[-2:] == [want, want]
+
+
+def test_pages_pseudo_labels_and_predict_with() -> None:
+    assert workflow_config.metrics_pages("d", ["mil", "mil_shuffled"]) == [
+        "results/d/models/mil/metrics.html", "results/d/models/mil_shuffled/metrics.html"]
+    p = project({"demo": {"recipe": "demo", "generate_demo": {}, "models": ["mil"]},
+                 "real": {"recipe": "demo", "models": ["mil"]},
+                 "new": {"recipe": "demo", "predict_with": {"dataset": "demo", "model": "mil"}},
+                 "new2": {"recipe": "demo", "predict_with": {"dataset": "real", "model": "mil"}}})
+    assert json.loads(p.predict_with_json("new")) == {"dataset": "demo", "model": "mil", "synthetic": True,
+                                                      "checkpoint": "results/demo/models/mil/best.pt"}
+    assert json.loads(p.predict_with_json("new2"))["synthetic"] is False and p.predict_with_json("real") == "null"
+    b = Benchmarks({"avvp": {"v": {"modes": ["video"]}, "q": {}}}, p)
+    assert b.metrics_pages("q") == ["results/avvp/q/pseudo/metrics.html", "results/avvp/q/video/metrics.html"]
+    assert b.train_pseudo_labels("v") == [] and b.train_pseudo_labels("q") == [
+        "results/avvp/q/stage2/real/pseudo_labels.npz"]

@@ -176,8 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not present:
             raise SystemExit(f"none of the {len(ann)} videos of {a.weak_csv} has features")
         feats = {v: available[v] for v in present}
+        with_gt = a.eval_audio_csv is not None and a.eval_visual_csv is not None
+        if with_gt and not any(ann[v]["audio"] or ann[v]["visual"] for v in present):
+            # eval CSVs without a row of this split (LLP's own training split): no segment ground truth,
+            # rather than an all-zero one that would score every prediction as wrong
+            print(f"[llp] {a.weak_csv.name}: the eval CSVs hold no row of its videos: no segment ground truth",
+                  file=sys.stderr)
+            with_gt = False
         arrays = assemble_split(ann, feats, load_npz(a.text), a.visual, a.audio, generator=not a.no_generator,
-                                with_gt=a.eval_audio_csv is not None and a.eval_visual_csv is not None)
+                                with_gt=with_gt)
         arrays["missing_ids"] = np.array(missing, dtype=str)
         save_npz(a.out, **arrays)
         print(f"[llp] {a.weak_csv.name}: {len(present)} of {len(ann)} videos have features; {len(missing)} left "

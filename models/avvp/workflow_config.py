@@ -138,6 +138,15 @@ class Benchmarks:
     def summary_metrics(self, name: str) -> list[str]:
         return [f"results/avvp/{name}/{mode}/metrics.json" for mode in self.modes(name)]
 
+    def metrics_pages(self, name: str) -> list[str]:
+        """Each mode's metrics.html (report.smk's metrics_page): what `snakemake --report` shows of a run."""
+        return [f"results/avvp/{name}/{mode}/metrics.html" for mode in self.modes(name)]
+
+    def train_pseudo_labels(self, name: str) -> list[str]:
+        """The training split's pseudo-labels for the summary (what a Table III row with seg > 0 and evt 0.0
+        is made of); none where no mode uses them."""
+        return [f"results/avvp/{name}/stage2/real/pseudo_labels.npz"] if "pseudo" in self.modes(name) else []
+
     def stage1_log(self, name: str) -> str | list[str]:
         """Stage 1's training log for the summary; none where no mode needs the generator."""
         return [] if self.modes(name) == ["video"] else f"results/avvp/{name}/stage1/generator.json"
@@ -172,12 +181,20 @@ class Benchmarks:
     def source_annotations(self, name: str) -> str:
         return self.project.datasets[self.source_dataset(name)]["annotations"]
 
+    def split_has_gt(self, name: str, split: str) -> bool:
+        """Whether a split's clips have segment ground truth: LLP's validation and test splits; the training
+        split too where the CSVs come from a UnAV-format entry (`from_dataset`: every clip's events are known),
+        so stage 2's pseudo-labels get their training row (real LLP has no segment labels for training)."""
+        return split != "train" or bool(self.source_dataset(name))
+
     def eval_csvs(self, name: str, split: str) -> list[str]:
-        """The segment-level ground truth a validation or test split carries (train: none)."""
-        return [self.csv(name, "eval_audio_csv"), self.csv(name, "eval_visual_csv")] if split != "train" else []
+        """The segment-level ground truth of a split that has it (:meth:`split_has_gt`)."""
+        if not self.split_has_gt(name, split):
+            return []
+        return [self.csv(name, "eval_audio_csv"), self.csv(name, "eval_visual_csv")]
 
     def eval_args(self, name: str, split: str) -> str:
-        if split == "train":
+        if not self.split_has_gt(name, split):
             return ""
         audio, visual = self.eval_csvs(name, split)
         return f"--eval-audio-csv {shlex.quote(audio)} --eval-visual-csv {shlex.quote(visual)}"
@@ -189,7 +206,8 @@ class Benchmarks:
             return self.project.videos(ds)
         if name not in self._llp_found:
             found = discovery.discover(Path(self.llp_spec(name)["videos"]), self.project.extensions, min_duration_s=1.0,
-                                       cache=Path("results") / "avvp" / name / "probe_cache.json")
+                                       cache=Path("results") / "avvp" / name / "probe_cache.json",
+                                       cluster_names=self.project.cluster_names)
             discovery.write_rejections(found.rejected, Path("logs") / "avvp" / name / "rejected_videos.tsv")
             self._llp_found[name] = found.accepted
         return self._llp_found[name]
@@ -294,10 +312,10 @@ class Benchmarks:
 
 def llp_feature_shell(bench_dir: str) -> str:
     """The per-clip job's command; the worker writes the job's own resources beside Snakemake's benchmark file.
-    ``{DEVICE}`` stays a placeholder of the workflow's globals (not a param: Snakefile, lint findings)."""
+    The device is the rule's ``device`` param (common.smk `untracked`: no rerun trigger, lint clean)."""
     return (
         f"python -m extractors.worker llp --threads {{threads}} --record {bench_dir}/{{wildcards.vid:q}}.worker.json "
         "--entry extractors.llp.extract -- "
         "clip --video={input.video:q} --out {output.features:q} --kinds {params.kinds} --max-seconds {params.seconds} "
-        "{params.common} --device {DEVICE} > {log:q} 2>&1"
+        "{params.common} --device {params.device} > {log:q} 2>&1"
     )

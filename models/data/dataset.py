@@ -147,6 +147,19 @@ def collate(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def trim_padding(batch: dict[str, Any], length: int | None = None) -> dict[str, Any]:
+    """The batch cut to its first ``length`` steps (default: its longest valid video), dropping padding
+    columns. Why: items are padded to ``t_max`` (224) while the first UnAV-100 batch holds 128 valid steps
+    on average; a model whose valid-step outputs do not depend on the padding (``pad_free``: MIL, CLASP)
+    trains on the trimmed batch at the cost of the valid steps only (bench/unav_structure_bench.py
+    --time-batches measures it). Segments are in step units and need no change."""
+    n = int(batch["mask"].sum(dim=1).max()) if length is None else int(length)
+    out = dict(batch)
+    for k in ("audio", "visual", "mask"):
+        out[k] = batch[k][:, :n]
+    return out
+
+
 def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

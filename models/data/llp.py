@@ -58,7 +58,9 @@ def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.
     :func:`read_llp`): ``test`` videos -> ``AVVP_test_pd.csv``, ``validation`` videos ->
     ``AVVP_val_pd.csv`` (both with eval rows, as LLP's validation and test splits have), the others ->
     ``AVVP_train.csv``. UnAV events are audio-visual, so each gives the same audio and visual eval row,
-    ``onset = floor(start)``, ``offset = ceil(end)`` (HAN's segments ``onset .. offset-1``)."""
+    ``onset = floor(start)``, ``offset = ceil(end)`` (HAN's segments ``onset .. offset-1``). Unlike LLP's
+    own CSVs, the eval rows also cover the training videos (their events are known), so stage 2's
+    pseudo-labels can be scored on the training split too (the summary's train row)."""
     out = Path(out_dir)
     bad = sorted({sg.label for a in annotations.values() for sg in a.segments if {",", "\t", "\n"} & set(sg.label)})
     if bad:  # LLP's CSVs separate labels with commas and columns with tabs
@@ -72,7 +74,7 @@ def unav_to_llp_csvs(annotations: dict[str, VideoAnnotation], out_dir: str | os.
             f"{v}\t{','.join(sorted({sg.label for sg in annotations[v].segments}))}\n" for v in vids)
 
     rows = "".join(f"{v}\t{math.floor(sg.start)}\t{math.ceil(sg.end)}\t{sg.label}\n"
-                   for v in split["val"] + split["test"] for sg in annotations[v].segments)
+                   for v in split["train"] + split["val"] + split["test"] for sg in annotations[v].segments)
     texts = {"AVVP_train.csv": weak(split["train"]), "AVVP_val_pd.csv": weak(split["val"]),
              "AVVP_test_pd.csv": weak(split["test"])}
     for mod in ("audio", "visual"):

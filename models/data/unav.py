@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from extractors.io import write_text
@@ -69,3 +70,16 @@ def write_unav(annotations: dict[str, VideoAnnotation], path: str | os.PathLike[
                              "label_id": cidx[s.label]} for s in a.segments],
         }
     write_text(path, json.dumps({"database": db}, indent=1))
+
+
+def read_distractors(annotations: str | os.PathLike[str]) -> dict[str, list[tuple[float, float, str, str]]]:
+    """``{video: [(start_s, end_s, label, kind)]}`` from the ``distractors.json`` the demo generator writes
+    beside its annotation file (``extractors.synthetic_videos``: a class pattern without its sound,
+    ``visual_only``, or the reverse, ``audio_only``; not events). ``{}`` for data without one. Why: the
+    timelines draw them, so that a prediction on one reads as what it is rather than as noise."""
+    path = Path(annotations).parent / "distractors.json"
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {str(vid): [(float(d["segment"][0]), float(d["segment"][1]), str(d["label"]), str(d.get("kind", "")))
+                       for d in events] for vid, events in doc.items()}

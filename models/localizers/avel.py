@@ -19,9 +19,10 @@ Adaptation to DAVEL features (documented choices):
   ``ceil(T/8)`` highest steps) is the pooling of this project's CLASP, so that the weak rows of one table
   differ only in architecture.  ``full``: per-step BCE against step labels rasterised from ``batch['segments']``
   (step ``t`` is positive for class ``c`` when ``start <= t < end``), Tian's supervised setting.
-- Inference (both): keep classes whose pooled video-level probability is >= 0.5 (weak; CLASP's rule),
-  threshold per-step probabilities at 0.5, merge consecutive positive steps, score =
-  mean probability (``models.localizers.postprocess.probs_to_events``), in feature steps.
+- Inference, full: threshold per-step probabilities at 0.5, merge consecutive positive steps, score =
+  mean probability (``models.localizers.postprocess.probs_to_events``), in feature steps. Weak: the
+  ``decoder`` every weak model has (:func:`models.localizers.decoding.decode_weak`): CLASP's rule (classes
+  whose gate score is >= 0.5, then the same runs) or the standard weak decoder, chosen on validation.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from models.localizers.base import ModelConfig
+from models.localizers.base import ModelConfig, step_targets
+from models.localizers.decoding import WeakOutputs, decode_weak
 from models.localizers.losses import weak_loss
-from models.localizers.pooling import class_gate, detect_from_probs
+from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
 from models.localizers.registry import register_localizer
 
 
@@ -53,6 +55,7 @@ class AVELConfig(ModelConfig):
     mil_topk_ratio: int = 8
     threshold: float = 0.5
     gate_pool: str = "max"  # weak inference class gate, decoupled from mil_pool (models.localizers.pooling.class_gate)
+    decoder: Any = "auto"  # weak only: models.localizers.mil.MILConfig.decoder
 
 
 class AudioGuidedAttention(nn.Module):
@@ -127,22 +130,19 @@ class AVEL(nn.Module):
         out["loss_terms"] = {"step_bce": float(total.detach())}
         return total
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs | None:
+        """Weak mode's decoder inputs: step probabilities, their training MIL pool, the paper rule's gate."""
+        if self.supervision != "weak":
+            return None
+        m, p, c = batch["mask"].bool(), out["step_probs"], self.cfg
+        return WeakOutputs(p, m, mil_pool(p, m, c.mil_pool, c.mil_topk_ratio),
+                           class_gate(p, m, c.gate_pool, c.mil_pool, c.mil_topk_ratio), c.threshold)
+
     @torch.no_grad()
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
-        m = batch["mask"].bool()
-        gate = (class_gate(out["step_probs"], m, self.cfg.gate_pool, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
-                if self.supervision == "weak" else None)
-        return detect_from_probs(out["step_probs"], m, self.cfg.threshold, gate)
+        if self.supervision == "weak":
+            return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)
+        return detect_from_probs(out["step_probs"], batch["mask"].bool(), self.cfg.threshold, None)
 
 
-def step_targets(segments: list[torch.Tensor], T: int, num_classes: int, device: torch.device | str = "cpu"
-                 ) -> torch.Tensor:
-    """Per-step multi-hot targets ``(B, T, C)``: step ``t`` is positive for ``c`` if ``start <= t < end``."""
-    out = torch.zeros(len(segments), T, num_classes, device=device)
-    t = torch.arange(T, device=device, dtype=torch.float32)
-    for b, seg in enumerate(segments):
-        seg = torch.as_tensor(seg, dtype=torch.float32, device=device).reshape(-1, 3)
-        for s, e, c in seg.tolist():
-            out[b, (t >= s) & (t < e), int(c)] = 1.0
-    return out
 

@@ -52,3 +52,15 @@ class ModelConfig:
     # weak models: 'label' starts each class head at its class's training frequency, 'none' at the layer's
     # own init (models.localizers.class_prior; full supervision keeps its own prior)
     class_prior: str = "label"
+
+
+def step_targets(segments: list[torch.Tensor], T: int, num_classes: int, device: torch.device | str = "cpu"
+                 ) -> torch.Tensor:
+    """Per-step multi-hot targets (AVEL's full supervision, MIL's ``targets: step``) ``(B, T, C)``: step ``t`` is positive for ``c`` if ``start <= t < end``."""
+    out = torch.zeros(len(segments), T, num_classes, device=device)
+    t = torch.arange(T, device=device, dtype=torch.float32)
+    for b, seg in enumerate(segments):
+        seg = torch.as_tensor(seg, dtype=torch.float32, device=device).reshape(-1, 3)
+        for s, e, c in seg.tolist():
+            out[b, (t >= s) & (t < e), int(c)] = 1.0
+    return out

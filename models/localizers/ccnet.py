@@ -41,6 +41,8 @@ Supervision:
   code max-pools, ``max``) and trained with BCE against
   ``batch['labels']``; the loss is the mean over levels.  The class head starts at probability 0.5 (zero
   bias), not at the focal loss's 0.01 prior (``models.localizers.pyramid.class_head_prior``).  Inference
+  goes through the weak ``decoder`` (``models.localizers.decoding.decode_weak``; ``decoder: auto`` picks the
+  paper rule below or the standard weak decoder on validation). The paper rule
   (``weak_inference="finest"``): classes whose stride-1 gate score (``gate_pool``, default the highest step
   probability; ``models.localizers.pooling.class_gate``) is below 0.5 are dropped (as CLASP's inference); the stride-1
   level's probabilities (its features already carry coarse context through C2F) are

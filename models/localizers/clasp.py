@@ -15,7 +15,8 @@ step's choices are documented where it is computed:
 4. **ATP** -- one-layer Transformer encoder per modality, then cross-attention from each modality to
    the anchors ``Z_av`` (Eq. 5).
 5. **Classification** -- foreground-weighted per-step ``p_av``, MIL-pooled to the video label
-   (:meth:`CLASP.loss`); inference thresholds it (:meth:`CLASP.detect`).
+   (:meth:`CLASP.loss`); inference decodes it into segments (:meth:`CLASP.detect`: the paper's 0.5
+   threshold or the standard weak decoder, chosen on validation).
 
 Padded steps are zeroed in every per-step output and never pooled.
 """
@@ -29,8 +30,9 @@ import torch
 from torch import nn
 
 from models.localizers.base import Detection
-from models.localizers.mil import MILConfig, Projection, check_mask, fp32_head, gate_probs, weak_bce
-from models.localizers.pooling import detect_from_probs, mil_pool
+from models.localizers.decoding import WeakOutputs, decode_weak
+from models.localizers.mil import MILConfig, Projection, check_mask, fp32_head, weak_bce, weak_outputs
+from models.localizers.pooling import mil_pool
 from models.localizers.registry import register_localizer
 
 _LN2 = math.log(2.0)
@@ -135,6 +137,8 @@ class CLASPConfig(MILConfig):
             raise ValueError(f"anchor_modality must be 'both', 'audio' or 'visual', got {self.anchor_modality!r}")
         if self.meae_on not in ("raw", "transformer"):
             raise ValueError(f"meae_on must be 'raw' or 'transformer', got {self.meae_on!r}")
+        if self.targets != "video":
+            raise ValueError(f"CLASP is weakly supervised (targets 'video'), got targets={self.targets!r}")
         if self.hidden_dim % self.n_heads:
             raise ValueError(f"hidden_dim {self.hidden_dim} not divisible by n_heads {self.n_heads}")
 
@@ -148,6 +152,9 @@ class CLASP(nn.Module):
     """The CLASP localizer (weak supervision); the module docstring maps the paper's steps to the code."""
 
     supervision = "weak"
+    #: valid-step outputs do not depend on the padding (masked projection, key-padding masks, anchors only
+    #: among valid steps): batches are trimmed to their longest video (models.data.dataset.trim_padding)
+    pad_free = True
 
     def __init__(self, cfg: CLASPConfig) -> None:
         super().__init__()
@@ -282,17 +289,24 @@ class CLASP(nn.Module):
         out["loss_terms"] = {"av": float(l_av.detach()), "a": float(l_a.detach()), "v": float(l_v.detach())}
         return l_av + self.cfg.lambda_uni * (l_a + l_v)
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs:
+        """The decoder's inputs (:func:`models.localizers.mil.weak_outputs`): ``p_av``, ``video_p``, the gate."""
+        return weak_outputs(self.cfg, out)
+
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        """The paper's "threshold 0.5 to identify confident event classes": classes whose video-level score
-        reaches ``threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of positive steps
-        merged into events (:func:`models.localizers.pooling.detect_from_probs`).  The gate's video-level
-        score is pooled by ``gate_pool`` (default ``"max"``), not by the training ``pooling``: with top-k
-        training the top-k mean of a 4-step event in a 224-step video (k = 28) stays far below 0.5 however
-        well the event is predicted, and the gate dropped it (``gate_pool="train"`` restores that).  The
-        classifier heads and their sigmoids run in float32 even under AMP (:func:`models.localizers.mil.fp32_head`).
+        """Segments from ``p_av`` by the ``decoder`` (:func:`models.localizers.decoding.decode_weak`).
+
+        ``decoder: paper`` is the paper's "threshold 0.5 to identify confident event classes": classes whose
+        video-level score reaches ``threshold``; their per-step ``p_av`` thresholded at ``threshold``, runs of
+        positive steps merged into events.  The gate's video-level score is pooled by ``gate_pool`` (default
+        ``"max"``), not by the training ``pooling``: with top-k training the top-k mean of a 4-step event in
+        a 224-step video (k = 28) stays far below 0.5 however well the event is predicted, and the gate
+        dropped it (``gate_pool="train"`` restores that).  The default ``decoder: auto`` chooses between it
+        and the standard weak-localization decoder (smoothing, classes by ``video_p``, multi-threshold
+        proposals, outer-inner contrast, NMS) on validation after training (:mod:`models.run.decoder_selection`).
+        The classifier heads and their sigmoids run in float32 even under AMP (:func:`models.localizers.mil.fp32_head`).
         """
-        gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
-        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)
+        return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)
 
 
 __all__ = ["CLASP", "CLASPConfig", "agreement_score", "topk_eligible", "local_windows"]

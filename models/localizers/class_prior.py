@@ -48,7 +48,9 @@ def fit_class_prior(model: nn.Module, labels: torch.Tensor) -> bool:
     if kind not in CLASS_PRIORS:
         raise ValueError(f"class_prior must be one of {CLASS_PRIORS}, got {kind!r}")
     heads = getattr(model, "class_prior_heads", None)
-    if kind == "none" or heads is None or getattr(model, "supervision", "weak") != "weak":
+    # MIL's per-step ceiling ("step") too: its step classifier at 0.5 spent 10 epochs climbing down to the
+    # prior at fraction 0.1 (validation Avg mAP 0.00 in every epoch; docs/recipes.md)
+    if kind == "none" or heads is None or getattr(model, "supervision", "weak") not in ("weak", "step"):
         return False
     if getattr(cfg, "cls_prior_prob", None) is not None:  # an explicit prior wins
         return False

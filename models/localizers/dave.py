@@ -24,8 +24,9 @@ Structure (read from ttgeng233/UnAV ``libs/modeling``; re-implemented, not copie
 
 Weak supervision (CLASP Table 1): identical to ``models.localizers.ccnet``'s weak mode — class head only, each
 level's per-point probabilities MIL-pooled (top-k as this project's CLASP; ``max`` = Tian et al. 2018's code) into a video-level BCE averaged over
-levels, from a zero-bias class head (``class_head_prior``); inference gates classes and thresholds the stride-1
-level's probabilities at 0.5, merging runs of positive steps.
+levels, from a zero-bias class head (``class_head_prior``); inference decodes the stride-1 level's
+probabilities with the weak ``decoder`` (``models.localizers.decoding.decode_weak``: the paper's gate and 0.5
+runs, or the standard weak decoder, chosen on validation).
 
 Training recipe: :class:`models.localizers.pyramid.PyramidConfig`'s fields, the same as CCNet's (see
 ``models.localizers.ccnet``; UnAV ``configs/avel_unav100.yaml``: AdamW, lr 1e-4, weight decay 1e-4, 40

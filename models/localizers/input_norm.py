@@ -87,11 +87,12 @@ def _pre_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | Non
 
 
 def resolve_input_norm(kind: str, supervision: str) -> str:
-    """``auto`` is ``standardize`` for a weakly supervised model and ``none`` for a fully supervised one."""
+    """``auto`` is ``standardize`` for a weakly supervised model (and MIL's per-step ceiling, ``step``, so that
+    it is the same network) and ``none`` for a fully supervised one."""
     if kind not in INPUT_NORMS:
         raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {kind!r}")
     if kind == "auto":
-        return "standardize" if supervision == "weak" else "none"
+        return "standardize" if supervision in ("weak", "step") else "none"
     return kind
 
 

@@ -13,8 +13,9 @@ says they do):
   activation are zeroed on padded steps, so a ``kernel_size > 1`` convolution sees the same
   zeros at the end of the valid sequence as its own zero padding would; outputs on valid steps
   therefore never depend on what is stored in (or how long) the padding is.
-- MIL pooling and detection: :func:`models.localizers.pooling.mil_pool` and
-  :func:`models.localizers.pooling.detect_from_probs`, the same two functions every weak model uses.
+- MIL pooling and decoding: :func:`models.localizers.pooling.mil_pool` and
+  :func:`models.localizers.decoding.decode_weak` (the ``decoder`` field: the paper's rule or the standard
+  weak-localization decoder, chosen on validation), the same two functions every weak model uses.
 - :func:`weak_bce` -- BCE on probabilities, computed in float32 outside autocast (BCE on
   probabilities is not autocast-safe), clamped to ``[eps, 1 - eps]``.
 - :func:`fp32_head` -- a classifier head and its sigmoid in float32 even under AMP: in bf16 the
@@ -36,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.localizers.base import Detection, ModelConfig
-from models.localizers.pooling import class_gate, detect_from_probs, mil_pool
+from models.localizers.base import Detection, ModelConfig, step_targets
+from models.localizers.decoding import WeakOutputs, decode_weak
+from models.localizers.pooling import class_gate, mil_pool
 from models.localizers.registry import register_localizer
 
 
@@ -108,6 +110,13 @@ def gate_probs(cfg: MILConfig, out: dict[str, Any], step_probs: torch.Tensor, ma
     return class_gate(step_probs, mask, cfg.gate_pool, cfg.pooling, cfg.topk_div)
 
 
+def weak_outputs(cfg: MILConfig, out: dict[str, Any]) -> WeakOutputs:
+    """CLASP's and MIL's decoder inputs: per-step ``p_av``, the MIL-pooled ``video_p`` the loss trained (the
+    standard decoder ranks classes by it), the paper rule's gate (:func:`gate_probs`) and threshold."""
+    p, mask = out["p_av"], out["mask"]
+    return WeakOutputs(p, mask, out["video_p"], gate_probs(cfg, out, p, mask), cfg.threshold, by_score=True)
+
+
 # --------------------------------------------------------------------------------------------
 # the baseline
 # --------------------------------------------------------------------------------------------
@@ -122,23 +131,42 @@ class MILConfig(ModelConfig):
     proj_ln: bool = True  # LayerNorm in the projection, as UnAV's embedding (Projection's docstring)
     dropout: float = 0.1
     pooling: str = "topk"  # training MIL pool: "topk" | "max" (Tian et al. 2018, the paper's) | "mean"
+    # top-k ratio, a recipe field: k = ceil(L / topk_div) valid steps per class. W-TALC / BaS-Net / ASM-Loc
+    # use T//8 on THUMOS; ASM-Loc uses T//2 on ActivityNet, whose events (like UnAV-100's: a present class
+    # covers ~58 % of its video) cover about half the video. Choose it on validation (bench/unav_structure_bench.py
+    # --topk-div 2 4 8, docs/recipes.md "Weak models at UnAV-100's structure").
     topk_div: int = 8
     threshold: float = 0.5
     gate_pool: str = "max"  # inference class gate: "max" | "topk" | "mean" | "train" (= pooling) | "none"
+    # "auto" (chosen on validation after training, models.run.decoder_selection) | "paper" | "standard" | a dict
+    # of models.localizers.decoding.WeakDecodeConfig fields; threshold and gate_pool are the paper rule's
+    decoder: Any = "auto"
     lr: float = 1e-4
     epochs: int = 40
     batch_size: int = 16
+    # "video": the weak baseline (BCE of the pooled score against the video label); "step": the cheap
+    # full-supervision ceiling of issue #31, the same network and decoder trained with per-step BCE against
+    # the steps each annotated segment covers (MIL only; CLASP rejects it)
+    targets: str = "video"
 
 
 @register_localizer("mil", config=MILConfig, supervision=("weak",))
 class MILBaseline(nn.Module):
-    """Projection -> ``[a; v]`` -> linear classifier + sigmoid per step -> MIL pooling -> BCE."""
+    """Projection -> ``[a; v]`` -> linear classifier + sigmoid per step -> MIL pooling -> BCE (``targets:
+    step``: per-step BCE, ``supervision`` then reads ``"step"`` so that the label-shuffled control shuffles
+    the segments too and the class heads stay at 0.5)."""
 
     supervision = "weak"
+    #: outputs on valid steps do not depend on how much padding follows (Projection is masked, the classifier
+    #: per step): models.run.train trims each batch to its longest video (models.data.dataset.trim_padding)
+    pad_free = True
 
     def __init__(self, cfg: MILConfig) -> None:
         super().__init__()
+        if cfg.targets not in ("video", "step"):
+            raise ValueError(f"targets must be 'video' or 'step', got {cfg.targets!r}")
         self.cfg = cfg
+        self.supervision = "step" if cfg.targets == "step" else "weak"
         d = cfg.hidden_dim
         self.proj_a = Projection(cfg.audio_dim, d, cfg.proj_kernel, cfg.proj_ln)
         self.proj_v = Projection(cfg.visual_dim, d, cfg.proj_kernel, cfg.proj_ln)
@@ -158,10 +186,19 @@ class MILBaseline(nn.Module):
         return {"p_av": p, "video_p": mil_pool(p, mask, self.cfg.pooling, self.cfg.topk_div), "mask": mask}
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> torch.Tensor:
+        if self.cfg.targets == "step":
+            p, m = out["p_av"], out["mask"]
+            y = step_targets(batch["segments"], p.shape[1], p.shape[2], p.device)
+            loss = weak_bce(p[m], y[m])
+            out["loss_terms"] = {"step": float(loss.detach())}
+            return loss
         loss = weak_bce(out["video_p"], batch["labels"])
         out["loss_terms"] = {"video": float(loss.detach())}
         return loss
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs:
+        """The decoder's inputs: ``p_av``, the training pool ``video_p`` and the paper rule's gate."""
+        return weak_outputs(self.cfg, out)
+
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[Detection]]:
-        gate = gate_probs(self.cfg, out, out["p_av"], out["mask"])
-        return detect_from_probs(out["p_av"], out["mask"], self.cfg.threshold, gate, by_score=True)
+        return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)

@@ -77,14 +77,21 @@ def detect_from_probs(step_probs: torch.Tensor, mask: torch.Tensor, threshold: f
     p_step = step_probs.detach().float().cpu().numpy()
     p_video = None if video_probs is None else video_probs.detach().float().cpu().numpy()
     lengths = mask.detach().bool().sum(dim=1).cpu().tolist()
-    results: list[list[Detection]] = []
-    for b, n in enumerate(lengths):
-        keep = np.arange(p_step.shape[2]) if p_video is None else np.nonzero(p_video[b] >= threshold)[0]
-        dets: list[Detection] = []
-        if len(keep):
-            for s, e, c, sc in probs_to_step_events(p_step[b, :n][:, keep], threshold, n):
-                dets.append((float(s), float(e), int(keep[c]), float(sc)))
-        if by_score:
-            dets.sort(key=lambda d: -d[3])
-        results.append(dets)
-    return results
+    return [paper_video_events(p_step[b, :n], None if p_video is None else p_video[b], threshold, by_score)
+            for b, n in enumerate(lengths)]
+
+
+def paper_video_events(p_step: np.ndarray, p_video: np.ndarray | None, threshold: float = 0.5,
+                       by_score: bool = False) -> list[Detection]:
+    """:func:`detect_from_probs` for one video's valid steps ``(n, C)`` and its gate scores ``(C,)``
+    (``None``: no gate), on NumPy arrays: what decoder selection (:mod:`models.run.decoder_selection`)
+    calls on step scores it computed once."""
+    n = p_step.shape[0]
+    keep = np.arange(p_step.shape[1]) if p_video is None else np.nonzero(p_video >= threshold)[0]
+    dets: list[Detection] = []
+    if len(keep):
+        for s, e, c, sc in probs_to_step_events(p_step[:, keep], threshold, n):
+            dets.append((float(s), float(e), int(keep[c]), float(sc)))
+    if by_score:
+        dets.sort(key=lambda d: -d[3])
+    return dets

@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 
 from models.localizers.base import ModelConfig
-from models.localizers.decoding import DecodeConfig, decode_config, decode_dense
+from models.localizers.decoding import DecodeConfig, WeakOutputs, decode_config, decode_dense, decode_weak
 from models.localizers.losses import dense_loss, pyramid_weak_loss
 from models.localizers.optim import make_optimizer
-from models.localizers.pooling import class_gate, detect_from_probs
+from models.localizers.pooling import class_gate, mil_pool
 from models.localizers.targets import DEFAULT_REG_RANGES
 
 # What a pyramid model builds on beyond its own module: its declaration's `uses` (the code fingerprint's files)
@@ -57,6 +57,7 @@ class PyramidConfig(DecodeConfig, ModelConfig):
     weak_threshold: float = 0.5
     gate_pool: str = "max"  # weak inference class gate, decoupled from mil_pool (models.localizers.pooling.class_gate)
     weak_inference: str = "finest"  # "finest" (stride-1 level) | "fuse" (mean of all levels, repeated)
+    decoder: Any = "auto"  # weak only: models.localizers.mil.MILConfig.decoder (full: decode_dense)
     # training recipe, the same for CCNet and DAVE so their comparison is fair (models.run.train reads
     # these; sources: ttgeng233/UnAV configs/avel_unav100.yaml, libs/core/config.py, train.py,
     # libs/utils/train_utils.py; happyharrycn/actionformer_release libs/utils/train_utils.py)
@@ -95,8 +96,9 @@ class PyramidLocalizer(nn.Module):
 
     Full supervision: focal + GIoU on the pyramid points (:func:`dense_loss`), Soft-NMS decoding.
     Weak supervision: MIL over each level's class probabilities to the video label
-    (:func:`pyramid_weak_loss`), then thresholded per-step probabilities of the classes whose
-    video-level score passes (:func:`detect_from_probs`). Subclasses have ``cfg`` (a
+    (:func:`pyramid_weak_loss`), then the weak ``decoder`` on the per-step probabilities
+    (:func:`decode_weak`: the paper's thresholded runs of the classes whose gate passes, or the standard
+    weak decoder, chosen on validation). Subclasses have ``cfg`` (a
     :class:`PyramidConfig`, whose recipe fields choose the optimizer) and ``supervision``; ``forward`` must put ``step_probs`` in its output when weak.
     """
 
@@ -139,10 +141,17 @@ class PyramidLocalizer(nn.Module):
         out["loss_terms"] = terms
         return total
 
+    def weak_outputs(self, out: dict[str, Any], batch: dict[str, Any]) -> WeakOutputs | None:
+        """Weak mode's decoder inputs: the stride-1 (or fused) step probabilities, their MIL pool (the
+        video score), the paper rule's gate; ``None`` under full supervision (regression decoding)."""
+        if self.supervision != "weak":
+            return None
+        m, p, c = batch["mask"].bool(), out["step_probs"], self.cfg
+        return WeakOutputs(p, m, mil_pool(p, m, c.mil_pool, c.mil_topk_ratio),
+                           class_gate(p, m, c.gate_pool, c.mil_pool, c.mil_topk_ratio), c.weak_threshold)
+
     @torch.no_grad()
     def detect(self, out: dict[str, Any], batch: dict[str, Any]) -> list[list[tuple[float, float, int, float]]]:
         if self.supervision == "weak":
-            m = batch["mask"].bool()
-            gate = class_gate(out["step_probs"], m, self.cfg.gate_pool, self.cfg.mil_pool, self.cfg.mil_topk_ratio)
-            return detect_from_probs(out["step_probs"], m, self.cfg.weak_threshold, gate)
+            return decode_weak(self.weak_outputs(out, batch), self.cfg.decoder)
         return decode_dense(out, decode_config(self.cfg))

@@ -12,24 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from models.report.page import img, link, markdown_to_html, table, write_page
-
-_FLOW_ONLY_FIELDS = {"raft": ("raft_iters", "raft_weights")}
+from extractors.recipes import provenance_fields
+from models.report.page import img, link, table, write_page
+from models.run.metrics import distractors_reported
 
 
 def provenance_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The recipe as the page shows it: without the fields of a flow method the recipe does not use
-    (``raft_iters``/``raft_weights`` beside ``flow: farneback`` read as if RAFT had run). A visual model
-    without optical flow (R(2+1)D) shows no flow fields at all."""
-    shown = dict(recipe)
-    uses_flow = shown.get("visual", "i3d") == "i3d"
-    for method, fields in _FLOW_ONLY_FIELDS.items():
-        if not uses_flow or shown.get("flow") != method:
-            for f in fields:
-                shown.pop(f, None)
-    if not uses_flow:
-        shown.pop("flow", None)
-    return shown
+    """The recipe as the page shows it (:func:`extractors.recipes.provenance_fields`)."""
+    return provenance_fields(recipe)
 
 
 def dataset_facts(annotations: Path | str) -> dict[str, Any]:
@@ -64,17 +54,9 @@ def dataset_facts(annotations: Path | str) -> dict[str, Any]:
 
 
 def distractor_hits(predictions_json: Path | str, test_distractors: Sequence[tuple[str, dict[str, Any]]]) -> int:
-    """How many single-modality distractors a model reported as events: a prediction of the distractor's
-    class with tIoU >= 0.5 (``predictions.json``, ActivityNet format). Why: rejecting what only one stream
-    shows is what CLASP's cross-modal agreement is for; this measures whether the baseline needs it."""
-    results = json.loads(Path(predictions_json).read_text()).get("results", {})
-
-    def tiou(x: Sequence[float], y: Sequence[float]) -> float:
-        inter = max(0.0, min(x[1], y[1]) - max(x[0], y[0]))
-        return inter / max(max(x[1], y[1]) - min(x[0], y[0]), 1e-9)
-
-    return sum(any(r["label"] == e["label"] and tiou(r["segment"], e["segment"]) >= 0.5 for r in results.get(vid, []))
-               for vid, e in test_distractors)
+    """How many single-modality distractors a model reported as events, read from its ``predictions.json``
+    (:func:`models.run.metrics.distractors_reported`: a prediction of the distractor's class with tIoU >= 0.5)."""
+    return distractors_reported(json.loads(Path(predictions_json).read_text()), test_distractors)
 
 
 def _data_section(facts: dict[str, Any], generator: dict[str, Any] | None) -> list[str]:
@@ -251,45 +233,49 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                      "silent 16 kHz track of the video's length (extractors/media.py), so VGGish features of silence "
                      "stand in for audio and anything predicted for them comes from the visual stream alone.</p>")
     if metrics:
-        from models.run.compare import COLUMNS, metrics_row
+        from models.report.tables import avg_header, map_table, per_class_table
+        from models.run.compare import metrics_row
         from models.run.pipeline import split_control
 
-        rows, avg, n_videos, selection = [], {}, set(), []
-        for m in metrics:
+        runs, avg, n_videos, selection = [], {}, set(), []
+        for m in _ordered_runs(metrics):
             met = json.loads(Path(m).read_text())
-            row = metrics_row(met)
             name, control = split_control(Path(m).parent.name)
-            avg[(name, control)] = row["Avg"]
+            avg[(name, control)] = metrics_row(met)["Avg"]
             n_videos.add(met.get("n_videos"))
-            rows.append([f"{name} (shuffled labels: control)" if control else name]
-                        + [f"{row[c]:.2f}" for c in COLUMNS])
+            runs.append((f"{name} (control)" if control else name, met))
             if not control:
                 selection.append(_selection_line(Path(m).parent.name, met, Path(m).parent / "log.jsonl"))
-        parts.append("<h2>Test-split mAP (%)</h2>")
-        parts.append(table(["model", *COLUMNS], rows))
+        header = avg_header(runs[0][1].get("tious", []))
+        parts.append("<h2>Test-split mAP (%) at each tIoU threshold</h2>")
+        parts.append(map_table(runs))
         videos = ", ".join(str(n) for n in sorted(n_videos, key=str))
-        parts.append(f"<p>Avg = mean over tIoU 0.1…0.9 (UnAV-100 protocol, docs/recipes.md), on {html.escape(videos)} test video(s).</p>")
+        paper = ""
+        if compare_md is not None and Path(compare_md).exists():
+            csv = Path(compare_md).with_suffix(".csv")
+            paper = (f" The papers' columns (mAP@0.5…0.9 and {html.escape(header)}) at one decimal: "
+                     f"{link(Path(compare_md), out_dir)}{' and ' + link(csv, out_dir) if csv.exists() else ''} "
+                     "(all digits).")
+        parts.append(f"<p>{html.escape(header)} = the mean of the columns shown, tIoU 0.1 to 0.9 in steps of 0.1 "
+                     f"(UnAV-100 protocol, docs/recipes.md), on {html.escape(videos)} test video(s); <i>(control)</i>: the "
+                     "same model trained on labels shuffled across videos, the chance level. The papers "
+                     f"print mAP@0.5…0.9 beside it, so their Avg can sit above every column they show.{paper}</p>")
         parts.extend(_control_verdicts(avg))
+        test_events = _test_events_per_class(annotations)
+        parts.append("<h3>Per-class AP (%), worst class first</h3>")
+        parts.append(per_class_table(runs, test_events))
+        parts.append(f"<p class='note'>Sorted by the first model's {html.escape(header)}; click a column header to "
+                     "sort by it. test events: the annotated events of that class in the test split, the recall "
+                     "denominator of its AP.</p>")
         parts.append("<h3>Which checkpoint was scored</h3>")
         parts.extend(selection)
         parts.extend(_clasp_vs_mil(avg, facts, generator,
                                    {Path(m).parent.name: Path(m).parent / "predictions.json" for m in metrics}))
         for m in metrics:
-            mdir = Path(m).parent
-            if split_control(mdir.name)[1]:
-                continue  # a control's timelines show nothing new; its row above is the point
-            curve = mdir / "curve.png"
-            if curve.exists():
-                parts.append(f"<h3>Training curve — {html.escape(mdir.name)}</h3>{img(curve, 700)}")
-            timelines = sorted((mdir / "timelines").glob("*.png"))
-            if timelines:
-                parts.append(f"<h3>Timelines (test split) — {html.escape(mdir.name)}</h3>")
-                parts.extend(img(t) for t in timelines[:12])
-    if compare_md is not None and Path(compare_md).exists():
-        md_link = link(Path(compare_md), out_dir)
-        parts.append(f"<h2>Comparison</h2><p>{md_link} (and the .csv beside it, all digits): the table above at one "
-                     "decimal, as it goes into a paper.</p>")
-        parts.append(markdown_to_html(Path(compare_md).read_text()))
+            curve = Path(m).parent / "curve.png"
+            if curve.exists() and not split_control(Path(m).parent.name)[1]:
+                parts.append(f"<h3>Training curve — {html.escape(Path(m).parent.name)}</h3>{img(curve, 700)}")
+        parts.extend(_timelines_section(_ordered_runs(metrics), annotations, recipe))
     if predictions:
         parts.append("<h2>Predicted timelines (new videos)</h2>")
         if predict_with:
@@ -300,6 +286,8 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
                          "Each video's events are in a JSON (<code>events: [{start_s, end_s, label, score}]</code> with the "
                          "checkpoint and recipe) and a CSV (<code>start_s,end_s,label,score</code>, one event per row) "
                          "beside its plot (README, \"Predict on your own videos\").</p>")
+            if predict_with.get("synthetic"):
+                parts.append(_synthetic_classes_line(predict_with))
         for p in predictions:
             png = Path(p).with_suffix(".png")
             events = json.loads(Path(p).read_text()).get("events", [])
@@ -310,6 +298,7 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
             if png.exists():
                 parts.append(img(png))
     parts.append("<h2>Provenance</h2>")
+    parts.append(recipe_note(recipe))
     parts.append(f"<pre>{html.escape(json.dumps(provenance_recipe(recipe), indent=2, sort_keys=True))}</pre>")
     if prov_rows:
         parts.append(table(["features", "weights", "weights sha256", "videos"], prov_rows))
@@ -327,6 +316,137 @@ def write_summary(out_html: Path | str, dataset: str, recipe: dict[str, Any],
     else:
         parts.append("<p>None: every admitted video gave features.</p>")
     write_page(out_html, f"avloc {dataset}", parts)
+
+
+def _ordered_runs(metrics: Sequence[Path | str]) -> list[Path]:
+    """The runs' ``metrics.json`` with each model directly followed by its label-shuffled control."""
+    from models.run.pipeline import split_control
+
+    names = [split_control(Path(m).parent.name) for m in metrics]
+    order = sorted(range(len(metrics)), key=lambda i: ([n for n, c in names if not c] + [names[i][0]]).index(
+        names[i][0]) * 2 + names[i][1])
+    return [Path(metrics[i]) for i in order]
+
+
+def _test_events_per_class(annotations: Path | str | None) -> dict[str, int]:
+    """Annotated events per class in the test split (for ``metrics.json`` files without the count)."""
+    if annotations is None or not Path(annotations).is_file():
+        return {}
+    try:
+        db = json.loads(Path(annotations).read_text()).get("database", {})
+    except (ValueError, AttributeError):
+        return {}
+    out: dict[str, int] = {}
+    for rec in db.values():
+        if rec.get("subset") == "test":
+            for a in rec.get("annotations", []):
+                out[str(a["label"])] = out.get(str(a["label"]), 0) + 1
+    return out
+
+
+FP_RULE = ("Each prediction is matched at tIoU 0.5 as the AP is (highest score first): a match is a true positive "
+           "(no outline); every other prediction is outlined in red and tagged with what it is: <b>duplicate</b> (its "
+           "event was already found by a higher-scoring prediction), else by the segment it overlaps most (tIoU ≥ "
+           "0.1): <b>mistimed</b> (an event of its own class, boundaries off), <b>distractor</b> (an unannotated "
+           "single-modality pattern or sound of its class, hatched), <b>wrong class</b> (an event or distractor of "
+           "another class), or <b>background</b> (nothing there). The rule: models/run/metrics.py "
+           "<code>explain_predictions</code>.")
+
+
+def _timelines_section(metrics: Sequence[Path], annotations: Path | str | None, recipe: dict[str, Any],
+                       max_videos: int = 12) -> list[str]:
+    """Per test video one figure: every run (a model, then its shuffled-label control) in its own panel over
+    the same class rows, with the ground truth, the distractors and each false positive's kind. Without
+    an annotation file, the evaluate rule's per-model PNGs instead."""
+    import tempfile
+
+    from models.data.unav import read_distractors, read_unav
+    from models.run.metrics import FP_KINDS, explain_predictions, load_predictions_json
+    from models.run.pipeline import split_control
+    from models.run.plots import plot_timeline_panels
+    from models.run.predict import RANDOM_BANNER
+
+    if annotations is None or not Path(annotations).is_file():
+        out = []
+        for m in metrics:
+            timelines = sorted((Path(m).parent / "timelines").glob("*.png"))
+            if timelines:
+                out.append(f"<h3>Timelines (test split) — {html.escape(Path(m).parent.name)}</h3>")
+                out.extend(img(t) for t in timelines[:max_videos])
+        return out
+    ann = read_unav(annotations)
+    dis = read_distractors(annotations)
+    preds = {Path(m).parent.name: load_predictions_json(Path(m).parent / "predictions.json") for m in metrics
+             if (Path(m).parent / "predictions.json").exists()}
+    vids = sorted(v for v, a in ann.items() if a.subset == "test")
+    out = [f"<h2>Timelines (test split, {min(len(vids), max_videos)} of {len(vids)} clips)</h2>",
+           "<p>One figure per clip, one panel per run: " + ", ".join(
+               html.escape(r + (" (its label-shuffled control: the chance level)" if split_control(r)[1] else ""))
+               for r in preds) + f". {FP_RULE}</p>"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for vid in vids[:max_videos]:
+            gt = [(s.start, s.end, s.label, 1.0) for s in ann[vid].segments]
+            d = dis.get(vid, [])
+            panels, said = [], []
+            for run, p in preds.items():
+                ev = p.get(vid, [])
+                label = f"{split_control(run)[0]} — shuffled-label control" if split_control(run)[1] else run
+                tags = explain_predictions(ev, [g[:3] for g in gt], [x[:3] for x in d])
+                panels.append((label, ev, tags))
+                counts = {t: tags.count(t) for t in ("TP", *FP_KINDS) if t in tags}
+                said.append(f"{label}: " + (", ".join(f"{n} {'true positive' if t == 'TP' else t}"
+                                                      for t, n in counts.items()) or "no prediction"))
+            png = Path(tmp) / f"{vid}.png"
+            plot_timeline_panels(png, ann[vid].duration, panels, gt, title=vid, distractors=d,
+                                 banner=RANDOM_BANNER if recipe.get("weights") == "random" else None)
+            shown = f"{len(gt)} event(s)" + (f", {len(d)} distractor(s) (" + ", ".join(
+                f"{x[2]} {x[3].replace('_', ' ')} {x[0]:.2f}–{x[1]:.2f} s" for x in d) + ")" if d else "")
+            caption = f"{vid} — {shown}. " + "; ".join(said) + "."
+            out.append(f"<figure class='timeline' id='timeline-{html.escape(vid, quote=True)}'>"
+                       f"{img(png, 1000, alt=caption)}<figcaption class='note'>{html.escape(caption)}</figcaption>"
+                       "</figure>")
+    return out
+
+
+def _synthetic_classes_line(predict_with: dict[str, Any]) -> str:
+    """Why the labels below mean nothing when the model was trained on the demo's generated clips: the only
+    classes it knows are the generator's patterns and tones (from the checkpoint's class list)."""
+    classes: list[str] = []
+    ck = predict_with.get("checkpoint")
+    if ck and Path(ck).exists():
+        from models.run.runtime import load_checkpoint
+
+        classes = [str(c) for c in load_checkpoint(ck).get("classes") or []]
+    named = f" ({html.escape(', '.join(classes))})" if classes else ""
+    return (f"<p><b>The {len(classes) or ''} classes{named} are the demo's synthetic ones</b>: dataset "
+            f"<code>{html.escape(str(predict_with.get('dataset', '?')))}</code> is made of generated clips (a coloured "
+            "pattern and a tone per class), and the model knows nothing else, so it names whichever of them a real "
+            "clip's features happen to resemble most. <b>The labels and scores below mean nothing about these "
+            "clips</b>; they show that the prediction path runs. Train on annotated real videos (README, \"Your own "
+            "videos\") for predictions that mean something.</p>")
+
+
+def recipe_note(recipe: dict[str, Any]) -> str:
+    """A sentence where the dataset's recipe extracts differently from the README's default (the UnAV-100
+    recipe: RAFT flow at 25 FPS): provenance lists the fields, this says what they mean and why."""
+    from extractors.recipes import RECIPES
+
+    ref = RECIPES["unav100"]
+    if recipe.get("visual", "i3d") != "i3d":
+        return ""
+    flow, fps = recipe.get("flow", ref.flow), float(recipe.get("fps", ref.fps))
+    if flow == ref.flow and fps == ref.fps:
+        return ""
+    names = {"raft": "RAFT optical flow", "farneback": "Farneback optical flow (OpenCV, classical, no weights)"}
+    step = float(recipe.get("step", ref.step)) / fps
+    text = (f"<p><b>Recipe <code>{html.escape(str(recipe.get('name', '?')))}</code></b> uses "
+            f"{html.escape(names.get(flow, str(flow)))} at {fps:g} FPS ({recipe.get('stack', '?')}-frame I3D windows, "
+            f"one feature every {step:.2f} s), not the README's default, RAFT optical flow at {ref.fps:g} FPS "
+            f"({ref.stack}-frame windows every {ref.step_s:.2f} s, the UnAV-100 recipe)")
+    if recipe.get("name") == "demo":
+        text += (": this demo recipe is made so that the whole chain runs in minutes on 2 CPU cores (RAFT and "
+                 "25 FPS cost several times more per clip); its features are not the papers'")
+    return text + ".</p>"
 
 
 def _control_verdicts(avg: dict[tuple[str, bool], float]) -> list[str]:

@@ -39,17 +39,20 @@ _COMMON = (
     "models/data/unav.py",
     "models/localizers/base.py",
     "models/localizers/class_prior.py",
+    "models/localizers/decoding.py",  # the weak decoder every weak model (and the dense models' Soft-NMS) runs
     "models/localizers/input_norm.py",
     "models/localizers/pooling.py",
     "models/localizers/postprocess.py",
     "models/localizers/registry.py",
+    "models/localizers/targets.py",  # decoding.py's pyramid points
     "models/run/names.py",
     "models/run/pipeline.py",
     "models/run/runtime.py",
 )
 
 TRAIN_FILES: tuple[str, ...] = (*_COMMON, "models/run/train.py", "models/run/controls.py", "models/run/ema.py",
-                                "models/run/selection.py", "models/run/evaluate.py",  # best = validation mAP
+                                "models/run/selection.py", "models/run/decoder_selection.py",
+                                "models/run/evaluate.py",  # best = validation mAP
                                 "models/run/metrics.py", "models/run/compare.py", "workflow/scripts/train.py")
 EVALUATE_FILES: tuple[str, ...] = (*_COMMON, "models/run/evaluate.py", "models/run/metrics.py",
                                    "models/run/compare.py", "models/run/predict.py", "models/run/plots.py",

@@ -109,14 +109,27 @@ def compare(
             rows.append({"row": row_label(name, sup, control), "method": name, "supervision": sup,
                          "control": control, **metrics_row(metrics), "checkpoint": str(ckpt)})
     df = pd.DataFrame(rows).set_index("row")
-    write_table(df, out)
+    from models.run.metrics import tious_for
+
+    write_table(df, out, tious_for(recipe if recipe is not None else getattr(test_ds, "recipe", None)))
     return df
 
 
-def write_table(df: pd.DataFrame, out_dir: Path) -> None:
-    """``table.csv`` (all columns) and ``table.md`` (method rows x mAP columns, one decimal)."""
+def avg_header(tious: Sequence[float]) -> str:
+    """``Avg (0.1:0.9)``: the mean's thresholds in the header, so an Avg above every column shown cannot
+    read as a bug (the UnAV-100 / CCNet tables show the columns Avg is taken over, or say so)."""
+    if len(tious) == 0:
+        return "Avg"
+    ts = sorted(float(t) for t in tious)
+    return f"Avg ({ts[0]:g}:{ts[-1]:g})"
+
+
+def write_table(df: pd.DataFrame, out_dir: Path, tious: Sequence[float] = ()) -> None:
+    """``table.csv`` (all columns) and ``table.md`` (method rows x mAP columns, one decimal; the Avg's
+    header names its thresholds ``tious`` when given)."""
     write_text(out_dir / "table.csv", df.to_csv(float_format="%.4f"))
-    lines = ["| Method | " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
+    header = [*COLUMNS[:-1], avg_header(tious)]
+    lines = ["| Method | " + " | ".join(header) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for label, r in df.iterrows():
         lines.append(f"| {label} | " + " | ".join(f"{r[c]:.1f}" for c in COLUMNS) + " |")
     write_text(out_dir / "table.md", "\n".join(lines) + "\n")

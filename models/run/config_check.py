@@ -166,6 +166,26 @@ def predict_with_errors(datasets: Mapping[str, Any], trained: Mapping[str, list[
     return lines
 
 
+def videos_folder_errors(datasets: Mapping[str, Any], avvp: Mapping[str, Any]) -> list[str]:
+    """Each ``videos`` folder that must exist when the workflow is read (not a generated demo's, not one
+    replaced by ``features:``) and does not: one line naming the key, instead of a traceback out of the
+    first input function that lists the folder."""
+    from extractors.discovery import resolve_videos_dir
+
+    where = [(f"datasets.{ds}.videos", spec["videos"]) for ds, spec in datasets.items()
+             if "videos" in spec and "features" not in spec and "generate_demo" not in spec]
+    where += [(f"avvp.{name}.llp.videos", spec["llp"]["videos"]) for name, spec in avvp.items()
+              if "videos" in spec.get("llp", {})]
+    lines = []
+    for key, folder in where:
+        path = resolve_videos_dir(folder)
+        if not path.exists():
+            lines.append(f"{key}: folder {folder} does not exist")
+        elif not path.is_dir():
+            lines.append(f"{key}: {folder} is a file, not a folder of videos")
+    return lines
+
+
 def raise_if(lines: list[str]) -> None:
     if lines:
         raise ConfigError("\n".join(lines))

@@ -13,7 +13,8 @@ any length natively (masks, resampled position codes and CCNet's resampled ``W_u
 likewise run whole test videos at once, interpolating their position embedding), so a video longer
 than ``t_max`` is one input of its own length; videos are batched in order of length and each batch
 is padded only to ``max(t_max, longest video in it)``, so videos up to ``t_max`` are seen exactly as
-in training.  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
+in training; a ``pad_free`` model (MIL, CLASP: valid-step outputs independent of the padding) gets the
+batch cut to its longest video, as it trains (:func:`models.data.dataset.trim_padding`).  ``full_length=False`` clips to ``t_max`` (the old behaviour: ground truth beyond it is
 missed).
 
 Outputs in ``out_dir``: ``predictions.json`` (ActivityNet results format, seconds, class names)
@@ -27,7 +28,7 @@ import argparse
 import copy
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,24 +75,13 @@ def _video_length(ds: Any, vid: str) -> int:
     return lengths[vid]
 
 
-def _trim(batch: dict[str, Any], length: int) -> dict[str, Any]:
-    """The batch cut to its first ``length`` steps (padding beyond the longest video dropped)."""
-    out = dict(batch)
-    for k in ("audio", "visual", "mask"):
-        out[k] = batch[k][:, :length]
-    return out
-
-
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
-                    batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
-                    ) -> dict[str, list[tuple[float, float, int, float]]]:
-    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
-    from models.data.dataset import make_loader
-    from models.localizers.postprocess import step_events_to_seconds
-    from models.run.progress import Heartbeat
+def iter_outputs(model: torch.nn.Module, ds: Any, device: str | torch.device = "auto", batch_size: int = 16,
+                 amp: bool = True, full_length: bool = True) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """``(batch, model output)`` over ``ds`` in eval mode, as prediction sees them (full length, length-sorted
+    batches trimmed to their longest video); also what decoder selection computes its step scores with."""
+    from models.data.dataset import make_loader, trim_padding
 
-    recipe = recipe if recipe is not None else ds.recipe
     dev = resolve_device(device)
     amp_on, amp_dtype = amp_settings(dev, amp)
     t_min = None
@@ -99,28 +89,47 @@ def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, 
         ds, t_min = full_length_view(ds)
     was_training = model.training
     model.eval()
-    preds: dict[str, list[tuple[float, float, int, float]]] = {}
-    beat = Heartbeat("predict: videos", len(ds)) if progress else None
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
-            if t_min is not None:
-                batch = _trim(batch, max(t_min, int(batch["mask"].sum(dim=1).max())))
+            if t_min is not None:  # a pad-free model sees its batch cut to the longest video in it
+                longest = int(batch["mask"].sum(dim=1).max())
+                batch = trim_padding(batch, longest if getattr(model, "pad_free", False) else max(t_min, longest))
             batch = to_device(batch, dev)
             with torch.autocast(device_type=dev.type, dtype=amp_dtype, enabled=amp_on):
                 out = model(batch)
-            dets = model.detect(out, batch)
-            valid = batch["mask"].sum(dim=1).tolist()
-            lengths = batch["lengths"].tolist() if "lengths" in batch else valid
-            for b, vid in enumerate(batch["video_ids"]):
-                dur = float(batch["durations"][b])
-                clipped = int(lengths[b]) > int(valid[b])
-                preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else int(valid[b]), dur)
-            if beat is not None:
-                beat.tick(len(batch["video_ids"]))
-        if beat is not None:
-            beat.finish()
+            yield batch, out
     finally:
         model.train(was_training)
+
+
+def valid_and_clipped(batch: dict[str, Any]) -> list[tuple[int, bool]]:
+    """Per video of a batch: (valid steps, whether it was clipped to ``t_max``; then its last cell is not
+    extended to the duration, :func:`models.localizers.postprocess.step_events_to_seconds`)."""
+    valid = batch["mask"].sum(dim=1).tolist()
+    lengths = batch["lengths"].tolist() if "lengths" in batch else valid
+    return [(int(n), int(t) > int(n)) for n, t in zip(valid, lengths, strict=True)]
+
+
+@torch.no_grad()
+def predict_dataset(model: torch.nn.Module, ds: Any, recipe: Any | None = None, device: str | torch.device = "auto",
+                    batch_size: int = 16, amp: bool = True, progress: bool = False, full_length: bool = True,
+                    ) -> dict[str, list[tuple[float, float, int, float]]]:
+    """``{video_id: [(start_s, end_s, class_index, score)]}`` for every video of ``ds`` (module docstring)."""
+    from models.localizers.postprocess import step_events_to_seconds
+    from models.run.progress import Heartbeat
+
+    recipe = recipe if recipe is not None else ds.recipe
+    preds: dict[str, list[tuple[float, float, int, float]]] = {}
+    beat = Heartbeat("predict: videos", len(ds)) if progress else None
+    for batch, out in iter_outputs(model, ds, device, batch_size, amp, full_length):
+        dets = model.detect(out, batch)
+        for b, (vid, (n, clipped)) in enumerate(zip(batch["video_ids"], valid_and_clipped(batch), strict=True)):
+            dur = float(batch["durations"][b])
+            preds[vid] = step_events_to_seconds(dets[b], recipe, None if clipped else n, dur)
+        if beat is not None:
+            beat.tick(len(batch["video_ids"]))
+    if beat is not None:
+        beat.finish()
     return preds
 
 
@@ -144,7 +153,7 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     model has learnt the classes at all when its segments do not yet reach a tIoU of 0.5 (docs/recipes.md,
     "Weak models at UnAV-100's structure"). Non-interpolated AP over all videos, ties broken by video order.
     """
-    from models.data.dataset import make_loader
+    from models.data.dataset import make_loader, trim_padding
 
     dev = resolve_device(device)
     was_training = model.training
@@ -152,6 +161,8 @@ def video_level_map(model: torch.nn.Module, ds: Any, device: str | torch.device 
     scores, labels = [], []
     try:
         for batch in make_loader(ds, batch_size, shuffle=False):
+            if getattr(model, "pad_free", False):
+                batch = trim_padding(batch)
             labels.append(batch["labels"].float())
             batch = to_device(batch, dev)
             scores.append(video_scores(model(batch), batch["mask"]).cpu())
@@ -195,7 +206,9 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
              out_dir: str | os.PathLike[str], batch_size: int = 16, device: str | torch.device = "auto",
              amp: bool = True, progress: bool = False, full_length: bool = True) -> dict[str, Any]:
     """Evaluate a checkpoint written by :func:`models.run.train.train`; writes predictions/metrics JSON
-    (with the checkpoint's ``selection``: which held-out videos chose it)."""
+    (with the checkpoint's ``selection``: which held-out videos chose it, and a weak model's ``decoder``:
+    the one it decodes with and, when chosen on validation, its validation score;
+    :mod:`models.run.decoder_selection`)."""
     from models.run.metrics import write_predictions_json
 
     out_dir = Path(out_dir)
@@ -208,7 +221,8 @@ def evaluate(model_name: str, checkpoint: str | os.PathLike[str], dataset: Any, 
                                              full_length)
     rec = recipe if recipe is not None else dataset.recipe
     info = {"model": model_name, "checkpoint": str(checkpoint), "recipe": getattr(rec, "name", str(rec)),
-            "selection": ck.get("selection"), "ema_weights": bool(ck.get("ema", False))}
+            "selection": ck.get("selection"), "ema_weights": bool(ck.get("ema", False)),
+            "decoder": ck.get("decoder")}
     write_predictions_json(named, out_dir / "predictions.json", extra=info)
     metrics = {**info, **metrics}
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1, default=str))

@@ -173,7 +173,8 @@ def compute_map(
     """mAP at each θ, per-class AP, and ``avg`` (mean over ``tious``), UnAV/ActionFormer rules.
 
     Returns ``{"tious": [...], "mAP": {"0.1": ..}, "avg": float, "per_class": {label: [AP per θ]},
-    "reported": {"0.5": .., ..., "0.9": .., "avg": ..}, "num_classes": K}`` (values in [0, 1]).
+    "n_events_per_class": {label: ground-truth events}, "reported": {"0.5": .., ..., "0.9": .., "avg": ..},
+    "num_classes": K}`` (values in [0, 1]).
     """
     tious = np.asarray(tious, dtype=np.float64)
     gt = _normalize_gt(ground_truth, subset)
@@ -205,8 +206,10 @@ def compute_map(
     by_t = {_tkey(t): float(v) for t, v in zip(tious, m, strict=True)}
     reported = {k: by_t[k] for k in (_tkey(t) for t in REPORTED_TIOUS) if k in by_t}
     reported["avg"] = float(m.mean()) if len(m) else 0.0
+    n_events = {c: int(sum(len(v) for v in gt_cls[c].values())) for c in classes}  # the recall denominators
     return {"tious": [float(t) for t in tious], "mAP": by_t, "avg": float(m.mean()) if len(m) else 0.0,
-            "per_class": per_class, "reported": reported, "num_classes": len(classes)}
+            "per_class": per_class, "n_events_per_class": n_events, "reported": reported,
+            "num_classes": len(classes)}
 
 
 def write_predictions_json(predictions: Mapping[str, Sequence[tuple[float, float, Any, float]]],
@@ -226,3 +229,64 @@ def load_predictions_json(path: str | os.PathLike[str]) -> dict[str, list[tuple[
     if "results" not in doc:
         raise ValueError(f"{path}: not an ActivityNet results file (no 'results' key)")
     return _normalize_pred(doc)
+
+
+# What a prediction is, as the timelines mark it (docs/recipes.md "Evaluation"): why a false positive is one.
+FP_KINDS = ("duplicate", "mistimed", "distractor", "wrong class", "background")
+
+
+def explain_predictions(predicted: Sequence[tuple[float, float, Hashable, float]],
+                        ground_truth: Sequence[tuple[float, float, Hashable]],
+                        distractors: Sequence[tuple[float, float, Hashable]] = (),
+                        theta: float = 0.5, min_overlap: float = 0.1) -> list[str]:
+    """One tag per prediction of one video (same order): ``"TP"`` or the kind of false positive it is.
+
+    The rule, in this order: **TP** -- tIoU >= ``theta`` with a ground-truth event of its class that no
+    higher-scoring prediction took (the AP matching of :func:`average_precision` at ``theta``);
+    **duplicate** -- tIoU >= ``theta`` with such an event already taken; otherwise the segment it overlaps
+    most (tIoU >= ``min_overlap``) says what it is: a ground-truth event of its own class -> **mistimed**
+    (right class, boundaries off), a single-modality distractor of its class -> **distractor** (an unannotated
+    pattern or sound that only one stream shows), a ground-truth event or distractor of another class ->
+    **wrong class**; nothing there -> **background**. Ties go to the earlier kind of that list.
+    Why: a timeline of bare false positives does not say whether the model mistimed, confused or invented."""
+    def tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+        inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+        return inter / max(max(a[1], b[1]) - min(a[0], b[0]), 1e-9)
+
+    tags = [""] * len(predicted)
+    taken: set[int] = set()
+    for i in sorted(range(len(predicted)), key=lambda k: -float(predicted[k][3])):
+        s, e, lab, _ = predicted[i]
+        own = sorted(((tiou((s, e), (g[0], g[1])), j) for j, g in enumerate(ground_truth) if g[2] == lab),
+                     reverse=True)
+        hit = next((j for t, j in own if t >= theta and j not in taken), None)
+        if hit is not None:
+            taken.add(hit)
+            tags[i] = "TP"
+            continue
+        if own and own[0][0] >= theta:
+            tags[i] = "duplicate"
+            continue
+        best = {"mistimed": own[0][0] if own else 0.0,
+                "distractor": max((tiou((s, e), (d[0], d[1])) for d in distractors if d[2] == lab), default=0.0),
+                "wrong class": max((tiou((s, e), (g[0], g[1])) for g in (*ground_truth, *distractors)
+                                    if g[2] != lab), default=0.0)}
+        kind = max(best, key=lambda k: (best[k], -FP_KINDS.index(k)))
+        tags[i] = kind if best[kind] >= min_overlap else "background"
+    return tags
+
+
+def distractors_reported(predictions: Any, distractors: Sequence[tuple[str, Mapping[str, Any]]],
+                         min_tiou: float = 0.5) -> int:
+    """How many unannotated single-modality distractors ``[(vid, {"segment": [s, e], "label": ...})]`` a model
+    reported as events: a prediction of the distractor's class with tIoU >= ``min_tiou`` against it, whatever
+    its score (``predictions``: ``{vid: [(s, e, label, score)]}`` or ActivityNet results). Why: rejecting
+    what only one stream shows is what CLASP's cross-modal agreement is for (issue #31); the one home of
+    this count for the synthetic videos' report and the planted benchmarks."""
+    preds = _normalize_pred(predictions)
+    n = 0
+    for vid, e in distractors:
+        cand = [(s, t) for s, t, lab, _ in preds.get(vid, []) if lab == e["label"]]
+        if cand and float(np.nanmax(segment_iou(np.asarray(e["segment"], float), np.asarray(cand)))) >= min_tiou:
+            n += 1
+    return n

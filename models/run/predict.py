@@ -96,14 +96,17 @@ def write_prediction(vid: str, events: Sequence[tuple[float, float, str, float]]
 
 
 def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: Path | str,
-                           recipe: Recipe, max_videos: int | None = None) -> int:
+                           recipe: Recipe, max_videos: int | None = None,
+                           distractors: dict[str, list[tuple[float, float, str, str]]] | None = None) -> int:
     """Ground truth vs. prediction PNGs for the first ``max_videos`` videos of ``dataset`` in id order
-    (``None``: every video). Returns how many were drawn.
+    (``None``: every video), with the data's single-modality ``distractors``
+    (:func:`models.data.unav.read_distractors`) and each false positive tagged with what it is
+    (:func:`models.run.metrics.explain_predictions`). Returns how many were drawn.
 
     Why bounded: drawing is most of an evaluation's time at benchmark size (2,167 UnAV-100 test videos took
     most of a 216 s evaluation) while a person looks at a few dozen; the metrics always cover every video.
     """
-    from models.run.metrics import load_predictions_json
+    from models.run.metrics import explain_predictions, load_predictions_json
     from models.run.progress import Heartbeat
 
     preds = load_predictions_json(predictions_json)
@@ -119,8 +122,11 @@ def plot_dataset_timelines(predictions_json: Path | str, dataset: Any, out_dir: 
     for vid in chosen:
         ann = dataset.annotations[vid]
         gt = [(s.start, s.end, s.label, 1.0) for s in ann.segments]
-        plot_timeline(tmp_dir / f"{vid}.png", ann.duration, preds.get(vid, []), gt, title=vid,
-                      banner=RANDOM_BANNER if recipe.weights == "random" else None)
+        dis = (distractors or {}).get(vid, [])
+        pred = preds.get(vid, [])
+        plot_timeline(tmp_dir / f"{vid}.png", ann.duration, pred, gt, title=vid,
+                      banner=RANDOM_BANNER if recipe.weights == "random" else None, distractors=dis,
+                      tags=explain_predictions(pred, [g[:3] for g in gt], [d[:3] for d in dis]))
         beat.tick()
     beat.finish()
     if out_dir.exists():
@@ -149,7 +155,7 @@ def predict_videos(videos: Sequence[Path], checkpoint: Path, recipe: Recipe, cla
         duration = manifest_duration(feat_dir / "media" / f"{vid}.json")
         events = predict_features(checkpoint, audio, visual, recipe, classes, duration, vid, device)
         write_prediction(vid, events, duration, out_dir / f"{vid}.json",
-                         {"checkpoint": str(checkpoint), "recipe": recipe.to_dict()}, recipe.weights == "random")
+                         {"checkpoint": str(checkpoint), "recipe": recipe.provenance()}, recipe.weights == "random")
     return failed
 
 

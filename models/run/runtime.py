@@ -155,7 +155,8 @@ def model_from_checkpoint(path: str | os.PathLike[str], model_name: str | None =
 
 
 #: config fields added after checkpoints were written, with the value that rebuilds those checkpoints' models
-LEGACY_FIELDS: dict[str, Any] = {"proj_ln": False}
+#: (a weak model's checkpoint from before decoders were chosen decodes with the paper's rule, as it did)
+LEGACY_FIELDS: dict[str, Any] = {"proj_ln": False, "decoder": "paper"}
 
 
 def stored_config(name: str, config: dict[str, Any]) -> dict[str, Any]:

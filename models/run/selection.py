@@ -21,7 +21,7 @@ def selection_split(train_ds: Any, val_ds: Any | None, holdout_frac: float,
     in ``config.json``, ``best.pt``/``last.pt`` and (through the checkpoint) ``metrics.json``.
     """
     if val_ds is not None and len(val_ds):
-        _check_not_test(val_ds)
+        check_not_test(val_ds)
         return train_ds, val_ds, {"split": "validation", "n": len(val_ds)}
     fit, held = holdout_split(train_ds, holdout_frac, seed)
     return fit, held, {"split": "train-holdout", "n": len(held), "frac": float(holdout_frac),
@@ -44,7 +44,9 @@ def holdout_split(ds: Any, frac: float, seed: int) -> tuple[VideoSubset, VideoSu
     return VideoSubset(ds, fit), VideoSubset(ds, held)
 
 
-def _check_not_test(ds: Any) -> None:
+def check_not_test(ds: Any) -> None:
+    """Refuse a selection set holding test videos (checkpoint and decoder selection,
+    :mod:`models.run.decoder_selection`)."""
     anns = getattr(ds, "annotations", None)
     if not anns:
         return

@@ -1,14 +1,15 @@
 """The one training entry for every localizer in :data:`models.localizers.registry.MODELS`.
 
 :func:`train` is a numbered driver over named steps -- :func:`build_run`, :func:`resume_run`, then per
-epoch :func:`train_one_epoch`, :func:`validate_epoch` and :func:`save_checkpoint` -- and keeps the epoch
-of best validation ``avg`` mAP (mean over tIoU 0.1:0.9), computed with the code of
-:mod:`models.run.evaluate`. Files in ``out_dir``:
+epoch :func:`train_one_epoch`, :func:`validate_epoch` and :func:`save_checkpoint`, then a weak model's
+decoder (:func:`models.run.decoder_selection.select_and_store`) -- and keeps the epoch of best validation
+``avg`` mAP (mean over tIoU 0.1:0.9), computed with the code of :mod:`models.run.evaluate`. Files in ``out_dir``:
 
 - ``config.json``: the run (model config, seed, selection split, recipe, versions);
 - ``last.pt``: full state (model, EMA weights, optimizer, scheduler, grad scaler, RNG, history,
   best-so-far), written atomically after every epoch; ``resume=True`` continues from it;
-- ``best.pt``: weights and config of the best epoch (the returned path). Both checkpoints hold the class
+- ``best.pt``: weights and config of the best epoch (the returned path), for a weak model with the decoder
+  chosen on the selection split in ``config.decoder`` and its record in ``decoder``. Both checkpoints hold the class
   list and the recipe the training features were extracted with (``Recipe.to_dict()``), which
   :mod:`models.run.predict` extracts new videos with, and load with ``weights_only=True``;
 - ``log.jsonl``: one record per epoch (loss and its terms, validation mAP, seconds, lr);
@@ -37,11 +38,12 @@ import torch
 from tqdm import tqdm
 
 from extractors.io import write_text
-from models.data.dataset import make_loader
+from models.data.dataset import make_loader, trim_padding
 from models.localizers.class_prior import fit_class_prior, mean_prior
 from models.localizers.input_norm import fit_input_norm
 from models.localizers.registry import build_model, get_entry, make_config
 from models.run.controls import ShuffledLabels, video_labels
+from models.run.decoder_selection import select_and_store
 from models.run.ema import ModelEma
 from models.run.evaluate import compute_dataset_metrics
 from models.run.runtime import (
@@ -124,6 +126,9 @@ def train(
     if not best_path.exists():
         raise FileNotFoundError(f"{best_path} missing: no epoch was trained (epochs={run.epochs}, "
                                 f"already done {run.start_epoch})")
+    # 6. a weak model's decoder, chosen on the same selection split (models.run.decoder_selection)
+    select_and_store(best_path, run.info["config"].get("decoder"), run.sel_ds, run.selection["split"], run.device,
+                     run.eval_batch_size, amp, say=lambda line: _say(f"[{run.title}] {line}", progress))
     return best_path
 
 
@@ -223,8 +228,8 @@ def build_run(model_name: str, train_ds: Any, val_ds: Any | None, out_dir: Path,
               f"(mean class frequency {mean_prior(train_labels):.4f})")
     model = model.to(dev)
     ema = ModelEma(model, ema_decay) if ema_decay else None
-    supervision = getattr(model, "supervision", "weak")
-    fit_ds = ShuffledLabels(base_ds, seed, with_segments=supervision == "full") if shuffle_labels else base_ds
+    supervision = getattr(model, "supervision", "weak")  # "weak", "full", or "step" (MIL's per-step ceiling)
+    fit_ds = ShuffledLabels(base_ds, seed, with_segments=supervision != "weak") if shuffle_labels else base_ds
     steps_per_epoch = math.ceil(len(fit_ds) / batch_size)
     if hasattr(model, "configure_optimizers"):  # the model's own recipe (e.g. warm-up + cosine)
         optimizer, scheduler = model.configure_optimizers(lr, epochs, steps_per_epoch)
@@ -316,6 +321,8 @@ def train_one_epoch(run: Run, epoch: int, num_workers: int = 0, progress: bool =
             progress_log.info("[%s] epoch %d/%d batch %d/%d loss %.4f, %.0f s in, epoch ETA %.0f s", run.title,
                               epoch + 1, run.epochs, it, run.steps_per_epoch, tot / n_seen, beat - t0,
                               done * (run.steps_per_epoch - it))
+        if getattr(model, "pad_free", False):  # per-batch padding: cut to the longest video (trim_padding)
+            batch = trim_padding(batch)
         batch = to_device(batch, dev)
         with torch.autocast(device_type=dev.type, dtype=run.amp_dtype, enabled=run.amp_on):
             out = model(batch)

@@ -55,6 +55,20 @@ def metrics_files(ds: str, models: list[str]) -> list[str]:
     return [f"results/{ds}/models/{m}/metrics.json" for m in models]
 
 
+def metrics_pages(ds: str, models: list[str]) -> list[str]:
+    """Each model run's metrics.html (report.smk's metrics_page): what `snakemake --report` shows of a run."""
+    return [f"results/{ds}/models/{m}/metrics.html" for m in models]
+
+
+class Datasets(dict):
+    """config["datasets"]; a name that is not there (a target such as results/<typo>/compare.md) says so
+    and lists the configured ones, rather than a KeyError."""
+
+    def __missing__(self, ds: str) -> Any:
+        raise WorkflowError(f"unknown dataset {ds!r} in a target (results/<dataset>/...); "
+                            f"datasets in the config: {', '.join(sorted(self)) or 'none'}")
+
+
 def merge_reproduce_train(datasets: Mapping[str, Any], tables: Mapping[str, Any]) -> None:
     """Put each reproduced table's ``train:`` fields under the dataset's own ``model_overrides`` (the
     dataset's win), in place, before any job reads them, so the train rule's params (hence reruns) and the
@@ -85,10 +99,14 @@ class Project:
     def __init__(self, config: dict[str, Any], basedir: str | Path,
                  wait_for_demo: Callable[[str], object] = lambda ds: None, is_main_process: bool = True) -> None:
         self.config = config
-        self.datasets: dict[str, Any] = config.get("datasets", {})
+        self.datasets: Datasets = Datasets(config.get("datasets", {}))
         self.weights_root: str = config.get("weights_root", "resources/weights")
         self.extensions: list[str] = config.get("extensions", discovery.DEFAULT_EXTENSIONS)
         self.keep_flow: bool = config.get("keep_flow", False)
+        # Under profiles/slurm (its `config: cluster_names: true`): names a cluster job's command line cannot
+        # carry are left out at discovery with their reason (extractors.discovery.cluster_name_reason), not at
+        # submission.
+        self.cluster_names: bool = config.get("cluster_names", False)
         # a user's extractors (config `extractor_modules:`, docs/extending.md): registered before anything asks
         self.extractor_modules: list[str] = config.get("extractor_modules", [])
         registry.load_modules(self.extractor_modules)
@@ -179,7 +197,8 @@ class Project:
                 self.wait_for_demo(ds)
             found = discovery.discover(self.videos_dir(ds), self.extensions,
                                        min_duration_s=self.recipe(ds).min_duration_s,
-                                       cache=Path("results") / ds / "probe_cache.json")
+                                       cache=Path("results") / ds / "probe_cache.json",
+                                       cluster_names=self.cluster_names)
             log = Path("logs") / ds / "rejected_videos.tsv"
             discovery.write_rejections(found.rejected, log)
             if found.rejected and self.is_main_process:
@@ -304,10 +323,14 @@ class Project:
         return f"results/{spec['dataset']}/models/{spec['model']}/best.pt"
 
     def predict_with_json(self, ds: str) -> str:
-        """The summary's `predict_with` param: the entry and the checkpoint it names (null if none)."""
+        """The summary's `predict_with` param: the entry, the checkpoint it names and whether the predicting
+        model was trained on generated demo data (null if none)."""
         spec = self.datasets[ds]
-        return json.dumps({**spec["predict_with"], "checkpoint": self.predictor(ds)}
-                          if "predict_with" in spec else None, sort_keys=True)
+        if "predict_with" not in spec:
+            return json.dumps(None)
+        given = spec["predict_with"]
+        return json.dumps({**given, "checkpoint": self.predictor(ds),
+                           "synthetic": "generate_demo" in self.datasets[given["dataset"]]}, sort_keys=True)
 
     # ---------------------------------------------------------------- reproduce (config/published.yaml)
 

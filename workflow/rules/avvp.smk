@@ -81,8 +81,7 @@ rule ear_stage3:
     input:
         unpack(stage3_inputs),
     output:
-        metrics=report("results/avvp/{name}/{mode}/metrics.json", caption="../report/avvp.rst",
-                       category="AVVP (EAR)", labels={"benchmark": "{name}", "labels": "{mode}"}),
+        metrics="results/avvp/{name}/{mode}/metrics.json",  # in the report as metrics.html (report.smk)
         predictions="results/avvp/{name}/{mode}/predictions.json",
         model="results/avvp/{name}/{mode}/ear.pt",
         curve="results/avvp/{name}/{mode}/curve.png",
@@ -118,6 +117,8 @@ rule avvp_summary:
         stage1=lambda wc: benchmarks.stage1_log(wc.name),
         train=lambda wc: benchmarks.data(wc.name, "train"),  # which test classes no training video carries
         test=lambda wc: benchmarks.data(wc.name, "test"),
+        # the training split's pseudo-labels: what a Table III row with seg > 0 and evt 0.0 is made of
+        pseudo=lambda wc: benchmarks.train_pseudo_labels(wc.name),
     output:
         html=report("results/avvp/{name}/summary.html", caption="../report/avvp.rst", category="AVVP (EAR)",
                     labels={"benchmark": "{name}", "labels": "summary"}),

@@ -12,8 +12,13 @@ from snakemake.exceptions import WorkflowError
 from extractors import registry
 from extractors.weight_registry import REGISTRY
 from models.avvp.workflow_config import LLP_CSVS, LLP_SECONDS, Benchmarks, llp_feature_shell, shuffle_flag
+from models.run import slurm_status
 from models.run.code_fingerprint import code_fingerprint
-from models.run.workflow_config import Project, metrics_files
+from models.run.workflow_config import Project, metrics_files, metrics_pages
+
+# snakemake-executor-plugin-slurm reads sacct's `CANCELLED by <uid>` as a running job (Snakemake then waits
+# for ever after `scancel`): read the state word instead (models/run/slurm_status.py, docs/cluster.md)
+slurm_status.install()
 
 # The config as the rules read it, memoised for this invocation; discovery waits for the demo generator (a
 # checkpoint) and prints its rejection summary in the main process only (not again in every job's own one).
@@ -33,6 +38,18 @@ WEIGHTS_ROOT = project.weights_root
 DEVICE = config.get("device", "auto")
 
 
+def untracked(value):
+    """A param holding ``value`` that is no rerun trigger. Why: the device and the weights folder reach the
+    shell commands as params (no global in a shell command: `snakemake --lint` is clean), but moving a run
+    from cpu to cuda, or the weight files to another folder, must not re-extract every video. Snakemake
+    records only params not computed by a function that takes `input`, `output`, `threads` or `resources`
+    (snakemake/rules.py `_is_deriving_function`, persistence `_params` over `job.non_derived_params`);
+    such a param is taken to follow from what is tracked already. The weight files themselves are inputs,
+    so they are tracked by file. tests/test_workflow.py (incremental reruns) checks that changing either
+    reruns nothing."""
+    return lambda wildcards, resources: value
+
+
 def source_video(wildcards):
     return str(project.videos(wildcards.ds)[wildcards.vid])
 
@@ -41,6 +58,7 @@ def all_targets(wildcards):
     targets = []
     for ds in project.training_datasets():
         targets += metrics_files(ds, DATASETS[ds]["models"])
+        targets += metrics_pages(ds, project.dataset_models(ds))
         targets.append(f"results/{ds}/compare.md")
         targets.append(f"results/{ds}/summary.html")
         targets += project.record_files(ds)
@@ -51,6 +69,7 @@ def all_targets(wildcards):
         targets += project.record_files(ds)
     for name in benchmarks.avvp:
         targets.append(f"results/avvp/{name}/summary.html")
+        targets += benchmarks.metrics_pages(name)
     for ds in project.reproduce_datasets():  # workflow/rules/reproduce.smk
         targets += [f"results/{ds}/reproduce.md", f"results/{ds}/reproduce.csv"]
     return targets

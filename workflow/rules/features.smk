@@ -12,7 +12,7 @@ FEATURE_SHELL = (
     "python -m extractors.worker features --threads {threads} "
     "--record benchmarks/{wildcards.ds:q}/features/{wildcards.vid:q}.worker.json -- features --visual {params.visual} "
     "--mp4 {input.mp4:q} --wav {input.wav:q} --out-visual {output.visual:q} --out-audio {output.audio:q} "
-    "{params.flow_out} --recipe-json {params.recipe:q} --device {DEVICE} --weights-root {WEIGHTS_ROOT:q} "
+    "{params.flow_out} --recipe-json {params.recipe:q} --device {params.device} --weights-root {params.weights_root:q} "
     "> {log:q} 2>&1"
 )
 
@@ -36,6 +36,8 @@ for _visual in registry.visual_names():
         params:
             visual=_visual,
             recipe=lambda wc: project.extraction_recipe_json(wc.ds),
+            device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
+            weights_root=untracked(WEIGHTS_ROOT),
             flow_out=extra_feature_args,  # --flow-out, the user's extractor files: see common.smk
         threads: 2
         resources:

@@ -32,6 +32,7 @@ rule llp_features:
         kinds=lambda wc: ",".join(benchmarks.kinds(wc.llp)),
         seconds=LLP_SECONDS,
         common=lambda wc: benchmarks.common_args(wc.llp),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
         gpu=1,
@@ -102,6 +103,7 @@ rule avvp_dense_features:
         kinds="clip,clap",
         common=lambda wc: benchmarks.common_args(wc.dn),
         seconds=lambda wc: benchmarks.dense_t_max(wc.dn),
+        device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
         gpu=1,

@@ -42,12 +42,7 @@ rule evaluate:
         annotations=lambda wc: DATASETS[wc.ds]["annotations"],
         checkpoint="results/{ds}/models/{model}/best.pt",
     output:
-        metrics=report(
-            "results/{ds}/models/{model}/metrics.json",
-            caption="../report/metrics.rst",
-            category="Metrics",
-            labels={"dataset": "{ds}", "model": "{model}"},
-        ),
+        metrics="results/{ds}/models/{model}/metrics.json",  # in the report as metrics.html (report.smk)
         predictions="results/{ds}/models/{model}/predictions.json",
         timelines=report(
             directory("results/{ds}/models/{model}/timelines"),
@@ -78,8 +73,9 @@ rule compare:
         metrics=lambda wc: metrics_files(wc.ds, project.dataset_models(wc.ds)),
     output:
         markdown="results/{ds}/compare.md",
-        csv=report("results/{ds}/compare.csv", caption="../report/compare.rst", category="Metrics",
-                   labels={"dataset": "{ds}", "table": "comparison"}),
+        csv="results/{ds}/compare.csv",
+        html=report("results/{ds}/compare.html", caption="../report/compare.rst", category="Metrics",
+                    labels={"run": "{ds}: all models"}),
     log:
         "logs/{ds}/compare.log",
     benchmark:

@@ -20,3 +20,21 @@ rule summary:
         "../../envs/avloc.yaml"
     script:
         "../scripts/summary.py"
+
+
+# One short HTML page of rounded tables per metrics.json (a localizer's mAP per tIoU and per-class AP, or an
+# EAR run's F-scores): what `snakemake --report` shows for a run's metrics instead of the raw JSON.
+rule metrics_page:
+    input:
+        "results/{run}/metrics.json",
+    output:
+        report("results/{run}/metrics.html", caption="../report/metrics.rst", category="Metrics",
+               labels={"run": "{run}"}),
+    wildcard_constraints:
+        run="[^/]+/models/[^/]+|avvp/[^/]+/[^/]+",
+    log:
+        "logs/metrics_page/{run}.log",
+    conda:
+        "../../envs/avloc.yaml"
+    script:
+        "../scripts/metrics_page.py"

@@ -10,6 +10,7 @@ rule fetch_weights:
         filename="|".join(re.escape(f) for f in WEIGHT_FILES),
     params:
         name=lambda wc: WEIGHT_FILES[wc.filename],
+        root=untracked(WEIGHTS_ROOT),  # no rerun trigger (common.smk: untracked); the file is the output
     log:
         "logs/weights/{filename}.log",
     benchmark:
@@ -17,7 +18,7 @@ rule fetch_weights:
     conda:
         "../../envs/avloc.yaml"
     shell:
-        "python -m extractors.weights fetch {params.name:q} --root {WEIGHTS_ROOT:q} > {log:q} 2>&1"
+        "python -m extractors.weights fetch {params.name:q} --root {params.root:q} > {log:q} 2>&1"
 
 
 rule fetch_all_weights:

@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from extractors.recipes import Recipe
+from models.data.unav import read_distractors
 from models.run.evaluate import evaluate
 from models.run.pipeline import checkpoint_classes, load_splits, log_to_file, parse_model_name
 from models.run.predict import plot_dataset_timelines
@@ -20,5 +21,5 @@ name, _ = parse_model_name(snakemake.wildcards.model)
 metrics = evaluate(name, snakemake.input.checkpoint, test, recipe, out_dir,
                    device=snakemake.config.get("device", "auto"), progress=True)
 plot_dataset_timelines(snakemake.output.predictions, test, snakemake.output.timelines, recipe,
-                       max_videos=snakemake.params.max_timelines)
+                       max_videos=snakemake.params.max_timelines, distractors=read_distractors(snakemake.input.annotations))
 logging.info("metrics %s", {k: metrics[k] for k in ("avg",) if k in metrics})

@@ -28,4 +28,4 @@ else:
 random_weights = (recipe.weights if failure is not None
                   else json.loads(Path(visual_path).with_suffix(".json").read_text()).get("weights")) == "random"
 write_prediction(snakemake.wildcards.vid, events, duration, snakemake.output.events,
-                 {"checkpoint": snakemake.input.checkpoint, "recipe": recipe.to_dict(), **extra}, random_weights)
+                 {"checkpoint": snakemake.input.checkpoint, "recipe": recipe.provenance(), **extra}, random_weights)
