@@ -33,7 +33,7 @@ except (config_check.ConfigError, FileNotFoundError, ValueError) as exc:  # othe
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
-include: "workflow/rules/common.smk"  # every input function and shared import; config, recipes, usable videos
+include: "workflow/rules/common.smk"  # every input function; the config objects (models.run/avvp.workflow_config)
 include: "workflow/rules/demo.smk"  # synthetic demo videos + annotations (extractors.synthetic_videos)
 include: "workflow/rules/weights.smk"  # pretrained checkpoints (extractors.weights)
 include: "workflow/rules/media.smk"  # raw video -> constant-FPS mp4 + 16 kHz wav (extractors.media)
@@ -53,7 +53,7 @@ try:
     config_check.raise_if(config_check.videos_folder_errors(DATASETS, config.get("avvp", {})) +
         config_check.model_override_errors(DATASETS) + config_check.avvp_errors(
         config.get("avvp", {}), {"gen": GeneratorConfig, "ear": EARConfig}) + config_check.predict_with_errors(
-        DATASETS, {ds: dataset_models(ds) + (reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
+        DATASETS, {ds: project.dataset_models(ds) + (project.reproduce_models(ds) if "reproduce" in DATASETS[ds] else [])
                    for ds in DATASETS}))
 except config_check.ConfigError as exc:
     raise WorkflowError(str(exc)) from None

@@ -18,9 +18,9 @@ rule avvp_planted:
         val="data/avvp/{name}/val.npz",
         test="data/avvp/{name}/test.npz",
     wildcard_constraints:
-        name="|".join(n for n, s in config.get("avvp", {}).items() if s.get("planted")) or "^$",
+        name="|".join(benchmarks.planted_names) or "^$",
     params:
-        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+        seed=lambda wc: benchmarks.seed(wc.name),
     log:
         "logs/avvp/{name}/planted.log",
     conda:
@@ -31,15 +31,15 @@ rule avvp_planted:
 
 rule ear_stage1:
     input:
-        dense=lambda wc: avvp_data(wc.name, "dense"),
+        dense=lambda wc: benchmarks.data(wc.name, "dense"),
     output:
         generator="results/avvp/{name}/stage1/generator.pt",
         log_json="results/avvp/{name}/stage1/generator.json",
     params:
-        gen=lambda wc: avvp_json(wc.name, "gen"),
-        preset=lambda wc: avvp_preset(wc.name),
-        migration=lambda wc: "" if avvp_spec(wc.name).get("migration", True) else "--no-migration",
-        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
+        gen=lambda wc: benchmarks.section_json(wc.name, "gen"),
+        preset=lambda wc: benchmarks.preset(wc.name),
+        migration=lambda wc: benchmarks.migration_flag(wc.name),
+        seed=lambda wc: benchmarks.seed(wc.name),
     threads: 2
     resources:
         gpu=1,
@@ -58,16 +58,16 @@ rule ear_stage2:
     input:
         unpack(stage2_eval_inputs),
         generator="results/avvp/{name}/stage1/generator.pt",
-        train=lambda wc: avvp_data(wc.name, "train"),
+        train=lambda wc: benchmarks.data(wc.name, "train"),
     output:
         labels="results/avvp/{name}/stage2/{labels}/pseudo_labels.npz",
         scores="results/avvp/{name}/stage2/{labels}/pseudo_labels.json",
     wildcard_constraints:
         labels="real|shuffled",
     params:
-        shuffle=lambda wc: "--shuffle-labels" if wc.labels == "shuffled" else "",
-        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
-        evals=lambda wc: " ".join(f"--{k} {shlex.quote(v)}" for k, v in sorted(stage2_eval_inputs(wc).items())),
+        shuffle=lambda wc: shuffle_flag(wc.labels),
+        seed=lambda wc: benchmarks.seed(wc.name),
+        evals=lambda wc: benchmarks.stage2_eval_args(wc.name),
     log:
         "logs/avvp/{name}/stage2_{labels}.log",
     conda:
@@ -88,14 +88,14 @@ rule ear_stage3:
     wildcard_constraints:
         mode="pseudo|video|shuffled",
     params:
-        pseudo=lambda wc: f"--pseudo {shlex.quote(stage3_inputs(wc)['pseudo'])}" if wc.mode != "video" else "",
-        val=lambda wc: f"--val {shlex.quote(stage3_inputs(wc)['val'])}" if avvp_selects_on_val(wc.name) else "",
-        shuffle=lambda wc: "--shuffle-labels" if wc.mode == "shuffled" else "",
-        ear=lambda wc: avvp_json(wc.name, "ear"),
-        preset=lambda wc: avvp_preset(wc.name),
-        banner=lambda wc: f"--banner {shlex.quote(avvp_banner(wc.name))}" if avvp_banner(wc.name) else "",
-        seed=lambda wc: avvp_spec(wc.name).get("seed", 0),
-        out=lambda wc: shlex.quote(f"results/avvp/{wc.name}/{wc.mode}"),
+        pseudo=stage3_arg("pseudo"),
+        val=stage3_arg("val"),
+        shuffle=lambda wc: shuffle_flag(wc.mode),
+        ear=lambda wc: benchmarks.section_json(wc.name, "ear"),
+        preset=lambda wc: benchmarks.preset(wc.name),
+        banner=stage3_arg("banner"),
+        seed=lambda wc: benchmarks.seed(wc.name),
+        out=stage3_arg("out"),
     threads: 2
     resources:
         gpu=1,
@@ -113,18 +113,17 @@ rule ear_stage3:
 
 rule avvp_summary:
     input:
-        metrics=lambda wc: expand("results/avvp/{name}/{mode}/metrics.json", name=wc.name, mode=avvp_modes(wc.name)),
-        stage1=lambda wc: [] if avvp_modes(wc.name) == ["video"] else f"results/avvp/{wc.name}/stage1/generator.json",
-        train=lambda wc: avvp_data(wc.name, "train"),  # which test classes no training video carries
-        test=lambda wc: avvp_data(wc.name, "test"),
+        metrics=lambda wc: benchmarks.summary_metrics(wc.name),
+        stage1=lambda wc: benchmarks.stage1_log(wc.name),
+        train=lambda wc: benchmarks.data(wc.name, "train"),  # which test classes no training video carries
+        test=lambda wc: benchmarks.data(wc.name, "test"),
         # the training split's pseudo-labels: what a Table III row with seg > 0 and evt 0.0 is made of
-        pseudo=lambda wc: [f"results/avvp/{wc.name}/stage2/real/pseudo_labels.npz"]
-        if "pseudo" in avvp_modes(wc.name) else [],
+        pseudo=lambda wc: benchmarks.train_pseudo_labels(wc.name),
     output:
         html=report("results/avvp/{name}/summary.html", caption="../report/avvp.rst", category="AVVP (EAR)",
                     labels={"benchmark": "{name}", "labels": "summary"}),
     params:
-        banner=lambda wc: avvp_banner(wc.name),
+        banner=lambda wc: benchmarks.banner(wc.name),
     log:
         "logs/avvp/{name}/summary.log",
     conda:

@@ -6,14 +6,14 @@
 
 rule feature_store:
     input:
-        features=lambda wc: feature_files(wc.ds),
+        features=lambda wc: project.feature_files(wc.ds),
     output:
         store=directory("results/{ds}/store"),
     params:
-        visual=lambda wc: visual_kind(wc.ds),
-        videos=lambda wc: sorted(videos(wc.ds)),
-        source=lambda wc: dict(zip(("root", "layout", "prefix"), store_source(wc.ds))),
-        missing=lambda wc: sorted(rejected(wc.ds)) if features_source(wc.ds) is not None else [],
+        visual=lambda wc: project.visual_kind(wc.ds),
+        videos=lambda wc: sorted(project.videos(wc.ds)),
+        source=lambda wc: project.store_source(wc.ds),
+        missing=lambda wc: project.missing_features(wc.ds),
     log:
         "logs/{ds}/feature_store.log",
     benchmark:

@@ -19,7 +19,7 @@ FEATURE_SHELL = (
 
 # One rule per visual extractor of extractors/registry.py (features_i3d, features_r21d, a user's
 # features_<name>), all from this one definition: outputs, weights and the rest derive from the declaration.
-for _visual in VISUAL_EXTRACTORS:
+for _visual in registry.visual_names():
 
     rule:
         name:
@@ -30,12 +30,12 @@ for _visual in VISUAL_EXTRACTORS:
             manifest="results/{ds}/media/{vid}.json",  # a failure record to pass on; deleting it retries the video
             weights=feature_weights,
         output:
-            **feature_outputs(_visual),
+            **project.feature_outputs(_visual),
         wildcard_constraints:
-            ds=datasets_with_visual(_visual),
+            ds=project.datasets_with_visual(_visual),
         params:
             visual=_visual,
-            recipe=lambda wc: extraction_recipe_json(wc.ds),
+            recipe=lambda wc: project.extraction_recipe_json(wc.ds),
             device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
             weights_root=untracked(WEIGHTS_ROOT),
             flow_out=extra_feature_args,  # --flow-out, the user's extractor files: see common.smk

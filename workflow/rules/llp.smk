@@ -13,25 +13,25 @@
 # its generator on UnAV-100): whole-video per-second CLIP + CLAP features and AV labels on 1 s steps.
 
 wildcard_constraints:
-    llp="|".join(re.escape(n) for n in LLP_NAMES) or "^$",
-    dn="|".join(re.escape(n) for n in DENSE_NAMES) or "^$",
+    llp="|".join(re.escape(n) for n in benchmarks.llp_names) or "^$",
+    dn="|".join(re.escape(n) for n in benchmarks.dense_names) or "^$",
 
 
 rule llp_features:
     input:
         # as configured (relative stays relative: a moved project is not re-extracted); the shell's
         # --video=PATH form keeps an id starting with '-' from reading as an option
-        video=lambda wc: str(llp_clips(wc.llp)[wc.vid]),
-        weights=lambda wc: llp_weight_files(wc.llp),
+        video=lambda wc: str(benchmarks.clips(wc.llp)[wc.vid]),
+        weights=lambda wc: benchmarks.weight_files(wc.llp),
     output:
         features="results/avvp/{llp}/features/clips/{vid}.npz",
         provenance="results/avvp/{llp}/features/clips/{vid}.json",
     wildcard_constraints:
         vid="[^/]+",
     params:
-        kinds=lambda wc: ",".join(llp_kinds(wc.llp)),
-        seconds=10,  # LLP's clips (extractors.llp.features.N_SEGMENTS)
-        common=lambda wc: llp_common_args(wc.llp),
+        kinds=lambda wc: ",".join(benchmarks.kinds(wc.llp)),
+        seconds=LLP_SECONDS,
+        common=lambda wc: benchmarks.common_args(wc.llp),
         device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
@@ -48,13 +48,13 @@ rule llp_features:
 
 rule llp_text:
     input:
-        csvs=lambda wc: [llp_csv(wc.llp, f"{split}_csv") for split in llp_splits(wc.llp)],
-        weights=lambda wc: llp_weight_files(wc.llp, text=True),
+        csvs=lambda wc: benchmarks.split_csvs(wc.llp),
+        weights=lambda wc: benchmarks.weight_files(wc.llp, text=True),
     output:
         "data/avvp/{llp}/text.npz",
     params:
-        common=lambda wc: llp_common_args(wc.llp),
-        encoders=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-encoders",
+        common=lambda wc: benchmarks.common_args(wc.llp),
+        encoders=lambda wc: benchmarks.unless_generator(wc.llp, "--no-encoders"),
     log:
         "logs/avvp/{llp}/text.log",
     conda:
@@ -66,22 +66,19 @@ rule llp_text:
 
 rule llp_split:
     input:
-        features=llp_split_features,
+        features=lambda wc: benchmarks.split_features(wc.llp, wc.split),
         text="data/avvp/{llp}/text.npz",
-        weak=lambda wc: llp_csv(wc.llp, f"{wc.split}_csv"),
-        evals=lambda wc: [llp_csv(wc.llp, "eval_audio_csv"), llp_csv(wc.llp, "eval_visual_csv")]
-        if llp_split_has_gt(wc.llp, wc.split) else [],
+        weak=lambda wc: benchmarks.csv(wc.llp, f"{wc.split}_csv"),
+        evals=lambda wc: benchmarks.eval_csvs(wc.llp, wc.split),
     output:
         "data/avvp/{llp}/{split}.npz",
     wildcard_constraints:
         split="train|val|test",
     params:
-        evals=lambda wc: (f"--eval-audio-csv {shlex.quote(llp_csv(wc.llp, 'eval_audio_csv'))} "
-                          f"--eval-visual-csv {shlex.quote(llp_csv(wc.llp, 'eval_visual_csv'))}")
-        if llp_split_has_gt(wc.llp, wc.split) else "",
-        visual=lambda wc: llp_spec(wc.llp).get("visual", "resnet152_r21d"),
-        audio=lambda wc: llp_spec(wc.llp).get("audio", "vggish"),
-        generator=lambda wc: "" if llp_needs_generator(wc.llp) else "--no-generator",
+        evals=lambda wc: benchmarks.eval_args(wc.llp, wc.split),
+        visual=lambda wc: benchmarks.llp_setting(wc.llp, "visual"),
+        audio=lambda wc: benchmarks.llp_setting(wc.llp, "audio"),
+        generator=lambda wc: benchmarks.unless_generator(wc.llp, "--no-generator"),
     log:
         "logs/avvp/{llp}/split_{split}.log",
     conda:
@@ -95,8 +92,8 @@ rule llp_split:
 
 rule avvp_dense_features:
     input:
-        video=lambda wc: str(videos(dense_dataset(wc.dn))[wc.vid]),  # relative as configured (llp_features)
-        weights=lambda wc: dense_weight_files(wc.dn),
+        video=lambda wc: benchmarks.dense_clip(wc.dn, wc.vid),
+        weights=lambda wc: benchmarks.dense_weight_files(wc.dn),
     output:
         features="results/avvp/{dn}/dense_features/clips/{vid}.npz",
         provenance="results/avvp/{dn}/dense_features/clips/{vid}.json",
@@ -104,8 +101,8 @@ rule avvp_dense_features:
         vid="[^/]+",
     params:
         kinds="clip,clap",
-        common=lambda wc: llp_common_args(wc.dn),
-        seconds=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
+        common=lambda wc: benchmarks.common_args(wc.dn),
+        seconds=lambda wc: benchmarks.dense_t_max(wc.dn),
         device=untracked(DEVICE),  # no rerun trigger (common.smk: untracked)
     threads: 2
     resources:
@@ -122,12 +119,12 @@ rule avvp_dense_features:
 
 rule avvp_dense_text:
     input:
-        annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
-        weights=lambda wc: dense_weight_files(wc.dn),
+        annotations=lambda wc: benchmarks.dense_annotations(wc.dn),
+        weights=lambda wc: benchmarks.dense_weight_files(wc.dn),
     output:
         "data/avvp/{dn}/dense_text.npz",
     params:
-        common=lambda wc: llp_common_args(wc.dn),
+        common=lambda wc: benchmarks.common_args(wc.dn),
     log:
         "logs/avvp/{dn}/dense_text.log",
     conda:
@@ -139,14 +136,13 @@ rule avvp_dense_text:
 
 rule avvp_dense:
     input:
-        features=lambda wc: [f"results/avvp/{wc.dn}/dense_features/clips/{v}.npz"
-                             for v in videos(dense_dataset(wc.dn))],
+        features=lambda wc: benchmarks.dense_features(wc.dn),
         text="data/avvp/{dn}/dense_text.npz",
-        annotations=lambda wc: DATASETS[dense_dataset(wc.dn)]["annotations"],
+        annotations=lambda wc: benchmarks.dense_annotations(wc.dn),
     output:
         "data/avvp/{dn}/dense.npz",
     params:
-        t_max=lambda wc: avvp_spec(wc.dn).get("dense_t_max", 60),
+        t_max=lambda wc: benchmarks.dense_t_max(wc.dn),
     log:
         "logs/avvp/{dn}/dense.log",
     conda:
@@ -159,7 +155,7 @@ rule avvp_dense:
 
 rule llp_csvs:
     input:
-        annotations=lambda wc: DATASETS[llp_source_dataset(wc.llp)]["annotations"],
+        annotations=lambda wc: benchmarks.source_annotations(wc.llp),
     output:
         [f"data/avvp/{{llp}}/csv/{f}" for f in LLP_CSVS.values()],
     log:

@@ -13,10 +13,10 @@ rule media:
         wav="results/{ds}/media/{vid}.wav",
         manifest="results/{ds}/media/{vid}.json",
     params:
-        fps=lambda wc: recipe(wc.ds).fps,
-        min_duration=lambda wc: recipe(wc.ds).min_duration_s,
-        short_audio=lambda wc: recipe(wc.ds).short_audio,
-        audio_alignment=lambda wc: recipe(wc.ds).audio_alignment,
+        fps=lambda wc: project.recipe(wc.ds).fps,
+        min_duration=lambda wc: project.recipe(wc.ds).min_duration_s,
+        short_audio=lambda wc: project.recipe(wc.ds).short_audio,
+        audio_alignment=lambda wc: project.recipe(wc.ds).audio_alignment,
     log:
         "logs/{ds}/media/{vid}.log",
     benchmark:

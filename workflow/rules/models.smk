@@ -20,8 +20,8 @@ rule train:
             labels={"dataset": "{ds}", "model": "{model}"},
         ),
     params:
-        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
-        train=lambda wc: train_spec(wc.ds, wc.model),
+        recipe=lambda wc: project.recipe_json(wc.ds),
+        train=lambda wc: project.train_spec(wc.ds, wc.model),
         code=lambda wc: code_fingerprint(wc.model, "train", workflow.basedir),
     threads: 2
     resources:
@@ -52,9 +52,9 @@ rule evaluate:
             labels={"dataset": "{ds}", "model": "{model}", "video": "{name}"},
         ),
     params:
-        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        recipe=lambda wc: project.recipe_json(wc.ds),
         code=lambda wc: code_fingerprint(wc.model, "evaluate", workflow.basedir),
-        max_timelines=lambda wc: DATASETS[wc.ds].get("evaluate", {}).get("max_timelines", 200),
+        max_timelines=lambda wc: project.max_timelines(wc.ds),
     threads: 2
     resources:
         gpu=1,
@@ -70,8 +70,7 @@ rule evaluate:
 
 rule compare:
     input:
-        metrics=lambda wc: expand("results/{ds}/models/{model}/metrics.json", ds=wc.ds,
-                                  model=dataset_models(wc.ds)),
+        metrics=lambda wc: metrics_files(wc.ds, project.dataset_models(wc.ds)),
     output:
         markdown="results/{ds}/compare.md",
         csv="results/{ds}/compare.csv",
@@ -89,10 +88,10 @@ rule compare:
 
 rule predict:
     input:
-        features=lambda wc: [f"results/{wc.ds}/features/{kind}/{wc.vid}.npy" for kind in feature_kinds(wc.ds)],
-        checkpoint=lambda wc: predictor(wc.ds),
+        features=lambda wc: project.predict_features(wc.ds, wc.vid),
+        checkpoint=lambda wc: project.predictor(wc.ds),
         manifest="results/{ds}/media/{vid}.json",
-        annotations=lambda wc: DATASETS[DATASETS[wc.ds]["predict_with"]["dataset"]]["annotations"],
+        annotations=lambda wc: project.predict_annotations(wc.ds),
     output:
         events="results/{ds}/predictions/{model}/{vid}.json",
         csv="results/{ds}/predictions/{model}/{vid}.csv",
@@ -103,7 +102,7 @@ rule predict:
             labels={"dataset": "{ds}", "model": "{model}", "video": "{vid}"},
         ),
     params:
-        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        recipe=lambda wc: project.recipe_json(wc.ds),
         code=lambda wc: code_fingerprint(wc.model, "predict", workflow.basedir),
     log:
         "logs/{ds}/predict/{model}/{vid}.log",

@@ -8,13 +8,10 @@ rule summary:
         html=report("results/{ds}/summary.html", caption="../report/summary.rst", category="Summary",
                     labels={"dataset": "{ds}"}),
     params:
-        rejected=lambda wc: json.dumps(rejected(wc.ds), sort_keys=True),
-        recipe=lambda wc: json.dumps(recipe(wc.ds).to_dict(), sort_keys=True),
+        rejected=lambda wc: json.dumps(project.rejected(wc.ds), sort_keys=True),
+        recipe=lambda wc: project.recipe_json(wc.ds),
         generator=lambda wc: json.dumps(DATASETS[wc.ds].get("generate_demo"), sort_keys=True),
-        predict_with=lambda wc: json.dumps({**DATASETS[wc.ds]["predict_with"], "checkpoint": predictor(wc.ds),
-                                            "synthetic": "generate_demo" in DATASETS[
-                                                DATASETS[wc.ds]["predict_with"]["dataset"]]}
-                                           if "predict_with" in DATASETS[wc.ds] else None, sort_keys=True),
+        predict_with=lambda wc: project.predict_with_json(wc.ds),
     log:
         "logs/{ds}/summary.log",
     benchmark:

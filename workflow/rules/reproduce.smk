@@ -16,12 +16,12 @@ rule reproduce:
         csv=report("results/{ds}/reproduce.csv", caption="../report/compare.rst", category="Metrics",
                    labels={"dataset": "{ds}", "table": "reproduction"}),
     params:
-        name=lambda wc: reproduce_table(wc.ds),
-        table=lambda wc: json.dumps(PUBLISHED["tables"][reproduce_table(wc.ds)]),
-        papers=json.dumps(PUBLISHED["papers"]),
-        train_specs=lambda wc: json.dumps({r: json.loads(train_spec(wc.ds, r)) for r in reproduce_run_names(wc.ds)}),
-        runs=lambda wc: json.dumps(reproduce_runs(wc.ds)),
-        context=lambda wc: reproduce_context(wc.ds),
+        name=lambda wc: project.reproduce_table(wc.ds),
+        table=lambda wc: project.reproduce_table_json(wc.ds),
+        papers=json.dumps(project.published["papers"]),
+        train_specs=lambda wc: project.reproduce_train_specs(wc.ds),
+        runs=lambda wc: json.dumps(project.reproduce_runs(wc.ds)),
+        context=lambda wc: project.reproduce_context(wc.ds),
     log:
         "logs/{ds}/reproduce.log",
     benchmark:
@@ -49,10 +49,10 @@ rule unav_results:
         "--out {output:q} > {log:q} 2>&1"
 
 
-for _table in PUBLISHED["tables"]:
+for _table in project.published["tables"]:
 
     rule:
         name:
             f"reproduce_{_table}"
         input:
-            _reproduce_target(_table),
+            reproduce_target(_table),

@@ -23,4 +23,4 @@ rule fetch_weights:
 
 rule fetch_all_weights:
     input:
-        lambda wc: sorted({f for ds in DATASETS for kind in feature_kinds(ds) for f in weight_files(ds, kind)}),
+        lambda wc: project.all_weight_files(),
