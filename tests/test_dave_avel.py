@@ -162,7 +162,9 @@ def test_tdm_on_valid_steps_equals_padded_batch(masks: str) -> None:
         grads.append((y.detach(), xx.grad.clone(), [p.grad.clone() for p in tdm.parameters()]))
     (y0, gx0, gp0), (y1, gx1, gp1) = grads
     assert y1.shape == y0.shape == (B, T, 12)
-    torch.testing.assert_close(y1, y0, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(gx1, gx0, rtol=1e-6, atol=1e-6)
+    # float32 rounding only: inputs of scale 3 summed over attention and convolution windows differ by ~1e-6
+    # between the two evaluation orders on some CPUs (1.4e-6 seen); a padding leak differs by O(1)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx1, gx0, rtol=1e-5, atol=1e-5)
     for a, b in zip(gp1, gp0, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -201,12 +201,16 @@ def test_i3d_from_store_equals_in_memory_exactly(tmp_path: Path) -> None:
     stored = read_flow_store(store)
     direct = crop_quantize(farneback_pairs(frames), 224)[: prov["n_pairs"]].numpy()
     assert np.array_equal(stored, direct)
-    mem, _ = extract_i3d(clip, RECIPE, batch_size=3, modules=standins(RECIPE.stack))
+    mem, _ = extract_i3d(clip, RECIPE, batch_size=2, modules=standins(RECIPE.stack))
     disk, p = extract_i3d(clip, RECIPE, batch_size=2, flow_path=store, modules=standins(RECIPE.stack))
     assert p["flow"]["flow_source"] == "store" and p["flow"]["computed_with"]["flow"] == "farneback"
     assert mem.shape == (4, 2048)
-    assert np.array_equal(mem[:, 1024:], disk[:, 1024:])
+    assert np.array_equal(mem[:, 1024:], disk[:, 1024:])  # the same flow in the same batches: bit for bit
     assert np.abs(mem - disk).max() <= 1e-5
+    # another grouping of the windows changes only float rounding (the convolution kernels oneDNN picks
+    # depend on the batch size on some CPUs: bit-equal across batch sizes is not a property of the network)
+    mem3, _ = extract_i3d(clip, RECIPE, batch_size=3, modules=standins(RECIPE.stack))
+    assert np.abs(mem3 - disk).max() <= 1e-5
     with pytest.raises(ValueError, match="another recipe"):
         extract_i3d(clip, RECIPE.replace(step=8), flow_path=store, modules=standins(RECIPE.stack))
 
