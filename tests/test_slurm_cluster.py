@@ -42,7 +42,7 @@ PER_SUBMISSION = 2  # group-components extract=2: 4 clips -> 2 extraction submis
 ODD_NAME = 'a "quoted" clip with spaces'  # not both quote kinds, no comma: see README "Cluster"
 # Rules that run as their own submission (no localrules in this workflow), and on which partition.
 GPU_RULES = {"train", "evaluate"}
-CPU_RULES = {"feature_store", "compare", "summary"}
+CPU_RULES = {"feature_store", "compare", "metrics_page", "summary"}
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
