@@ -183,3 +183,12 @@ def localizer_batch(seed: int = 0, lengths: tuple[int, ...] = (64, 41, 17), c: i
     for i, s in enumerate(segs):
         labels[i, s[:, 2].long()] = 1.0
     return {"audio": audio, "visual": visual, "mask": mask, "labels": labels, "segments": segs}
+
+
+@pytest.fixture(scope="session")
+def unav() -> dict:
+    """The real UnAV-100 annotation file (tests/data, 10,790 videos) as ``{vid: VideoAnnotation}``: the structure
+    the real-structure planted benchmarks copy (test_planted_real, test_weak_ceiling)."""
+    from models.data.unav import read_unav
+
+    return read_unav(Path(__file__).parent / "data" / "unav100_annotations.json.gz")

@@ -27,20 +27,14 @@ from models.data.planted_real import (
     video_labels,
 )
 from models.data.steps import covered_steps, seconds_to_steps
-from models.data.unav import read_unav
 from models.localizers.class_prior import fit_class_prior, prior_logits
 from models.localizers.registry import build_model
 from models.run.evaluate import compute_dataset_metrics, video_level_map
 from models.run.runtime import model_from_checkpoint
 from models.run.train import train
 
-ANNOTATIONS = Path(__file__).parent / "data" / "unav100_annotations.json.gz"
 RECIPE = get_recipe("unav100")
 
-
-@pytest.fixture(scope="module")
-def unav() -> dict:
-    return read_unav(ANNOTATIONS)
 
 
 def test_real_file_structure_and_fraction(unav):

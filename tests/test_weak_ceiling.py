@@ -4,7 +4,6 @@ per-step ceiling of MIL (``targets: step``), and per-batch padding (outputs unch
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,20 +22,14 @@ from models.data.planted_real import (
     read_distractors,
 )
 from models.data.synthetic import PlantedConfig, make_planted
-from models.data.unav import read_unav
 from models.localizers.input_norm import fit_input_norm
 from models.localizers.registry import build_model
 from models.run.metrics import distractors_reported
 from models.run.runtime import model_from_checkpoint
 from models.run.train import train
 
-ANNOTATIONS = Path(__file__).parent / "data" / "unav100_annotations.json.gz"
 RECIPE = get_recipe("unav100")
 
-
-@pytest.fixture(scope="module")
-def unav() -> dict:
-    return read_unav(ANNOTATIONS)
 
 
 def test_distractors_are_one_stream_unannotated_and_listed(unav, tmp_path):
